@@ -1,0 +1,225 @@
+"""The offline pipeline: logs → sessions → examples → features → tree → rankers → model dir."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import resource
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from .examples import Example, protocol_pairs, training_examples
+from .features import PrefixFeaturizer
+from .logs import LogRow, LogStats, read_logs
+from .model import Model, TreeRanker
+from .params import BuildParams
+from .rerank import collect_training_rows, default_weights, fit_reranker
+from .sessions import sessions_of
+from .storage import atomic_directory
+from .topk import PrefixTopK
+from .tree import build_label_tree
+from .wordmodel import WordModel, counted_index
+from .xlinear import train_rankers
+
+
+@dataclass
+class BuildSummary:
+    """What a build read, made and spent, for the closing report and the manifest."""
+
+    rows_read: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    sessions: int = 0
+    examples: int = 0
+    labels: int = 0
+    tree_depth: int = 0
+    tree_leaves: int = 0
+    nonzero_weights: int = 0
+    rerank_examples: int = 0
+    rerank_recall: float = 0.0
+    seconds: dict[str, float] = field(default_factory=dict)
+    peak_memory_mb: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class _Stages:
+    """Times named stages and shows progress bars (or none when ``quiet``)."""
+
+    def __init__(self, summary: BuildSummary, quiet: bool):
+        self.summary = summary
+        self.quiet = quiet
+
+    @contextmanager
+    def stage(self, name: str, total: int | None = None, unit: str = "it") -> Iterator[Callable[[int], None]]:
+        start = time.perf_counter()
+        bar = tqdm(total=total, desc=name, unit=unit, disable=self.quiet, leave=False, dynamic_ncols=True)
+        try:
+            yield bar.update
+        finally:
+            bar.close()
+            seconds = self.summary.seconds
+            seconds[name] = round(seconds.get(name, 0.0) + time.perf_counter() - start, 3)
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process and its finished children, in MB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round((own + children) / 1024, 1)
+
+
+def label_index(rows: Sequence[LogRow]) -> PrefixTopK:
+    """Distinct queries, sorted, weighted by how many rows asked them."""
+    return counted_index(Counter(r.query for r in rows))
+
+
+def fit_word_model(rows: Sequence[LogRow], sessions: Sequence[Sequence[LogRow]]) -> WordModel:
+    """Word and bigram counts over all rows, transitions over consecutive session queries."""
+    counts = Counter(r.query for r in rows)
+    pairs = [(a.query, b.query) for s in sessions for a, b in zip(s, s[1:])]
+    return WordModel.fit(counts.items(), pairs)
+
+
+def fit_tree(
+    labels: PrefixTopK,
+    examples: Sequence[Example],
+    params: BuildParams,
+    stages: _Stages,
+    summary: BuildSummary | None = None,
+) -> TreeRanker:
+    """Featurizer, label tree and node rankers (METHOD.md §2-4)."""
+    keys = labels.keys
+    with stages.stage("features"):
+        featurizer = PrefixFeaturizer(weighting=params.weighting, prev_weight=params.prev_weight)
+        featurizer.fit(keys, keys)
+        embeddings = featurizer.embed(keys)
+        X = featurizer.transform([e.prefix for e in examples], [e.prev for e in examples])
+        position = {k: i for i, k in enumerate(keys)}
+        y = np.fromiter((position[e.target] for e in examples), dtype=np.int64, count=len(examples))
+    with stages.stage("tree"):
+        tree = build_label_tree(
+            keys, embeddings, params.trie_depth, params.max_leaf, params.branching, params.seed
+        )
+    with stages.stage("rankers", total=tree.n_nodes, unit="node") as update:
+        weights = train_rankers(
+            tree, X, y, C=params.svm_c, prune=params.prune, workers=params.workers, progress=update
+        )
+    if summary is not None:
+        summary.examples = len(examples)
+        summary.tree_depth = int(tree.max_depth)
+        summary.tree_leaves = int(tree.n_leaves)
+        summary.nonzero_weights = int(weights.nnz)
+    return TreeRanker(featurizer, tree, weights.tocsc(), params.beam)
+
+
+def fit_model(
+    rows: Sequence[LogRow],
+    sessions: Sequence[Sequence[LogRow]],
+    params: BuildParams,
+    reranker: np.ndarray,
+    stages: _Stages,
+    summary: BuildSummary | None = None,
+) -> Model:
+    """Every component fitted on these rows and sessions, ranked by ``reranker``."""
+    with stages.stage("counts"):
+        labels = label_index(rows)
+        words = fit_word_model(rows, sessions)
+    tree = None
+    if params.use_tree:
+        examples = training_examples(sessions, params.prefixes_per_query, params.seed)
+        tree = fit_tree(labels, examples, params, stages, summary)
+    return Model(params, labels, words, reranker, tree)
+
+
+def split_for_reranker(
+    rows: Sequence[LogRow], params: BuildParams
+) -> tuple[list[LogRow], list[LogRow]]:
+    """Early rows (to fit counts and tree on) and late rows (to train the reranker on).
+
+    Timed logs split at ``rerank_days`` before their end; a plain query list splits at random.
+    """
+    times = [r.time for r in rows if r.time is not None]
+    if len(times) == len(rows):
+        cut = max(times) - params.rerank_days * 86400
+        return [r for r in rows if r.time < cut], [r for r in rows if r.time >= cut]  # type: ignore[operator]
+    late = np.random.default_rng(params.seed).random(len(rows)) < params.rerank_holdout
+    return [r for r, x in zip(rows, late) if not x], [r for r, x in zip(rows, late) if x]
+
+
+def reranker_examples(sessions: Sequence[Sequence[LogRow]], params: BuildParams) -> list[Example]:
+    """Keystrokes to train the reranker on: evaluation-style pairs, several prefixes each;
+    for a log without sessions, each query with prefixes and no history."""
+    if any(len(s) > 1 for s in sessions):
+        return [ex for seed in range(params.rerank_prefixes) for ex in protocol_pairs(sessions, seed)]
+    return training_examples(sessions, params.rerank_prefixes, params.seed)
+
+
+def train_reranker(
+    rows: Sequence[LogRow], params: BuildParams, stages: _Stages, summary: BuildSummary
+) -> np.ndarray:
+    """Fit the components on the early rows, then the scorer on keystrokes of the late ones."""
+    early, late = split_for_reranker(rows, params)
+    if not params.reranker or not early or not late:
+        return default_weights()
+    early_model = fit_model(early, sessions_of(early), params, default_weights(), _Stages(BuildSummary(), True))
+    examples = reranker_examples(sessions_of(late), params)
+    with stages.stage("reranker", total=len(examples), unit="keystroke") as update:
+        X, y, groups = collect_training_rows(examples, early_model.candidates, update)
+        summary.rerank_examples = len(examples)
+        summary.rerank_recall = round(float(y.sum()) / max(1, len(examples)), 4)
+        if y.sum() == 0:
+            return default_weights()
+        return fit_reranker(X, y, groups, C=params.rerank_c, seed=params.seed)
+
+
+def build(
+    logs: Sequence[str | Path], out: str | Path, params: BuildParams, quiet: bool = False
+) -> BuildSummary:
+    """Build a model from ``logs`` into directory ``out``, atomically.
+
+    Raises :class:`~indexer.logs.LogError` for unusable input and
+    :class:`~indexer.storage.ModelError` when ``out`` cannot be written; ``out`` is then
+    left as it was.
+    """
+    summary = BuildSummary()
+    stages = _Stages(summary, quiet)
+    started = time.time()
+    out = Path(out)
+    with atomic_directory(out) as tmp:
+        stats = LogStats()
+        with stages.stage("read"):
+            rows, stats = read_logs([Path(p) for p in logs], stats)
+        summary.rows_read = stats.rows_read
+        summary.skipped = dict(stats.skipped)
+        with stages.stage("sessions"):
+            sessions = sessions_of(rows)
+        summary.sessions = len(sessions)
+        reranker = train_reranker(rows, params, stages, summary)
+        model = fit_model(rows, sessions, params, reranker, stages, summary)
+        summary.labels = len(model.labels)
+        with stages.stage("save"):
+            built = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            digest = hashlib.sha256(
+                json.dumps([sorted(stats.checksums.items()), params.to_json(), built]).encode()
+            ).hexdigest()[:12]
+            summary.peak_memory_mb = peak_memory_mb()
+            manifest = {
+                "version": digest,
+                "built_at": built,
+                "build_seconds": round(time.time() - started, 2),
+                "inputs": stats.checksums,
+                "counts": summary.to_json(),
+            }
+            model.save(tmp, manifest)
+    summary.peak_memory_mb = peak_memory_mb()
+    return summary

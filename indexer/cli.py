@@ -1,0 +1,165 @@
+"""``qac``: build, evaluate and query completion models from the command line.
+
+The CLI only parses flags and calls library functions; library errors become a one-line
+message and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .logs import LogError
+from .params import SOURCES, WEIGHTINGS, BuildParams
+from .storage import ModelError
+
+SAMPLE_LOG = Path(__file__).resolve().parent.parent / "data" / "sample.tsv.gz"
+EXIT_USAGE = 2
+
+_DEFAULTS = BuildParams()
+
+
+class CommandError(Exception):
+    """An error the CLI reports in one line and exits 2 for."""
+
+
+def _build_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "build",
+        help="build a completion model from query logs",
+        description="Read AOL-format query logs (or plain one-query-per-line files), cut them "
+        "into sessions and write a model directory atomically.",
+    )
+    p.add_argument("--log", action="append", type=Path, metavar="PATH",
+                   help=f"a query log, .tsv or .gz; repeatable (default: the shipped sample {SAMPLE_LOG.name})")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="model directory to write")
+    p.add_argument("--trie-depth", type=int, default=_DEFAULTS.trie_depth,
+                   help="characters of the label trie above the clusters; 0 = pure clustering (default: %(default)s)")
+    p.add_argument("--max-leaf", type=int, default=_DEFAULTS.max_leaf, help="most labels in a tree leaf (default: %(default)s)")
+    p.add_argument("--beam", type=int, default=_DEFAULTS.beam, help="beam width of the tree search (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=_DEFAULTS.workers, help="processes training the rankers (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="random seed (default: %(default)s)")
+    p.add_argument("--weighting", choices=WEIGHTINGS, default=_DEFAULTS.weighting,
+                   help="position weighting of prefix n-grams: none, by offset in the string or in the word (default: %(default)s)")
+    p.add_argument("--prev-weight", type=float, default=_DEFAULTS.prev_weight,
+                   help="weight of the previous-query block of the features; 0 ignores it (default: %(default)s)")
+    p.add_argument("--sources", default=",".join(_DEFAULTS.sources),
+                   help=f"comma-separated candidate sources, of {','.join(SOURCES)} (default: all)")
+    p.add_argument("--no-reranker", action="store_true", help="rank with a fixed popularity-first scorer instead of a learned one")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_build)
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from .build import build
+
+    try:
+        params = BuildParams(
+            trie_depth=args.trie_depth, max_leaf=args.max_leaf, beam=args.beam, workers=args.workers,
+            seed=args.seed, weighting=args.weighting, prev_weight=args.prev_weight,
+            sources=tuple(s for s in args.sources.split(",") if s), reranker=not args.no_reranker,
+        )
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    logs = args.log or [SAMPLE_LOG]
+    summary = build(logs, args.out, params, quiet=args.quiet)
+    skipped = ", ".join(f"{n} {why}" for why, n in summary.skipped.items()) or "none"
+    print(f"built {args.out}")
+    print(f"  rows read       {summary.rows_read:,} (skipped: {skipped})")
+    print(f"  sessions        {summary.sessions:,}")
+    print(f"  examples        {summary.examples:,} (reranker: {summary.rerank_examples:,}, target among candidates {summary.rerank_recall:.1%})")
+    print(f"  labels          {summary.labels:,}")
+    print(f"  tree            depth {summary.tree_depth}, {summary.tree_leaves:,} leaves, {summary.nonzero_weights:,} nonzero weights")
+    print("  seconds         " + ", ".join(f"{k} {v:.1f}" for k, v in summary.seconds.items()))
+    print(f"  peak memory     {summary.peak_memory_mb:,.0f} MB")
+    return 0
+
+
+def _eval_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="measure a model against most-popular completion on evaluation pairs",
+        description="Score a model and most-popular completion (from the same label counts) on "
+        "JSON-lines pairs {prev_query, prefix, next_query}: MRR@10, success@1/10, BLEU, latency.",
+    )
+    p.add_argument("--index", required=True, type=Path, metavar="DIR", help="model directory")
+    p.add_argument("--pairs", required=True, type=Path, metavar="PAIRS.jsonl", help="evaluation pairs")
+    p.add_argument("--limit", type=int, metavar="N", help="use only the first N pairs")
+    p.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_eval)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from . import load
+    from .evaluate import PairsError, evaluate, format_report, read_pairs
+
+    if args.limit is not None and args.limit < 1:
+        raise CommandError(f"--limit must be >= 1, got {args.limit}")
+    model = load(args.index)
+    try:
+        pairs = read_pairs(args.pairs, args.limit)
+    except PairsError as exc:
+        raise CommandError(str(exc)) from exc
+    with tqdm(total=len(pairs), desc="eval", unit="pair", disable=args.quiet, leave=False) as bar:
+        result = evaluate(model, pairs, progress=bar.update)
+    print(format_report(result))
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def _complete_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("complete", help="print the completions of a prefix",
+                       description="Print a model's ten completions of PREFIX, optionally after earlier queries.")
+    p.add_argument("--index", required=True, type=Path, metavar="DIR", help="model directory")
+    p.add_argument("prefix", help="the text typed so far")
+    p.add_argument("--prev", action="append", default=[], metavar="QUERY",
+                   help="an earlier query of the session; repeat, oldest first")
+    p.add_argument("-k", type=int, default=10, help="how many completions (default: %(default)s)")
+    p.set_defaults(func=_cmd_complete)
+
+
+def _cmd_complete(args: argparse.Namespace) -> int:
+    from . import load
+
+    for c in load(args.index).complete(args.prefix, args.prev, k=args.k):
+        print(f"{c.score:8.3f}  {c.query}")
+    return 0
+
+
+_PARSERS: Sequence[Callable[[argparse._SubParsersAction], None]] = (
+    _build_parser, _eval_parser, _complete_parser,
+)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The ``qac`` argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="qac", description="Session-aware query autocompletion: build, evaluate, serve."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in _PARSERS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``qac``; returns the exit code."""
+    args = make_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (CommandError, LogError, ModelError) as exc:
+        print(f"qac {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

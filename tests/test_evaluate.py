@@ -1,0 +1,52 @@
+import math
+
+import pytest
+
+from indexer.evaluate import PairsError, Scores, length_bucket, rank_weighted_bleu, read_pairs, sentence_bleu
+
+
+def test_bleu_of_identical_sentences_is_one():
+    assert sentence_bleu("new york times today".split(), "new york times today".split()) == pytest.approx(1.0)
+
+
+def test_bleu_of_short_identical_sentences_is_smoothed_like_nltk():
+    # Three words have no 4-gram: NLTK's method 1 counts that precision as 0.1 / 1.
+    assert sentence_bleu("new york times".split(), "new york times".split()) == pytest.approx(0.1**0.25)
+
+
+def test_bleu_without_any_shared_word_is_zero():
+    assert sentence_bleu("new york".split(), "los angeles".split()) == 0.0
+
+
+def test_bleu_smooths_missing_ngrams_and_penalizes_brevity():
+    # p1..p3 = 1, p4 has no 4-gram: (0 + 0.1) / 1; brevity penalty exp(1 - 4/3).
+    expected = math.exp(1 - 4 / 3) * 0.1**0.25
+    assert sentence_bleu("a b c d".split(), "a b c".split()) == pytest.approx(expected)
+
+
+def test_rank_weighted_bleu_trusts_the_first_suggestion_most():
+    good_first = rank_weighted_bleu("a b c d", ["a b c d", "x y"])
+    good_second = rank_weighted_bleu("a b c d", ["x y", "a b c d"])
+    assert good_first == pytest.approx(2 / 3) and good_second == pytest.approx(1 / 3)
+
+
+def test_scores_count_reciprocal_rank_within_ten():
+    s = Scores()
+    s.add("b", ["a", "b"])
+    s.add("z", ["a"])
+    s.add("k", [str(i) for i in range(10)] + ["k"])
+    r = s.report()
+    assert r["mrr"] == pytest.approx(0.5 / 3, abs=1e-4)
+    assert r["success@1"] == 0 and r["success@10"] == pytest.approx(1 / 3, abs=1e-4)
+
+
+def test_length_buckets():
+    assert [length_bucket(p) for p in ["a", "abc", "abcd", "abcdefg", "abcdefgh"]] == ["1-3", "1-3", "4-7", "4-7", "8+"]
+
+
+def test_pairs_file_skips_bad_lines(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prev_query": "a", "prefix": "b", "next_query": "bc"}\nnope\n{"prefix": 1}\n')
+    assert len(read_pairs(path)) == 1
+    with pytest.raises(PairsError):
+        read_pairs(tmp_path / "missing.jsonl")

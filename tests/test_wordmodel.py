@@ -1,0 +1,35 @@
+from indexer.wordmodel import WordModel, split_prefix
+
+QUERIES = [("new york times", 5), ("new york pizza", 2), ("ny times", 3), ("nyc tickets", 1), ("times square", 4)]
+PAIRS = [("ny times", "new york times"), ("ny times", "new york times"), ("ny times", "nyc tickets")]
+
+
+def model():
+    return WordModel.fit(QUERIES, PAIRS)
+
+
+def test_completes_a_partial_last_word_with_followers_first():
+    words = [w for w, _ in model().complete_word("york", "p", 5)]
+    assert words[0] == "pizza"
+    words = [w for w, _ in model().complete_word("", "ti", 5)]
+    assert words == ["times", "tickets"]
+
+
+def test_word_probability_is_among_words_with_the_same_start():
+    m = model()
+    # "times" occurs 5 + 3 + 4 = 12 times, "tickets" once: P(times | "ti") = 12 / 13.
+    assert abs(m.word_logp("times", "ti") - __import__("math").log(12 / 13)) < 1e-9
+    assert m.word_logp("zebra", "z") < -10
+
+
+def test_transitions_are_counted_and_prefix_filtered():
+    m = model()
+    assert m.transition_count("ny times", "new york times") == 2
+    assert [q for q, _ in m.next_queries("ny times", "n", 5)] == ["new york times", "nyc tickets"]
+    assert [q for q, _ in m.next_queries("ny times", "nyc", 5)] == ["nyc tickets"]
+
+
+def test_split_prefix():
+    assert split_prefix("new york ti") == ("new york ", "york", "ti")
+    assert split_prefix("new ") == ("new ", "new", "")
+    assert split_prefix("ne") == ("", "", "ne")
