@@ -145,10 +145,10 @@ class PrefixFeaturizer:
         self.word_idf_ = np.asarray(word_idf, dtype=np.float64)
         # Lean lookups for the per-keystroke path: string -> (index, idf) as Python objects.
         self._gram_lookup = {
-            g: (i, float(v)) for (g, i), v in zip(self.gram_vocabulary_.items(), self.gram_idf_)
+            g: (i, float(v)) for (g, i), v in zip(self.gram_vocabulary_.items(), self.gram_idf_, strict=True)
         }
         self._word_lookup = {
-            w: (i, float(v)) for (w, i), v in zip(self.word_vocabulary_.items(), self.word_idf_)
+            w: (i, float(v)) for (w, i), v in zip(self.word_vocabulary_.items(), self.word_idf_, strict=True)
         }
         self._n_grams = len(grams)
 
@@ -230,9 +230,7 @@ class PrefixFeaturizer:
         """Input vectors of a batch, as a float32 CSR matrix (n, n_features_)."""
         self._check_fitted()
         if len(prefixes) != len(prevs):
-            raise ValueError(
-                f"prefixes and prevs differ in length: {len(prefixes)} != {len(prevs)}"
-            )
+            raise ValueError(f"prefixes and prevs differ in length: {len(prefixes)} != {len(prevs)}")
         p_ids, p_blocks = _distinct_blocks(prefixes, self._prefix_block)
         q_ids, q_blocks = _distinct_blocks(prevs, self._prev_block)
         w = float(self.prev_weight)

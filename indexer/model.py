@@ -19,7 +19,7 @@ from .params import BuildParams
 from .topk import PrefixTopK
 from .tree import LabelTree
 from .wordmodel import WordModel
-from .xlinear import beam_search
+from .xlinear import SearchIndex, beam_search
 
 
 @dataclass(frozen=True)
@@ -40,11 +40,15 @@ class TreeRanker:
     beam: int
     topk: int = 20
 
+    def __post_init__(self) -> None:
+        # Built once here, not on the first keystroke.
+        self.index = SearchIndex.build(self.tree, self.weights)
+
     def search(self, prefix: str, prev: str, label_range: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """The best labels in ``label_range`` for this prefix and previous query."""
         idx, val = self.featurizer.transform_one(prefix, prev)
         return beam_search(
-            self.tree, self.weights, idx, val, beam=self.beam, label_range=label_range, topk=self.topk
+            self.tree, self.index, idx, val, beam=self.beam, label_range=label_range, topk=self.topk
         )
 
 
@@ -124,8 +128,8 @@ class Model:
         storage.save_prefix_index(self.words.transitions, directory, "transitions")
         np.savez(directory / "reranker.npz", weights=self.reranker)
         if self.tree is not None:
-            np.savez(directory / "featurizer.npz", **self.tree.featurizer.to_arrays())
-            np.savez(directory / "tree.npz", **self.tree.tree.to_arrays())
+            np.savez(directory / "featurizer.npz", **self.tree.featurizer.to_arrays())  # type: ignore[arg-type]
+            np.savez(directory / "tree.npz", **self.tree.tree.to_arrays())  # type: ignore[arg-type]
             sp.save_npz(directory / "weights.npz", self.tree.weights.tocsc(), compressed=False)
         storage.write_manifest(directory, {**manifest, "params": self.params.to_json()})
         self.manifest = storage.read_manifest(directory)

@@ -54,8 +54,7 @@ class LabelTree:
         edge_node = np.repeat(np.arange(n_nodes, dtype=np.int32), lens)
         if len(edge_node) != len(self.edge_child):
             raise ValueError(
-                f"label tree: edges cover {len(edge_node)} slots but edge_child has "
-                f"{len(self.edge_child)}"
+                f"label tree: edges cover {len(edge_node)} slots but edge_child has {len(self.edge_child)}"
             )
         is_label = self.is_leaf[edge_node]
         child = self.edge_child.astype(np.int64)
@@ -79,6 +78,12 @@ class LabelTree:
         }
         for name, value in derived.items():
             object.__setattr__(self, name, value)
+
+    def __repr__(self) -> str:
+        return (
+            f"LabelTree(n_nodes={self.n_nodes}, n_edges={self.n_edges}, n_leaves={self.n_leaves}, "
+            f"n_labels={self.n_labels}, max_depth={self.max_depth})"
+        )
 
     @property
     def n_nodes(self) -> int:
@@ -125,7 +130,9 @@ def _first_chars(labels: Sequence[str], depth: int) -> np.ndarray:
     return arr.view(np.uint32).reshape(len(labels), depth)
 
 
-def _bisect(ids: np.ndarray, emb: sp.csr_matrix, rng: np.random.Generator, iters: int) -> tuple[np.ndarray, np.ndarray]:
+def _bisect(
+    ids: np.ndarray, emb: sp.csr_matrix, rng: np.random.Generator, iters: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Balanced spherical 2-means: split ``ids`` in two halves by projection on c1 - c2."""
     sub = emb[ids]
     n = len(ids)
@@ -143,7 +150,8 @@ def _bisect(ids: np.ndarray, emb: sp.csr_matrix, rng: np.random.Generator, iters
         left = new_left
         c1 = sub.T @ left.astype(np.float64)
         c2 = sub.T @ (~left).astype(np.float64)
-        n1, n2 = np.linalg.norm(c1), np.linalg.norm(c2)
+        # Not np.linalg.norm: a BLAS call, badly slowed by thread contention on busy machines.
+        n1, n2 = np.sqrt(np.square(c1).sum()), np.sqrt(np.square(c2).sum())
         diff = (c1 / n1 if n1 > 0 else c1) - (c2 / n2 if n2 > 0 else c2)
     return np.sort(ids[left]), np.sort(ids[~left])
 
@@ -224,7 +232,7 @@ def build_label_tree(
             col = codes[lo:hi, d]
             cuts = lo + np.flatnonzero(np.r_[True, col[1:] != col[:-1]])
             bounds = np.r_[cuts, hi]
-            for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
                 queue.append((kind_of(b - a, d + 1), a, b, None, d + 1))
             kids = np.arange(n_nodes, n_nodes + len(cuts), dtype=np.int32)
             node_lo, node_hi = lo, hi

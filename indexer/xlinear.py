@@ -10,8 +10,10 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -65,24 +67,36 @@ def _rows_per_node(tree: LabelTree, y: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def _fit_node(
-    X: sp.csr_matrix, target: np.ndarray, n_edges: int, C: float, prune: float, tol: float, max_iter: int
+    X: sp.csr_matrix,
+    target: np.ndarray,
+    n_edges: int,
+    want: np.ndarray | None,
+    C: float,
+    prune: float,
+    tol: float,
+    max_iter: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """OVR squared-hinge SVMs of one node's edges on its rows (``target`` = local edge).
 
-    Returns (feature ids, local edges, weights) of the pruned nonzero weights and the bias
-    of every edge.
+    Only the edges in ``want`` (all if None) are fitted: the other classes merge into one
+    "rest" class, which leaves each wanted one-vs-rest problem unchanged. Returns
+    (feature ids, local edges, weights) of the pruned nonzero weights, and the bias of every
+    edge (0 for edges not wanted).
     """
     empty_i = np.zeros(0, dtype=np.int64)
     empty_f = np.zeros(0, dtype=np.float32)
-    bias = np.full(n_edges, -1.0)
+    wanted = np.ones(n_edges, dtype=bool) if want is None else np.isin(np.arange(n_edges), want)
+    bias = np.where(wanted, -1.0, 0.0)
     classes = np.unique(target)
     if n_edges == 1:
-        return empty_i, empty_i, empty_f, np.ones(1)
+        return empty_i, empty_i, empty_f, wanted.astype(np.float64)
     if len(classes) == 0:
         return empty_i, empty_i, empty_f, np.zeros(n_edges)
     if len(classes) == 1:
-        bias[classes[0]] = 1.0
+        bias[classes[0]] = 1.0 if wanted[classes[0]] else 0.0
         return empty_i, empty_i, empty_f, bias
+    if want is not None:
+        target = np.where(wanted[target], target, n_edges)  # n_edges = "rest"
     # Fit on the columns these rows use only: the coefficient matrix stays small.
     cols, local = np.unique(X.indices, return_inverse=True)
     Xc = sp.csr_matrix((X.data, local.ravel(), X.indptr), shape=(X.shape[0], len(cols)))
@@ -90,50 +104,77 @@ def _fit_node(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         svm.fit(Xc, target)
+    fitted = svm.classes_
     coef = svm.coef_
     intercept = svm.intercept_
-    if len(classes) == 2:  # one binary model: classes[1] is the positive side
+    if len(fitted) == 2:  # one binary model: fitted[1] is the positive side
         coef = np.vstack((-coef[0], coef[0]))
         intercept = np.array([-intercept[0], intercept[0]])
-    bias[classes] = intercept
+    mine = fitted < n_edges
+    fitted, coef, intercept = fitted[mine], coef[mine], intercept[mine]
+    bias[fitted] = intercept
     keep_c, keep_f = np.nonzero(np.abs(coef) >= prune)
-    return cols[keep_f].astype(np.int64), classes[keep_c].astype(np.int64), coef[keep_c, keep_f].astype(np.float32), bias
+    return (
+        cols[keep_f].astype(np.int64),
+        fitted[keep_c].astype(np.int64),
+        coef[keep_c, keep_f].astype(np.float32),
+        bias,
+    )
 
 
-def _fit_chunk(nodes: Sequence[int]) -> tuple[int, Triplets]:
-    """Rankers of several nodes, from the shared training state, as W triplets."""
+# A job: one node, and the local edges to fit there (None: all of them).
+Job = tuple[int, "np.ndarray | None"]
+
+
+def _fit_chunk(jobs: Sequence[Job]) -> tuple[list[int], Triplets]:
+    """Rankers of several jobs, from the shared training state, as W triplets."""
     s = _SHARED
     tree: LabelTree = s["tree"]
     X: sp.csr_matrix = s["X"]
     n_features = X.shape[1]
     feats, edges, vals = [], [], []
-    for k in nodes:
+    for k, want in jobs:
         lo, hi = s["offsets"][k], s["offsets"][k + 1]
         start = int(tree.edge_start[k])
         n_edges = int(tree.edge_end[k]) - start
         rows = s["rows"][lo:hi]
         target = s["edges"][lo:hi] - start
-        f, e, v, b = _fit_node(X[rows], target, n_edges, s["C"], s["prune"], s["tol"], s["max_iter"])
+        f, e, v, b = _fit_node(X[rows], target, n_edges, want, s["C"], s["prune"], s["tol"], s["max_iter"])
         nz = np.flatnonzero(b)
         feats += [f, np.full(len(nz), n_features, dtype=np.int64)]
         edges += [e + start, nz + start]
         vals += [v, b[nz].astype(np.float32)]
-    return len(nodes), (np.concatenate(feats), np.concatenate(edges), np.concatenate(vals))
+    done = [k for k, _ in jobs]
+    return done, (np.concatenate(feats), np.concatenate(edges), np.concatenate(vals))
 
 
-def _chunks(tree: LabelTree, offsets: np.ndarray) -> list[list[int]]:
-    """Nodes grouped into chunks of similar work, biggest first (for load balance)."""
+def _chunks(tree: LabelTree, offsets: np.ndarray, workers: int) -> list[list[Job]]:
+    """Jobs grouped into chunks of similar work, biggest first (for load balance).
+
+    With several workers, a node costing more than 1/(4 workers) of the total is split into
+    jobs over disjoint groups of its edges, so the root does not train alone at the end.
+    """
     n_edges = (tree.edge_end - tree.edge_start).astype(np.int64)
     cost = np.diff(offsets) * np.maximum(n_edges, 1) + 1_000
-    chunks: list[list[int]] = []
-    current: list[int] = []
-    acc = 0
+    limit = cost.sum() / (4 * workers) if workers > 1 else np.inf
+    jobs: list[tuple[float, Job]] = []
     for k in np.argsort(-cost, kind="stable").tolist():
-        current.append(k)
-        acc += int(cost[k])
+        parts = min(int(np.ceil(cost[k] / limit)), int(n_edges[k]) // 2) if cost[k] > limit else 1
+        if parts > 1:
+            for group in np.array_split(np.arange(n_edges[k]), parts):
+                jobs.append((cost[k] / parts, (k, group)))
+        else:
+            jobs.append((float(cost[k]), (k, None)))
+    jobs.sort(key=lambda j: -j[0])
+    chunks: list[list[Job]] = []
+    current: list[Job] = []
+    acc = 0.0
+    for c, job in jobs:
+        current.append(job)
+        acc += c
         if acc >= _CHUNK_COST:
             chunks.append(current)
-            current, acc = [], 0
+            current, acc = [], 0.0
     if current:
         chunks.append(current)
     return chunks
@@ -167,27 +208,31 @@ def train_rankers(
     if C <= 0 or prune < 0 or workers < 1:
         raise ValueError(f"need C > 0, prune >= 0, workers >= 1; got C={C}, prune={prune}, workers={workers}")
     offsets, rows, edges = _rows_per_node(tree, y)
-    chunks = _chunks(tree, offsets)
+    chunks = _chunks(tree, offsets, workers)
+    remaining = np.bincount([k for chunk in chunks for k, _ in chunk], minlength=tree.n_nodes)
     _SHARED.update(
         tree=tree, X=X, offsets=offsets, rows=rows, edges=edges, C=C, prune=prune, tol=tol, max_iter=max_iter
     )
     parts: list[Triplets] = []
+
+    def finished(done: list[int], trip: Triplets) -> None:
+        parts.append(trip)
+        np.subtract.at(remaining, done, 1)
+        if progress is not None:
+            n_done = int(np.count_nonzero(remaining[np.unique(done)] == 0))
+            if n_done:
+                progress(n_done)
+
     try:
         if workers == 1:
             for chunk in chunks:
-                done, trip = _fit_chunk(chunk)
-                parts.append(trip)
-                if progress is not None:
-                    progress(done)
+                finished(*_fit_chunk(chunk))
         else:
             ctx = multiprocessing.get_context("fork")
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
                 futures = [pool.submit(_fit_chunk, chunk) for chunk in chunks]
                 for fut in as_completed(futures):
-                    done, trip = fut.result()
-                    parts.append(trip)
-                    if progress is not None:
-                        progress(done)
+                    finished(*fut.result())
     finally:
         _SHARED.clear()
     feats = np.concatenate([p[0] for p in parts])
@@ -199,22 +244,94 @@ def train_rankers(
     return W
 
 
-_LOCAL = threading.local()
+@dataclass(frozen=True)
+class SearchIndex:
+    """W regrouped for search: for each (node, feature) pair, that feature's weights on the
+    node's edges. A beam step then touches only the weights of features present in x.
+
+    Entries of key ``keys[i] = node * stride + feature`` are ``ptr[i]:ptr[i+1]``; each has
+    the edge's position among its node's edges (``child``) and its weight (``val``).
+    """
+
+    stride: int
+    keys: np.ndarray
+    ptr: np.ndarray
+    child: np.ndarray
+    val: np.ndarray
+
+    @classmethod
+    def build(cls, tree: LabelTree, W: sp.spmatrix) -> SearchIndex:
+        """Regroup the columns of ``W`` (one per edge of ``tree``) by owner node and feature."""
+        Wc = sp.csc_matrix(W)
+        if Wc.shape[1] != tree.n_edges:
+            raise ValueError(f"W has {Wc.shape[1]} columns but the tree has {tree.n_edges} edges")
+        stride = Wc.shape[0]
+        edge = np.repeat(np.arange(tree.n_edges, dtype=np.int64), np.diff(Wc.indptr))
+        node = tree.edge_node[edge].astype(np.int64)
+        key_dtype = np.int32 if tree.n_nodes * stride < 2**31 else np.int64
+        key = (node * stride + Wc.indices).astype(key_dtype)
+        order = np.lexsort((edge, key))
+        key = key[order]
+        first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, np.int64)
+        ptr_dtype = np.int32 if len(key) < 2**31 else np.int64
+        return cls(
+            stride=stride,
+            keys=key[first],
+            ptr=np.r_[first, len(key)].astype(ptr_dtype),
+            child=(edge - tree.edge_start[node])[order].astype(np.int32),
+            val=Wc.data[order].astype(np.float32),
+        )
+
+    def edge_scores(
+        self, nodes: np.ndarray, n_child: np.ndarray, xi: np.ndarray, xv: np.ndarray
+    ) -> np.ndarray:
+        """w.x of every edge of ``nodes`` (their edges concatenated in node order)."""
+        keys = self.keys
+        n_out = int(n_child.sum())
+        # Same dtype as keys, or searchsorted would convert all of keys on every call.
+        q = (nodes[:, None] * self.stride + xi).astype(keys.dtype).ravel()
+        p = keys.searchsorted(q)
+        np.minimum(p, len(keys) - 1, out=p)
+        hit = np.flatnonzero(keys[p] == q)
+        if not len(hit):
+            return np.zeros(n_out)
+        p = p[hit]
+        start = self.ptr[p]
+        lens = self.ptr[p + 1] - start
+        ends = lens.cumsum()
+        pos = (start - ends + lens).repeat(lens) + np.arange(ends[-1])
+        nx = len(xi)
+        slot = (n_child.cumsum() - n_child)[hit // nx].repeat(lens) + self.child[pos]
+        weight = xv[hit % nx].repeat(lens) * self.val[pos]
+        return np.bincount(slot, weights=weight, minlength=n_out)
 
 
-def _scratch(size: int) -> np.ndarray:
-    """This thread's dense input buffer (zeros, bias slot 1) of ``size`` entries."""
-    buf = getattr(_LOCAL, "buf", None)
-    if buf is None or len(buf) != size:
-        buf = np.zeros(size, dtype=np.float32)
-        buf[-1] = 1.0
-        _LOCAL.buf = buf
-    return buf
+_INDEXES: dict[tuple[int, int], tuple[weakref.ref, weakref.ref, SearchIndex]] = {}
+_INDEX_LOCK = threading.Lock()
+
+
+def search_index(tree: LabelTree, W: sp.spmatrix) -> SearchIndex:
+    """The :class:`SearchIndex` of (tree, W), built on first use and cached while both live."""
+    key = (id(tree), id(W))
+    hit = _INDEXES.get(key)
+    if hit is not None and hit[0]() is tree and hit[1]() is W:
+        return hit[2]
+    with _INDEX_LOCK:
+        hit = _INDEXES.get(key)
+        if hit is not None and hit[0]() is tree and hit[1]() is W:
+            return hit[2]
+        index = SearchIndex.build(tree, W)
+
+        def forget(_: object, key: tuple[int, int] = key) -> None:
+            _INDEXES.pop(key, None)
+
+        _INDEXES[key] = (weakref.ref(tree, forget), weakref.ref(W, forget), index)
+        return index
 
 
 def beam_search(
     tree: LabelTree,
-    W: sp.csc_matrix,
+    W: sp.spmatrix | SearchIndex,
     x_idx: np.ndarray,
     x_val: np.ndarray,
     beam: int = 10,
@@ -224,48 +341,53 @@ def beam_search(
     """Best ``topk`` labels for input ``x`` (sparse: indices, values), scores descending.
 
     Keeps the ``beam`` best nodes per level; labels of expanded leaves go to a pool. With
-    ``label_range=(lo, hi)`` only nodes holding some label id in [lo, hi) are scored and only
-    labels in it are returned. Thread-safe: each thread has its own scratch buffer.
+    ``label_range=(lo, hi)`` only nodes holding some label id in [lo, hi) are expanded and
+    only labels in it are returned. ``W`` may be the weight matrix (its
+    :class:`SearchIndex` is built once and cached) or the index itself. Thread-safe.
     """
+    if beam < 1 or topk < 1:
+        raise ValueError(f"beam and topk must be >= 1, got beam={beam}, topk={topk}")
+    index = W if isinstance(W, SearchIndex) else search_index(tree, W)
     lo, hi = label_range if label_range is not None else (0, tree.n_labels)
+    no_labels = np.zeros(0, dtype=np.int32), np.zeros(0)
     if hi <= lo or tree.node_hi[0] <= lo or tree.node_lo[0] >= hi:
-        return np.zeros(0, dtype=np.int32), np.zeros(0)
-    indptr, indices, data = W.indptr, W.indices, W.data
-    xd = _scratch(W.shape[0])
-    xd[x_idx] = x_val
-    try:
-        pool_labels: list[np.ndarray] = []
-        pool_scores: list[np.ndarray] = []
-        nodes = np.zeros(1, dtype=np.int64)
-        scores = np.ones(1)
-        while len(nodes):
+        return no_labels
+    # The bias is feature stride - 1, with value 1: it sorts last, as searchsorted likes.
+    xi = np.append(np.asarray(x_idx, dtype=np.int64), index.stride - 1)
+    xv = np.append(np.asarray(x_val, dtype=np.float32), np.float32(1.0))
+    pool_labels: list[np.ndarray] = []
+    pool_scores: list[np.ndarray] = []
+    nodes = np.zeros(1, dtype=np.int64)
+    scores = np.ones(1)
+    while len(nodes):
+        if len(nodes) > 1:
+            order = nodes.argsort()
+            nodes, scores = nodes[order], scores[order]
             starts = tree.edge_start[nodes]
-            lens = tree.edge_end[nodes] - starts
-            edges = _ragged_positions(starts, lens)
-            parent = np.repeat(scores, lens)
-            if label_range is not None:
-                ok = (tree.edge_lo[edges] < hi) & (tree.edge_hi[edges] > lo)
-                edges, parent = edges[ok], parent[ok]
-            # w.x of every candidate edge at once: gather the columns' nonzeros.
-            col_start = indptr[edges]
-            col_len = indptr[edges + 1] - col_start
-            pos = _ragged_positions(col_start, col_len)
-            prod = data[pos] * xd[indices[pos]]
-            wx = np.bincount(np.repeat(np.arange(len(edges)), col_len), weights=prod, minlength=len(edges))
-            s = parent * np.exp(-(np.maximum(0.0, 1.0 - wx) ** 3))
-            is_label = tree.edge_is_label[edges]
-            child = tree.edge_child[edges]
-            if is_label.any():
-                pool_labels.append(child[is_label])
-                pool_scores.append(s[is_label])
-            nodes, scores = child[~is_label].astype(np.int64), s[~is_label]
-            if len(nodes) > beam:
-                best = np.argpartition(-scores, beam - 1)[:beam]
-                nodes, scores = nodes[best], scores[best]
-    finally:
-        xd[x_idx] = 0.0
+            n_child = tree.edge_end[nodes] - starts
+            edges = _ragged_positions(starts, n_child)
+        else:
+            start, end = tree.edge_start[nodes[0]], tree.edge_end[nodes[0]]
+            n_child = np.array([end - start])
+            edges = np.arange(start, end)
+        wx = index.edge_scores(nodes, n_child, xi, xv)
+        s = scores.repeat(n_child) * np.exp(-(np.maximum(0.0, 1.0 - wx) ** 3))
+        if label_range is not None:
+            ok = (tree.edge_lo[edges] < hi) & (tree.edge_hi[edges] > lo)
+            edges, s = edges[ok], s[ok]
+        is_label = tree.edge_is_label[edges]
+        child = tree.edge_child[edges]
+        if is_label.any():
+            pool_labels.append(child[is_label])
+            pool_scores.append(s[is_label])
+            keep = ~is_label
+            child, s = child[keep], s[keep]
+        nodes, scores = child.astype(np.int64), s
+        if len(nodes) > beam:
+            best = np.argpartition(-scores, beam - 1)[:beam]
+            nodes, scores = nodes[best], scores[best]
     if not pool_labels:
-        return np.zeros(0, dtype=np.int32), np.zeros(0)
+        return no_labels
     labels = np.concatenate(pool_labels)
     final = np.concatenate(pool_scores)
     if len(labels) > topk:

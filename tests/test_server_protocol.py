@@ -1,0 +1,84 @@
+"""The WebSocket protocol: parsing client frames, encoding server frames."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from indexer.model import Completion
+from server import protocol
+from server.protocol import ProtocolError, Query, Submit, parse
+
+
+def parse_default(text: str) -> protocol.ClientMessage:
+    return parse(text, max_message=4096, max_prefix=200)
+
+
+def test_a_query_and_a_submit_are_parsed() -> None:
+    assert parse_default('{"type": "query", "id": 3, "prefix": "New Y"}') == Query(3, "New Y")
+    assert parse_default('{"type": "submit", "query": "weather"}') == Submit("weather")
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "qid"),
+    [
+        ("", "bad_json", None),
+        ("[" * 5000, "too_long", None),
+        ("[" * 4000, "bad_json", None),
+        ("null", "bad_message", None),
+        ('{"id": 1}', "bad_message", 1),
+        ('{"type": 5, "id": 2}', "bad_message", 2),
+        ('{"type": "hello", "id": 2}', "unknown_type", 2),
+        ('{"type": "query", "id": true, "prefix": "a"}', "bad_message", None),
+        ('{"type": "query", "id": 1.5, "prefix": "a"}', "bad_message", None),
+        ('{"type": "query", "id": 1, "prefix": null}', "bad_message", 1),
+        ('{"type": "submit"}', "bad_message", None),
+        ('{"type": "query", "id": 9, "prefix": "' + "a" * 201 + '"}', "too_long", 9),
+    ],
+)
+def test_a_bad_frame_names_its_error_code_and_query_id(text: str, code: str, qid: int | None) -> None:
+    with pytest.raises(ProtocolError) as error:
+        parse_default(text)
+    assert (error.value.code, error.value.id) == (code, qid)
+
+
+@given(st.text(max_size=300))
+def test_any_text_parses_or_raises_a_protocol_error(text: str) -> None:
+    try:
+        parse_default(text)
+    except ProtocolError as error:
+        assert error.code in {"bad_json", "bad_message", "unknown_type", "too_long"}
+
+
+@given(st.dictionaries(st.sampled_from(["type", "id", "prefix", "query"]),
+                       st.none() | st.booleans() | st.integers() | st.text(max_size=5) | st.just("query")))
+def test_any_json_object_parses_or_raises_a_protocol_error(obj: dict[str, object]) -> None:
+    try:
+        message = parse_default(json.dumps(obj))
+    except ProtocolError:
+        return
+    assert isinstance(message, Query | Submit)
+
+
+def test_server_frames_are_compact_json() -> None:
+    frame = protocol.suggestions(4, "new y", [Completion("new york", 1.23456789)], 0.12345)
+    assert json.loads(frame) == {
+        "type": "suggestions", "id": 4, "prefix": "new y",
+        "items": [{"query": "new york", "score": 1.234568}], "took_ms": 0.123,
+    }
+    assert json.loads(protocol.error("too_long", "x")) == {
+        "type": "error", "id": None, "code": "too_long", "message": "x"
+    }
+    hello = {"type": "hello", "session": "s", "index": "v", "history": 2}
+    assert json.loads(protocol.hello("s", "v", 2)) == hello
+    assert json.loads(protocol.ack(3)) == {"type": "ack", "history": 3}
+
+
+def test_peek_id_never_raises() -> None:
+    assert protocol.peek_id('{"id": 7}') == 7
+    assert protocol.peek_id('{"id": "7"}') is None
+    assert protocol.peek_id("[" * 3000) is None
+    assert protocol.peek_id("[1]") is None
