@@ -55,12 +55,18 @@ class BuildSummary:
 class _Stages:
     """Times named stages and shows progress bars (or none when ``quiet``)."""
 
-    def __init__(self, summary: BuildSummary, quiet: bool):
+    def __init__(self, summary: BuildSummary, quiet: bool, prefix: str = ""):
         self.summary = summary
         self.quiet = quiet
+        self.prefix = prefix
+
+    def prefixed(self, prefix: str) -> _Stages:
+        """The same timer and bars, with stage names starting with ``prefix``."""
+        return _Stages(self.summary, self.quiet, self.prefix + prefix)
 
     @contextmanager
     def stage(self, name: str, total: int | None = None, unit: str = "it") -> Iterator[Callable[[int], None]]:
+        name = self.prefix + name
         start = time.perf_counter()
         bar = tqdm(total=total, desc=name, unit=unit, disable=self.quiet, leave=False, dynamic_ncols=True)
         try:
@@ -171,15 +177,17 @@ def train_reranker(
     early, late = split_for_reranker(rows, params)
     if not params.reranker or not early or not late:
         return default_weights()
-    early_model = fit_model(early, sessions_of(early), params, default_weights(), _Stages(BuildSummary(), True))
+    # Counts and tree of the early weeks only: the reranker must see their features as they
+    # look on queries they were not fitted on.
+    early_model = fit_model(early, sessions_of(early), params, default_weights(), stages.prefixed("early "))
     examples = reranker_examples(sessions_of(late), params)
     with stages.stage("reranker", total=len(examples), unit="keystroke") as update:
-        X, y, groups = collect_training_rows(examples, early_model.candidates, update)
+        X, y, groups, buckets = collect_training_rows(examples, early_model.candidates, update)
         summary.rerank_examples = len(examples)
         summary.rerank_recall = round(float(y.sum()) / max(1, len(examples)), 4)
         if y.sum() == 0:
             return default_weights()
-        return fit_reranker(X, y, groups, C=params.rerank_c, seed=params.seed)
+        return fit_reranker(X, y, groups, buckets, C=params.rerank_c, seed=params.seed)
 
 
 def build(
@@ -197,8 +205,8 @@ def build(
     out = Path(out)
     with atomic_directory(out) as tmp:
         stats = LogStats()
-        with stages.stage("read"):
-            rows, stats = read_logs([Path(p) for p in logs], stats)
+        with stages.stage("read", unit="row") as update:
+            rows, stats = read_logs([Path(p) for p in logs], stats, progress=update)
         summary.rows_read = stats.rows_read
         summary.skipped = dict(stats.skipped)
         with stages.stage("sessions"):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .params import SOURCES
 from .topk import PrefixTopK
 from .wordmodel import WordModel, split_prefix
 
@@ -41,13 +42,11 @@ FEATURES = (
 )
 _F = {name: i for i, name in enumerate(FEATURES)}
 N_BASE = len(FEATURES)
-# Prefix-length buckets: every feature gets one weight per bucket, so a linear scorer can
-# trust the typed prefix more when it is long and popularity more when it is short.
+# Prefix-length buckets: the scorer has one weight vector per bucket, so it can trust the
+# typed prefix more when it is long and popularity more when it is short.
 BUCKET_EDGES = np.array([3, 6, 10])
 N_BUCKETS = len(BUCKET_EDGES) + 1
-N_FEATURES = N_BASE * N_BUCKETS
 
-from .params import SOURCES
 
 # (prefix, prev, label range) -> (label ids, scores), best first.
 TreeSearch = Callable[[str, str, tuple[int, int]], tuple[np.ndarray, np.ndarray]]
@@ -68,10 +67,11 @@ class CandidateConfig:
 
 @dataclass
 class Candidates:
-    """The candidates of one keystroke and their expanded feature rows."""
+    """The candidates of one keystroke, their feature rows and the keystroke's length bucket."""
 
     texts: list[str]
-    features: np.ndarray  # (len(texts), N_FEATURES)
+    features: np.ndarray  # (len(texts), N_BASE)
+    bucket: int
 
 
 def bucket_of(prefix_length: int) -> int:
@@ -139,10 +139,7 @@ class CandidateGenerator:
         texts = list(rows)
         base = np.array([rows[t] for t in texts]) if texts else np.zeros((0, N_BASE))
         self._generic_features(base, texts, prefix, head, prev_word, partial, prev, history)
-        out = np.zeros((len(texts), N_FEATURES))
-        b = bucket_of(len(prefix)) * N_BASE
-        out[:, b : b + N_BASE] = base
-        return Candidates(texts, out)
+        return Candidates(texts, base, bucket_of(len(prefix)))
 
     def _generic_features(
         self,

@@ -33,23 +33,27 @@ def _build_parser(sub: argparse._SubParsersAction) -> None:
         description="Read AOL-format query logs (or plain one-query-per-line files), cut them "
         "into sessions and write a model directory atomically.",
     )
-    p.add_argument("--log", action="append", type=Path, metavar="PATH",
-                   help=f"a query log, .tsv or .gz; repeatable (default: the shipped sample {SAMPLE_LOG.name})")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="model directory to write")
-    p.add_argument("--trie-depth", type=int, default=_DEFAULTS.trie_depth,
-                   help="characters of the label trie above the clusters; 0 = pure clustering (default: %(default)s)")
-    p.add_argument("--max-leaf", type=int, default=_DEFAULTS.max_leaf, help="most labels in a tree leaf (default: %(default)s)")
-    p.add_argument("--beam", type=int, default=_DEFAULTS.beam, help="beam width of the tree search (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=_DEFAULTS.workers, help="processes training the rankers (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="random seed (default: %(default)s)")
-    p.add_argument("--weighting", choices=WEIGHTINGS, default=_DEFAULTS.weighting,
-                   help="position weighting of prefix n-grams: none, by offset in the string or in the word (default: %(default)s)")
-    p.add_argument("--prev-weight", type=float, default=_DEFAULTS.prev_weight,
-                   help="weight of the previous-query block of the features; 0 ignores it (default: %(default)s)")
-    p.add_argument("--sources", default=",".join(_DEFAULTS.sources),
-                   help=f"comma-separated candidate sources, of {','.join(SOURCES)} (default: all)")
-    p.add_argument("--no-reranker", action="store_true", help="rank with a fixed popularity-first scorer instead of a learned one")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    arg = p.add_argument
+    arg("--log", action="append", type=Path, metavar="PATH",
+        help=f"a query log, .tsv or .gz; repeatable (default: the shipped sample {SAMPLE_LOG.name})")
+    arg("--out", required=True, type=Path, metavar="DIR", help="model directory to write")
+    arg("--trie-depth", type=int, default=_DEFAULTS.trie_depth,
+        help="characters of the label trie above the clusters; 0 = pure clustering (default: %(default)s)")
+    arg("--max-leaf", type=int, default=_DEFAULTS.max_leaf, help="most labels in a tree leaf (default: %(default)s)")
+    arg("--beam", type=int, default=_DEFAULTS.beam, help="beam width of the tree search (default: %(default)s)")
+    arg("--workers", type=int, default=_DEFAULTS.workers,
+        help="processes training the rankers (default: %(default)s)")
+    arg("--seed", type=int, default=_DEFAULTS.seed, help="random seed (default: %(default)s)")
+    arg("--weighting", choices=WEIGHTINGS, default=_DEFAULTS.weighting,
+        help="position weighting of prefix n-grams: none, by offset in the string or in the word "
+        "(default: %(default)s)")
+    arg("--prev-weight", type=float, default=_DEFAULTS.prev_weight,
+        help="weight of the previous-query block of the features; 0 ignores it (default: %(default)s)")
+    arg("--sources", default=",".join(_DEFAULTS.sources),
+        help=f"comma-separated candidate sources, of {','.join(SOURCES)} (default: all)")
+    arg("--no-reranker", action="store_true",
+        help="rank with a fixed popularity-first scorer instead of a learned one")
+    arg("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_build)
 
 
@@ -70,9 +74,11 @@ def _cmd_build(args: argparse.Namespace) -> int:
     print(f"built {args.out}")
     print(f"  rows read       {summary.rows_read:,} (skipped: {skipped})")
     print(f"  sessions        {summary.sessions:,}")
-    print(f"  examples        {summary.examples:,} (reranker: {summary.rerank_examples:,}, target among candidates {summary.rerank_recall:.1%})")
+    print(f"  examples        {summary.examples:,} (reranker: {summary.rerank_examples:,}, "
+          f"target among candidates {summary.rerank_recall:.1%})")
     print(f"  labels          {summary.labels:,}")
-    print(f"  tree            depth {summary.tree_depth}, {summary.tree_leaves:,} leaves, {summary.nonzero_weights:,} nonzero weights")
+    print(f"  tree            depth {summary.tree_depth}, {summary.tree_leaves:,} leaves, "
+          f"{summary.nonzero_weights:,} nonzero weights")
     print("  seconds         " + ", ".join(f"{k} {v:.1f}" for k, v in summary.seconds.items()))
     print(f"  peak memory     {summary.peak_memory_mb:,.0f} MB")
     return 0

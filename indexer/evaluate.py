@@ -6,7 +6,7 @@ import json
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,9 +124,9 @@ def length_bucket(prefix: str) -> str:
     return "0"
 
 
-def _timed(fn: Callable[[], list[Completion]]) -> tuple[list[str], float]:
+def _timed(fn: Callable[..., list[Completion]], *args: object) -> tuple[list[str], float]:
     start = time.perf_counter()
-    out = fn()
+    out = fn(*args)
     return [c.query for c in out], time.perf_counter() - start
 
 
@@ -142,8 +142,8 @@ def evaluate(
     for pair in pairs:
         history = [pair.prev_query] if pair.prev_query else []
         got = {
-            "model": _timed(lambda: model.complete(pair.prefix, history)),
-            "mpc": _timed(lambda: model.most_popular(pair.prefix)),
+            "model": _timed(model.complete, pair.prefix, history),
+            "mpc": _timed(model.most_popular, pair.prefix),
         }
         seen = "seen" if model.labels.index(pair.next_query) >= 0 else "unseen"
         for group in ("prefix " + length_bucket(pair.prefix), seen):

@@ -6,7 +6,7 @@ import gzip
 import hashlib
 import io
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -101,7 +101,9 @@ def _rows_of(path: Path, stats: LogStats) -> Iterator[LogRow]:
                 yield LogRow(None, query, None)
 
 
-def read_logs(paths: list[Path], stats: LogStats | None = None) -> tuple[list[LogRow], LogStats]:
+def read_logs(
+    paths: list[Path], stats: LogStats | None = None, progress: Callable[[int], None] | None = None
+) -> tuple[list[LogRow], LogStats]:
     """Read every row of the given logs, skipping (and counting) malformed ones.
 
     A file is AOL-format when its first line has a tab, a plain query list otherwise.
@@ -116,7 +118,10 @@ def read_logs(paths: list[Path], stats: LogStats | None = None) -> tuple[list[Lo
         try:
             stats.checksums[str(path)] = _sha256(path)
             before = len(rows)
-            rows.extend(_rows_of(path, stats))
+            for row in _rows_of(path, stats):
+                rows.append(row)
+                if progress is not None and len(rows) % 10_000 == 0:
+                    progress(10_000)
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
             raise LogError(f"cannot read {path}: {exc}") from exc
         if len(rows) == before:

@@ -12,7 +12,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import storage
-from .candidates import CandidateConfig, CandidateGenerator, Candidates
+from .candidates import N_BASE, N_BUCKETS, CandidateConfig, CandidateGenerator, Candidates
 from .features import PrefixFeaturizer
 from .normalize import normalize, normalize_prefix
 from .params import BuildParams
@@ -96,7 +96,7 @@ class Model:
         prefix = normalize_prefix(prefix)
         history = [h for h in (normalize(q) for q in history) if h]
         cands = self.generator.generate(prefix, history)
-        scores = cands.features @ self.reranker
+        scores = cands.features @ self.reranker[cands.bucket]
         order = np.argsort(-scores, kind="stable")
         out = [
             Completion(cands.texts[i], float(scores[i]))
@@ -149,7 +149,9 @@ def load(directory: str | Path) -> Model:
         storage.load_prefix_index(directory, "bigrams"),
         storage.load_prefix_index(directory, "transitions"),
     )
-    reranker = storage.load_arrays(directory, "reranker")["weights"]
+    reranker = storage.load_arrays(directory, "reranker").get("weights")
+    if reranker is None or reranker.shape != (N_BUCKETS, N_BASE):
+        raise storage.ModelError(f"reranker.npz in {directory} does not fit {N_BUCKETS}x{N_BASE} features")
     tree = None
     if params.use_tree:
         featurizer = PrefixFeaturizer.from_arrays(

@@ -18,7 +18,7 @@ def sessions_of(rows: Iterable[LogRow], gap: float = SESSION_GAP_SECONDS) -> lis
     timed = [r for r in rows if r.user is not None and r.time is not None]
     sessions: list[list[LogRow]] = [[r] for r in rows if r.user is None or r.time is None]
     # Stable sort: users keep their order of first appearance within equal keys.
-    order = {}
+    order: dict[str | None, int] = {}
     for r in timed:
         order.setdefault(r.user, len(order))
     timed.sort(key=lambda r: (order[r.user], r.time))

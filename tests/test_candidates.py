@@ -24,6 +24,7 @@ def test_every_candidate_starts_with_the_prefix():
         cands = gen.generate(prefix, ["oregon running calendar"])
         assert all(t.startswith(prefix) for t in cands.texts), prefix
         assert cands.features.shape[0] == len(cands.texts)
+        assert cands.bucket == (0 if len(prefix) < 3 else 1 if len(prefix) < 6 else 2)
 
 
 def test_the_typed_prefix_is_a_candidate_of_its_own():

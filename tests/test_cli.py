@@ -61,7 +61,8 @@ def test_plain_query_list_builds(tmp_path):
 def test_malformed_rows_are_counted_and_skipped(tmp_path):
     log = tmp_path / "log.tsv"
     good = "".join(f"u{i % 5}\tquery {i % 23}\t2006-03-0{1 + i % 9} 10:00:00\n" for i in range(300))
-    log.write_text("AnonID\tQuery\tQueryTime\n" + good + "u1\tonly two\nu1\t!!!\t2006-03-01 10:00:00\nu2\tq\tyesterday\n")
+    bad = "u1\tonly two\nu1\t!!!\t2006-03-01 10:00:00\nu2\tq\tyesterday\n"
+    log.write_text("AnonID\tQuery\tQueryTime\n" + good + bad)
     summary = build([log], tmp_path / "model", SMALL_PARAMS, quiet=True)
     assert summary.rows_read == 300
     assert summary.skipped == {"too few columns": 1, "empty after normalization": 1, "bad time": 1}
