@@ -109,16 +109,21 @@ def fit_tree(
         featurizer = PrefixFeaturizer(weighting=params.weighting, prev_weight=params.prev_weight)
         featurizer.fit(keys, keys)
         embeddings = featurizer.embed(keys)
-        X = featurizer.transform([e.prefix for e in examples], [e.prev for e in examples])
+        # Identical (prev, prefix, target) triples train as one row weighted by their count.
+        triples = Counter((e.prev, e.prefix, e.target) for e in examples)
+        X = featurizer.transform([t[1] for t in triples], [t[0] for t in triples])
         position = {k: i for i, k in enumerate(keys)}
-        y = np.fromiter((position[e.target] for e in examples), dtype=np.int64, count=len(examples))
+        y = np.fromiter((position[t[2]] for t in triples), dtype=np.int64, count=len(triples))
+        weight = np.fromiter(triples.values(), dtype=np.float64, count=len(triples))
+        del triples
     with stages.stage("tree"):
         tree = build_label_tree(
             keys, embeddings, params.trie_depth, params.max_leaf, params.branching, params.seed
         )
     with stages.stage("rankers", total=tree.n_nodes, unit="node") as update:
         weights = train_rankers(
-            tree, X, y, C=params.svm_c, prune=params.prune, workers=params.workers, progress=update
+            tree, X, y, C=params.svm_c, prune=params.prune, workers=params.workers, progress=update,
+            sample_weight=weight,
         )
     if summary is not None:
         summary.examples = len(examples)

@@ -10,7 +10,7 @@ import numpy as np
 from .logs import LogRow
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Example:
     """What a user had asked before (newest last), what they typed, and what they asked."""
 

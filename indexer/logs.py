@@ -18,7 +18,7 @@ class LogError(Exception):
     """A log file that cannot be used at all (missing, unreadable, no usable row)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LogRow:
     """One logged query. ``user`` and ``time`` are ``None`` in a plain query list."""
 

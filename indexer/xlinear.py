@@ -69,6 +69,7 @@ def _rows_per_node(tree: LabelTree, y: np.ndarray) -> tuple[np.ndarray, np.ndarr
 def _fit_node(
     X: sp.csr_matrix,
     target: np.ndarray,
+    weight: np.ndarray | None,
     n_edges: int,
     want: np.ndarray | None,
     C: float,
@@ -103,7 +104,7 @@ def _fit_node(
     svm = LinearSVC(C=C, loss="squared_hinge", dual=True, tol=tol, max_iter=max_iter, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        svm.fit(Xc, target)
+        svm.fit(Xc, target, sample_weight=weight)
     fitted = svm.classes_
     coef = svm.coef_
     intercept = svm.intercept_
@@ -139,7 +140,10 @@ def _fit_chunk(jobs: Sequence[Job]) -> tuple[list[int], Triplets]:
         n_edges = int(tree.edge_end[k]) - start
         rows = s["rows"][lo:hi]
         target = s["edges"][lo:hi] - start
-        f, e, v, b = _fit_node(X[rows], target, n_edges, want, s["C"], s["prune"], s["tol"], s["max_iter"])
+        weight = None if s["weight"] is None else s["weight"][rows]
+        f, e, v, b = _fit_node(
+            X[rows], target, weight, n_edges, want, s["C"], s["prune"], s["tol"], s["max_iter"]
+        )
         nz = np.flatnonzero(b)
         feats += [f, np.full(len(nz), n_features, dtype=np.int64)]
         edges += [e + start, nz + start]
@@ -190,6 +194,7 @@ def train_rankers(
     progress: Callable[[int], Any] | None = None,
     tol: float = 0.1,
     max_iter: int = 100,
+    sample_weight: np.ndarray | None = None,
 ) -> sp.csc_matrix:
     """Train every node's rankers; returns W, CSC (n_features + 1, n_edges).
 
@@ -197,7 +202,8 @@ def train_rankers(
     trained on the rows whose label ``y`` lies under it (teacher-forced negatives); weights
     below ``prune`` in magnitude are dropped, biases kept. Nodes train in parallel on
     ``workers`` forked processes. ``progress(n)`` is called with the number of nodes just
-    finished (an increment, as ``tqdm.update`` takes).
+    finished (an increment, as ``tqdm.update`` takes). ``sample_weight`` counts each row as
+    that many copies of itself (duplicate examples merged).
     """
     X = sp.csr_matrix(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.int64)
@@ -205,13 +211,16 @@ def train_rankers(
         raise ValueError(f"X has {X.shape[0]} rows but y has {len(y)} labels")
     if len(y) and (y.min() < 0 or y.max() >= tree.n_labels):
         raise ValueError(f"label ids must lie in [0, {tree.n_labels}), got [{y.min()}, {y.max()}]")
+    if sample_weight is not None and len(sample_weight) != len(y):
+        raise ValueError(f"sample_weight has {len(sample_weight)} entries for {len(y)} rows")
     if C <= 0 or prune < 0 or workers < 1:
         raise ValueError(f"need C > 0, prune >= 0, workers >= 1; got C={C}, prune={prune}, workers={workers}")
     offsets, rows, edges = _rows_per_node(tree, y)
     chunks = _chunks(tree, offsets, workers)
     remaining = np.bincount([k for chunk in chunks for k, _ in chunk], minlength=tree.n_nodes)
     _SHARED.update(
-        tree=tree, X=X, offsets=offsets, rows=rows, edges=edges, C=C, prune=prune, tol=tol, max_iter=max_iter
+        tree=tree, X=X, offsets=offsets, rows=rows, edges=edges, C=C, prune=prune, tol=tol, max_iter=max_iter,
+        weight=None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64),
     )
     parts: list[Triplets] = []
 

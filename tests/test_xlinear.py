@@ -161,3 +161,14 @@ def test_bad_inputs_raise_clear_errors(model):
         beam_search(tree, W, X[0].indices, X[0].data, beam=0)
     with pytest.raises(ValueError, match="columns"):
         SearchIndex.build(tree, W[:, :-1])
+
+
+def test_a_weighted_row_trains_like_its_duplicates(model):
+    labels, f, tree, X, y, _, _ = model
+    twice = np.arange(0, len(y), 3)
+    rows = np.concatenate([np.arange(len(y)), twice])
+    W_dup = train_rankers(tree, X[rows], y[rows], prune=0.0, tol=1e-6, max_iter=10_000)
+    weight = np.ones(len(y))
+    weight[twice] = 2.0
+    W_w = train_rankers(tree, X, y, prune=0.0, tol=1e-6, max_iter=10_000, sample_weight=weight)
+    assert np.allclose(W_dup.toarray(), W_w.toarray(), atol=1e-3)
