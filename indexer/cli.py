@@ -139,8 +139,15 @@ def _cmd_complete(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_parser(sub: argparse._SubParsersAction) -> None:
+    # Imported here: server.cli imports CommandError from this module.
+    from server.cli import add_serve_parser
+
+    add_serve_parser(sub)
+
+
 _PARSERS: Sequence[Callable[[argparse._SubParsersAction], None]] = (
-    _build_parser, _eval_parser, _complete_parser,
+    _build_parser, _eval_parser, _complete_parser, _serve_parser,
 )
 
 

@@ -202,7 +202,7 @@ async def test_superseded_keystrokes_are_skipped_and_ids_never_go_backwards(serv
         await recv_json(ws)
         for i in range(1, 51):
             await ws.send(query(i, typed[:i]))
-        answers = []
+        answers: list[dict[str, Any]] = []
         while not answers or answers[-1]["id"] != 50:
             answers.append(await recv_json(ws))
     ids = [a["id"] for a in answers]

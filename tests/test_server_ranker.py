@@ -75,9 +75,9 @@ async def test_workers_follow_a_reload_announced_by_another(
     small_model: Model, other_model_dir: Path, tmp_path: Path
 ) -> None:
     announcements = tmp_path / "reload"
-    announce_reload(announcements, "small")
-    one = Ranker(small_model, "small", threads=1, k=10, reload_file=str(announcements))
-    two = Ranker(small_model, "small", threads=1, k=10, reload_file=str(announcements))
+    start = announce_reload(announcements, "small")
+    one = Ranker(small_model, "small", threads=1, k=10, reload_file=str(announcements), announced=start)
+    two = Ranker(small_model, "small", threads=1, k=10, reload_file=str(announcements), announced=start)
     following = asyncio.create_task(two.follow(interval=0.02))
     try:
         await one.reload(str(other_model_dir))

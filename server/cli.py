@@ -1,0 +1,89 @@
+"""``qac serve``: parse flags into a :class:`ServerConfig` and call :func:`server.main.run`.
+
+Importing this module is cheap (no web framework); ``indexer.cli`` adds the subcommand with
+:func:`add_serve_parser`. Standalone: ``python -m server.cli serve --index DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+from indexer.cli import EXIT_USAGE, CommandError
+
+from .config import ConfigError, ServerConfig, env_name
+
+_DEFAULTS = ServerConfig()
+_FLAG_TYPES = {"port": int, "workers": int, "session_ttl": float}
+_METAVARS = {"index": "DIR", "host": "HOST", "port": "PORT", "workers": "N", "sessions": "STORE",
+             "session_ttl": "SECONDS"}
+
+
+def add_serve_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``serve`` to the ``qac`` subcommands."""
+    p = sub.add_parser(
+        "serve",
+        help="serve completions over WebSocket and HTTP, with a demo page",
+        description="Load a model and serve it: WebSocket /ws, GET /complete, /healthz, /metrics, "
+        "POST /admin/reload (bearer token from QAC_ADMIN_TOKEN) and a demo page at /. Every option "
+        "can also be set by the environment variable named after it.",
+    )
+    for f in dataclasses.fields(ServerConfig):
+        flag = f.metadata["flag"]
+        if flag is None:
+            continue
+        default = getattr(_DEFAULTS, f.name)
+        shown = "" if default in (None, ()) else f" (default: {default})"
+        help = f"{f.metadata['help']}{shown}; env {env_name(f)}".replace("%", "%%")
+        if f.name == "allowed_origins":
+            p.add_argument(flag, dest=f.name, action="extend", nargs="+", metavar="ORIGIN", help=help)
+        else:
+            p.add_argument(flag, dest=f.name, type=_FLAG_TYPES.get(f.name, str), metavar=_METAVARS[f.name],
+                           help=help)
+    p.set_defaults(func=_cmd_serve)
+
+
+def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> ServerConfig:
+    """The configuration: flags given, then ``QAC_*`` variables, then defaults."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ServerConfig) if hasattr(args, f.name)}
+    if given.get("allowed_origins") is not None:
+        given["allowed_origins"] = tuple(given["allowed_origins"])
+    try:
+        return ServerConfig.from_env(environ, **given)
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .main import ServeError, run
+
+    config = config_from_args(args, os.environ)
+    try:
+        run(config)
+    except ServeError as exc:
+        raise CommandError(str(exc)) from exc
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``qac`` with only the ``serve`` subcommand, until it is wired into ``indexer.cli``."""
+    from indexer.logs import LogError
+    from indexer.storage import ModelError
+
+    parser = argparse.ArgumentParser(prog="qac")
+    add_serve_parser(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (CommandError, LogError, ModelError) as exc:
+        print(f"qac {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""The model ``qac serve`` falls back to: built once from the shipped sample log, then reused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import indexer
+from indexer.params import FORMAT_VERSION, BuildParams
+
+
+def cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/qac``, by default ``~/.cache/qac``."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "qac"
+
+
+def sample_model_dir(log: Path, params: BuildParams, cache: Path) -> Path:
+    """Where the model of ``log`` built with ``params`` lives: ``<cache>/sample-<checksum>``."""
+    digest = hashlib.sha256()
+    with open(log, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    digest.update(json.dumps([FORMAT_VERSION, params.to_json()], sort_keys=True).encode())
+    return cache / f"sample-{digest.hexdigest()[:12]}"
+
+
+def ensure_sample_model(
+    log: Path, params: BuildParams | None = None, cache: Path | None = None,
+    say: Callable[[str], None] = print, quiet: bool = False,
+) -> Path:
+    """The sample model's directory, built first if it is missing or does not load.
+
+    Raises :class:`FileNotFoundError` if ``log`` is missing, and what building raises.
+    """
+    from indexer.build import build
+
+    params = params or BuildParams()
+    if not Path(log).is_file():
+        raise FileNotFoundError(f"the sample log {log} is missing; give --index DIR")
+    target = sample_model_dir(Path(log), params, cache or cache_dir())
+    try:
+        indexer.load(target)
+        return target
+    except indexer.ModelError:
+        pass
+    say(f"building a model of the sample log {log} into {target} (once)")
+    build([log], target, params, quiet=quiet)
+    return target
