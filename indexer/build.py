@@ -115,6 +115,7 @@ def fit_tree(
         position = {k: i for i, k in enumerate(keys)}
         y = np.fromiter((position[t[2]] for t in triples), dtype=np.int64, count=len(triples))
         weight = np.fromiter(triples.values(), dtype=np.float64, count=len(triples))
+        prefix_len = np.fromiter((len(t[1]) for t in triples), dtype=np.int64, count=len(triples))
         del triples
     with stages.stage("tree"):
         tree = build_label_tree(
@@ -123,7 +124,7 @@ def fit_tree(
     with stages.stage("rankers", total=tree.n_nodes, unit="node") as update:
         weights = train_rankers(
             tree, X, y, C=params.svm_c, prune=params.prune, workers=params.workers, progress=update,
-            sample_weight=weight,
+            sample_weight=weight, prefix_len=prefix_len, trie_depth=params.trie_depth,
         )
     if summary is not None:
         summary.examples = len(examples)

@@ -66,6 +66,24 @@ def _rows_per_node(tree: LabelTree, y: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return offsets, np.concatenate(parts_row)[order], np.concatenate(parts_edge)[order]
 
 
+def _drop_decided_rows(
+    tree: LabelTree,
+    offsets: np.ndarray,
+    rows: np.ndarray,
+    edges: np.ndarray,
+    prefix_len: np.ndarray,
+    trie_depth: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Remove, at each branching trie node, the rows whose prefix is longer than its depth."""
+    counts = np.diff(offsets)
+    node = np.repeat(np.arange(tree.n_nodes), counts)
+    trie_branch = (tree.depth < trie_depth) & ~tree.is_leaf
+    keep = ~(trie_branch[node] & (prefix_len[rows] > tree.depth[node]))
+    new_offsets = np.zeros_like(offsets)
+    np.cumsum(np.bincount(node[keep], minlength=tree.n_nodes), out=new_offsets[1:])
+    return new_offsets, rows[keep], edges[keep]
+
+
 def _fit_node(
     X: sp.csr_matrix,
     target: np.ndarray,
@@ -195,6 +213,8 @@ def train_rankers(
     tol: float = 0.1,
     max_iter: int = 100,
     sample_weight: np.ndarray | None = None,
+    prefix_len: np.ndarray | None = None,
+    trie_depth: int = 0,
 ) -> sp.csc_matrix:
     """Train every node's rankers; returns W, CSC (n_features + 1, n_edges).
 
@@ -204,6 +224,10 @@ def train_rankers(
     ``workers`` forked processes. ``progress(n)`` is called with the number of nodes just
     finished (an increment, as ``tqdm.update`` takes). ``sample_weight`` counts each row as
     that many copies of itself (duplicate examples merged).
+
+    With ``prefix_len`` (the typed length of each row) and ``trie_depth``, a branching trie
+    node at depth d trains only on rows typed to at most d characters: a longer prefix
+    already decides the branch, and the search never compares that node's children for it.
     """
     X = sp.csr_matrix(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.int64)
@@ -216,6 +240,8 @@ def train_rankers(
     if C <= 0 or prune < 0 or workers < 1:
         raise ValueError(f"need C > 0, prune >= 0, workers >= 1; got C={C}, prune={prune}, workers={workers}")
     offsets, rows, edges = _rows_per_node(tree, y)
+    if prefix_len is not None and trie_depth > 0:
+        offsets, rows, edges = _drop_decided_rows(tree, offsets, rows, edges, np.asarray(prefix_len), trie_depth)
     chunks = _chunks(tree, offsets, workers)
     remaining = np.bincount([k for chunk in chunks for k, _ in chunk], minlength=tree.n_nodes)
     _SHARED.update(

@@ -172,3 +172,21 @@ def test_a_weighted_row_trains_like_its_duplicates(model):
     weight[twice] = 2.0
     W_w = train_rankers(tree, X, y, prune=0.0, tol=1e-6, max_iter=10_000, sample_weight=weight)
     assert np.allclose(W_dup.toarray(), W_w.toarray(), atol=1e-3)
+
+
+def test_trie_nodes_do_not_train_on_rows_whose_prefix_decides_the_branch():
+    labels, prefixes, prevs, y = make_data()
+    f = PrefixFeaturizer().fit(labels, prevs)
+    tree = build_label_tree(labels, f.embed(labels), trie_depth=2, max_leaf=6, branching=4)
+    X = f.transform(prefixes, prevs)
+    lengths = np.array([len(p) for p in prefixes])
+    assert lengths.min() > 2
+    W = train_rankers(tree, X, y, prefix_len=lengths, trie_depth=2).tocsc()
+    feature_rows = W.shape[0] - 1
+    owner = tree.edge_node
+    trie_edges = np.flatnonzero((tree.depth[owner] < 2) & ~tree.is_leaf[owner])
+    deeper = np.flatnonzero(tree.depth[owner] >= 2)
+    assert len(trie_edges) and len(deeper)
+    nnz_features = np.diff(W[:feature_rows].tocsc().indptr)
+    assert nnz_features[trie_edges].sum() == 0
+    assert nnz_features[deeper].sum() > 0
