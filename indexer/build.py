@@ -172,8 +172,14 @@ def reranker_examples(sessions: Sequence[Sequence[LogRow]], params: BuildParams)
     """Keystrokes to train the reranker on: evaluation-style pairs, several prefixes each;
     for a log without sessions, each query with prefixes and no history."""
     if any(len(s) > 1 for s in sessions):
-        return [ex for seed in range(params.rerank_prefixes) for ex in protocol_pairs(sessions, seed)]
-    return training_examples(sessions, params.rerank_prefixes, params.seed)
+        examples = [ex for seed in range(params.rerank_prefixes) for ex in protocol_pairs(sessions, seed)]
+    else:
+        examples = training_examples(sessions, params.rerank_prefixes, params.seed)
+    if len(examples) > params.rerank_max_examples:
+        # A few dozen weights need no more; a big log would only make the build slower.
+        keep = np.random.default_rng(params.seed).choice(len(examples), params.rerank_max_examples, replace=False)
+        examples = [examples[i] for i in np.sort(keep)]
+    return examples
 
 
 def train_reranker(

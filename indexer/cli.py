@@ -146,8 +146,21 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     add_serve_parser(sub)
 
 
+def _replay_parser(sub: argparse._SubParsersAction) -> None:
+    # Imported here: server.bench_cli imports CommandError from this module.
+    from server.bench_cli import add_replay_parser
+
+    add_replay_parser(sub)
+
+
+def _bench_parser(sub: argparse._SubParsersAction) -> None:
+    from server.bench_cli import add_bench_parser
+
+    add_bench_parser(sub)
+
+
 _PARSERS: Sequence[Callable[[argparse._SubParsersAction], None]] = (
-    _build_parser, _eval_parser, _complete_parser, _serve_parser,
+    _build_parser, _eval_parser, _complete_parser, _serve_parser, _replay_parser, _bench_parser,
 )
 
 

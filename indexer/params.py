@@ -30,6 +30,7 @@ class BuildParams:
     rerank_holdout: float = 0.1
     rerank_prefixes: int = 3
     rerank_c: float = 1.0
+    rerank_max_examples: int = 100_000
     reranker: bool = True
     sources: tuple[str, ...] = SOURCES
 

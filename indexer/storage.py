@@ -51,6 +51,7 @@ def atomic_directory(target: Path) -> Iterator[Path]:
         raise ModelError(f"cannot write to {target}: {exc.strerror or exc}") from exc
     try:
         yield tmp
+        tmp.chmod(0o755)  # mkdtemp makes it private; a model is meant to be shared read-only
         old = None
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=parent))

@@ -26,3 +26,9 @@ def test_reranker_examples_come_from_session_pairs():
     rows = [LogRow("u", "a", 0.0), LogRow("u", "bb", 60.0)]
     examples = reranker_examples(sessions_of(rows), BuildParams(rerank_prefixes=3))
     assert len(examples) == 3 and all(e.prev == "a" and e.target == "bb" for e in examples)
+
+
+def test_reranker_examples_are_capped():
+    rows = [LogRow(None, f"query {i}", None) for i in range(500)]
+    examples = reranker_examples(sessions_of(rows), BuildParams(rerank_prefixes=2, rerank_max_examples=300))
+    assert len(examples) == 300 and len(set(examples)) == 300
