@@ -245,13 +245,13 @@ class PrefixFeaturizer:
         # Rows are [prefix block, prev block]: gather both ragged segments, then interleave.
         p_len = np.diff(p_ptr)[p_ids] * pos
         q_len = np.diff(q_ptr)[q_ids] * pos
-        p_pos = _ragged_positions(p_ptr[p_ids], p_len)
-        q_pos = _ragged_positions(q_ptr[q_ids], q_len)
+        p_pos = ragged_positions(p_ptr[p_ids], p_len)
+        q_pos = ragged_positions(q_ptr[q_ids], q_len)
         row_len = p_len + q_len
         indptr = np.zeros(len(total) + 1, dtype=np.int64)
         np.cumsum(row_len, out=indptr[1:])
-        in_p = _ragged_positions(indptr[:-1], p_len)
-        in_q = _ragged_positions(indptr[:-1] + p_len, q_len)
+        in_p = ragged_positions(indptr[:-1], p_len)
+        in_q = ragged_positions(indptr[:-1] + p_len, q_len)
         indices = np.empty(indptr[-1], dtype=np.int32)
         data = np.empty(indptr[-1], dtype=np.float64)
         indices[in_p] = p_idx[p_pos]
@@ -319,7 +319,7 @@ def _stack_blocks(blocks: Sequence[Block]) -> tuple[np.ndarray, np.ndarray, np.n
     return ptr, idx, val, sq
 
 
-def _ragged_positions(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+def ragged_positions(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
     """Concatenation of ``arange(s, s + l)`` for every (s, l), without a Python loop."""
     total = int(lens.sum())
     if total == 0:

@@ -21,6 +21,7 @@ import scipy.sparse as sp
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
 
+from .features import ragged_positions
 from .tree import LabelTree
 
 # Triplets (feature row, edge column, weight) of the rankers of some nodes.
@@ -30,15 +31,6 @@ Triplets = tuple[np.ndarray, np.ndarray, np.ndarray]
 _SHARED: dict[str, Any] = {}
 # Chunks of nodes are packed up to this many (rows x edges) units of work.
 _CHUNK_COST = 2_000_000
-
-
-def _ragged_positions(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    """Concatenation of ``arange(s, s + l)`` for every (s, l), without a Python loop."""
-    total = int(lens.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    shift = np.repeat(starts - (np.cumsum(lens) - lens), lens)
-    return shift + np.arange(total, dtype=np.int64)
 
 
 def _rows_per_node(tree: LabelTree, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -400,7 +392,7 @@ def beam_search(
             nodes, scores = nodes[order], scores[order]
             starts = tree.edge_start[nodes]
             n_child = tree.edge_end[nodes] - starts
-            edges = _ragged_positions(starts, n_child)
+            edges = ragged_positions(starts, n_child)
         else:
             start, end = tree.edge_start[nodes[0]], tree.edge_end[nodes[0]]
             n_child = np.array([end - start])

@@ -9,10 +9,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
-from indexer.cli import EXIT_USAGE, CommandError
+from indexer.cli import CommandError
 
 from .config import ConfigError, ServerConfig, env_name
 
@@ -66,24 +65,3 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except ServeError as exc:
         raise CommandError(str(exc)) from exc
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``qac`` with only the ``serve`` subcommand, until it is wired into ``indexer.cli``."""
-    from indexer.logs import LogError
-    from indexer.storage import ModelError
-
-    parser = argparse.ArgumentParser(prog="qac")
-    add_serve_parser(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except (CommandError, LogError, ModelError) as exc:
-        print(f"qac {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -85,7 +85,7 @@ def qac_serve(small_model_dir: Path, request: pytest.FixtureRequest) -> Iterator
     """``qac serve`` in a subprocess with ``request.param`` workers; yields ``host:port``."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "QAC_ADMIN_TOKEN": TOKEN, "QAC_WORKERS": str(request.param)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--index", str(small_model_dir), "--port", "0"],
+        [sys.executable, "-m", "indexer.cli", "serve", "--index", str(small_model_dir), "--port", "0"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
