@@ -7,7 +7,7 @@ transitions (``"prev\\tnext"``): what followed what in a session.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,7 +109,3 @@ def split_prefix(prefix: str) -> tuple[str, str, str]:
     words = head.split()
     return head, (words[-1] if words else ""), prefix[cut:]
 
-
-def words_of(queries: Sequence[str]) -> set[str]:
-    """The distinct words of some queries."""
-    return {w for q in queries for w in q.split()}

@@ -8,9 +8,7 @@ implicit 1 in the input. A child's score is its parent's times exp(-max(0, 1 - w
 from __future__ import annotations
 
 import multiprocessing
-import threading
 import warnings
-import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -333,29 +331,6 @@ class SearchIndex:
         return np.bincount(slot, weights=weight, minlength=n_out)
 
 
-_INDEXES: dict[tuple[int, int], tuple[weakref.ref, weakref.ref, SearchIndex]] = {}
-_INDEX_LOCK = threading.Lock()
-
-
-def search_index(tree: LabelTree, W: sp.spmatrix) -> SearchIndex:
-    """The :class:`SearchIndex` of (tree, W), built on first use and cached while both live."""
-    key = (id(tree), id(W))
-    hit = _INDEXES.get(key)
-    if hit is not None and hit[0]() is tree and hit[1]() is W:
-        return hit[2]
-    with _INDEX_LOCK:
-        hit = _INDEXES.get(key)
-        if hit is not None and hit[0]() is tree and hit[1]() is W:
-            return hit[2]
-        index = SearchIndex.build(tree, W)
-
-        def forget(_: object, key: tuple[int, int] = key) -> None:
-            _INDEXES.pop(key, None)
-
-        _INDEXES[key] = (weakref.ref(tree, forget), weakref.ref(W, forget), index)
-        return index
-
-
 def beam_search(
     tree: LabelTree,
     W: sp.spmatrix | SearchIndex,
@@ -369,12 +344,12 @@ def beam_search(
 
     Keeps the ``beam`` best nodes per level; labels of expanded leaves go to a pool. With
     ``label_range=(lo, hi)`` only nodes holding some label id in [lo, hi) are expanded and
-    only labels in it are returned. ``W`` may be the weight matrix (its
-    :class:`SearchIndex` is built once and cached) or the index itself. Thread-safe.
+    only labels in it are returned. ``W`` is the :class:`SearchIndex` to search (built once
+    per model), or the weight matrix to build one from for this call. Thread-safe.
     """
     if beam < 1 or topk < 1:
         raise ValueError(f"beam and topk must be >= 1, got beam={beam}, topk={topk}")
-    index = W if isinstance(W, SearchIndex) else search_index(tree, W)
+    index = W if isinstance(W, SearchIndex) else SearchIndex.build(tree, W)
     lo, hi = label_range if label_range is not None else (0, tree.n_labels)
     no_labels = np.zeros(0, dtype=np.int32), np.zeros(0)
     if hi <= lo or tree.node_hi[0] <= lo or tree.node_lo[0] >= hi:
