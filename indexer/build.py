@@ -47,6 +47,7 @@ class BuildSummary:
     rerank_recall: float = 0.0
     seconds: dict[str, float] = field(default_factory=dict)
     peak_memory_mb: float = 0.0
+    worker_peak_memory_mb: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -77,11 +78,15 @@ class _Stages:
             seconds[name] = round(seconds.get(name, 0.0) + time.perf_counter() - start, 3)
 
 
-def peak_memory_mb() -> float:
-    """Peak resident memory of this process and its finished children, in MB."""
+def peak_memory_mb() -> tuple[float, float]:
+    """Peak resident memory of this process and of its largest finished worker, in MB.
+
+    Forked workers share most pages with this process, so the two must not be added up;
+    ``scripts/peak_memory.sh`` measures the true total.
+    """
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return round((own + children) / 1024, 1)
+    worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round(own / 1024, 1), round(worker / 1024, 1)
 
 
 def label_index(rows: Sequence[LogRow]) -> PrefixTopK:
@@ -232,7 +237,7 @@ def build(
             digest = hashlib.sha256(
                 json.dumps([sorted(stats.checksums.items()), params.to_json(), built]).encode()
             ).hexdigest()[:12]
-            summary.peak_memory_mb = peak_memory_mb()
+            summary.peak_memory_mb, summary.worker_peak_memory_mb = peak_memory_mb()
             manifest = {
                 "version": digest,
                 "built_at": built,
@@ -241,5 +246,5 @@ def build(
                 "counts": summary.to_json(),
             }
             model.save(tmp, manifest)
-    summary.peak_memory_mb = peak_memory_mb()
+    summary.peak_memory_mb, summary.worker_peak_memory_mb = peak_memory_mb()
     return summary

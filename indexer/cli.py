@@ -80,7 +80,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
     print(f"  tree            depth {summary.tree_depth}, {summary.tree_leaves:,} leaves, "
           f"{summary.nonzero_weights:,} nonzero weights")
     print("  seconds         " + ", ".join(f"{k} {v:.1f}" for k, v in summary.seconds.items()))
-    print(f"  peak memory     {summary.peak_memory_mb:,.0f} MB")
+    print(f"  peak memory     {summary.peak_memory_mb:,.0f} MB (largest ranker worker "
+          f"{summary.worker_peak_memory_mb:,.0f} MB, sharing most of it)")
     return 0
 
 
