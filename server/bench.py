@@ -90,7 +90,11 @@ def dir_size_mb(path: Path) -> float:
 
 
 def build_measured(logs: Sequence[Path], out: Path, args: Sequence[str], log_path: Path) -> dict[str, Any]:
-    """Run ``qac build`` into ``out``: wall seconds, peak RSS (largest process), size, counts."""
+    """Run ``qac build`` into ``out``: wall seconds, peak RSS, size, counts.
+
+    The peak is ``wait4``'s: the largest resident set of the build process or any of its
+    workers, not their sum (forked workers share most pages).
+    """
     cmd = [sys.executable, "-m", "indexer.cli", "build", "--out", str(out), "--quiet", *args]
     for log in logs:
         cmd += ["--log", str(log)]
@@ -107,7 +111,8 @@ def build_measured(logs: Sequence[Path], out: Path, args: Sequence[str], log_pat
     return {
         "seconds": round(seconds, 2),
         "peak_mb": round(usage.ru_maxrss / 1024, 1),
-        "reported_peak_mb": counts.get("peak_memory_mb"),
+        "reported_peak_mb": counts.get("peak_memory_mb"),  # the build's own: main process, then largest worker
+        "reported_worker_peak_mb": counts.get("worker_peak_memory_mb"),
         "size_mb": dir_size_mb(out),
         "rows": counts.get("rows_read"),
         "labels": counts.get("labels"),

@@ -1,0 +1,73 @@
+"""A fake completion server for the replay and load tests: speaks the WebSocket protocol with
+answers fixed in advance, and misbehaves on request."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection, serve
+
+# suggest(prefix, history) -> suggestions; ["<error>"] answers an "internal" error instead.
+Suggest = Callable[[str, list[str]], list[str]]
+
+VOCAB = [f"new {i}" for i in range(12)] + ["new york times", "new york weather"]
+
+
+def starts_with(prefix: str, history: list[str]) -> list[str]:
+    """The VOCAB queries starting with ``prefix``, in VOCAB order."""
+    return [q for q in VOCAB if q.startswith(prefix)]
+
+
+@contextlib.asynccontextmanager
+async def fake_server(
+    suggest: Suggest, *, answers_per_connection: int | None = None, abort: bool = False, refuse_every: int = 0,
+    silent: Callable[[str], bool] | None = None,
+) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    """Serve on a free port; yields the URL and every message received, in order.
+
+    After ``answers_per_connection`` answers it closes the connection (or aborts the TCP
+    connection); with ``refuse_every`` = n, every n-th keystroke is answered ``rate_limited``;
+    keystrokes ``silent`` accepts are not answered at all (as if superseded).
+    """
+    received: list[dict[str, Any]] = []
+    seen = 0
+
+    async def handle(ws: ServerConnection) -> None:
+        nonlocal seen
+        await ws.send(json.dumps({"type": "hello", "session": "s" * 22, "index": "fake", "history": 0}))
+        history: list[str] = []
+        answered = 0
+        async for text in ws:
+            msg = json.loads(text)
+            received.append(msg)
+            if msg["type"] == "submit":
+                history.append(msg["query"])
+                await ws.send(json.dumps({"type": "ack", "history": len(history)}))
+                continue
+            if answers_per_connection is not None and answered >= answers_per_connection:
+                if abort:
+                    ws.transport.abort()
+                else:
+                    await ws.close()
+                return
+            seen += 1
+            if refuse_every and seen % refuse_every == 0:
+                await ws.send(json.dumps({"type": "error", "id": msg["id"], "code": "rate_limited", "message": "x"}))
+                continue
+            if silent is not None and silent(msg["prefix"]):
+                continue
+            answered += 1
+            items = suggest(msg["prefix"], history)
+            if items == ["<error>"]:
+                frame = {"type": "error", "id": msg["id"], "code": "internal", "message": "ranking failed"}
+            else:
+                frame = {"type": "suggestions", "id": msg["id"], "prefix": msg["prefix"],
+                         "items": [{"query": q, "score": 1.0} for q in items], "took_ms": 0.5}
+            await ws.send(json.dumps(frame))
+
+    async with serve(handle, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        yield f"ws://127.0.0.1:{port}/ws", received
