@@ -124,7 +124,7 @@ class CandidateGenerator:
             add(prefix)[_F["src_prefix"]] = 1.0
         if "word" in on:
             completed = self.words.complete_word(prev_word, partial, cfg.word_k)
-            for rank, (w, _) in enumerate(completed):
+            for rank, w in enumerate(completed):
                 add(head + w)[_F["src_word"]] = 1.0
                 if rank < cfg.cont_k:
                     for f in self.words.followers(w, cfg.cont_k):
@@ -164,21 +164,22 @@ class CandidateGenerator:
         base[:, _F["log_count"]] = np.log1p(counts)
         base[:, _F["is_label"]] = counts > 0
         base[:, _F["coverage"]] = len(prefix) / np.array([len(t) for t in texts])
+        completed = [t[cut:].split(" ", 1)[0] for t in texts]
+        base[:, _F["word_logp"]] = words.word_logps(completed, partial)
+        base[:, _F["bigram_logp"]] = words.bigram_logps(prev_word, completed, partial)
+        if prev:
+            base[:, _F["trans_log"]] = np.log1p([words.transition_count(prev, t) for t in texts])
+        head_words = head.count(" ")
         for j, text in enumerate(texts):
             toks = text.split(" ")
-            completed = text[cut:].split(" ", 1)[0]
             row = base[j]
             row[_F["in_history"]] = text in hist_set
-            if prev:
-                row[_F["trans_log"]] = np.log1p(words.transition_count(prev, text))
-            row[_F["word_logp"]] = words.word_logp(completed, partial)
-            row[_F["bigram_logp"]] = words.bigram_logp(prev_word, completed, partial)
-            row[_F["extra_words"]] = len(toks) - head.count(" ") - 1
+            row[_F["extra_words"]] = len(toks) - head_words - 1
             if prev_words:
                 row[_F["overlap_prev"]] = len(prev_words.intersection(toks)) / len(toks)
             if hist_words:
                 row[_F["overlap_history"]] = len(hist_words.intersection(toks)) / len(toks)
-            row[_F["changes_partial"]] = completed != partial
+            row[_F["changes_partial"]] = completed[j] != partial
 
 
 def _session_candidates(history: Sequence[str], prefix: str, head: str, partial: str) -> list[str]:

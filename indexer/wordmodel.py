@@ -7,7 +7,7 @@ transitions (``"prev\\tnext"``): what followed what in a session.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,29 +47,28 @@ class WordModel:
         transitions = Counter(prev + TRANSITION_SEP + nxt for prev, nxt in pairs)
         return cls(counted_index(words), counted_index(bigrams), counted_index(transitions))
 
-    def complete_word(self, previous_word: str, partial: str, k: int) -> list[tuple[str, float]]:
-        """Up to ``k`` words starting with ``partial``: followers of ``previous_word`` first,
-        then the most frequent words. Each comes with its log-probability among the words
-        that start with ``partial`` (unigram model)."""
-        seen: dict[str, float] = {}
+    def complete_word(self, previous_word: str, partial: str, k: int) -> list[str]:
+        """Up to ``2 k`` words starting with ``partial``: the ``k`` most frequent followers of
+        ``previous_word`` first, then the ``k`` most frequent words."""
+        seen: dict[str, None] = {}
         if previous_word:
             key = previous_word + " "
             for i in self.bigrams.top(key + partial, k):
-                seen[self.bigrams.keys[i][len(key) :]] = 0.0
+                seen[self.bigrams.keys[i][len(key) :]] = None
         for i in self.words.top(partial, k):
-            seen.setdefault(self.words.keys[i], 0.0)
-        return [(w, self.word_logp(w, partial)) for w in seen]
+            seen.setdefault(self.words.keys[i], None)
+        return list(seen)
 
-    def word_logp(self, word: str, partial: str) -> float:
-        """log P(word | the word starts with ``partial``) under the unigram counts."""
-        return _logp(self.words, word, partial)
+    def word_logps(self, words: Sequence[str], partial: str) -> np.ndarray:
+        """log P(word | the word starts with ``partial``) under the unigram counts, per word."""
+        return _logps(self.words, words, partial)
 
-    def bigram_logp(self, previous_word: str, word: str, partial: str) -> float:
+    def bigram_logps(self, previous_word: str, words: Sequence[str], partial: str) -> np.ndarray:
         """log P(word | previous word, word starts with ``partial``) from bigram counts."""
         if not previous_word:
-            return _LOG_FLOOR
+            return np.full(len(words), LOG_FLOOR)
         key = previous_word + " "
-        return _logp(self.bigrams, key + word, key + partial)
+        return _logps(self.bigrams, [key + w for w in words], key + partial)
 
     def followers(self, word: str, k: int) -> list[str]:
         """The ``k`` words that most often follow ``word``."""
@@ -87,15 +86,16 @@ class WordModel:
         return self.transitions.count(prev + TRANSITION_SEP + nxt)
 
 
-_LOG_FLOOR = -20.0
+LOG_FLOOR = -20.0
 
 
-def _logp(index: PrefixTopK, key: str, prefix: str) -> float:
-    count = index.count(key)
-    if count <= 0:
-        return _LOG_FLOOR
-    total = index.total(prefix)
-    return float(np.log(count / total))
+def _logps(index: PrefixTopK, keys: Sequence[str], prefix: str) -> np.ndarray:
+    counts = np.array([index.count(k) for k in keys], dtype=np.float64)
+    out = np.full(len(keys), LOG_FLOOR)
+    seen = counts > 0
+    if seen.any():
+        out[seen] = np.log(counts[seen] / index.total(prefix))
+    return out
 
 
 def split_prefix(prefix: str) -> tuple[str, str, str]:

@@ -1,3 +1,7 @@
+import math
+
+import pytest
+
 from indexer.wordmodel import WordModel, split_prefix
 
 QUERIES = [("new york times", 5), ("new york pizza", 2), ("ny times", 3), ("nyc tickets", 1), ("times square", 4)]
@@ -9,17 +13,25 @@ def model():
 
 
 def test_completes_a_partial_last_word_with_followers_first():
-    words = [w for w, _ in model().complete_word("york", "p", 5)]
+    words = model().complete_word("york", "p", 5)
     assert words[0] == "pizza"
-    words = [w for w, _ in model().complete_word("", "ti", 5)]
+    words = model().complete_word("", "ti", 5)
     assert words == ["times", "tickets"]
 
 
 def test_word_probability_is_among_words_with_the_same_start():
     m = model()
     # "times" occurs 5 + 3 + 4 = 12 times, "tickets" once: P(times | "ti") = 12 / 13.
-    assert abs(m.word_logp("times", "ti") - __import__("math").log(12 / 13)) < 1e-9
-    assert m.word_logp("zebra", "z") < -10
+    times, tickets, zebra = m.word_logps(["times", "tickets", "zebra"], "ti")
+    assert times == pytest.approx(math.log(12 / 13)) and tickets == pytest.approx(math.log(1 / 13))
+    assert zebra < -10
+
+
+def test_bigram_probability_is_among_followers_with_the_same_start():
+    m = model()
+    # After "york": "times" 5 times, "pizza" twice.
+    assert m.bigram_logps("york", ["times", "pizza"], "")[0] == pytest.approx(math.log(5 / 7))
+    assert m.bigram_logps("", ["times"], "t")[0] < -10
 
 
 def test_transitions_are_counted_and_prefix_filtered():
