@@ -112,6 +112,8 @@ def _fit_node(
     svm = LinearSVC(C=C, loss="squared_hinge", dual=True, tol=tol, max_iter=max_iter, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
+        # A leaf with many labels and few rows looks like regression to scikit-learn.
+        warnings.filterwarnings("ignore", "The number of unique classes", UserWarning)
         svm.fit(Xc, target, sample_weight=weight)
     fitted = svm.classes_
     coef = svm.coef_
