@@ -63,6 +63,12 @@ class TokenBucket:
         return True
 
 
+# How long a connection ranks with its own copy of the session's history before reading it
+# from the store again (which also refreshes the session's TTL). The copy follows this
+# connection's own submits at once; only another tab's submits wait for the refresh.
+HISTORY_REFRESH_SECONDS = 10.0
+
+
 class Connection:
     """Serves one accepted WebSocket until the client leaves."""
 
@@ -75,12 +81,15 @@ class Connection:
         self._send_lock = asyncio.Lock()
         self._last_id: int | None = None
         self._bucket = TokenBucket(state.config.rate, state.config.burst)
+        self._history: list[str] = []
+        self._history_read = 0.0  # time.monotonic() of the last read from the store
 
     async def serve(self, requested_session: str | None) -> None:
         """Say hello, then read and answer frames until the client disconnects."""
         store, metrics = self.state.store, self.state.metrics
         try:
             self.session, history = await store.open(requested_session)
+            self._remember(history)
         except SessionError as exc:
             log.error("%s", exc)
             await self._send(protocol.error(protocol.UNAVAILABLE, "session store unavailable"))
@@ -98,6 +107,10 @@ class Connection:
             ranking.cancel()
             with contextlib.suppress(asyncio.CancelledError, *_Closed):
                 await ranking
+
+    def _remember(self, history: list[str]) -> None:
+        self._history = list(history)
+        self._history_read = time.monotonic()
 
     async def _send(self, text: str) -> None:
         async with self._send_lock:
@@ -144,8 +157,12 @@ class Connection:
         try:
             if query:
                 length = await store.append(self.session, query)
+                self._history = (self._history + [query])[-self.state.config.max_history :]
+                if length != len(self._history):  # another tab wrote meanwhile
+                    self._remember(await store.history(self.session))
             else:
-                length = len(await store.history(self.session))
+                self._remember(await store.history(self.session))
+                length = len(self._history)
         except SessionError as exc:
             log.error("%s", exc)
             raise ProtocolError(protocol.UNAVAILABLE, "session store unavailable; not recorded") from None
@@ -163,8 +180,9 @@ class Connection:
             query, received = self._pending
             self._pending = None
             try:
-                history = await self.state.store.history(self.session)
-                ranked = await self.state.ranker.complete(query.prefix, history)
+                if time.monotonic() - self._history_read > HISTORY_REFRESH_SECONDS:
+                    self._remember(await self.state.store.history(self.session))
+                ranked = await self.state.ranker.complete(query.prefix, self._history)
             except SessionError as exc:
                 log.error("%s", exc)
                 metrics.errors.labels(protocol.UNAVAILABLE).inc()

@@ -16,6 +16,7 @@ from websockets.exceptions import InvalidStatus
 
 import indexer
 from indexer.model import Model
+from server import connection
 from server.app import create_app
 from server.config import ServerConfig
 from tests.server_fixtures import (  # noqa: F401
@@ -121,6 +122,21 @@ async def test_reconnecting_with_the_session_id_keeps_the_history(
     assert hello["session"] == session
     assert hello["history"] == 1
     assert answer["items"] == items_of(small_model, prefix, [prev])
+
+
+async def test_another_tabs_submit_reaches_a_connection_at_its_next_history_refresh(
+    server: str, small_model: Model, history_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prev, prefix = history_pair
+    async with connect(f"ws://{server}/ws") as first:
+        session = (await recv_json(first))["session"]
+        async with connect(f"ws://{server}/ws?session={session}") as second:
+            await recv_json(second)
+            assert (await ask(second, 1, prefix))["items"] == items_of(small_model, prefix, [])
+            await first.send(submit(prev))
+            await recv_json(first)
+            monkeypatch.setattr(connection, "HISTORY_REFRESH_SECONDS", 0.0)
+            assert (await ask(second, 2, prefix))["items"] == items_of(small_model, prefix, [prev])
 
 
 @pytest.mark.parametrize("session", ["no-such-session-000000", "short", ""])

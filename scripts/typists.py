@@ -1,0 +1,32 @@
+"""Human-paced typists against a running server, for one load figure (e.g. Redis vs memory).
+
+    python scripts/typists.py --url ws://127.0.0.1:8000/ws --pairs dev.pairs.jsonl --users 100
+
+Each typist replays dev sessions keystroke by keystroke, one every 150-250 ms, through the
+load generator `qac bench` uses; prints its report as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from server.loadgen import chain_pairs, run_load
+from server.scripts import scripts_from_pairs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--url", required=True)
+    ap.add_argument("--pairs", required=True)
+    ap.add_argument("--users", type=int, default=100)
+    ap.add_argument("--duration", type=float, default=15.0)
+    ap.add_argument("--limit", type=int, default=2000, help="pairs to draw sessions from")
+    args = ap.parse_args()
+    scripts = chain_pairs(scripts_from_pairs(args.pairs, args.limit))
+    report = run_load(args.url, scripts, users=args.users, duration=args.duration)
+    print(json.dumps({k: v for k, v in report.items() if not isinstance(v, (list, dict))}))
+
+
+if __name__ == "__main__":
+    main()
