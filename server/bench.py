@@ -324,6 +324,13 @@ def _f(value: Any, spec: str = ",.1f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+_LOAD_HEADER = (
+    "| system | sessions | keystrokes/s | answered/s | p50 ms | p95 ms | p99 ms | server p50 ms "
+    "| superseded | unanswered | errors |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+)
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The Markdown tables of a bench result, ready to paste into BENCHMARKS.md."""
     cfg, systems = result["config"], result["systems"]
@@ -345,18 +352,14 @@ def markdown(result: dict[str, Any]) -> str:
     if any(s.get("load") for s in systems.values()):
         out += ["", f"Concurrent human-paced sessions (a keystroke every 150-250 ms each, {cfg['duration']:g} s "
                 "measured after a ramp-up); latency is the client's round trip.", "",
-                "| system | sessions | keystrokes/s | answered/s | p50 ms | p95 ms | p99 ms | server p50 ms "
-                "| superseded | unanswered | errors |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                *_LOAD_HEADER]
         for name, s in systems.items():
             for r in s.get("load", []):
                 out.append(_load_row(name, r))
     if any(s.get("saturation") for s in systems.values()):
         out += ["", f"Saturation: {cfg['saturation_users']} sessions typing with no pause, each waiting only "
                 "for the answer to a query's last keystroke.", "",
-                "| system | sessions | keystrokes/s | answered/s | p50 ms | p95 ms | p99 ms | server p50 ms "
-                "| superseded | unanswered | errors |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                *_LOAD_HEADER]
         for name, s in systems.items():
             if s.get("saturation"):
                 out.append(_load_row(name, s["saturation"]))
