@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,7 +129,7 @@ class Model:
         if self.tree is not None:
             np.savez(directory / "featurizer.npz", **self.tree.featurizer.to_arrays())  # type: ignore[arg-type]
             np.savez(directory / "tree.npz", **self.tree.tree.to_arrays())  # type: ignore[arg-type]
-            sp.save_npz(directory / "weights.npz", self.tree.weights.tocsc(), compressed=False)
+            storage.save_sparse(directory, "weights", self.tree.weights)
         storage.write_manifest(directory, {**manifest, "params": self.params.to_json()})
         self.manifest = storage.read_manifest(directory)
 
@@ -159,10 +158,6 @@ def load(directory: str | Path) -> Model:
             {"weighting": params.weighting, "prev_weight": params.prev_weight},
         )
         label_tree = LabelTree.from_arrays(storage.load_arrays(directory, "tree"))
-        path = directory / "weights.npz"
-        try:
-            weights = sp.load_npz(path).tocsc()
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise storage.ModelError(f"model file damaged or missing: {path} ({exc})") from exc
+        weights = storage.load_sparse(directory, "weights")
         tree = TreeRanker(featurizer, label_tree, weights, params.beam)
     return Model(params, labels, words, reranker, tree, manifest)

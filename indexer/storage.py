@@ -25,6 +25,7 @@ from typing import Any
 
 import marisa_trie
 import numpy as np
+import scipy.sparse as sp
 
 from .params import FORMAT_VERSION
 from .topk import PrefixTopK
@@ -98,6 +99,22 @@ def load_arrays(directory: Path, name: str) -> dict[str, np.ndarray]:
             return {k: data[k] for k in data.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise ModelError(f"model file damaged: {path} ({exc})") from exc
+
+
+def save_sparse(directory: Path, name: str, matrix: sp.spmatrix) -> None:
+    """Save a sparse matrix as ``<name>.npz`` in CSC form (what :func:`load_sparse` reads)."""
+    m = sp.csc_matrix(matrix)
+    np.savez(directory / f"{name}.npz", data=m.data, indices=m.indices, indptr=m.indptr, shape=np.array(m.shape))
+
+
+def load_sparse(directory: Path, name: str) -> sp.csc_matrix:
+    """The CSC matrix of ``<name>.npz``, with the errors of :func:`load_arrays`."""
+    arrays = load_arrays(directory, name)
+    try:
+        shape = tuple(int(n) for n in arrays["shape"])
+        return sp.csc_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=shape)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ModelError(f"model file damaged: {directory / name}.npz ({exc})") from exc
 
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
