@@ -138,6 +138,7 @@ def load(directory: str | Path) -> Model:
     """Load a model directory written by ``qac build``; raises :class:`storage.ModelError`."""
     directory = Path(directory)
     manifest = storage.read_manifest(directory)
+    storage.verify_files(directory, manifest)
     try:
         params = BuildParams.from_json(manifest["params"])
     except (KeyError, TypeError, ValueError) as exc:

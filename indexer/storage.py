@@ -2,7 +2,8 @@
 
 Layout of a model directory::
 
-    manifest.json        format version, build parameters, counts, input checksums
+    manifest.json        format version, build parameters, counts, input checksums, and the
+                         size and SHA-256 of every other file
     <name>.marisa        the keys of a prefix index (labels, words, bigrams, transitions)
     <name>.npz           their lexicographic order, weights and range-argmax table
     featurizer.npz       vocabularies and IDF of the featurizer
@@ -14,6 +15,7 @@ Layout of a model directory::
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -117,10 +119,42 @@ def load_sparse(directory: Path, name: str) -> sp.csc_matrix:
         raise ModelError(f"model file damaged: {directory / name}.npz ({exc})") from exc
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
-    """Write ``manifest.json`` with the current format version."""
-    manifest = {"format_version": FORMAT_VERSION, **manifest}
+    """Write ``manifest.json`` with the current format version and every file's size and SHA-256;
+    written last, so a directory without it is unfinished."""
+    files = {
+        p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+        for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST
+    }
+    manifest = {"format_version": FORMAT_VERSION, **manifest, "files": files}
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def verify_files(directory: Path, manifest: dict[str, Any]) -> None:
+    """Check the files the manifest lists: each present with its size, and the SHA-256 of the
+    marisa tries (the ``.npz`` files carry CRC-32s that loading checks). Raises ModelError."""
+    files = manifest.get("files", {})
+    if not isinstance(files, dict) or not all(isinstance(m, dict) and {"bytes", "sha256"} <= m.keys()
+                                              for m in files.values()):
+        raise ModelError(f"damaged {directory / MANIFEST}: bad 'files' entry")
+    for name, meta in files.items():
+        path = directory / name
+        try:
+            size = path.stat().st_size
+        except OSError:
+            raise ModelError(f"model file missing: {path}") from None
+        if size != meta["bytes"]:
+            raise ModelError(f"model file damaged: {path} has {size} bytes, the manifest says {meta['bytes']}")
+        if name.endswith(".marisa") and _sha256(path) != meta["sha256"]:
+            raise ModelError(f"model file damaged: {path} does not match its SHA-256 in the manifest")
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:

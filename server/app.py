@@ -24,16 +24,16 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-import indexer
 from indexer.model import Model
 from indexer.normalize import normalize
 
 from . import protocol
 from .config import ConfigError, ServerConfig, normalize_origin
-from .connection import Connection, ServerState
+from .connection import Connection, ServerState, expose_abort
 from .metrics import Metrics
 from .ranker import Ranker, load_warm, read_announcement
 from .sessions import SessionError, open_store
+from .store_health import StoreHealth
 
 log = logging.getLogger("qac.server")
 
@@ -56,14 +56,17 @@ def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette
                 announced=announced, on_swap=lambda m, i: metrics.set_model(m.version, i),
             )
             metrics.set_model(loaded.version, index)
-            app.state.qac = ServerState(config, ranker, store, metrics)
+            health = StoreHealth(store, metrics)
+            app.state.qac = ServerState(config, ranker, store, metrics, health)
             follower = asyncio.create_task(ranker.follow())
+            watcher = asyncio.create_task(health.watch())
             log.info("serving model %s from %s, sessions in %s (pid %d)", loaded.version, index, store.kind,
                      os.getpid())
             try:
                 yield
             finally:
                 follower.cancel()
+                watcher.cancel()
                 ranker.close()
         finally:
             await store.close()
@@ -86,7 +89,7 @@ def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette
         Route("/static/{name:path}", asset),
         Route("/{name:path}", asset),
     ]
-    middleware = []
+    middleware = [Middleware(expose_abort)]
     if config.allowed_origins:
         middleware.append(Middleware(CORSMiddleware, allow_origins=list(config.allowed_origins),
                                      allow_methods=["GET"]))
@@ -122,13 +125,15 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
 
 
 def origin_allowed(headers: Headers, allowed: tuple[str, ...]) -> bool:
-    """Whether a browser from this Origin may connect: any, if ``allowed`` is empty; else the
-    listed ones and the server's own origin. A request without an Origin is refused then."""
-    if not allowed:
+    """Whether this client may open a WebSocket: a browser (which always sends an Origin) only
+    from the server's own origin or a listed one, so another site cannot drive a user's
+    session; a client without an Origin (a script, ``qac replay``) always."""
+    given = headers.get("origin")
+    if given is None:
         return True
     try:
-        origin = normalize_origin(headers.get("origin", ""))
-    except ConfigError:
+        origin = normalize_origin(given)
+    except ConfigError:  # "null" (sandboxed frames, files) or garbage
         return False
     return origin in allowed or urlsplit(origin).netloc == headers.get("host", "").lower()
 
@@ -137,10 +142,19 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     state = _state(websocket)
     if not origin_allowed(websocket.headers, state.config.allowed_origins):
         log.warning("refused a WebSocket from origin %r", websocket.headers.get("origin"))
+        state.metrics.closed.labels("origin").inc()
         await websocket.close(code=1008)
         return
     await websocket.accept()
-    await Connection(websocket, state).serve(websocket.query_params.get("session"))
+    if state.open_connections >= state.config.max_connections:
+        state.metrics.closed.labels("full").inc()
+        await websocket.close(code=1013, reason="server full, try again later")
+        return
+    state.open_connections += 1
+    try:
+        await Connection(websocket, state).serve(websocket.query_params.get("session"))
+    finally:
+        state.open_connections -= 1
 
 
 async def complete(request: Request) -> Response:
@@ -166,19 +180,23 @@ async def complete(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
+    """200 while the server answers keystrokes; ``status`` is ``degraded`` while the session
+    store is down (suggestions then come without the history the store holds)."""
     state = _state(request)
-    body: dict[str, Any] = {"status": "ok", "index": state.ranker.version, "sessions": state.store.kind}
-    try:
-        await state.store.ping()
-    except SessionError as exc:
-        return JSONResponse({**body, "status": "unavailable", "error": str(exc)}, 503)
+    body: dict[str, Any] = {"status": "ok", "index": state.ranker.version, "sessions": state.store.kind,
+                            "store": "up"}
+    if not await state.health.probe():
+        body.update(status="degraded", store="down", error=state.health.error)
     return JSONResponse(body)
 
 
 async def metrics_endpoint(request: Request) -> Response:
     state = _state(request)
-    with contextlib.suppress(SessionError):
-        state.metrics.sessions.set(await state.store.count())
+    if state.health.up:
+        try:
+            state.metrics.sessions.set(await state.store.count())
+        except SessionError as exc:
+            state.health.failed(exc)
     return Response(state.metrics.render(), media_type=state.metrics.content_type)
 
 
@@ -202,7 +220,7 @@ async def admin_reload(request: Request) -> Response:
     index = str(Path(index).expanduser().resolve())
     try:
         old, new = await state.ranker.reload(index)
-    except (indexer.ModelError, OSError, ValueError) as exc:
+    except Exception as exc:  # whatever a damaged directory raises, the old model keeps serving
         state.metrics.reloads.labels("failed").inc()
         log.warning("reload of %s failed: %s", index, exc)
         return _error(400, "bad_index", f"{exc}; still serving {state.ranker.version}")

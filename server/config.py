@@ -47,13 +47,21 @@ class ServerConfig:
     session_ttl: float = _opt(1800.0, float, "seconds a session lives without activity", flag="--session-ttl")
     allowed_origins: tuple[str, ...] = _opt(
         (), _origins, "browser origins allowed to open the WebSocket besides the page's own "
-        "(default: any)", flag="--allowed-origin", env="QAC_ALLOWED_ORIGIN")
+        "(clients that send no Origin, such as scripts, are always allowed)", flag="--allowed-origin",
+        env="QAC_ALLOWED_ORIGIN")
     max_sessions: int = _opt(100_000, int, "sessions kept by the memory store; least recently used go first")
     max_history: int = _opt(20, int, "queries kept per session, newest last")
     max_prefix: int = _opt(200, int, "longest prefix or submitted query, in characters")
-    max_message: int = _opt(4096, int, "longest client message, in characters")
-    rate: float = _opt(30.0, float, "client messages per second per connection, sustained")
-    burst: int = _opt(60, int, "client messages per connection allowed at once above the rate")
+    max_message: int = _opt(4096, int, "largest client frame, in bytes; a larger one closes the connection "
+                            "with code 1009")
+    rate: float = _opt(50.0, float, "client messages per second per connection, sustained")
+    burst: int = _opt(100, int, "client messages per connection allowed at once above the rate")
+    max_connections: int = _opt(10_000, int, "open WebSocket connections per process; more are refused "
+                                "(closed with code 1013, try again later)")
+    idle_timeout: float = _opt(600.0, float, "seconds without a client message before a connection is closed "
+                               "(code 4000; the page reconnects when its user types again)")
+    send_timeout: float = _opt(10.0, float, "seconds a send may wait on a client that does not read before "
+                               "the connection is dropped")
     k: int = _opt(10, int, "suggestions per keystroke")
     rank_threads: int = _opt(4, int, "threads per process ranking keystrokes off the event loop")
     static_dir: str | None = _opt(None, str, "directory of the demo page (default: the repository's static/)")
@@ -65,10 +73,10 @@ class ServerConfig:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be in 0..65535, got {self.port}")
         for name in ("workers", "max_sessions", "max_history", "max_prefix", "max_message", "burst", "k",
-                     "rank_threads"):
+                     "rank_threads", "max_connections"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("session_ttl", "rate"):
+        for name in ("session_ttl", "rate", "idle_timeout", "send_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.max_message < self.max_prefix:

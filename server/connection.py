@@ -5,6 +5,10 @@ puts each keystroke in a one-slot mailbox, replacing (superseding) a keystroke n
 ranked; the ranker takes the newest keystroke from the mailbox, ranks it with the session's
 history and sends the suggestions. Query ids must increase on a connection, so answers never
 go backwards and the last keystroke is always answered.
+
+What a connection may cost is bounded: one pending keystroke, a token bucket of messages, a
+frame size, an idle timeout, and a send timeout for a client that stops reading (the
+transport's write buffer is bounded, so a send waits; it does not queue).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
 
 from indexer.normalize import normalize
@@ -25,11 +30,42 @@ from .config import ServerConfig
 from .metrics import Metrics
 from .protocol import ProtocolError, Query, Submit
 from .ranker import Ranker
-from .sessions import SessionError, SessionStore
+from .sessions import SessionError, SessionStore, new_session_id, valid_session_id
+from .store_health import StoreHealth
 
 log = logging.getLogger("qac.server")
 
+
+
+class _Drop(Exception):
+    """End the connection from the server's side: close code, reason, and the metric's label."""
+
+    def __init__(self, code: int, reason: str, label: str):
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+        self.label = label
+
+
 _Closed = (WebSocketDisconnect, WebSocketDisconnected)
+
+# Scope key of a callable that aborts the connection's transport, set by :func:`expose_abort`.
+ABORT_KEY = "qac.abort"
+
+
+def expose_abort(app: ASGIApp) -> ASGIApp:
+    """Outermost ASGI wrapper: puts an abort of the TCP connection under ``scope[ABORT_KEY]``
+    when the server is uvicorn (whose ASGI ``send`` is a method of the protocol that owns the
+    transport). ASGI can only close a WebSocket, and a close waits for the client to read."""
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            transport = getattr(getattr(send, "__self__", None), "transport", None)
+            if transport is not None and hasattr(transport, "abort"):
+                scope[ABORT_KEY] = transport.abort
+        await app(scope, receive, send)
+
+    return wrapped
 
 
 @dataclass
@@ -40,6 +76,8 @@ class ServerState:
     ranker: Ranker
     store: SessionStore
     metrics: Metrics
+    health: StoreHealth
+    open_connections: int = 0
 
 
 class TokenBucket:
@@ -70,7 +108,7 @@ HISTORY_REFRESH_SECONDS = 10.0
 
 
 class Connection:
-    """Serves one accepted WebSocket until the client leaves."""
+    """Serves one accepted WebSocket until the client leaves or is dropped."""
 
     def __init__(self, websocket: WebSocket, state: ServerState):
         self.ws = websocket
@@ -79,34 +117,63 @@ class Connection:
         self._pending: tuple[Query, float] | None = None
         self._wake = asyncio.Event()
         self._send_lock = asyncio.Lock()
+        self._store_lock = asyncio.Lock()  # one store call sequence at a time per connection
         self._last_id: int | None = None
         self._bucket = TokenBucket(state.config.rate, state.config.burst)
         self._history: list[str] = []
         self._history_read = 0.0  # time.monotonic() of the last read from the store
+        self._unsynced: list[str] = []  # submits made while the store was down, oldest first
 
     async def serve(self, requested_session: str | None) -> None:
         """Say hello, then read and answer frames until the client disconnects."""
-        store, metrics = self.state.store, self.state.metrics
-        try:
-            self.session, history = await store.open(requested_session)
-            self._remember(history)
-        except SessionError as exc:
-            log.error("%s", exc)
-            await self._send(protocol.error(protocol.UNAVAILABLE, "session store unavailable"))
-            await self.ws.close(code=1011)
-            return
+        metrics = self.state.metrics
+        await self._open(requested_session)
         metrics.connections.inc()
-        ranking = asyncio.create_task(self._rank_loop())
+        tasks: set[asyncio.Task[None]] = set()
         try:
-            await self._send(protocol.hello(self.session, self.state.ranker.version, len(history)))
-            await self._read_loop()
+            await self._send(protocol.hello(self.session, self.state.ranker.version, len(self._history)))
+            tasks = {asyncio.create_task(self._read_loop()), asyncio.create_task(self._rank_loop())}
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # what ended the connection, if it was an exception
         except _Closed:
             pass
+        except _Drop as drop:
+            metrics.closed.labels(drop.label).inc()
+            log.info("closing a connection: %s", drop.reason)
+            for task in tasks:
+                task.cancel()
+            # A close frame waits on the same write buffer as a stuck send: bound it, then cut
+            # the TCP connection, which would otherwise linger until the client reads.
+            try:
+                await asyncio.wait_for(self.ws.close(drop.code, drop.reason), 1.0)
+            except asyncio.TimeoutError:
+                abort = self.ws.scope.get(ABORT_KEY)
+                if abort is not None:
+                    abort()
+            except _Closed:
+                pass
         finally:
             metrics.connections.dec()
-            ranking.cancel()
-            with contextlib.suppress(asyncio.CancelledError, *_Closed):
-                await ranking
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, *_Closed, _Drop):
+                    await task
+
+    async def _open(self, requested: str | None) -> None:
+        """Resume or start the session; without a store, go on with the requested id and no history."""
+        health = self.state.health
+        if health.up:
+            try:
+                self.session, history = await self.state.store.open(requested)
+                health.answered()
+                self._remember(history)
+                return
+            except SessionError as exc:
+                health.failed(exc)
+        self.session = requested if valid_session_id(requested) else new_session_id()
+        self._remember([])
 
     def _remember(self, history: list[str]) -> None:
         self._history = list(history)
@@ -114,24 +181,36 @@ class Connection:
 
     async def _send(self, text: str) -> None:
         async with self._send_lock:
-            await self.ws.send_text(text)
+            try:
+                await asyncio.wait_for(self.ws.send_text(text), self.state.config.send_timeout)
+            except asyncio.TimeoutError:
+                raise _Drop(1008, "client does not read its messages", "slow_client") from None
+
+    async def _receive(self) -> dict[str, object]:
+        config = self.state.config
+        try:
+            return await asyncio.wait_for(self.ws.receive(), config.idle_timeout)
+        except asyncio.TimeoutError:
+            raise _Drop(protocol.CLOSE_IDLE, f"idle for {config.idle_timeout:g} s", "idle") from None
 
     async def _read_loop(self) -> None:
         config = self.state.config
         while True:
-            message = await self.ws.receive()
+            message = await self._receive()
             if message["type"] == "websocket.disconnect":
                 return
             received = time.perf_counter()
             text = message.get("text")
             try:
-                if text is None:
+                if not isinstance(text, str):
                     raise ProtocolError(protocol.BAD_MESSAGE, "binary frames are not supported; send text")
+                if protocol.frame_size(text) > config.max_message:
+                    raise _Drop(1009, f"frames are limited to {config.max_message} bytes", "frame_too_big")
                 if not self._bucket.take():
                     raise ProtocolError(protocol.RATE_LIMITED,
                                         f"more than {config.rate:g} messages per second; slow down",
-                                        protocol.peek_id(text) if len(text) <= config.max_message else None)
-                msg = protocol.parse(text, max_message=config.max_message, max_prefix=config.max_prefix)
+                                        protocol.peek_id(text))
+                msg = protocol.parse(text, max_prefix=config.max_prefix)
                 if isinstance(msg, Query):
                     self._enqueue(msg, received)
                 else:
@@ -153,22 +232,37 @@ class Connection:
 
     async def _submit(self, submit: Submit) -> None:
         query = normalize(submit.query)
-        store = self.state.store
-        try:
-            if query:
-                length = await store.append(self.session, query)
-                self._history = (self._history + [query])[-self.state.config.max_history :]
-                if length != len(self._history):  # another tab wrote meanwhile
-                    self._remember(await store.history(self.session))
-            else:
-                self._remember(await store.history(self.session))
-                length = len(self._history)
-        except SessionError as exc:
-            log.error("%s", exc)
-            raise ProtocolError(protocol.UNAVAILABLE, "session store unavailable; not recorded") from None
         if query:
+            self._history = (self._history + [query])[-self.state.config.max_history :]
+            self._unsynced.append(query)
             self.state.metrics.submits.inc()
-        await self._send(protocol.ack(length))
+        stored = await self._sync(force=True)
+        await self._send(protocol.ack(len(self._history), stored))
+
+    async def _sync(self, force: bool = False) -> bool:
+        """Write held-back submits to the store and read the history back if it is due (or
+        ``force``); whether the store has everything. Never raises for the store."""
+        health = self.state.health
+        if not health.up:
+            return False
+        if not force and not self._unsynced and time.monotonic() - self._history_read < HISTORY_REFRESH_SECONDS:
+            return True
+        store = self.state.store
+        async with self._store_lock:
+            try:
+                length = -1
+                while self._unsynced:
+                    length = await store.append(self.session, self._unsynced[0])
+                    del self._unsynced[0]
+                if length != len(self._history):  # nothing written, or another tab wrote meanwhile
+                    self._remember(await store.history(self.session))
+                else:
+                    self._history_read = time.monotonic()
+            except SessionError as exc:
+                health.failed(exc)
+                return False
+        health.answered()
+        return True
 
     async def _rank_loop(self) -> None:
         metrics = self.state.metrics
@@ -179,15 +273,9 @@ class Connection:
                 continue
             query, received = self._pending
             self._pending = None
+            await self._sync()
             try:
-                if time.monotonic() - self._history_read > HISTORY_REFRESH_SECONDS:
-                    self._remember(await self.state.store.history(self.session))
                 ranked = await self.state.ranker.complete(query.prefix, self._history)
-            except SessionError as exc:
-                log.error("%s", exc)
-                metrics.errors.labels(protocol.UNAVAILABLE).inc()
-                await self._send(protocol.error(protocol.UNAVAILABLE, "session store unavailable", query.id))
-                continue
             except Exception:
                 log.exception("ranking %r failed", query.prefix)
                 metrics.errors.labels(protocol.INTERNAL).inc()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+CLOSE_REASONS = ("full", "idle", "slow_client", "frame_too_big", "origin")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -26,6 +27,14 @@ class Metrics:
         )
         self.errors = Counter("qac_protocol_errors", "Error frames sent, by code", ["code"], registry=r)
         self.connections = Gauge("qac_open_connections", "Open WebSocket connections", registry=r)
+        self.closed = Counter(
+            "qac_closed_connections", "Connections the server closed or refused, by reason", ["reason"], registry=r,
+        )
+        for reason in CLOSE_REASONS:
+            self.closed.labels(reason)
+        self.store_up = Gauge("qac_session_store_up", "1 while the session store answers, 0 while it is down "
+                              "(keystrokes are then ranked with what each connection kept)", registry=r)
+        self.store_up.set(1)
         self.sessions = Gauge("qac_live_sessions", "Sessions alive in the session store", registry=r)
         self.submits = Counter("qac_submits", "Queries appended to a session history", registry=r)
         self.reloads = Counter("qac_model_reloads", "Model reloads, by result", ["result"], registry=r)

@@ -16,6 +16,7 @@ Server to client::
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
@@ -31,6 +32,13 @@ STALE_ID = "stale_id"
 RATE_LIMITED = "rate_limited"
 UNAVAILABLE = "unavailable"
 INTERNAL = "internal"
+
+# Close codes besides the standard ones: 1008 policy (origin), 1009 frame too big,
+# 1013 try again later (server full).
+CLOSE_IDLE = 4000
+
+MAX_ID = 2**53 - 1  # the largest integer a JavaScript client counts to exactly
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class ProtocolError(Exception):
@@ -61,10 +69,13 @@ class Submit:
 ClientMessage = Query | Submit
 
 
-def parse(text: str, *, max_message: int, max_prefix: int) -> ClientMessage:
+def frame_size(text: str) -> int:
+    """The size of a text frame in bytes (UTF-8)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def parse(text: str, *, max_prefix: int) -> ClientMessage:
     """The message in a text frame; raises :class:`ProtocolError` naming what is wrong."""
-    if len(text) > max_message:
-        raise ProtocolError(TOO_LONG, f"message of {len(text)} characters; the limit is {max_message}")
     try:
         data = json.loads(text)
     except (ValueError, RecursionError) as exc:
@@ -75,7 +86,9 @@ def parse(text: str, *, max_message: int, max_prefix: int) -> ClientMessage:
     if kind == "query":
         qid = data.get("id")
         if not _is_int(qid):
-            raise ProtocolError(BAD_MESSAGE, f"a query needs an integer 'id', got {qid!r}")
+            raise ProtocolError(BAD_MESSAGE, f"a query needs an integer 'id', got {qid!r}"[:200])
+        if not 0 <= qid <= MAX_ID:
+            raise ProtocolError(BAD_MESSAGE, f"a query 'id' must be in 0..2**53-1, got {qid}"[:200])
         return Query(qid, _text(data, "prefix", max_prefix, qid))
     if kind == "submit":
         return Submit(_text(data, "query", max_prefix, None))
@@ -92,7 +105,7 @@ def peek_id(message: str | dict[str, Any]) -> int | None:
         except (ValueError, RecursionError):
             return None
     qid = message.get("id") if isinstance(message, dict) else None
-    return qid if _is_int(qid) else None
+    return qid if _is_int(qid) and 0 <= qid <= MAX_ID else None
 
 
 def _is_int(value: Any) -> TypeGuard[int]:
@@ -105,6 +118,8 @@ def _text(data: dict[str, Any], key: str, limit: int, qid: int | None) -> str:
         raise ProtocolError(BAD_MESSAGE, f"expected a string {key!r}, got {value!r}"[:200], qid)
     if len(value) > limit:
         raise ProtocolError(TOO_LONG, f"{key} of {len(value)} characters; the limit is {limit}", qid)
+    if _CONTROL.search(value):
+        raise ProtocolError(BAD_MESSAGE, f"{key} holds control characters", qid)
     return value
 
 
@@ -122,8 +137,10 @@ def suggestions(qid: int, prefix: str, completions: Sequence[Completion], took_m
                   "took_ms": round(took_ms, 3)})
 
 
-def ack(history: int) -> str:
-    return _dump({"type": "ack", "history": history})
+def ack(history: int, stored: bool = True) -> str:
+    """``stored`` is false while the session store is down: the query is kept by this connection."""
+    return _dump({"type": "ack", "history": history} if stored else {"type": "ack", "history": history,
+                                                                     "stored": False})
 
 
 def error(code: str, message: str, qid: int | None = None) -> str:

@@ -173,7 +173,7 @@
     } else if (state === "offline" && retryInMs != null) {
       statusText.textContent = `offline, retrying in ${Math.max(1, Math.round(retryInMs / 1000))} s`;
     } else {
-      statusText.textContent = state === "offline" ? "offline" : "connecting";
+      statusText.textContent = { offline: "offline", idle: "idle" }[state] || "connecting";
     }
   }
 

@@ -20,6 +20,7 @@
  *     every reconnect and page reload, so the history that ranks suggestions survives both.
  *   - reconnects: with exponential back-off (0.5 s doubling to 15 s, jittered) when the socket
  *     drops; the newest keystroke and any submits made while offline are sent on reconnect.
+ *     A connection the server closed for being idle (code 4000) reconnects on the next use.
  *   - timing: the server's took_ms and the round trip of each keystroke, in milliseconds.
  *
  * API (all optional arguments):
@@ -52,6 +53,7 @@
   // The server's normalization (indexer/normalize.py), near enough: split on whitespace and
   // ".", strip what is not a word character from each piece, join with spaces, lowercase.
   const SPLIT = /[\s.]+/u;
+  const IDLE_CLOSE = 4000; // the server's close code for a connection left unused
   const NON_WORD = /[^\p{L}\p{N}_]+/gu;
 
   function defaultUrl() {
@@ -113,6 +115,7 @@
       const id = this._nextId++;
       this._latest = { id, text };
       if (this._isOnline()) this._sendQuery(id, text);
+      else if (this.state === "idle") this._retryNow();
       return id;
     }
 
@@ -123,6 +126,7 @@
         this._send({ type: "submit", query: text });
       } else {
         this._pendingSubmits.push(text);
+        if (this.state === "idle") this._retryNow();
       }
     }
 
@@ -227,9 +231,13 @@
       ws.onmessage = (event) => {
         if (ws === this._ws) this._receive(event.data);
       };
-      ws.onclose = () => {
+      ws.onclose = (event) => {
         if (ws !== this._ws) return;
         this._ws = null;
+        if (event.code === IDLE_CLOSE) {
+          this._setState("idle", null); // the server closed an unused connection: reconnect on use
+          return;
+        }
         this._scheduleReconnect();
       };
     }

@@ -373,48 +373,72 @@ EMBEDDING_PAGE = """<!doctype html>
 
 
 @contextlib.contextmanager
-def another_origin(html: str) -> Iterator[str]:
-    """Serve ``html`` from another origin on loopback (Chromium keeps public pages off private
-    addresses); yields its URL."""
-    body = html.encode()
+def another_origin() -> Iterator[tuple[str, Callable[[str], None]]]:
+    """Serve a page from another origin on loopback (Chromium keeps public pages off private
+    addresses); yields its URL and a function that sets its HTML."""
+    body = [b""]
 
     class Site(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(len(body[0])))
             self.end_headers()
-            self.wfile.write(body)
+            self.wfile.write(body[0])
 
         def log_message(self, *args: Any) -> None:
             pass
 
+    def serve(html: str) -> None:
+        body[0] = html.encode()
+
     with ThreadingHTTPServer(("127.0.0.1", 0), Site) as site:
         threading.Thread(target=site.serve_forever, daemon=True).start()
         try:
-            yield f"http://localhost:{site.server_address[1]}/"
+            yield f"http://localhost:{site.server_address[1]}/", serve
         finally:
             site.shutdown()
 
 
 def test_another_site_embeds_the_client_with_a_few_lines(
-    page: Page, server: str, small_model: Model, history_pair: tuple[str, str]
+    page: Page, small_model_dir: Path, small_model: Model, history_pair: tuple[str, str]
 ) -> None:
-    """The README's snippet on a page of another origin: keystrokes, submits, the session."""
+    """The README's snippet on a page of another origin, which the server allows: keystrokes,
+    submits, the session."""
     prev, prefix = history_pair
-    with another_origin(EMBEDDING_PAGE.format(server=server)) as site:
-        page.goto(site)
-        box = page.locator("#search")
-        suggestions = page.locator("#search-suggestions li")
-        box.press_sequentially(prefix)
-        expect(suggestions).to_have_text(queries(small_model, prefix))
-        box.fill(prev)
-        box.press("Enter")  # the form's submit: recorded in the session
-        box.fill("")
-        expect(suggestions).to_have_count(0)
-        box.press_sequentially(prefix)
-        expect(suggestions).to_have_text(queries(small_model, prefix, (prev,)))
-        assert page.evaluate("sessionStorage.getItem('qac.session')")
+    with another_origin() as (site, serve):
+        config = ServerConfig(index=str(small_model_dir), allowed_origins=(site,))
+        with running(create_app(config), config) as server:
+            serve(EMBEDDING_PAGE.format(server=server))
+            page.goto(site)
+            box = page.locator("#search")
+            suggestions = page.locator("#search-suggestions li")
+            box.press_sequentially(prefix)
+            expect(suggestions).to_have_text(queries(small_model, prefix))
+            box.fill(prev)
+            box.press("Enter")  # the form's submit: recorded in the session
+            box.fill("")
+            expect(suggestions).to_have_count(0)
+            box.press_sequentially(prefix)
+            expect(suggestions).to_have_text(queries(small_model, prefix, (prev,)))
+            assert page.evaluate("sessionStorage.getItem('qac.session')")
+
+
+def test_a_site_the_server_does_not_allow_gets_no_suggestions(browser: Any, server: str) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    try:
+        with another_origin() as (site, serve):
+            serve(EMBEDDING_PAGE.format(server=server))
+            page.goto(site)
+            page.locator("#search").press_sequentially("new")
+            page.wait_for_timeout(500)
+            expect(page.locator("#search-suggestions li")).to_have_count(0)
+    finally:
+        context.close()
+    assert errors and all("Unexpected response code: 403" in e for e in errors)
 
 
 def test_screenshot_with_the_suggestions_open(page: Page, server: str, frames: Frames) -> None:
@@ -437,3 +461,16 @@ def test_screenshot_with_the_suggestions_open(page: Page, server: str, frames: F
     out = ARTIFACTS / "demo.png"
     page.screenshot(path=str(out))
     assert out.stat().st_size > 10_000
+
+
+def test_an_idle_connection_closed_by_the_server_comes_back_on_the_next_keystroke(
+    page: Page, small_model_dir: Path, small_model: Model
+) -> None:
+    config = ServerConfig(index=str(small_model_dir), idle_timeout=0.5)
+    with running(create_app(config), config) as server:
+        box = open_demo(page, server)
+        expect(page.locator("#status-text")).to_have_text("idle", timeout=5000)
+        page.wait_for_timeout(1000)  # no reconnect loop while nobody types
+        expect(page.locator("#status-text")).to_have_text("idle")
+        box.press_sequentially("ne")
+        expect(page.locator("[role=option]")).to_have_text(queries(small_model, "ne"))

@@ -184,7 +184,11 @@ async def test_the_stateless_endpoint_rejects_missing_and_long_prefixes(server: 
         ('{"type": "query", "id": 4}', "bad_message", 4),
         (json.dumps({"type": "query", "id": 5, "prefix": "a" * 201}), "too_long", 5),
         (json.dumps({"type": "submit", "query": "a" * 201}), "too_long", None),
-        (json.dumps({"type": "query", "id": 6, "prefix": "a", "pad": "x" * 5000}), "too_long", None),
+        (json.dumps({"type": "query", "id": -6, "prefix": "a"}), "bad_message", None),
+        (json.dumps({"type": "query", "id": 2**60, "prefix": "a"}), "bad_message", None),
+        ('{"type": "query", "id": 6.0, "prefix": "a"}', "bad_message", None),
+        (json.dumps({"type": "query", "id": 6, "prefix": "a\x00\x1b[2J"}), "bad_message", 6),
+        (json.dumps({"type": "submit", "query": "a\u2028b\x7f"}), "bad_message", None),
         (b"\x00binary", "bad_message", None),
     ],
 )
@@ -245,15 +249,17 @@ async def test_messages_above_the_rate_are_refused_until_it_recovers(small_model
     assert {f["id"] for f in errors} <= set(range(6, 13))
 
 
-async def test_origins_outside_the_allowed_list_are_refused(small_model_dir: Path) -> None:
-    config = ServerConfig(index=str(small_model_dir), allowed_origins=("https://qac.example/",))
+@pytest.mark.parametrize("allowed", [(), ("https://qac.example/",)])
+async def test_browsers_from_other_origins_are_refused(small_model_dir: Path, allowed: tuple[str, ...]) -> None:
+    config = ServerConfig(index=str(small_model_dir), allowed_origins=allowed)
     with running(create_app(config), config) as server:
-        for origin in ["https://evil.example", None]:
+        for origin in ["https://evil.example", "null", f"http://{server}.evil.example"]:
             with pytest.raises(InvalidStatus) as refused:
                 async with connect(f"ws://{server}/ws", origin=origin):  # type: ignore[arg-type]
                     pass
             assert refused.value.response.status_code == 403
-        for origin in ["https://qac.example", f"http://{server}"]:
+        # The page's own origin, the listed ones, and clients that send no Origin (scripts).
+        for origin in [f"http://{server}", None, *(["https://qac.example"] if allowed else [])]:
             async with connect(f"ws://{server}/ws", origin=origin) as ws:  # type: ignore[arg-type]
                 assert (await recv_json(ws))["type"] == "hello"
 
@@ -264,7 +270,7 @@ async def test_health_and_metrics_describe_the_running_server(server: str, small
         await ask(ws, 1, "a")
         health = await http.get("/healthz")
         metrics = (await http.get("/metrics")).text
-    assert health.json() == {"status": "ok", "index": small_model.version, "sessions": "memory"}
+    assert health.json() == {"status": "ok", "index": small_model.version, "sessions": "memory", "store": "up"}
     lines = metrics.splitlines()
     assert 'qac_keystrokes_total{transport="ws"} 1.0' in lines
     assert "qac_open_connections 1.0" in lines
