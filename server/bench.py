@@ -144,8 +144,11 @@ def _rss_mb(pid: int) -> dict[str, float]:
 class ServerProcess:
     """``qac serve`` in a subprocess on a free port, for the length of a ``with`` block."""
 
-    def __init__(self, index: Path, log_path: Path, *, workers: int = 1, timeout: float = 600.0):
+    def __init__(self, index: Path, log_path: Path, *, workers: int = 1, timeout: float = 600.0,
+                 env: dict[str, str] | None = None):
+        """``env``: the ``QAC_*`` settings of the server (default: no rate limit, for benchmarks)."""
         self.index, self.log_path, self.workers, self.timeout = index, log_path, workers, timeout
+        self.env = UNLIMITED if env is None else env
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -157,7 +160,7 @@ class ServerProcess:
         self.port = free_port()
         cmd = [sys.executable, "-m", "indexer.cli", "serve", "--index", str(self.index), "--host", "127.0.0.1",
                "--port", str(self.port), "--workers", str(self.workers), "--sessions", "memory"]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("QAC_")} | UNLIMITED
+        env = {k: v for k, v in os.environ.items() if not k.startswith("QAC_")} | self.env
         with self.log_path.open("w") as sink:
             self.proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=REPO)
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))

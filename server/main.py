@@ -71,7 +71,10 @@ def uvicorn_config(config: ServerConfig, app: Any) -> uvicorn.Config:
     log_config["loggers"]["qac"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     return uvicorn.Config(
         app, host=config.host, port=config.port, workers=config.workers, factory=isinstance(app, str),
-        log_config=log_config, ws_max_size=config.max_message,
+        log_config=log_config,
+        # Frames up to this size reach the app, which closes over-limit ones with 1009 and counts
+        # them; uvicorn cuts anything larger before buffering it (also 1009).
+        ws_max_size=max(1 << 16, 4 * config.max_message),
         # Frames are a few hundred bytes: compressing them costs both sides CPU for nothing.
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=5,

@@ -1,0 +1,46 @@
+"""Soak run: normal typists while a flooder, garbage senders and a reconnect storm abuse the
+server, with a model reload half-way (see server/soak.py).
+
+    python scripts/soak.py --index models/aol --pairs ../shared/data/aol-top1000/dev.pairs.jsonl
+
+Prints the table BENCHMARKS.md records; exits 1 if the typists' p99 under abuse is over twice
+the quiet one, or a typist saw an error, or the reload failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from server.soak import SoakConfig, markdown, run_soak
+
+
+def main() -> int:
+    d = SoakConfig(Path("."), Path("."))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--index", type=Path, required=True, help="model directory to serve")
+    ap.add_argument("--pairs", type=Path, required=True, help="evaluation pairs the typists type")
+    ap.add_argument("--reload-index", type=Path, help="model to reload half-way (default: --index again)")
+    ap.add_argument("--workers", type=int, default=d.workers)
+    ap.add_argument("--users", type=int, default=d.users, help="normal typists")
+    ap.add_argument("--quiet-seconds", type=float, default=d.quiet_seconds)
+    ap.add_argument("--abuse-seconds", type=float, default=d.abuse_seconds)
+    ap.add_argument("--flooders", type=int, default=d.flooders)
+    ap.add_argument("--flood-rate", type=float, default=d.flood_rate, help="messages/s per flooder")
+    ap.add_argument("--garbage-senders", type=int, default=d.garbage_senders)
+    ap.add_argument("--garbage-rate", type=float, default=d.garbage_rate, help="frames/s per garbage sender")
+    ap.add_argument("--storm-rate", type=float, default=d.storm_rate, help="connections opened and dropped per s")
+    ap.add_argument("--json", type=Path, help="also write the whole report here")
+    args = vars(ap.parse_args())
+    out = args.pop("json")
+    report = run_soak(SoakConfig(**args), say=lambda text: print(text, file=sys.stderr))
+    if out:
+        out.write_text(json.dumps(report, indent=2) + "\n")
+    print(markdown(report))
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
