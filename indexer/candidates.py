@@ -102,6 +102,7 @@ class CandidateGenerator:
         prev = history[-1] if history else ""
         head, prev_word, partial = split_prefix(prefix)
         rows: dict[str, np.ndarray] = {}
+        label_ids: dict[str, int] = {}  # candidates known to be labels: their index
 
         def add(text: str) -> np.ndarray:
             row = rows.get(text)
@@ -113,10 +114,12 @@ class CandidateGenerator:
         lo, hi = labels.range(prefix)
         if "mpc" in on:
             for rank, i in enumerate(labels.top_range(lo, hi, cfg.mpc_k)):
+                label_ids[labels.keys[i]] = i
                 add(labels.keys[i])[_F["mpc_rr"]] = 1.0 / (rank + 1)
         if "tree" in on and self.tree is not None and hi > lo:
             ids, scores = self.tree(prefix, prev, (lo, hi))
             for rank, (i, s) in enumerate(zip(ids[: cfg.tree_k].tolist(), scores.tolist())):
+                label_ids[labels.keys[i]] = i
                 row = add(labels.keys[i])
                 row[_F["tree_score"]] = s
                 row[_F["tree_rr"]] = 1.0 / (rank + 1)
@@ -138,13 +141,17 @@ class CandidateGenerator:
 
         texts = list(rows)
         base = np.array([rows[t] for t in texts]) if texts else np.zeros((0, N_BASE))
-        self._generic_features(base, texts, prefix, head, prev_word, partial, prev, history)
+        # A label that starts with the prefix lies in [lo, hi).
+        ids = [label_ids[t] if t in label_ids else labels.index(t, lo, hi) if t.startswith(prefix)
+               else labels.index(t) for t in texts]
+        self._generic_features(base, texts, ids, prefix, head, prev_word, partial, prev, history)
         return Candidates(texts, base, bucket_of(len(prefix)))
 
     def _generic_features(
         self,
         base: np.ndarray,
         texts: list[str],
+        label_ids: list[int],
         prefix: str,
         head: str,
         prev_word: str,
@@ -159,7 +166,8 @@ class CandidateGenerator:
         hist_words = {w for h in history for w in h.split()}
         hist_set = set(history)
         cut = len(head)
-        counts = np.array([self.labels.count(t) for t in texts])
+        ids = np.array(label_ids)
+        counts = np.where(ids >= 0, self.labels.weights[ids], 0.0)
         base[:, _F["bias"]] = 1.0
         base[:, _F["log_count"]] = np.log1p(counts)
         base[:, _F["is_label"]] = counts > 0

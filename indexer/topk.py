@@ -44,10 +44,11 @@ class PrefixTopK:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def index(self, key: str) -> int:
-        """The index of ``key``, or -1 when it is absent."""
-        i = bisect_left(self.keys, key)
-        return i if i < len(self.keys) and self.keys[i] == key else -1
+    def index(self, key: str, lo: int = 0, hi: int | None = None) -> int:
+        """The index of ``key``, or -1 when it is absent (from ``[lo, hi)``, if it can only be there)."""
+        hi = len(self.keys) if hi is None else hi
+        i = bisect_left(self.keys, key, lo, hi)
+        return i if i < hi and self.keys[i] == key else -1
 
     def count(self, key: str) -> float:
         """The weight of ``key``, 0 when it is absent."""
