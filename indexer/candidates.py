@@ -142,9 +142,9 @@ class CandidateGenerator:
         texts = list(rows)
         base = np.array([rows[t] for t in texts]) if texts else np.zeros((0, N_BASE))
         # A label that starts with the prefix lies in [lo, hi).
-        ids = [label_ids[t] if t in label_ids else labels.index(t, lo, hi) if t.startswith(prefix)
-               else labels.index(t) for t in texts]
-        self._generic_features(base, texts, ids, prefix, head, prev_word, partial, prev, history)
+        found = [label_ids[t] if t in label_ids else labels.index(t, lo, hi) if t.startswith(prefix)
+                 else labels.index(t) for t in texts]
+        self._generic_features(base, texts, found, prefix, head, prev_word, partial, prev, history)
         return Candidates(texts, base, bucket_of(len(prefix)))
 
     def _generic_features(

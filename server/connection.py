@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
 
 from indexer.normalize import normalize
@@ -186,7 +186,7 @@ class Connection:
             except asyncio.TimeoutError:
                 raise _Drop(1008, "client does not read its messages", "slow_client") from None
 
-    async def _receive(self) -> dict[str, object]:
+    async def _receive(self) -> Message:
         config = self.state.config
         try:
             return await asyncio.wait_for(self.ws.receive(), config.idle_timeout)
