@@ -7,12 +7,16 @@ message and exit code 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from .logs import LogError
+from .logs import REPAIRS, LogError
 from .params import SOURCES, WEIGHTINGS, BuildParams
 from .storage import ModelError
 
@@ -70,9 +74,10 @@ def _cmd_build(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from exc
     logs = args.log or [SAMPLE_LOG]
     summary = build(logs, args.out, params, quiet=args.quiet)
-    skipped = ", ".join(f"{n} {why}" for why, n in summary.skipped.items()) or "none"
+    skipped = {why: n for why, n in summary.skipped.items() if why not in REPAIRS}
+    repaired = {why: n for why, n in summary.skipped.items() if why in REPAIRS}
     print(f"built {args.out}")
-    print(f"  rows read       {summary.rows_read:,} (skipped: {skipped})")
+    print(f"  rows read       {summary.rows_read:,} ({sum(skipped.values()):,} skipped)")
     print(f"  sessions        {summary.sessions:,}")
     print(f"  examples        {summary.examples:,} (reranker: {summary.rerank_examples:,}, "
           f"target among candidates {summary.rerank_recall:.1%})")
@@ -82,7 +87,38 @@ def _cmd_build(args: argparse.Namespace) -> int:
     print("  seconds         " + ", ".join(f"{k} {v:.1f}" for k, v in summary.seconds.items()))
     print(f"  peak memory     {summary.peak_memory_mb:,.0f} MB (largest ranker worker "
           f"{summary.worker_peak_memory_mb:,.0f} MB, sharing most of it)")
+    print(f"  skipped         {_by_reason(skipped) or 'none'}")
+    if repaired:
+        print(f"  repaired        {_by_reason(repaired)}")
     return 0
+
+
+def _by_reason(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n:,} {why}" for why, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+@contextlib.contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """While building, SIGTERM exits with 143 through ``finally`` blocks (so the unfinished
+    model directory is removed) instead of killing the process on the spot."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    owner = os.getpid()
+
+    def exit_(signum: int, frame: object) -> None:
+        if os.getpid() != owner:  # a forked worker: die as it would have
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, exit_)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _eval_parser(sub: argparse._SubParsersAction) -> None:
@@ -180,7 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``qac``; returns the exit code."""
     args = make_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        with _sigterm_exits() if args.func is _cmd_build else contextlib.nullcontext():
+            return int(args.func(args))
     except (CommandError, LogError, ModelError) as exc:
         print(f"qac {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

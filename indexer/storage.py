@@ -15,10 +15,14 @@ Layout of a model directory::
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -43,28 +47,109 @@ class ModelError(Exception):
 def atomic_directory(target: Path) -> Iterator[Path]:
     """Yield a temporary sibling of ``target``; on success it replaces ``target`` at once.
 
-    On any error the temporary directory is removed and ``target`` is left untouched.
+    On any error the temporary directory is removed and ``target`` is left untouched. One
+    left behind by a process killed outright is named after that process, and removed by the
+    next write to ``target`` once the process is gone (see :func:`remove_stale_siblings`).
     """
     target = Path(target)
     parent = target.parent if str(target.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
+        remove_stale_siblings(target)
+        tmp = Path(tempfile.mkdtemp(prefix=_sibling_prefix(target), suffix=".tmp", dir=parent))
     except OSError as exc:
         raise ModelError(f"cannot write to {target}: {exc.strerror or exc}") from exc
     try:
         yield tmp
         tmp.chmod(0o755)  # mkdtemp makes it private; a model is meant to be shared read-only
-        old = None
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=parent))
+        _replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # the unfinished model, or the replaced one
+
+
+def _host() -> str:
+    return re.sub(r"[^\w.-]", "_", socket.gethostname())
+
+
+def _sibling_prefix(target: Path) -> str:
+    """``.<name>.<pid>@<host>.``: whose temporary directory beside ``target`` it is."""
+    return f".{target.name}.{os.getpid()}@{_host()}."
+
+
+def _alive(pid: int) -> bool:
+    if os.name != "posix":
+        return True  # no cheap check: assume it is
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_siblings(target: Path) -> list[Path]:
+    """Remove the temporary directories that processes of this host, now gone, left beside
+    ``target``; a model a killed swap left moved aside is first put back if ``target`` is
+    missing. Returns the paths removed."""
+    target = Path(target)
+    parent = target.parent if str(target.parent) else Path(".")
+    mine = re.compile(rf"\.{re.escape(target.name)}\.(\d+)@(.*)\.[^.]+\.(tmp|old)")
+    host = _host()
+    removed = []
+    for path in parent.iterdir():
+        m = mine.fullmatch(path.name)
+        if not m or m[2] != host or _alive(int(m[1])):
+            continue
+        if m[3] == "old" and not os.path.lexists(target):
+            try:
+                os.rename(path / "model", target)
+            except OSError:
+                continue  # it may be the only copy: leave it
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+# renameat2(2) swaps two directory entries in one step (Linux 3.15+, glibc 2.28+).
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap ``a`` and ``b`` atomically; False where the system or file system cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError, TypeError):
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _replace(new: Path, target: Path) -> None:
+    """Move directory ``new`` to ``target``; a previous ``target`` ends up at ``new`` or is removed.
+
+    With an atomic exchange ``target`` is never missing; without one it is missing between
+    two renames, and :func:`remove_stale_siblings` puts it back if the process dies there.
+    """
+    try:
+        if not os.path.lexists(target):
+            os.rename(new, target)
+        elif not _exchange(new, target):
+            old = Path(tempfile.mkdtemp(prefix=_sibling_prefix(target), suffix=".old", dir=new.parent))
             os.rename(target, old / "model")
-        os.rename(tmp, target)
-        if old is not None:
+            try:
+                os.rename(new, target)
+            except BaseException:
+                os.rename(old / "model", target)
+                raise
             shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    except OSError as exc:
+        raise ModelError(f"cannot replace {target}: {exc.strerror or exc}") from exc
 
 
 def save_prefix_index(index: PrefixTopK, directory: Path, name: str) -> None:
