@@ -32,7 +32,7 @@ from .config import ConfigError, ServerConfig, normalize_origin
 from .connection import Connection, ServerState, expose_abort
 from .metrics import Metrics
 from .ranker import Ranker, load_warm, read_announcement
-from .sessions import SessionError, open_store
+from .sessions import SessionError, SessionStore, open_store
 from .store_health import StoreHealth
 
 log = logging.getLogger("qac.server")
@@ -42,7 +42,7 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette:
     """The server as an ASGI app; the model (unless given) and sessions open at startup."""
-    metrics = Metrics()
+    metrics = Metrics(shared_sessions=config.sessions != "memory")
     static_dir = Path(config.static_dir) if config.static_dir else STATIC_DIR
 
     @contextlib.asynccontextmanager
@@ -60,6 +60,7 @@ def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette
             app.state.qac = ServerState(config, ranker, store, metrics, health)
             follower = asyncio.create_task(ranker.follow())
             watcher = asyncio.create_task(health.watch())
+            counter = asyncio.create_task(_count_sessions(store, health, metrics))
             log.info("serving model %s from %s, sessions in %s (pid %d)", loaded.version, index, store.kind,
                      os.getpid())
             try:
@@ -67,7 +68,9 @@ def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette
             finally:
                 follower.cancel()
                 watcher.cancel()
+                counter.cancel()
                 ranker.close()
+                metrics.close()
         finally:
             await store.close()
 
@@ -94,6 +97,18 @@ def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette
         middleware.append(Middleware(CORSMiddleware, allow_origins=list(config.allowed_origins),
                                      allow_methods=["GET"]))
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+
+
+async def _count_sessions(store: SessionStore, health: StoreHealth, metrics: Metrics,
+                          interval: float = 5.0) -> None:
+    """Forever: refresh the live-session gauge (every worker's, for the multi-worker sums)."""
+    while True:
+        if health.up:
+            try:
+                metrics.sessions.set(await store.count())
+            except SessionError as exc:
+                health.failed(exc)
+        await asyncio.sleep(interval)
 
 
 def app_from_env() -> Starlette:

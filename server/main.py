@@ -19,6 +19,7 @@ from indexer.cli import SAMPLE_LOG
 
 from .app import create_app
 from .config import ServerConfig
+from .metrics import MULTIPROC_ENV
 from .ranker import announce_reload, load_warm
 from .sample import ensure_sample_model
 from .sessions import SessionError, open_store
@@ -62,6 +63,8 @@ def run(config: ServerConfig, *, say: Callable[[str], None] = print) -> None:
         announce_reload(reload_file, config.index or "")
         config = replace(config, reload_file=str(reload_file))
         os.environ.update(config.to_env())
+        (Path(tmp) / "metrics").mkdir()
+        os.environ[MULTIPROC_ENV] = str(Path(tmp) / "metrics")  # read by prometheus_client in each worker
         Multiprocess(uvicorn_config(config, "server.app:app_from_env"), sockets=[sock]).run()
 
 

@@ -134,3 +134,22 @@ def test_every_worker_process_follows_a_reload(
     assert response.status_code == 200, response.text
     time.sleep(1.0)  # the other worker polls the announcement twice a second
     assert hello_versions(qac_serve, 20) == {new}
+
+
+def _samples(text: str, name: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(name)]
+
+
+@pytest.mark.parametrize("qac_serve", [2], indirect=True)
+def test_metrics_add_up_every_worker(qac_serve: str) -> None:
+    for i in range(12):  # connections land on either worker
+        with connect(f"ws://{qac_serve}/ws") as ws:
+            ws.recv(5)
+            ws.send(json.dumps({"type": "query", "id": i, "prefix": "a"}))
+            assert json.loads(ws.recv(5))["type"] == "suggestions"
+    for _ in range(4):  # whichever worker answers the scrape, it counts all of them
+        text = httpx.get(f"http://{qac_serve}/metrics").text
+        assert _samples(text, 'qac_keystrokes_total{transport="ws"}') == ['qac_keystrokes_total{transport="ws"} 12.0']
+        assert _samples(text, 'qac_completion_seconds_count{transport="ws"}')[0].endswith(" 12.0")
+        assert _samples(text, "qac_open_connections") == ["qac_open_connections 0.0"]
+        assert len(_samples(text, "qac_model_info{")) == 2  # one per worker, with its pid
