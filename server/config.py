@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from indexer.logs import MAX_QUERY_CHARS
+
 ENV_PREFIX = "QAC_"
 SESSION_SCHEMES = ("redis", "rediss", "unix")
 
@@ -51,7 +53,8 @@ class ServerConfig:
         env="QAC_ALLOWED_ORIGIN")
     max_sessions: int = _opt(100_000, int, "sessions kept by the memory store; least recently used go first")
     max_history: int = _opt(20, int, "queries kept per session, newest last")
-    max_prefix: int = _opt(200, int, "longest prefix or submitted query, in characters")
+    max_prefix: int = _opt(MAX_QUERY_CHARS, int, "longest prefix or submitted query, in characters (the "
+                           "longest query the indexer keeps)")
     max_message: int = _opt(4096, int, "largest client frame, in bytes; a larger one closes the connection "
                             "with code 1009")
     rate: float = _opt(50.0, float, "client messages per second per connection, sustained")
