@@ -9,6 +9,7 @@ reranker sees one uniform table.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -44,7 +45,7 @@ _F = {name: i for i, name in enumerate(FEATURES)}
 N_BASE = len(FEATURES)
 # Prefix-length buckets: the scorer has one weight vector per bucket, so it can trust the
 # typed prefix more when it is long and popularity more when it is short.
-BUCKET_EDGES = np.array([3, 6, 10])
+BUCKET_EDGES = (3, 6, 10)
 N_BUCKETS = len(BUCKET_EDGES) + 1
 
 
@@ -76,7 +77,7 @@ class Candidates:
 
 def bucket_of(prefix_length: int) -> int:
     """The prefix-length bucket a keystroke falls in."""
-    return int(np.searchsorted(BUCKET_EDGES, prefix_length, side="right"))
+    return bisect_right(BUCKET_EDGES, prefix_length)
 
 
 class CandidateGenerator:
