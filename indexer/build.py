@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from tqdm import tqdm
 
 from .examples import Example, protocol_pairs, training_examples
+from .executors import Executor, LocalExecutor
 from .features import PrefixFeaturizer
 from .logs import LogRow, LogStats, read_logs
 from .model import Model, TreeRanker
@@ -29,6 +31,9 @@ from .topk import PrefixTopK
 from .tree import build_label_tree
 from .wordmodel import WordModel, counted_index
 from .xlinear import train_rankers
+
+# Examples featurized per task: about 50 MB of input vectors.
+FEATURE_CHUNK_ROWS = 200_000
 
 
 @dataclass
@@ -101,27 +106,81 @@ def fit_word_model(rows: Sequence[LogRow], sessions: Sequence[Sequence[LogRow]])
     return WordModel.fit(counts.items(), pairs)
 
 
+@dataclass(frozen=True)
+class TrainingRows:
+    """The tree's training rows: identical (prev, prefix, target) examples merged into one
+    row weighted by their count."""
+
+    prefixes: list[str]
+    prevs: list[str]
+    y: np.ndarray  # label id of the target
+    weight: np.ndarray
+    prefix_len: np.ndarray
+
+
+def training_rows(keys: Sequence[str], examples: Sequence[Example]) -> TrainingRows:
+    """Merge ``examples`` into weighted rows; ``keys`` are the sorted labels (id = index)."""
+    triples = Counter((e.prev, e.prefix, e.target) for e in examples)
+    position = {k: i for i, k in enumerate(keys)}
+    n = len(triples)
+    return TrainingRows(
+        prefixes=[t[1] for t in triples],
+        prevs=[t[0] for t in triples],
+        y=np.fromiter((position[t[2]] for t in triples), dtype=np.int64, count=n),
+        weight=np.fromiter(triples.values(), dtype=np.float64, count=n),
+        prefix_len=np.fromiter((len(t[1]) for t in triples), dtype=np.int64, count=n),
+    )
+
+
+def _transform_chunk(featurizer: PrefixFeaturizer, chunk: tuple[list[str], list[str]]) -> sp.csr_matrix:
+    """Input vectors of one chunk of (prefixes, previous queries): a featurizing task."""
+    return featurizer.transform(*chunk)
+
+
+def featurize(
+    featurizer: PrefixFeaturizer,
+    prefixes: Sequence[str],
+    prevs: Sequence[str],
+    executor: Executor,
+    progress: Callable[[int], Any] | None = None,
+    chunk_rows: int = FEATURE_CHUNK_ROWS,
+) -> sp.csr_matrix:
+    """``featurizer.transform(prefixes, prevs)``, in chunks of rows run on ``executor``.
+
+    Every row is computed on its own, so the stacked chunks equal the one-batch transform.
+    """
+    chunks = (
+        (list(prefixes[i : i + chunk_rows]), list(prevs[i : i + chunk_rows]))
+        for i in range(0, len(prefixes), chunk_rows)
+    )
+    on_result = None if progress is None else (lambda _: progress(1))
+    parts = executor.map(_transform_chunk, chunks, featurizer, on_result)
+    if not parts:
+        return featurizer.transform([], [])
+    return sp.vstack(parts, format="csr")
+
+
 def fit_tree(
     labels: PrefixTopK,
     examples: Sequence[Example],
     params: BuildParams,
     stages: _Stages,
     summary: BuildSummary | None = None,
+    executor: Executor | None = None,
 ) -> TreeRanker:
-    """Featurizer, label tree and node rankers (METHOD.md §2-4)."""
+    """Featurizer, label tree and node rankers (METHOD.md §2-4), the costly stages run as
+    tasks on ``executor`` (default: ``params.workers`` local processes)."""
+    executor = executor or LocalExecutor(params.workers)
     keys = labels.keys
     with stages.stage("features"):
         featurizer = PrefixFeaturizer(weighting=params.weighting, prev_weight=params.prev_weight)
         featurizer.fit(keys, keys)
         embeddings = featurizer.embed(keys)
-        # Identical (prev, prefix, target) triples train as one row weighted by their count.
-        triples = Counter((e.prev, e.prefix, e.target) for e in examples)
-        X = featurizer.transform([t[1] for t in triples], [t[0] for t in triples])
-        position = {k: i for i, k in enumerate(keys)}
-        y = np.fromiter((position[t[2]] for t in triples), dtype=np.int64, count=len(triples))
-        weight = np.fromiter(triples.values(), dtype=np.float64, count=len(triples))
-        prefix_len = np.fromiter((len(t[1]) for t in triples), dtype=np.int64, count=len(triples))
-        del triples
+        rows = training_rows(keys, examples)
+    with stages.stage("featurize", total=-(-len(rows.y) // FEATURE_CHUNK_ROWS), unit="chunk") as update:
+        X = featurize(featurizer, rows.prefixes, rows.prevs, executor, update, FEATURE_CHUNK_ROWS)
+        y, weight, prefix_len = rows.y, rows.weight, rows.prefix_len
+        del rows  # the texts
     with stages.stage("tree"):
         tree = build_label_tree(
             keys, embeddings, params.trie_depth, params.max_leaf, params.branching, params.seed
@@ -129,7 +188,7 @@ def fit_tree(
     with stages.stage("rankers", total=tree.n_nodes, unit="node") as update:
         weights = train_rankers(
             tree, X, y, C=params.svm_c, prune=params.prune, workers=params.workers, progress=update,
-            sample_weight=weight, prefix_len=prefix_len, trie_depth=params.trie_depth,
+            sample_weight=weight, prefix_len=prefix_len, trie_depth=params.trie_depth, executor=executor,
         )
     if summary is not None:
         summary.examples = len(examples)
@@ -146,6 +205,7 @@ def fit_model(
     reranker: np.ndarray,
     stages: _Stages,
     summary: BuildSummary | None = None,
+    executor: Executor | None = None,
 ) -> Model:
     """Every component fitted on these rows and sessions, ranked by ``reranker``."""
     with stages.stage("counts"):
@@ -154,7 +214,7 @@ def fit_model(
     tree = None
     if params.use_tree:
         examples = training_examples(sessions, params.prefixes_per_query, params.seed)
-        tree = fit_tree(labels, examples, params, stages, summary)
+        tree = fit_tree(labels, examples, params, stages, summary, executor)
     return Model(params, labels, words, reranker, tree)
 
 
@@ -188,7 +248,11 @@ def reranker_examples(sessions: Sequence[Sequence[LogRow]], params: BuildParams)
 
 
 def train_reranker(
-    rows: Sequence[LogRow], params: BuildParams, stages: _Stages, summary: BuildSummary
+    rows: Sequence[LogRow],
+    params: BuildParams,
+    stages: _Stages,
+    summary: BuildSummary,
+    executor: Executor | None = None,
 ) -> np.ndarray:
     """Fit the components on the early rows, then the scorer on keystrokes of the late ones."""
     early, late = split_for_reranker(rows, params)
@@ -196,7 +260,9 @@ def train_reranker(
         return default_weights()
     # Counts and tree of the early weeks only: the reranker must see their features as they
     # look on queries they were not fitted on.
-    early_model = fit_model(early, sessions_of(early), params, default_weights(), stages.prefixed("early "))
+    early_model = fit_model(
+        early, sessions_of(early), params, default_weights(), stages.prefixed("early "), executor=executor
+    )
     examples = reranker_examples(sessions_of(late), params)
     with stages.stage("reranker", total=len(examples), unit="keystroke") as update:
         X, y, groups, buckets = collect_training_rows(examples, early_model.candidates, update)
@@ -208,9 +274,17 @@ def train_reranker(
 
 
 def build(
-    logs: Sequence[str | Path], out: str | Path, params: BuildParams, quiet: bool = False
+    logs: Sequence[str | Path],
+    out: str | Path,
+    params: BuildParams,
+    quiet: bool = False,
+    executor: Executor | None = None,
 ) -> BuildSummary:
     """Build a model from ``logs`` into directory ``out``, atomically.
+
+    The costly stages run as tasks on ``executor`` (default: ``params.workers`` local
+    processes; see :func:`~indexer.executors.open_executor` for a Dask cluster); the model
+    is the same wherever they ran.
 
     Raises :class:`~indexer.logs.LogError` for unusable input and
     :class:`~indexer.storage.ModelError` when ``out`` cannot be written; ``out`` is then
@@ -229,8 +303,9 @@ def build(
         with stages.stage("sessions"):
             sessions = sessions_of(rows)
         summary.sessions = len(sessions)
-        reranker = train_reranker(rows, params, stages, summary)
-        model = fit_model(rows, sessions, params, reranker, stages, summary)
+        executor = executor or LocalExecutor(params.workers)
+        reranker = train_reranker(rows, params, stages, summary, executor)
+        model = fit_model(rows, sessions, params, reranker, stages, summary, executor)
         summary.labels = len(model.labels)
         with stages.stage("save"):
             built = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -46,7 +46,13 @@ def _build_parser(sub: argparse._SubParsersAction) -> None:
     arg("--max-leaf", type=int, default=_DEFAULTS.max_leaf, help="most labels in a tree leaf (default: %(default)s)")
     arg("--beam", type=int, default=_DEFAULTS.beam, help="beam width of the tree search (default: %(default)s)")
     arg("--workers", type=int, default=_DEFAULTS.workers,
-        help="processes training the rankers (default: %(default)s)")
+        help="processes featurizing and training the rankers; also how finely that work is split "
+        "into tasks (default: %(default)s)")
+    arg("--dask", metavar="ADDRESS",
+        help="run featurizing and ranker training as tasks on a Dask cluster instead of local "
+        "processes: tcp://HOST:PORT of a running scheduler (its workers need qac installed), or "
+        "local[:N] for a LocalCluster of N worker processes on this machine (default N: --workers). "
+        "Needs pip install 'qac[dask]'. The model is the same either way")
     arg("--seed", type=int, default=_DEFAULTS.seed, help="random seed (default: %(default)s)")
     arg("--weighting", choices=WEIGHTINGS, default=_DEFAULTS.weighting,
         help="position weighting of prefix n-grams: none, by offset in the string or in the word "
@@ -63,6 +69,7 @@ def _build_parser(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_build(args: argparse.Namespace) -> int:
     from .build import build
+    from .executors import ExecutorError, open_executor
 
     try:
         params = BuildParams(
@@ -73,7 +80,11 @@ def _cmd_build(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
     logs = args.log or [SAMPLE_LOG]
-    summary = build(logs, args.out, params, quiet=args.quiet)
+    try:
+        with open_executor(args.dask, params.workers) as executor:
+            summary = build(logs, args.out, params, quiet=args.quiet, executor=executor)
+    except ExecutorError as exc:
+        raise CommandError(str(exc)) from exc
     skipped = {why: n for why, n in summary.skipped.items() if why not in REPAIRS}
     repaired = {why: n for why, n in summary.skipped.items() if why in REPAIRS}
     print(f"built {args.out}")
@@ -85,8 +96,11 @@ def _cmd_build(args: argparse.Namespace) -> int:
     print(f"  tree            depth {summary.tree_depth}, {summary.tree_leaves:,} leaves, "
           f"{summary.nonzero_weights:,} nonzero weights")
     print("  seconds         " + ", ".join(f"{k} {v:.1f}" for k, v in summary.seconds.items()))
-    print(f"  peak memory     {summary.peak_memory_mb:,.0f} MB (largest ranker worker "
-          f"{summary.worker_peak_memory_mb:,.0f} MB, sharing most of it)")
+    if args.dask:
+        print(f"  peak memory     {summary.peak_memory_mb:,.0f} MB (this process; Dask workers not counted)")
+    else:
+        print(f"  peak memory     {summary.peak_memory_mb:,.0f} MB (largest worker process "
+              f"{summary.worker_peak_memory_mb:,.0f} MB, sharing most of it)")
     print(f"  skipped         {_by_reason(skipped) or 'none'}")
     if repaired:
         print(f"  repaired        {_by_reason(repaired)}")

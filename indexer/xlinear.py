@@ -7,10 +7,9 @@ implicit 1 in the input. A child's score is its parent's times exp(-max(0, 1 - w
 
 from __future__ import annotations
 
-import multiprocessing
+import threading
 import warnings
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,16 +18,16 @@ import scipy.sparse as sp
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
 
+from .executors import Executor, LocalExecutor
 from .features import ragged_positions
 from .tree import LabelTree
 
 # Triplets (feature row, edge column, weight) of the rankers of some nodes.
 Triplets = tuple[np.ndarray, np.ndarray, np.ndarray]
 
-# Training state shared with forked workers (set before the pool starts, read-only there).
-_SHARED: dict[str, Any] = {}
 # Chunks of nodes are packed up to this many (rows x edges) units of work.
 _CHUNK_COST = 2_000_000
+_FIT_LOCK = threading.Lock()
 
 
 def _rows_per_node(tree: LabelTree, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -110,7 +109,9 @@ def _fit_node(
     cols, local = np.unique(X.indices, return_inverse=True)
     Xc = sp.csr_matrix((X.data, local.ravel(), X.indptr), shape=(X.shape[0], len(cols)))
     svm = LinearSVC(C=C, loss="squared_hinge", dual=True, tol=tol, max_iter=max_iter, random_state=0)
-    with warnings.catch_warnings():
+    # liblinear draws from one random generator per process, seeded at each fit: two fits in
+    # threads at once (a multi-threaded Dask worker) would interleave draws and change W.
+    with _FIT_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         # A leaf with many labels and few rows looks like regression to scikit-learn.
         warnings.filterwarnings("ignore", "The number of unique classes", UserWarning)
@@ -137,29 +138,71 @@ def _fit_node(
 Job = tuple[int, "np.ndarray | None"]
 
 
-def _fit_chunk(jobs: Sequence[Job]) -> tuple[list[int], Triplets]:
-    """Rankers of several jobs, from the shared training state, as W triplets."""
-    s = _SHARED
-    tree: LabelTree = s["tree"]
-    X: sp.csr_matrix = s["X"]
-    n_features = X.shape[1]
+@dataclass(frozen=True)
+class NodeRows:
+    """What a task needs to fit the rankers of one node: only the rows under that node."""
+
+    node: int
+    edge_start: int
+    n_edges: int
+    wants: list[np.ndarray | None]  # one job per entry: the local edges it fits
+    X: sp.csr_matrix  # the node's rows, features as built (float32 or float64)
+    target: np.ndarray  # local edge of each row
+    weight: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """The settings every ranker task shares."""
+
+    n_features: int
+    C: float
+    prune: float
+    tol: float
+    max_iter: int
+
+
+def _fit_chunk(settings: FitSettings, payload: Sequence[NodeRows]) -> tuple[list[int], Triplets]:
+    """Rankers of the jobs of several nodes as W triplets, and the node of every job."""
+    s = settings
     feats, edges, vals = [], [], []
-    for k, want in jobs:
-        lo, hi = s["offsets"][k], s["offsets"][k + 1]
-        start = int(tree.edge_start[k])
-        n_edges = int(tree.edge_end[k]) - start
-        rows = s["rows"][lo:hi]
-        target = s["edges"][lo:hi] - start
-        weight = None if s["weight"] is None else s["weight"][rows]
-        f, e, v, b = _fit_node(
-            X[rows], target, weight, n_edges, want, s["C"], s["prune"], s["tol"], s["max_iter"]
-        )
-        nz = np.flatnonzero(b)
-        feats += [f, np.full(len(nz), n_features, dtype=np.int64)]
-        edges += [e + start, nz + start]
-        vals += [v, b[nz].astype(np.float32)]
-    done = [k for k, _ in jobs]
+    done: list[int] = []
+    for part in payload:
+        X = sp.csr_matrix(part.X, dtype=np.float64)
+        for want in part.wants:
+            f, e, v, b = _fit_node(X, part.target, part.weight, part.n_edges, want, s.C, s.prune, s.tol, s.max_iter)
+            nz = np.flatnonzero(b)
+            feats += [f, np.full(len(nz), s.n_features, dtype=np.int64)]
+            edges += [e + part.edge_start, nz + part.edge_start]
+            vals += [v, b[nz].astype(np.float32)]
+            done.append(part.node)
     return done, (np.concatenate(feats), np.concatenate(edges), np.concatenate(vals))
+
+
+def _payloads(
+    tree: LabelTree,
+    chunks: Sequence[Sequence[Job]],
+    X: sp.csr_matrix,
+    offsets: np.ndarray,
+    rows: np.ndarray,
+    edges: np.ndarray,
+    weight: np.ndarray | None,
+) -> Iterator[list[NodeRows]]:
+    """Each chunk's task payload, made when the executor asks for it: the rows of its nodes."""
+    for chunk in chunks:
+        wants: dict[int, list[np.ndarray | None]] = {}
+        for k, want in chunk:
+            wants.setdefault(k, []).append(want)
+        payload = []
+        for k, node_wants in wants.items():
+            lo, hi = offsets[k], offsets[k + 1]
+            r = rows[lo:hi]
+            start = int(tree.edge_start[k])
+            payload.append(NodeRows(
+                node=k, edge_start=start, n_edges=int(tree.edge_end[k]) - start, wants=node_wants,
+                X=X[r], target=edges[lo:hi] - start, weight=None if weight is None else weight[r],
+            ))
+        yield payload
 
 
 def _chunks(tree: LabelTree, offsets: np.ndarray, workers: int) -> list[list[Job]]:
@@ -194,6 +237,25 @@ def _chunks(tree: LabelTree, offsets: np.ndarray, workers: int) -> list[list[Job
     return chunks
 
 
+def ranker_tasks(
+    tree: LabelTree,
+    X: sp.csr_matrix,
+    y: np.ndarray,
+    workers: int = 1,
+    sample_weight: np.ndarray | None = None,
+    prefix_len: np.ndarray | None = None,
+    trie_depth: int = 0,
+) -> tuple[list[list[Job]], Iterator[list[NodeRows]]]:
+    """How :func:`train_rankers` splits its work: the jobs of each task, and (lazily) the
+    payload of each task. The split depends on ``workers``, never on where tasks run."""
+    offsets, rows, edges = _rows_per_node(tree, y)
+    if prefix_len is not None and trie_depth > 0:
+        offsets, rows, edges = _drop_decided_rows(tree, offsets, rows, edges, np.asarray(prefix_len), trie_depth)
+    chunks = _chunks(tree, offsets, workers)
+    weight = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    return chunks, _payloads(tree, chunks, X, offsets, rows, edges, weight)
+
+
 def train_rankers(
     tree: LabelTree,
     X: sp.csr_matrix,
@@ -207,21 +269,27 @@ def train_rankers(
     sample_weight: np.ndarray | None = None,
     prefix_len: np.ndarray | None = None,
     trie_depth: int = 0,
+    executor: Executor | None = None,
 ) -> sp.csc_matrix:
     """Train every node's rankers; returns W, CSC (n_features + 1, n_edges).
 
     Each node (internal or leaf) gets one-vs-rest squared-hinge linear SVMs over its edges,
     trained on the rows whose label ``y`` lies under it (teacher-forced negatives); weights
-    below ``prune`` in magnitude are dropped, biases kept. Nodes train in parallel on
-    ``workers`` forked processes. ``progress(n)`` is called with the number of nodes just
-    finished (an increment, as ``tqdm.update`` takes). ``sample_weight`` counts each row as
-    that many copies of itself (duplicate examples merged).
+    below ``prune`` in magnitude are dropped, biases kept. Nodes are packed into tasks by
+    cost for ``workers`` parallel workers (a very costly node split by groups of its edges);
+    each task receives the rows of its nodes only, and runs on ``executor`` (default:
+    ``workers`` local processes). W is the same wherever the tasks ran. ``progress(n)`` is
+    called with the number of nodes just finished (an increment, as ``tqdm.update`` takes).
+    ``sample_weight`` counts each row as that many copies of itself (duplicate examples
+    merged).
 
     With ``prefix_len`` (the typed length of each row) and ``trie_depth``, a branching trie
     node at depth d trains only on rows typed to at most d characters: a longer prefix
     already decides the branch, and the search never compares that node's children for it.
     """
-    X = sp.csr_matrix(X, dtype=np.float64)
+    X = sp.csr_matrix(X)
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float64)
     y = np.asarray(y, dtype=np.int64)
     if X.shape[0] != len(y):
         raise ValueError(f"X has {X.shape[0]} rows but y has {len(y)} labels")
@@ -231,37 +299,19 @@ def train_rankers(
         raise ValueError(f"sample_weight has {len(sample_weight)} entries for {len(y)} rows")
     if C <= 0 or prune < 0 or workers < 1:
         raise ValueError(f"need C > 0, prune >= 0, workers >= 1; got C={C}, prune={prune}, workers={workers}")
-    offsets, rows, edges = _rows_per_node(tree, y)
-    if prefix_len is not None and trie_depth > 0:
-        offsets, rows, edges = _drop_decided_rows(tree, offsets, rows, edges, np.asarray(prefix_len), trie_depth)
-    chunks = _chunks(tree, offsets, workers)
+    chunks, payloads = ranker_tasks(tree, X, y, workers, sample_weight, prefix_len, trie_depth)
     remaining = np.bincount([k for chunk in chunks for k, _ in chunk], minlength=tree.n_nodes)
-    _SHARED.update(
-        tree=tree, X=X, offsets=offsets, rows=rows, edges=edges, C=C, prune=prune, tol=tol, max_iter=max_iter,
-        weight=None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64),
-    )
-    parts: list[Triplets] = []
 
-    def finished(done: list[int], trip: Triplets) -> None:
-        parts.append(trip)
+    def finished(result: tuple[list[int], Triplets]) -> None:
+        done = result[0]
         np.subtract.at(remaining, done, 1)
         if progress is not None:
             n_done = int(np.count_nonzero(remaining[np.unique(done)] == 0))
             if n_done:
                 progress(n_done)
 
-    try:
-        if workers == 1:
-            for chunk in chunks:
-                finished(*_fit_chunk(chunk))
-        else:
-            ctx = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                futures = [pool.submit(_fit_chunk, chunk) for chunk in chunks]
-                for fut in as_completed(futures):
-                    finished(*fut.result())
-    finally:
-        _SHARED.clear()
+    settings = FitSettings(n_features=X.shape[1], C=C, prune=prune, tol=tol, max_iter=max_iter)
+    parts = [trip for _, trip in (executor or LocalExecutor(workers)).map(_fit_chunk, payloads, settings, finished)]
     feats = np.concatenate([p[0] for p in parts])
     cols = np.concatenate([p[1] for p in parts])
     vals = np.concatenate([p[2] for p in parts])
