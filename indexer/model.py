@@ -38,14 +38,16 @@ class TreeRanker:
     weights: sp.csc_matrix
     beam: int
     topk: int = 20
+    index: SearchIndex | None = None  # W regrouped for search; built here if not given
 
     def __post_init__(self) -> None:
-        # Built once here, not on the first keystroke.
-        self.index = SearchIndex.build(self.tree, self.weights)
+        if self.index is None:  # once here, not on the first keystroke
+            self.index = SearchIndex.build(self.tree, self.weights)
 
     def search(self, prefix: str, prev: str, label_range: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """The best labels in ``label_range`` for this prefix and previous query."""
         idx, val = self.featurizer.transform_one(prefix, prev)
+        assert self.index is not None  # set by __post_init__
         return beam_search(
             self.tree, self.index, idx, val, beam=self.beam, label_range=label_range, topk=self.topk
         )
@@ -130,6 +132,8 @@ class Model:
             np.savez(directory / "featurizer.npz", **self.tree.featurizer.to_arrays())  # type: ignore[arg-type]
             np.savez(directory / "tree.npz", **self.tree.tree.to_arrays())  # type: ignore[arg-type]
             storage.save_sparse(directory, "weights", self.tree.weights)
+            assert self.tree.index is not None
+            np.savez(directory / "search.npz", **self.tree.index.to_arrays())  # type: ignore[arg-type]
         storage.write_manifest(directory, {**manifest, "params": self.params.to_json()})
         self.manifest = storage.read_manifest(directory)
 
@@ -160,5 +164,11 @@ def load(directory: str | Path) -> Model:
         )
         label_tree = LabelTree.from_arrays(storage.load_arrays(directory, "tree"))
         weights = storage.load_sparse(directory, "weights")
-        tree = TreeRanker(featurizer, label_tree, weights, params.beam)
+        search = None
+        if (directory / "search.npz").is_file():  # models built before it was saved lack it
+            try:
+                search = SearchIndex.from_arrays(storage.load_arrays(directory, "search"))
+            except (KeyError, ValueError, TypeError) as exc:
+                raise storage.ModelError(f"model file damaged: {directory / 'search.npz'} ({exc})") from exc
+        tree = TreeRanker(featurizer, label_tree, weights, params.beam, index=search)
     return Model(params, labels, words, reranker, tree, manifest)

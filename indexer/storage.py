@@ -9,6 +9,7 @@ Layout of a model directory::
     featurizer.npz       vocabularies and IDF of the featurizer
     tree.npz             the label tree
     weights.npz          the tree's sparse ranker weights
+    search.npz           the same weights regrouped by (node, feature) for the beam search
     reranker.npz         the reranker's weights
 """
 

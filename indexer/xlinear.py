@@ -359,6 +359,20 @@ class SearchIndex:
             val=Wc.data[order].astype(np.float32),
         )
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The arrays to save, so that loading a model need not regroup W again."""
+        return {"stride": np.array(self.stride), "keys": self.keys, "ptr": self.ptr, "child": self.child,
+                "val": self.val}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> SearchIndex:
+        """What :meth:`to_arrays` saved; raises ``ValueError`` if the arrays do not fit together."""
+        index = cls(int(arrays["stride"]), arrays["keys"], arrays["ptr"], arrays["child"], arrays["val"])
+        if not (len(index.ptr) == len(index.keys) + 1 and len(index.child) == len(index.val)
+                and (not len(index.keys) or int(index.ptr[-1]) == len(index.val))):
+            raise ValueError("search index arrays of inconsistent lengths")
+        return index
+
     def edge_scores(
         self, nodes: np.ndarray, n_child: np.ndarray, xi: np.ndarray, xv: np.ndarray
     ) -> np.ndarray:
