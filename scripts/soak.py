@@ -23,6 +23,7 @@ def main() -> int:
     ap.add_argument("--index", type=Path, required=True, help="model directory to serve")
     ap.add_argument("--pairs", type=Path, required=True, help="evaluation pairs the typists type")
     ap.add_argument("--reload-index", type=Path, help="model to reload half-way (default: --index again)")
+    ap.add_argument("--no-reload", dest="reload", action="store_false", help="no reload half-way")
     ap.add_argument("--workers", type=int, default=d.workers)
     ap.add_argument("--users", type=int, default=d.users, help="normal typists")
     ap.add_argument("--quiet-seconds", type=float, default=d.quiet_seconds)

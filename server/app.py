@@ -47,7 +47,9 @@ def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        nonlocal model
         loaded, index, announced = await _initial_model(config, model)
+        model = None  # from here the ranker alone holds it, so that a reload frees it
         store = open_store(config.sessions, config.session_ttl, config.max_history, config.max_sessions)
         try:
             await store.ping()
@@ -56,13 +58,14 @@ def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette
                 announced=announced, on_swap=lambda m, i: metrics.set_model(m.version, i),
             )
             metrics.set_model(loaded.version, index)
+            log.info("serving model %s from %s, sessions in %s (pid %d)", loaded.version, index, store.kind,
+                     os.getpid())
+            del loaded
             health = StoreHealth(store, metrics)
             app.state.qac = ServerState(config, ranker, store, metrics, health)
             follower = asyncio.create_task(ranker.follow())
             watcher = asyncio.create_task(health.watch())
             counter = asyncio.create_task(_count_sessions(store, health, metrics))
-            log.info("serving model %s from %s, sessions in %s (pid %d)", loaded.version, index, store.kind,
-                     os.getpid())
             try:
                 yield
             finally:

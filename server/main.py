@@ -20,7 +20,7 @@ from indexer.cli import SAMPLE_LOG
 from .app import create_app
 from .config import ServerConfig
 from .metrics import MULTIPROC_ENV
-from .ranker import announce_reload, load_warm
+from .ranker import announce_reload, load_warm, release_memory
 from .sample import ensure_sample_model
 from .sessions import SessionError, open_store
 
@@ -55,6 +55,7 @@ def run(config: ServerConfig, *, say: Callable[[str], None] = print) -> None:
             raise ServeError("the server did not start; see the log above")
         return
     del model  # each worker loads its own (memory-mapped, so the pages are shared)
+    release_memory()
     if config.sessions == "memory":
         say("qac serve: warning: each worker keeps its own memory sessions; a client that reconnects "
             "to another worker loses its history. Use --sessions redis://... to share them.")

@@ -42,6 +42,7 @@ class SoakConfig:
     index: Path
     pairs: Path
     reload_index: Path | None = None  # default: reload the same directory
+    reload: bool = True
     workers: int = 2
     users: int = 100
     quiet_seconds: float = 30.0
@@ -50,7 +51,7 @@ class SoakConfig:
     flood_rate: float = 500.0  # messages per second per flooder (the limit is 50)
     garbage_senders: int = 4
     garbage_rate: float = 20.0
-    storm_rate: float = 20.0  # connections opened and dropped per second
+    storm_rate: float = 20.0  # connections opened and dropped per second (0: none)
     pairs_limit: int = 2000
 
 
@@ -140,7 +141,7 @@ async def _abuse(url: str, cfg: SoakConfig, seconds: float) -> dict[str, int]:
     await asyncio.gather(
         *(_abuser(url, deadline, cfg.flood_rate, counts, False, i) for i in range(cfg.flooders)),
         *(_abuser(url, deadline, cfg.garbage_rate, counts, True, 100 + i) for i in range(cfg.garbage_senders)),
-        _storm(url, deadline, cfg.storm_rate, counts),
+        *([_storm(url, deadline, cfg.storm_rate, counts)] if cfg.storm_rate > 0 else []),
     )
     return dict(sorted(counts.items()))
 
@@ -184,6 +185,8 @@ async def _abuse_phase(url: str, base: str, cfg: SoakConfig, scripts: Sequence[S
     abusers.start()
 
     async def reload_midway() -> dict[str, Any]:
+        if not cfg.reload:
+            return {}
         await asyncio.sleep(cfg.abuse_seconds / 2)
         body = json.dumps({"index": str(cfg.reload_index or cfg.index)}).encode()
         return await asyncio.to_thread(_http, f"{base}/admin/reload", body,

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import json
 import shutil
 import socket
 import subprocess
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as connect_sync
 
+import indexer
 from indexer.model import Model
 from server.app import create_app
 from server.config import ServerConfig
@@ -34,6 +37,7 @@ from tests.server_fixtures import (  # noqa: F401
     free_port,
     history_pair,
     items_of,
+    other_model_dir,
     recv_json,
     running,
     small_model,
@@ -365,3 +369,18 @@ async def test_a_damaged_model_is_refused_and_the_old_one_keeps_serving(
     assert small_model.version in refused.json()["message"]
     assert health["index"] == small_model.version
     assert answer["items"] == items_of(small_model, "a")
+
+
+async def test_a_reload_frees_the_model_it_replaces(small_model_dir: Path, other_model_dir: Path) -> None:
+    first = indexer.load(small_model_dir)
+    replaced = weakref.ref(first)
+    config = ServerConfig(index=str(small_model_dir), admin_token=TOKEN)
+    app = create_app(config, model=first)
+    del first
+    with running(app, config) as server:
+        async with httpx.AsyncClient(base_url=f"http://{server}") as http:
+            answer = await http.post("/admin/reload", json={"index": str(other_model_dir)},
+                                     headers={"Authorization": f"Bearer {TOKEN}"})
+            assert answer.status_code == 200
+            gc.collect()
+            assert replaced() is None, "something still holds the replaced model"

@@ -142,6 +142,10 @@ def _samples(text: str, name: str) -> list[str]:
 
 @pytest.mark.parametrize("qac_serve", [2], indirect=True)
 def test_metrics_add_up_every_worker(qac_serve: str) -> None:
+    deadline = time.monotonic() + 30
+    while len(_samples(httpx.get(f"http://{qac_serve}/metrics").text, "qac_model_info{")) < 2:
+        assert time.monotonic() < deadline, "the second worker did not start"
+        time.sleep(0.1)
     for i in range(12):  # connections land on either worker
         with connect(f"ws://{qac_serve}/ws") as ws:
             ws.recv(5)
