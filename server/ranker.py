@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
-import gc
 import logging
 import os
 import secrets
@@ -125,9 +124,9 @@ class Ranker:
 
 
 def release_memory() -> None:
-    """Collect the replaced model and hand the freed heap back to the system (glibc keeps it
-    otherwise: each reload grew a worker by ~100 MB)."""
-    gc.collect()
+    """Hand the heap a replaced model freed back to the system (glibc keeps it otherwise:
+    each reload grew a worker by ~100 MB). A ctypes call runs without the GIL; a gc.collect()
+    here would hold it for a full collection, and the model has no cycles to collect."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
 
