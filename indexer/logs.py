@@ -8,7 +8,6 @@ and truncated gzip files are skipped or repaired line by line and counted by rea
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import re
 import zlib
@@ -19,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .normalize import normalize
+from .storage import sha256_file
 
 # The server's default --max-prefix: a longer query could never be typed or submitted whole.
 MAX_QUERY_CHARS = 200
@@ -79,13 +79,6 @@ def _open_binary(path: Path) -> io.BufferedIOBase:
         gzipped = f.read(2) == b"\x1f\x8b"
     return gzip.GzipFile(path, "rb") if gzipped else path.open("rb")
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _parse_time(text: str) -> float | None:
@@ -217,7 +210,7 @@ def read_logs(
         damage: Exception | None = None
         reason = ""
         try:
-            stats.checksums[str(path)] = _sha256(path)
+            stats.checksums[str(path)] = sha256_file(path)
             for row in _rows_of(path, stats):
                 rows.append(row)
                 if progress is not None and len(rows) % 10_000 == 0:

@@ -205,7 +205,8 @@ def load_sparse(directory: Path, name: str) -> sp.csc_matrix:
         raise ModelError(f"model file damaged: {directory / name}.npz ({exc})") from exc
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file, read in blocks, as hex."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -217,7 +218,7 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
     """Write ``manifest.json`` with the current format version and every file's size and SHA-256;
     written last, so a directory without it is unfinished."""
     files = {
-        p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+        p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
         for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST
     }
     manifest = {"format_version": FORMAT_VERSION, **manifest, "files": files}
@@ -239,7 +240,7 @@ def verify_files(directory: Path, manifest: dict[str, Any]) -> None:
             raise ModelError(f"model file missing: {path}") from None
         if size != meta["bytes"]:
             raise ModelError(f"model file damaged: {path} has {size} bytes, the manifest says {meta['bytes']}")
-        if name.endswith(".marisa") and _sha256(path) != meta["sha256"]:
+        if name.endswith(".marisa") and sha256_file(path) != meta["sha256"]:
             raise ModelError(f"model file damaged: {path} does not match its SHA-256 in the manifest")
 
 
