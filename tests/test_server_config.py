@@ -81,3 +81,10 @@ def test_help_names_each_default_and_variable(capsys: pytest.CaptureFixture[str]
     for words in ["(default: 8000); env QAC_PORT", "env QAC_INDEX", "(default: memory); env QAC_SESSIONS",
                   "env QAC_ALLOWED_ORIGIN", "QAC_ADMIN_TOKEN"]:
         assert words in text
+
+
+def test_ranking_threads_default_by_the_number_of_workers() -> None:
+    assert ServerConfig().rank_threads == 1
+    assert ServerConfig(workers=2).rank_threads == 4
+    assert ServerConfig(workers=2, rank_threads=2).rank_threads == 2
+    assert ServerConfig.from_env({"QAC_RANK_THREADS": "3"}).rank_threads == 3
