@@ -32,7 +32,7 @@ from .config import ConfigError, ServerConfig, normalize_origin
 from .connection import Connection, ServerState, expose_abort
 from .metrics import Metrics
 from .ranker import Ranker, load_warm, read_announcement
-from .sessions import SessionError, SessionStore, open_store
+from .sessions import open_store
 from .store_health import StoreHealth
 
 log = logging.getLogger("qac.server")
@@ -65,7 +65,7 @@ def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette
             app.state.qac = ServerState(config, ranker, store, metrics, health)
             follower = asyncio.create_task(ranker.follow())
             watcher = asyncio.create_task(health.watch())
-            counter = asyncio.create_task(_count_sessions(store, health, metrics))
+            counter = asyncio.create_task(health.count_forever())
             try:
                 yield
             finally:
@@ -100,18 +100,6 @@ def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette
         middleware.append(Middleware(CORSMiddleware, allow_origins=list(config.allowed_origins),
                                      allow_methods=["GET"]))
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
-
-
-async def _count_sessions(store: SessionStore, health: StoreHealth, metrics: Metrics,
-                          interval: float = 5.0) -> None:
-    """Forever: refresh the live-session gauge (every worker's, for the multi-worker sums)."""
-    while True:
-        if health.up:
-            try:
-                metrics.sessions.set(await store.count())
-            except SessionError as exc:
-                health.failed(exc)
-        await asyncio.sleep(interval)
 
 
 def app_from_env() -> Starlette:
@@ -210,11 +198,7 @@ async def healthz(request: Request) -> Response:
 
 async def metrics_endpoint(request: Request) -> Response:
     state = _state(request)
-    if state.health.up:
-        try:
-            state.metrics.sessions.set(await state.store.count())
-        except SessionError as exc:
-            state.health.failed(exc)
+    await state.health.count_sessions()
     return Response(state.metrics.render(), media_type=state.metrics.content_type)
 
 

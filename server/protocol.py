@@ -30,7 +30,6 @@ UNKNOWN_TYPE = "unknown_type"
 TOO_LONG = "too_long"
 STALE_ID = "stale_id"
 RATE_LIMITED = "rate_limited"
-UNAVAILABLE = "unavailable"
 INTERNAL = "internal"
 
 # Close codes besides the standard ones: 1008 policy (origin), 1009 frame too big,

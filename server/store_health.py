@@ -51,6 +51,20 @@ class StoreHealth:
         self.answered()
         return True
 
+    async def count_sessions(self) -> None:
+        """Set the live-session gauge from the store, unless it is down."""
+        if self.up:
+            try:
+                self.metrics.sessions.set(await self.store.count())
+            except SessionError as exc:
+                self.failed(exc)
+
+    async def count_forever(self, interval: float = 5.0) -> None:
+        """Forever: refresh the live-session gauge (every worker's, for the multi-worker sums)."""
+        while True:
+            await self.count_sessions()
+            await asyncio.sleep(interval)
+
     async def watch(self) -> None:
         """Forever: while the store is down, ping it every ``probe_interval`` seconds."""
         while True:
