@@ -1,7 +1,7 @@
 """Candidate generation: every query worth ranking for one keystroke, with its features.
 
-Sources (METHOD.md §5): the label tree's beam, the most popular logged completions, the
-typed prefix itself, the last partial word completed from the word model (and one word
+Sources (docs/METHOD.md, "Generated candidates"): the label tree's beam, the most popular
+logged completions, the typed prefix itself, the last partial word completed from the word model (and one word
 further), queries that followed the previous query in the log, and the session's own
 queries and words. Features are computed for every candidate whatever its source, so the
 reranker sees one uniform table.

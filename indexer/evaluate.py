@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from .errors import QacError
 from .model import Completion, Model
 
 
-class PairsError(Exception):
+class PairsError(QacError):
     """A pairs file that is missing or has no usable line."""
 
 

@@ -1,4 +1,4 @@
-"""Prefix-weighted character n-gram TF-IDF features (METHOD.md section 2).
+"""Prefix-weighted character n-gram TF-IDF features (docs/METHOD.md, "Features").
 
 An input vector is ``[prefix block, prev_weight * previous-query block]`` re-normalized to
 unit length. The prefix block counts each character n-gram occurrence with a weight that

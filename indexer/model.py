@@ -15,10 +15,10 @@ from .candidates import N_BASE, N_BUCKETS, CandidateConfig, CandidateGenerator, 
 from .features import PrefixFeaturizer
 from .normalize import normalize, normalize_prefix
 from .params import BuildParams
+from .search import SearchIndex, beam_search
 from .topk import PrefixTopK
 from .tree import LabelTree
 from .wordmodel import WordModel
-from .xlinear import SearchIndex, beam_search
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import re
 
+# The longest query the indexer keeps, and so the server's default --max-prefix: a longer
+# query could never be typed or submitted whole.
+MAX_QUERY_CHARS = 200
+
 _SPLIT = re.compile(r"[\s.]+")
 _NON_WORD = re.compile(r"\W+")
 

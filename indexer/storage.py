@@ -34,13 +34,14 @@ import marisa_trie
 import numpy as np
 import scipy.sparse as sp
 
+from .errors import QacError
 from .params import FORMAT_VERSION
 from .topk import PrefixTopK
 
 MANIFEST = "manifest.json"
 
 
-class ModelError(Exception):
+class ModelError(QacError):
     """A model directory that is missing, incomplete, damaged or of another format."""
 
 

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from server.soak import SoakConfig, markdown, run_soak
+from replay.soak import SoakConfig, markdown, run_soak
 
 
 def main() -> int:

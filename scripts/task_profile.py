@@ -24,21 +24,21 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from indexer.build import FEATURE_CHUNK_ROWS, _transform_chunk, label_index, training_rows
-from indexer.examples import training_examples
 from indexer.features import PrefixFeaturizer
-from indexer.logs import LogStats, read_logs
 from indexer.params import BuildParams
-from indexer.sessions import sessions_of
-from indexer.tree import build_label_tree
-from indexer.xlinear import FitSettings, _fit_chunk, ranker_tasks
+from indexer.train.build import FEATURE_CHUNK_ROWS, _transform_chunk, label_index, training_rows
+from indexer.train.cluster import build_label_tree
+from indexer.train.examples import training_examples
+from indexer.train.logs import LogStats, read_logs
+from indexer.train.rankers import FitSettings, _fit_chunk, ranker_tasks
+from indexer.train.sessions import sessions_of
 
 # Runs one pickled (function, shared, payload) task in a fresh interpreter and prints the
 # peak resident memory above what it held before loading the task, in MB (Linux: writing 5
 # to clear_refs resets the peak, VmHWM).
 RUNNER = """
 import pickle, sys
-import indexer.build, indexer.xlinear
+import indexer.train.build, indexer.train.rankers
 
 def status(key):
     with open("/proc/self/status") as f:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from server.loadgen import chain_pairs, run_load
-from server.scripts import scripts_from_pairs
+from replay.loadgen import chain_pairs, run_load
+from replay.scripts import scripts_from_pairs
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from importlib import resources
 import hmac
 import json
 import logging
@@ -37,7 +38,8 @@ from .store_health import StoreHealth
 
 log = logging.getLogger("qac.server")
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+# Package data: found the same way in a checkout, an editable and a plain install.
+STATIC_DIR = Path(str(resources.files("static")))
 
 
 def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette:

@@ -2,6 +2,7 @@
 
 Each field can come from an environment variable ``QAC_<NAME>``; fields marked with a
 ``flag`` are also ``qac serve`` options. Precedence: flag, then environment, then default.
+docs/OPERATIONS.md explains each one.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from indexer.logs import MAX_QUERY_CHARS
+from indexer.errors import QacError
+from indexer.normalize import MAX_QUERY_CHARS
 
 ENV_PREFIX = "QAC_"
 SESSION_SCHEMES = ("redis", "rediss", "unix")
 
 
-class ConfigError(ValueError):
+class ConfigError(QacError, ValueError):
     """A configuration value that is out of range or malformed."""
 
 

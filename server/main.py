@@ -15,33 +15,27 @@ from typing import Any
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
-from indexer.cli import SAMPLE_LOG
+from indexer.errors import QacError
 
 from .app import create_app
 from .config import ServerConfig
 from .metrics import MULTIPROC_ENV
 from .ranker import announce_reload, load_warm, release_memory
-from .sample import ensure_sample_model
 from .sessions import SessionError, open_store
 
 
-class ServeError(Exception):
+class ServeError(QacError):
     """The server cannot start: port taken, session store unreachable, no model."""
 
 
 def run(config: ServerConfig, *, say: Callable[[str], None] = print) -> None:
     """Serve ``config`` until interrupted.
 
-    Raises :class:`ServeError`, :class:`indexer.ModelError` for a bad ``--index``, and what
-    building the sample model raises when there is no ``--index``.
+    Raises :class:`ServeError`, and :class:`indexer.ModelError` for a bad ``--index``.
     """
-    if config.index:
-        index = Path(config.index).expanduser().resolve()
-    else:
-        try:
-            index = ensure_sample_model(SAMPLE_LOG, say=say)
-        except FileNotFoundError as exc:
-            raise ServeError(str(exc)) from exc
+    if not config.index:
+        raise ServeError("no model to serve: give --index DIR")
+    index = Path(config.index).expanduser().resolve()
     model = load_warm(index)
     _check_sessions(config)
     sock = _bind(config.host, config.port)

@@ -1,5 +1,7 @@
 """The WebSocket protocol: JSON text frames, parsed into messages and encoded back.
 
+Every frame, error code and close code is described in docs/PROTOCOL.md.
+
 Client to server::
 
     {"type": "query", "id": <int>, "prefix": "<text as typed>"}

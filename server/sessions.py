@@ -15,10 +15,12 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any, TypeGuard
 
+from indexer.errors import QacError
+
 _ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
 
-class SessionError(Exception):
+class SessionError(QacError):
     """The session store cannot be reached or answered with an error."""
 
 

@@ -1,33 +1,28 @@
-"""Shared fixtures: a small real log slice and a model built from it once per test run."""
+"""Fixtures shared by every test directory: a small real log slice, models built from it
+once per run, a real redis-server. Helpers that are not fixtures are in ``tests/support.py``."""
 
 from __future__ import annotations
 
-import gzip
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from indexer.build import build
+import indexer
+from indexer.model import Model
 from indexer.params import BuildParams
+from indexer.train.build import build
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "data" / "sample.tsv.gz"
+from .support import SAMPLE, SMALL_PARAMS, free_port, slice_log
 
 
-def slice_log(path: Path, users: int) -> list[str]:
-    """The header and the rows of the first ``users`` users of a gzipped AOL log."""
-    out: list[str] = []
-    seen: set[str] = set()
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        out.append(next(f))
-        for line in f:
-            user = line.split("\t", 1)[0]
-            if user not in seen:
-                if len(seen) == users:
-                    break
-                seen.add(user)
-            out.append(line)
-    return out
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/e2e/" in item.path.as_posix():
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="session")
@@ -38,11 +33,83 @@ def small_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-SMALL_PARAMS = BuildParams(workers=1, max_leaf=50)
-
-
 @pytest.fixture(scope="session")
 def small_model_dir(tmp_path_factory: pytest.TempPathFactory, small_log: Path) -> Path:
     out = tmp_path_factory.mktemp("models") / "small"
     build([small_log], out, SMALL_PARAMS, quiet=True)
     return out
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def small_model(small_model_dir: Path) -> Model:
+    return indexer.load(small_model_dir)
+
+
+@pytest.fixture(scope="session")
+def other_model_dir(tmp_path_factory: pytest.TempPathFactory, small_log: Path) -> Path:
+    """A second model of the same log, with another version, to reload to."""
+    out = tmp_path_factory.mktemp("models") / "other"
+    build([small_log], out, BuildParams(workers=1, max_leaf=50, beam=5), quiet=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def history_pair(small_model: Model) -> tuple[str, str]:
+    """(previous query, prefix) whose top suggestions change with that previous query."""
+    keys = small_model.labels.keys
+    prefixes = ["a", "b", "c", "m", "s", "w", "ne", "th"]
+    for prev in (keys[i] for i in range(0, len(keys), max(1, len(keys) // 300))):
+        for prefix in prefixes:
+            with_prev = small_model.complete(prefix, [prev])
+            alone = small_model.complete(prefix)
+            if with_prev and alone and with_prev[0].query != alone[0].query:
+                return prev, prefix
+    raise AssertionError("no (previous query, prefix) pair in the model where history matters")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    """A throwaway ``redis-server`` on a free port; its URL. Skips if there is no binary."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.skip("redis-server is not installed")
+    import redis
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("redis-server did not start") from None
+            time.sleep(0.05)
+    try:
+        yield url
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    """The test Redis, emptied."""
+    import redis
+
+    with redis.Redis.from_url(redis_server) as client:
+        client.flushall()
+    return redis_server

@@ -1,0 +1,183 @@
+"""Offline evaluation on (previous query, prefix, next query) pairs: accuracy and latency."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import QacError
+from .model import Completion, Model
+
+
+class PairsError(QacError):
+    """A pairs file that is missing or has no usable line."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    prev_query: str
+    prefix: str
+    next_query: str
+
+
+def read_pairs(path: str | Path, limit: int | None = None) -> list[Pair]:
+    """Read a JSON-lines pairs file; malformed lines are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise PairsError(f"pairs file not found: {path}")
+    pairs = []
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            try:
+                d = json.loads(line)
+                pair = Pair(str(d.get("prev_query") or ""), str(d["prefix"]), str(d["next_query"]))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue
+            pairs.append(pair)
+            if limit is not None and len(pairs) >= limit:
+                break
+    if not pairs:
+        raise PairsError(f"no usable pair in {path}")
+    return pairs
+
+
+def sentence_bleu(reference: Sequence[str], hypothesis: Sequence[str], max_n: int = 4) -> float:
+    """Sentence BLEU with uniform weights up to ``max_n``-grams and smoothing "method 1"
+    (a zero n-gram match count becomes 0.1), as NLTK computes it."""
+    if not hypothesis:
+        return 0.0
+    log_sum = 0.0
+    for n in range(1, max_n + 1):
+        hyp = Counter(tuple(hypothesis[i : i + n]) for i in range(len(hypothesis) - n + 1))
+        ref = Counter(tuple(reference[i : i + n]) for i in range(len(reference) - n + 1))
+        matches = sum(min(c, ref[g]) for g, c in hyp.items())
+        total = max(1, sum(hyp.values()))
+        if n == 1 and matches == 0:
+            return 0.0
+        log_sum += math.log((matches if matches else 0.1) / total) / max_n
+    brevity = 1.0 if len(hypothesis) > len(reference) else math.exp(1 - len(reference) / len(hypothesis))
+    return brevity * math.exp(log_sum)
+
+
+def rank_weighted_bleu(target: str, suggestions: Sequence[str]) -> float:
+    """BLEU of each suggestion against the target, averaged with weights 1/rank."""
+    if not suggestions:
+        return 0.0
+    ref = target.split()
+    weights = [1.0 / r for r in range(1, len(suggestions) + 1)]
+    scores = [sentence_bleu(ref, s.split()) for s in suggestions]
+    return sum(w * s for w, s in zip(weights, scores)) / sum(weights)
+
+
+@dataclass
+class Scores:
+    """Running accuracy and latency totals for one system."""
+
+    n: int = 0
+    rr: float = 0.0
+    hits1: int = 0
+    hits10: int = 0
+    bleu: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+
+    def add(self, target: str, suggestions: Sequence[str], seconds: float | None = None) -> None:
+        self.n += 1
+        if target in suggestions[:10]:
+            rank = suggestions.index(target) + 1
+            self.rr += 1.0 / rank
+            self.hits1 += rank == 1
+            self.hits10 += 1
+        self.bleu += rank_weighted_bleu(target, suggestions[:10])
+        if seconds is not None:
+            self.latencies.append(seconds)
+
+    def report(self) -> dict[str, float]:
+        n = max(1, self.n)
+        out = {
+            "mrr": round(self.rr / n, 4),
+            "success@1": round(self.hits1 / n, 4),
+            "success@10": round(self.hits10 / n, 4),
+            "bleu": round(self.bleu / n, 4),
+        }
+        if self.latencies:
+            ms = np.array(self.latencies) * 1000
+            out["p50_ms"] = round(float(np.percentile(ms, 50)), 3)
+            out["p99_ms"] = round(float(np.percentile(ms, 99)), 3)
+        return out
+
+
+LENGTH_BUCKETS = (("1-3", 1, 3), ("4-7", 4, 7), ("8+", 8, 10**9))
+
+
+def length_bucket(prefix: str) -> str:
+    """The name of the prefix-length group a prefix falls in."""
+    for name, lo, hi in LENGTH_BUCKETS:
+        if lo <= len(prefix) <= hi:
+            return name
+    return "0"
+
+
+def _timed(fn: Callable[..., list[Completion]], *args: object) -> tuple[list[str], float]:
+    start = time.perf_counter()
+    out = fn(*args)
+    return [c.query for c in out], time.perf_counter() - start
+
+
+def evaluate(
+    model: Model, pairs: Sequence[Pair], warmup: int = 200, progress: Callable[[int], None] | None = None
+) -> dict[str, Any]:
+    """Score the model and most-popular completion on the same pairs, overall and by group."""
+    for pair in pairs[:warmup]:
+        model.complete(pair.prefix, [pair.prev_query] if pair.prev_query else [])
+    groups: dict[str, dict[str, Scores]] = {}
+    systems = ("model", "mpc")
+    total = {s: Scores() for s in systems}
+    for pair in pairs:
+        history = [pair.prev_query] if pair.prev_query else []
+        got = {
+            "model": _timed(model.complete, pair.prefix, history),
+            "mpc": _timed(model.most_popular, pair.prefix),
+        }
+        seen = "seen" if model.labels.index(pair.next_query) >= 0 else "unseen"
+        for group in ("prefix " + length_bucket(pair.prefix), seen):
+            scores = groups.setdefault(group, {s: Scores() for s in systems})
+            for s in systems:
+                scores[s].add(pair.next_query, got[s][0])
+        for s in systems:
+            total[s].add(pair.next_query, got[s][0], got[s][1])
+        if progress is not None:
+            progress(1)
+    result: dict[str, Any] = {"n": len(pairs)}
+    result.update({s: total[s].report() for s in systems})
+    result["groups"] = {
+        g: {"n": sc["model"].n, **{s: sc[s].report() for s in systems}}
+        for g, sc in sorted(groups.items())
+    }
+    return result
+
+
+def format_report(result: dict[str, Any]) -> str:
+    """A human-readable table of an :func:`evaluate` result."""
+    keys = ("mrr", "success@1", "success@10", "bleu")
+    lines = [f"{'':16}{'n':>7}  " + "  ".join(f"{k:>10}" for k in keys) + f"  {'p50_ms':>8}  {'p99_ms':>8}"]
+
+    def row(name: str, n: int, r: dict[str, float]) -> str:
+        lat = f"  {r['p50_ms']:>8.3f}  {r['p99_ms']:>8.3f}" if "p50_ms" in r else ""
+        return f"{name:16}{n:>7}  " + "  ".join(f"{r[k]:>10.4f}" for k in keys) + lat
+
+    for s in ("model", "mpc"):
+        lines.append(row(s, result["n"], result[s]))
+    for g, r in result["groups"].items():
+        for s in ("model", "mpc"):
+            lines.append(row(f"{g} {s}", r["n"], r[s]))
+    return "\n".join(lines)
+
+

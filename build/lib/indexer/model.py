@@ -1,0 +1,174 @@
+"""The completion model: candidates from every source, ranked by the learned scorer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import storage
+from .candidates import N_BASE, N_BUCKETS, CandidateConfig, CandidateGenerator, Candidates
+from .features import PrefixFeaturizer
+from .normalize import normalize, normalize_prefix
+from .params import BuildParams
+from .search import SearchIndex, beam_search
+from .topk import PrefixTopK
+from .tree import LabelTree
+from .wordmodel import WordModel
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One suggestion: a normalized query and its score (higher is better)."""
+
+    query: str
+    score: float
+
+
+@dataclass
+class TreeRanker:
+    """The featurizer, label tree and node rankers: XR-Linear over the logged queries."""
+
+    featurizer: PrefixFeaturizer
+    tree: LabelTree
+    weights: sp.csc_matrix
+    beam: int
+    topk: int = 20
+    index: SearchIndex | None = None  # W regrouped for search; built here if not given
+
+    def __post_init__(self) -> None:
+        if self.index is None:  # once here, not on the first keystroke
+            self.index = SearchIndex.build(self.tree, self.weights)
+
+    def search(self, prefix: str, prev: str, label_range: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """The best labels in ``label_range`` for this prefix and previous query."""
+        idx, val = self.featurizer.transform_one(prefix, prev)
+        assert self.index is not None  # set by __post_init__
+        return beam_search(
+            self.tree, self.index, idx, val, beam=self.beam, label_range=label_range, topk=self.topk
+        )
+
+
+class Model:
+    """A loaded completion model. Read-only after construction: safe to share across threads."""
+
+    def __init__(
+        self,
+        params: BuildParams,
+        labels: PrefixTopK,
+        words: WordModel,
+        reranker: np.ndarray,
+        tree: TreeRanker | None = None,
+        manifest: dict[str, Any] | None = None,
+    ):
+        self.params = params
+        self.labels = labels
+        self.words = words
+        self.reranker = np.asarray(reranker, dtype=np.float64)
+        self.tree = tree
+        self.manifest = manifest or {}
+        self.generator = CandidateGenerator(
+            labels,
+            words,
+            tree.search if tree is not None else None,
+            CandidateConfig(sources=params.sources),
+        )
+
+    @property
+    def version(self) -> str:
+        """A short identifier of this build (from the manifest)."""
+        return str(self.manifest.get("version", "unsaved"))
+
+    def candidates(self, prefix: str, history: Sequence[str] = ()) -> Candidates:
+        """The candidate table for an already normalized prefix."""
+        return self.generator.generate(prefix, history)
+
+    def complete(self, prefix: str, history: Sequence[str] = (), k: int = 10) -> list[Completion]:
+        """The ``k`` most likely queries starting with ``prefix`` after ``history``.
+
+        ``prefix`` is normalized as typed; ``history`` holds the session's earlier queries,
+        newest last. Fewer than ``k`` candidates are topped up with the most popular logged
+        queries that start with the prefix.
+        """
+        prefix = normalize_prefix(prefix)
+        history = [h for h in (normalize(q) for q in history) if h]
+        cands = self.generator.generate(prefix, history)
+        scores = cands.features @ self.reranker[cands.bucket]
+        order = np.argsort(-scores, kind="stable")
+        out = [
+            Completion(cands.texts[i], float(scores[i]))
+            for i in order.tolist()
+            if cands.texts[i].startswith(prefix)
+        ][:k]
+        if len(out) < k:
+            have = {c.query for c in out}
+            floor = min((c.score for c in out), default=0.0)
+            for i in self.labels.top(prefix, k + len(out)):
+                query = self.labels.keys[i]
+                if query not in have and len(out) < k:
+                    floor -= 1.0
+                    out.append(Completion(query, floor))
+        return out
+
+    def most_popular(self, prefix: str, k: int = 10) -> list[Completion]:
+        """Most-popular completion: the ``k`` logged queries with the prefix, by count."""
+        prefix = normalize_prefix(prefix)
+        labels = self.labels
+        return [Completion(labels.keys[i], float(labels.weights[i])) for i in labels.top(prefix, k)]
+
+    def save(self, directory: Path, manifest: dict[str, Any]) -> None:
+        """Write every component into an existing empty ``directory``."""
+        directory = Path(directory)
+        storage.save_prefix_index(self.labels, directory, "labels")
+        storage.save_prefix_index(self.words.words, directory, "words")
+        storage.save_prefix_index(self.words.bigrams, directory, "bigrams")
+        storage.save_prefix_index(self.words.transitions, directory, "transitions")
+        np.savez(directory / "reranker.npz", weights=self.reranker)
+        if self.tree is not None:
+            np.savez(directory / "featurizer.npz", **self.tree.featurizer.to_arrays())  # type: ignore[arg-type]
+            np.savez(directory / "tree.npz", **self.tree.tree.to_arrays())  # type: ignore[arg-type]
+            storage.save_sparse(directory, "weights", self.tree.weights)
+            assert self.tree.index is not None
+            np.savez(directory / "search.npz", **self.tree.index.to_arrays())  # type: ignore[arg-type]
+        storage.write_manifest(directory, {**manifest, "params": self.params.to_json()})
+        self.manifest = storage.read_manifest(directory)
+
+
+def load(directory: str | Path) -> Model:
+    """Load a model directory written by ``qac build``; raises :class:`storage.ModelError`."""
+    directory = Path(directory)
+    manifest = storage.read_manifest(directory)
+    storage.verify_files(directory, manifest)
+    try:
+        params = BuildParams.from_json(manifest["params"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise storage.ModelError(f"bad build parameters in {directory}: {exc}") from exc
+    labels = storage.load_prefix_index(directory, "labels")
+    words = WordModel(
+        storage.load_prefix_index(directory, "words"),
+        storage.load_prefix_index(directory, "bigrams"),
+        storage.load_prefix_index(directory, "transitions"),
+    )
+    reranker = storage.load_arrays(directory, "reranker").get("weights")
+    if reranker is None or reranker.shape != (N_BUCKETS, N_BASE):
+        raise storage.ModelError(f"reranker.npz in {directory} does not fit {N_BUCKETS}x{N_BASE} features")
+    tree = None
+    if params.use_tree:
+        featurizer = PrefixFeaturizer.from_arrays(
+            storage.load_arrays(directory, "featurizer"),
+            {"weighting": params.weighting, "prev_weight": params.prev_weight},
+        )
+        label_tree = LabelTree.from_arrays(storage.load_arrays(directory, "tree"))
+        weights = storage.load_sparse(directory, "weights")
+        search = None
+        if (directory / "search.npz").is_file():  # models built before it was saved lack it
+            try:
+                search = SearchIndex.from_arrays(storage.load_arrays(directory, "search"))
+            except (KeyError, ValueError, TypeError) as exc:
+                raise storage.ModelError(f"model file damaged: {directory / 'search.npz'} ({exc})") from exc
+        tree = TreeRanker(featurizer, label_tree, weights, params.beam, index=search)
+    return Model(params, labels, words, reranker, tree, manifest)

@@ -1,0 +1,74 @@
+"""Build parameters: the one source of truth for every default of ``qac build``."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+FORMAT_VERSION = 1
+WEIGHTINGS = ("none", "string", "word")
+SOURCES = ("tree", "mpc", "prefix", "word", "session", "transitions")
+
+
+@dataclass(frozen=True)
+class BuildParams:
+    """Everything that decides what ``qac build`` produces; saved in ``manifest.json``."""
+
+    trie_depth: int = 3
+    max_leaf: int = 100
+    branching: int = 16
+    beam: int = 10
+    workers: int = 2
+    seed: int = 0
+    weighting: str = "string"
+    prev_weight: float = 0.5
+    prefixes_per_query: int = 2
+    svm_c: float = 1.0
+    prune: float = 0.1
+    rerank_days: float = 14.0
+    rerank_holdout: float = 0.1
+    rerank_prefixes: int = 3
+    rerank_c: float = 1.0
+    rerank_max_examples: int = 100_000
+    reranker: bool = True
+    sources: tuple[str, ...] = SOURCES
+
+    def __post_init__(self) -> None:
+        if self.trie_depth < 0:
+            raise ValueError(f"trie_depth must be >= 0, got {self.trie_depth}")
+        if self.max_leaf < 2:
+            raise ValueError(f"max_leaf must be >= 2, got {self.max_leaf}")
+        if self.branching < 2 or self.branching & (self.branching - 1):
+            raise ValueError(f"branching must be a power of two >= 2, got {self.branching}")
+        if self.beam < 1:
+            raise ValueError(f"beam must be >= 1, got {self.beam}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
+        unknown = set(self.sources) - set(SOURCES)
+        if unknown:
+            raise ValueError(f"unknown candidate sources {sorted(unknown)}; known: {SOURCES}")
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict of every parameter."""
+        d = dataclasses.asdict(self)
+        d["sources"] = list(self.sources)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> BuildParams:
+        """The parameters saved by :meth:`to_json`; unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown build parameters {sorted(unknown)}")
+        d = dict(d)
+        if "sources" in d:
+            d["sources"] = tuple(d["sources"])
+        return cls(**d)
+
+    @property
+    def use_tree(self) -> bool:
+        return "tree" in self.sources

@@ -1,0 +1,98 @@
+"""Most frequent keys under a prefix, in O(k log k) per query, over a sorted key list."""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_left
+from collections.abc import Sequence
+
+import numpy as np
+
+# Sorts after every character a normalized query can hold.
+_MAX_CHAR = "\U0010ffff"
+
+
+def sparse_table(values: np.ndarray) -> np.ndarray:
+    """Range-argmax table: ``table[j, i]`` is the argmax of ``values[i : i + 2**j]``."""
+    n = len(values)
+    levels = max(1, int(n).bit_length())
+    table = np.zeros((levels, n), dtype=np.int32)
+    table[0] = np.arange(n, dtype=np.int32)
+    for j in range(1, levels):
+        half = 1 << (j - 1)
+        left = table[j - 1, : n - half]
+        right = table[j - 1, half:]
+        pick = np.where(values[right] > values[left], right, left)
+        table[j, : n - half] = pick
+        table[j, n - half :] = table[j - 1, n - half :]
+    return table
+
+
+class PrefixTopK:
+    """Keys sorted lexicographically with a weight each; answers "top k keys starting with p".
+
+    Keys under a prefix form one contiguous range of the sorted list, so a top-k is k
+    range-argmax lookups on a sparse table; ties go to the lexicographically first key.
+    """
+
+    def __init__(self, keys: Sequence[str], weights: np.ndarray, table: np.ndarray | None = None):
+        self.keys = keys
+        self.weights = np.asarray(weights)
+        self.table = sparse_table(self.weights) if table is None else table
+        self.cumulative = np.concatenate(([0.0], np.cumsum(self.weights, dtype=np.float64)))
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def index(self, key: str, lo: int = 0, hi: int | None = None) -> int:
+        """The index of ``key``, or -1 when it is absent (from ``[lo, hi)``, if it can only be there)."""
+        hi = len(self.keys) if hi is None else hi
+        i = bisect_left(self.keys, key, lo, hi)
+        return i if i < hi and self.keys[i] == key else -1
+
+    def count(self, key: str) -> float:
+        """The weight of ``key``, 0 when it is absent."""
+        i = self.index(key)
+        return float(self.weights[i]) if i >= 0 else 0.0
+
+    def total(self, prefix: str) -> float:
+        """The summed weight of all keys that start with ``prefix``."""
+        lo, hi = self.range(prefix)
+        return float(self.cumulative[hi] - self.cumulative[lo])
+
+    def range(self, prefix: str) -> tuple[int, int]:
+        """The ``[lo, hi)`` indices of the keys that start with ``prefix``."""
+        lo = bisect_left(self.keys, prefix)
+        hi = bisect_left(self.keys, prefix + _MAX_CHAR, lo)
+        return lo, hi
+
+    def _argmax(self, lo: int, hi: int) -> int:
+        j = (hi - lo).bit_length() - 1
+        a = int(self.table[j, lo])
+        b = int(self.table[j, hi - (1 << j)])
+        w = self.weights
+        return b if w[b] > w[a] or (w[b] == w[a] and b < a) else a
+
+    def top_range(self, lo: int, hi: int, k: int) -> list[int]:
+        """Indices of the ``k`` heaviest keys in ``[lo, hi)``, heaviest first."""
+        if hi <= lo or k <= 0:
+            return []
+        if hi - lo <= k:
+            idx = np.arange(lo, hi)
+            return idx[np.argsort(-self.weights[lo:hi], kind="stable")].tolist()
+        out: list[int] = []
+        best = self._argmax(lo, hi)
+        heap = [(-float(self.weights[best]), best, lo, hi)]
+        while heap and len(out) < k:
+            _, i, a, b = heapq.heappop(heap)
+            out.append(i)
+            for x, y in ((a, i), (i + 1, b)):
+                if y > x:
+                    m = self._argmax(x, y)
+                    heapq.heappush(heap, (-float(self.weights[m]), m, x, y))
+        return out
+
+    def top(self, prefix: str, k: int) -> list[int]:
+        """Indices of the ``k`` heaviest keys that start with ``prefix``, heaviest first."""
+        lo, hi = self.range(prefix)
+        return self.top_range(lo, hi, k)

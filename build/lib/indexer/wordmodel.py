@@ -1,0 +1,111 @@
+"""Counts learned from the log that generate and score candidates beyond the logged queries.
+
+Three prefix indexes over sorted keys: words, word bigrams (``"w1 w2"``), and query
+transitions (``"prev\\tnext"``): what followed what in a session.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .topk import PrefixTopK
+
+TRANSITION_SEP = "\t"
+
+
+def counted_index(counts: Counter[str]) -> PrefixTopK:
+    """A :class:`PrefixTopK` over the keys of ``counts``, weighted by count."""
+    keys = sorted(counts)
+    return PrefixTopK(keys, np.fromiter((counts[k] for k in keys), dtype=np.float64, count=len(keys)))
+
+
+@dataclass
+class WordModel:
+    """Word unigrams, word bigrams and query transitions with their counts."""
+
+    words: PrefixTopK
+    bigrams: PrefixTopK
+    transitions: PrefixTopK
+
+    @classmethod
+    def fit(
+        cls, queries: Iterable[tuple[str, int]], pairs: Iterable[tuple[str, str]]
+    ) -> WordModel:
+        """Count words and bigrams over ``(query, count)`` and transitions over ``(prev, next)``."""
+        words: Counter[str] = Counter()
+        bigrams: Counter[str] = Counter()
+        for query, count in queries:
+            toks = query.split(" ")
+            for w in toks:
+                words[w] += count
+            for a, b in zip(toks, toks[1:]):
+                bigrams[a + " " + b] += count
+        transitions = Counter(prev + TRANSITION_SEP + nxt for prev, nxt in pairs)
+        return cls(counted_index(words), counted_index(bigrams), counted_index(transitions))
+
+    def complete_word(self, previous_word: str, partial: str, k: int) -> list[str]:
+        """Up to ``2 k`` words starting with ``partial``: the ``k`` most frequent followers of
+        ``previous_word`` first, then the ``k`` most frequent words."""
+        seen: dict[str, None] = {}
+        if previous_word:
+            key = previous_word + " "
+            for i in self.bigrams.top(key + partial, k):
+                seen[self.bigrams.keys[i][len(key) :]] = None
+        for i in self.words.top(partial, k):
+            seen.setdefault(self.words.keys[i], None)
+        return list(seen)
+
+    def word_logps(self, words: Sequence[str], partial: str) -> np.ndarray:
+        """log P(word | the word starts with ``partial``) under the unigram counts, per word."""
+        return _logps(self.words, words, partial)
+
+    def bigram_logps(self, previous_word: str, words: Sequence[str], partial: str) -> np.ndarray:
+        """log P(word | previous word, word starts with ``partial``) from bigram counts."""
+        if not previous_word:
+            return np.full(len(words), LOG_FLOOR)
+        key = previous_word + " "
+        return _logps(self.bigrams, [key + w for w in words], key + partial)
+
+    def followers(self, word: str, k: int) -> list[str]:
+        """The ``k`` words that most often follow ``word``."""
+        key = word + " "
+        return [self.bigrams.keys[i][len(key) :] for i in self.bigrams.top(key, k)]
+
+    def next_queries(self, prev: str, prefix: str, k: int) -> list[tuple[str, float]]:
+        """Queries that followed ``prev`` in a session and start with ``prefix``, with counts."""
+        key = prev + TRANSITION_SEP
+        t = self.transitions
+        return [(t.keys[i][len(key) :], float(t.weights[i])) for i in t.top(key + prefix, k)]
+
+    def transition_count(self, prev: str, nxt: str) -> float:
+        """How often ``nxt`` directly followed ``prev`` in a session."""
+        return self.transitions.count(prev + TRANSITION_SEP + nxt)
+
+
+LOG_FLOOR = -20.0
+
+
+def _logps(index: PrefixTopK, keys: Sequence[str], prefix: str) -> np.ndarray:
+    counts = np.array([index.count(k) for k in keys], dtype=np.float64)
+    out = np.full(len(keys), LOG_FLOOR)
+    seen = counts > 0
+    if seen.any():
+        out[seen] = np.log(counts[seen] / index.total(prefix))
+    return out
+
+
+def split_prefix(prefix: str) -> tuple[str, str, str]:
+    """Split a normalized prefix into (head, previous word, partial last word).
+
+    ``"new york ti"`` gives ``("new york ", "york", "ti")``; ``"new "`` gives
+    ``("new ", "new", "")``.
+    """
+    cut = prefix.rfind(" ") + 1
+    head = prefix[:cut]
+    words = head.split()
+    return head, (words[-1] if words else ""), prefix[cut:]
+

@@ -1,0 +1,50 @@
+"""Argument types and the error every subcommand raises for bad flags."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import TypeVar
+
+from indexer.errors import QacError
+
+T = TypeVar("T")
+
+
+class CommandError(QacError):
+    """A flag or input the command cannot use: one line, exit code 2."""
+
+
+def positive(kind: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse type: ``kind`` of the text, refused unless > 0."""
+
+    def parse(text: str) -> T:
+        value = kind(text)
+        if not value > 0:  # type: ignore[operator]
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def list_of(kind: Callable[[str], T]) -> Callable[[str], tuple[T, ...]]:
+    """An argparse type: comma-separated values of ``kind``, each > 0."""
+    one = positive(kind)
+
+    def parse(text: str) -> tuple[T, ...]:
+        try:
+            values = tuple(one(part) for part in text.split(",") if part.strip())
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers > 0, got {text!r}") from exc
+        if not values:
+            raise argparse.ArgumentTypeError("expected at least one value")
+        return values
+
+    parse.__name__ = f"list of {kind.__name__}"
+    return parse
+
+
+def csv(values: tuple[object, ...]) -> str:
+    """``values`` as the text :func:`list_of` reads back."""
+    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)

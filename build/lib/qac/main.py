@@ -1,0 +1,45 @@
+"""``qac``: build, evaluate, query, serve, replay and benchmark completion models.
+
+Each subcommand's module parses its flags and calls the libraries; any
+:class:`indexer.errors.QacError` they raise becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from indexer.errors import QacError
+
+from . import bench, build, complete, eval, replay, serve
+
+EXIT_ERROR = 2
+COMMANDS = (build, eval, complete, serve, replay, bench)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The ``qac`` argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="qac", description="Session-aware query autocompletion: build, evaluate, serve."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``qac``; returns the exit code."""
+    args = make_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except QacError as exc:
+        print(f"qac {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

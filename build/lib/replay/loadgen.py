@@ -1,0 +1,218 @@
+"""Concurrent WebSocket load for ``qac bench``: many sessions typing at once, for a fixed time.
+
+Unlike :mod:`replay.replay`, a session here does not wait for an answer before its next
+keystroke: a human-paced session types one every 150-250 ms whatever the server does, so a
+slow server sees keystrokes pile up and answers only the newest (the others are superseded).
+A saturation session types each query with no pause at all and waits only for the answer to
+its last keystroke before submitting, so the server is never idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from .replay import open_ws, percentiles
+from .scripts import Script, Typed
+
+HUMAN_PAUSE = (0.15, 0.25)
+GRACE = 5.0  # seconds to wait for the answers still due when the time is up
+
+
+@dataclass
+class LoadStats:
+    """What a load run counts; :meth:`report` turns it into one row of the bench."""
+
+    users: int
+    paced: bool
+    measure_from: float = 0.0  # time.monotonic() after which keystrokes count (the ramp is warm-up)
+    seconds: float = 0.0
+    sessions: int = 0
+    sent: int = 0
+    answered: int = 0
+    superseded: int = 0
+    unanswered: int = 0
+    latencies: list[float] = field(default_factory=list)
+    server_ms: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+
+    def report(self) -> dict[str, Any]:
+        seconds = max(self.seconds, 1e-9)
+        return {
+            "users": self.users,
+            "mode": "human" if self.paced else "saturation",
+            "seconds": round(self.seconds, 2),
+            "sessions": self.sessions,
+            "sent": self.sent,
+            "answered": self.answered,
+            "superseded": self.superseded,
+            "unanswered": self.unanswered,
+            "sent_per_s": round(self.sent / seconds, 1),
+            "answered_per_s": round(self.answered / seconds, 1),
+            **percentiles(self.latencies),
+            **percentiles(self.server_ms, "server_"),
+            "errors": sum(self.errors.values()),
+            "errors_by_kind": dict(sorted(self.errors.items())),
+        }
+
+
+class _Session:
+    """One connection: sends keystrokes without waiting, matches answers to them by id."""
+
+    def __init__(self, ws: ClientConnection, stats: LoadStats):
+        self.ws = ws
+        self.stats = stats
+        self.pending: dict[int, tuple[float, bool]] = {}  # id: (sent at, counted)
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.closed = False
+        self.last_id = 0
+
+    async def send_query(self, prefix: str) -> None:
+        self.last_id += 1
+        counted = time.monotonic() >= self.stats.measure_from
+        self.pending[self.last_id] = (time.perf_counter(), counted)
+        self.idle.clear()
+        await self.ws.send(json.dumps({"type": "query", "id": self.last_id, "prefix": prefix}))
+        self.stats.sent += counted
+
+    async def read(self) -> None:
+        """Until the connection closes: record answers; an answer supersedes older keystrokes."""
+        try:
+            await self._read()
+        finally:
+            self.closed = True
+            self.idle.set()
+
+    async def _read(self) -> None:
+        stats = self.stats
+        async for text in self.ws:
+            now = time.perf_counter()
+            try:
+                frame = json.loads(text)
+            except (TypeError, ValueError):
+                continue
+            kind, qid = frame.get("type"), frame.get("id")
+            if kind == "error":
+                stats.errors[str(frame.get("code"))] += 1
+                self.pending.pop(qid, None)
+            elif kind == "suggestions" and qid in self.pending:
+                sent, counted = self.pending.pop(qid)
+                if counted:
+                    stats.latencies.append(now - sent)
+                    stats.answered += 1
+                    if isinstance(frame.get("took_ms"), (int, float)):
+                        stats.server_ms.append(frame["took_ms"] / 1000)
+                older = [k for k in self.pending if k < qid]
+                stats.superseded += sum(self.pending.pop(k)[1] for k in older)
+            if not self.pending:
+                self.idle.set()
+
+    async def settle(self, timeout: float) -> None:
+        """Wait until every keystroke is answered or superseded; raises ``TimeoutError``, or
+        ``ConnectionClosed`` if the server went away meanwhile."""
+        await asyncio.wait_for(self.idle.wait(), timeout)
+        if self.closed:
+            raise ConnectionClosed(None, None)
+
+
+async def _type(session: _Session, script: Script, pause: tuple[float, float] | None, deadline: float,
+                timeout: float, rng: random.Random) -> None:
+    """Type and submit the queries of ``script`` until it ends or the time is up."""
+    for step in script:
+        for prefix in step.keystrokes:
+            if time.monotonic() >= deadline:
+                return
+            await session.send_query(prefix)
+            if pause:
+                await asyncio.sleep(rng.uniform(*pause))
+        if step.keystrokes and pause is None:
+            await session.settle(timeout)
+        await session.ws.send(json.dumps({"type": "submit", "query": step.target}))
+
+
+async def _user(url: str, scripts: Iterator[Script], stats: LoadStats, pause: tuple[float, float] | None,
+                start: float, deadline: float, timeout: float, rng: random.Random) -> None:
+    """One simulated user: session after session until the deadline."""
+    await asyncio.sleep(max(0.0, start - time.monotonic()))
+    while time.monotonic() < deadline:
+        try:
+            ws = await open_ws(url, timeout)
+        except (OSError, InvalidHandshake, TimeoutError):
+            stats.errors["connect"] += 1
+            await asyncio.sleep(0.5)
+            continue
+        stats.sessions += 1
+        session = _Session(ws, stats)
+        reader = asyncio.create_task(session.read())
+        try:
+            await _type(session, next(scripts), pause, deadline, timeout, rng)
+            await session.settle(min(GRACE, timeout) if time.monotonic() >= deadline else timeout)
+        except TimeoutError:
+            stats.errors["timeout"] += 1
+        except (ConnectionClosed, OSError):
+            stats.errors["dropped"] += 1
+        finally:
+            stats.unanswered += sum(counted for _, counted in session.pending.values())
+            reader.cancel()
+            try:
+                await reader
+            except (asyncio.CancelledError, ConnectionClosed, OSError):
+                pass
+            await ws.close()
+
+
+async def load(url: str, scripts: Sequence[Script], *, users: int, duration: float,
+               pause: tuple[float, float] | None = HUMAN_PAUSE, ramp: float = 1.0, timeout: float = 10.0,
+               seed: int = 0) -> dict[str, Any]:
+    """Drive ``url`` with ``users`` concurrent sessions for ``duration`` seconds; the report.
+
+    ``pause`` is the range of seconds between one session's keystrokes (``None``: saturation).
+    Users start spread over ``ramp`` seconds, which is warm-up: only keystrokes sent in the
+    ``duration`` after it count. Each user plays the scripts in turn, shuffled.
+    """
+    typed = [s for s in scripts if any(step.keystrokes for step in s)]
+    if not typed:
+        raise ValueError("no script types anything")
+    rng = random.Random(seed)
+    order = list(typed)
+    rng.shuffle(order)
+    cycle = itertools.cycle(order)
+    started = time.monotonic()
+    ramp = min(ramp, duration / 4)
+    stats = LoadStats(users, pause is not None, measure_from=started + ramp)
+    deadline = started + ramp + duration
+    await asyncio.gather(*(
+        _user(url, cycle, stats, pause, started + ramp * i / users, deadline, timeout, random.Random(seed + i))
+        for i in range(users)
+    ))
+    stats.seconds = duration
+    return stats.report()
+
+
+def run_load(url: str, scripts: Sequence[Script], **kwargs: Any) -> dict[str, Any]:
+    """:func:`load` in a fresh event loop."""
+    return asyncio.run(load(url, scripts, **kwargs))
+
+
+def chain_pairs(scripts: Sequence[Script]) -> list[Script]:
+    """Join consecutive pair scripts whose previous query is the query typed just before into
+    one session (evaluation pairs keep their sessions' order), so load sessions last as long
+    as real ones. For load only: the model then sees the whole session, not just one query."""
+    sessions: list[list[Typed]] = []
+    for script in scripts:
+        if sessions and len(script) == 2 and script[0].target == sessions[-1][-1].target:
+            sessions[-1].append(script[1])
+        else:
+            sessions.append(list(script))
+    return [tuple(s) for s in sessions]

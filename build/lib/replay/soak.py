@@ -1,0 +1,252 @@
+"""A soak run: normal typists while others abuse the server, against its own ``qac serve``.
+
+First a quiet phase (typists alone) gives the reference latency; then the abuse phase runs the
+same typists beside a flooder (far above the rate limit), garbage senders (bad JSON, binary
+frames, bad ids, control characters, oversized frames, invalid UTF-8), a reconnect storm, and
+a model reload half-way. The report: keystrokes answered, errors by kind on both sides, the
+typists' p99 in both phases, and the server's memory before and after.
+
+The abusers run in a process of their own so that their Python does not slow the typists'
+measuring loop; all of it shares this machine's cores with the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import random
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from .bench import ServerProcess
+from .loadgen import chain_pairs, load
+from .replay import open_ws
+from .scripts import Script, scripts_from_pairs
+
+TOKEN = "soak-admin-token"
+
+
+@dataclass(frozen=True)
+class SoakConfig:
+    """What a soak run does; rates are per second."""
+
+    index: Path
+    pairs: Path
+    reload_index: Path | None = None  # default: reload the same directory
+    reload: bool = True
+    workers: int = 2
+    users: int = 100
+    quiet_seconds: float = 30.0
+    abuse_seconds: float = 120.0
+    flooders: int = 2
+    flood_rate: float = 500.0  # messages per second per flooder (the limit is 50)
+    garbage_senders: int = 4
+    garbage_rate: float = 20.0
+    storm_rate: float = 20.0  # connections opened and dropped per second (0: none)
+    pairs_limit: int = 2000
+
+
+# -- abusers ------------------------------------------------------------------------------
+
+
+def _garbage(rng: random.Random) -> str | bytes:
+    """One bad frame; the last two kinds make the server close the connection."""
+    kind = rng.randrange(9)
+    if kind == 0:
+        return "{not json"
+    if kind == 1:
+        return bytes(rng.randrange(256) for _ in range(40))
+    if kind == 2:
+        return json.dumps({"type": "query", "id": -rng.randrange(1, 10**9), "prefix": "a"})
+    if kind == 3:
+        return json.dumps({"type": "query", "id": 1.5, "prefix": "a"})
+    if kind == 4:
+        return json.dumps({"type": "query", "id": rng.randrange(10**6), "prefix": "a\x00\x1b[2J"})
+    if kind == 5:
+        return json.dumps({"type": "nonsense", "id": 1})
+    if kind == 6:
+        return json.dumps({"type": "submit", "query": 42})
+    if kind == 7:
+        return json.dumps({"type": "query", "id": 1, "prefix": "x" * 10_000})  # over the frame limit
+    return b'{"type":"query","id":1,"prefix":"\xff\xfe"}'  # invalid UTF-8, sent as text
+
+
+async def _drain(ws: Any, counts: Counter[str]) -> None:
+    """Count what the server answers an abuser, by error code, until it closes."""
+    try:
+        async for text in ws:
+            frame = json.loads(text)
+            counts[f"error:{frame['code']}" if frame.get("type") == "error" else frame.get("type", "?")] += 1
+    except ConnectionClosed as closed:
+        counts[f"closed:{closed.rcvd.code if closed.rcvd else 'abnormal'}"] += 1
+
+
+async def _abuser(url: str, deadline: float, rate: float, counts: Counter[str], garbage: bool, seed: int) -> None:
+    rng = random.Random(seed)
+    qid = 0
+    while time.monotonic() < deadline:
+        try:
+            async with open_ws(url, 10) as ws:
+                counts["connections"] += 1
+                await ws.recv()  # hello
+                reader = asyncio.create_task(_drain(ws, counts))
+                while time.monotonic() < deadline and not reader.done():
+                    if garbage:
+                        frame = _garbage(rng)
+                        bad_text = isinstance(frame, bytes) and frame.startswith(b"{")
+                        await ws.send(frame, text=True if bad_text else None)
+                    else:
+                        qid += 1
+                        await ws.send(json.dumps({"type": "query", "id": qid, "prefix": "flood"}))
+                    counts["sent"] += 1
+                    await asyncio.sleep(1 / rate)
+                reader.cancel()
+        except (ConnectionClosed, OSError, InvalidHandshake, TimeoutError):
+            counts["dropped"] += 1
+            await asyncio.sleep(0.1)
+
+
+async def _storm(url: str, deadline: float, rate: float, counts: Counter[str]) -> None:
+    """Connections that say nothing and go, ``rate`` of them a second, a few at once."""
+
+    async def one() -> None:
+        try:
+            async with open_ws(url, 10) as ws:
+                await ws.recv()
+                counts["storm_connections"] += 1
+        except (ConnectionClosed, OSError, InvalidHandshake, TimeoutError):
+            counts["storm_failed"] += 1
+
+    tasks = set()
+    while time.monotonic() < deadline:
+        task = asyncio.create_task(one())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        await asyncio.sleep(1 / rate)
+    await asyncio.gather(*tasks)
+
+
+async def _abuse(url: str, cfg: SoakConfig, seconds: float) -> dict[str, int]:
+    counts: Counter[str] = Counter()
+    deadline = time.monotonic() + seconds
+    await asyncio.gather(
+        *(_abuser(url, deadline, cfg.flood_rate, counts, False, i) for i in range(cfg.flooders)),
+        *(_abuser(url, deadline, cfg.garbage_rate, counts, True, 100 + i) for i in range(cfg.garbage_senders)),
+        *([_storm(url, deadline, cfg.storm_rate, counts)] if cfg.storm_rate > 0 else []),
+    )
+    return dict(sorted(counts.items()))
+
+
+def _abuse_process(url: str, cfg: SoakConfig, seconds: float, out: Any) -> None:
+    out.put(asyncio.run(_abuse(url, cfg, seconds)))
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+def _http(url: str, data: bytes | None = None, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    request = urllib.request.Request(url, data=data, headers=headers or {})
+    try:
+        with opener.open(request, timeout=60) as response:
+            return dict(json.loads(response.read()))
+    except urllib.error.HTTPError as exc:
+        return {"status": exc.code, **json.loads(exc.read() or b"{}")}
+
+
+def _closed_by_server(metrics_text: str) -> dict[str, float]:
+    out = {}
+    for line in metrics_text.splitlines():
+        if line.startswith("qac_closed_connections_total{"):
+            out[line.split('"')[1]] = float(line.split()[-1])
+    return out
+
+
+def _metrics(base: str) -> str:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"{base}/metrics", timeout=30) as response:
+        return str(response.read().decode())
+
+
+async def _abuse_phase(url: str, base: str, cfg: SoakConfig, scripts: Sequence[Script]) -> dict[str, Any]:
+    """Typists measured while the abusers run and a reload happens half-way."""
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    abusers = ctx.Process(target=_abuse_process, args=(url, cfg, cfg.abuse_seconds + 2, out), daemon=True)
+    abusers.start()
+
+    async def reload_midway() -> dict[str, Any]:
+        if not cfg.reload:
+            return {}
+        await asyncio.sleep(cfg.abuse_seconds / 2)
+        body = json.dumps({"index": str(cfg.reload_index or cfg.index)}).encode()
+        return await asyncio.to_thread(_http, f"{base}/admin/reload", body,
+                                       {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+
+    typists, reloaded = await asyncio.gather(
+        load(url, scripts, users=cfg.users, duration=cfg.abuse_seconds, ramp=2.0), reload_midway()
+    )
+    abused = await asyncio.to_thread(out.get, True, cfg.abuse_seconds + 60)
+    abusers.join(30)
+    return {"typists": typists, "abusers": abused, "reload": reloaded}
+
+
+def run_soak(cfg: SoakConfig, say: Any = print) -> dict[str, Any]:
+    """Run the soak; its report (``ok`` says whether the typists' p99 stayed within 2x of quiet)."""
+    scripts = chain_pairs(scripts_from_pairs(cfg.pairs, cfg.pairs_limit))
+    env = {"QAC_ADMIN_TOKEN": TOKEN}
+    with tempfile.TemporaryDirectory(prefix="qac-soak-") as work, \
+            ServerProcess(cfg.index, Path(work) / "serve.log", workers=cfg.workers, env=env) as server:
+        base = f"http://127.0.0.1:{server.port}"
+        memory_start = server.memory()
+        say(f"soak: quiet phase, {cfg.users} typists for {cfg.quiet_seconds:g} s")
+        quiet = asyncio.run(load(server.url, scripts, users=cfg.users, duration=cfg.quiet_seconds, ramp=2.0))
+        say(f"soak: abuse phase, {cfg.abuse_seconds:g} s: {cfg.flooders} flooders, {cfg.garbage_senders} "
+            f"garbage senders, a reconnect storm of {cfg.storm_rate:g}/s, a reload half-way")
+        abuse = asyncio.run(_abuse_phase(server.url, base, cfg, scripts))
+        memory_end = server.memory()
+        metrics = _metrics(base)
+        health = _http(f"{base}/healthz")
+    quiet_p99, abuse_p99 = quiet["p99_ms"], abuse["typists"]["p99_ms"]
+    return {
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in cfg.__dict__.items()},
+        "quiet": quiet,
+        "abuse": abuse,
+        "closed_by_server": _closed_by_server(metrics),
+        "memory_start": memory_start,
+        "memory_end": memory_end,
+        "health_after": health,
+        "p99_ratio": round(abuse_p99 / quiet_p99, 2) if quiet_p99 and abuse_p99 else None,
+        "ok": bool(quiet_p99 and abuse_p99 and abuse_p99 <= 2 * quiet_p99
+                   and abuse["typists"]["errors"] == 0 and "error" not in abuse["reload"]),
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as the lines BENCHMARKS.md records."""
+    q, a = report["quiet"], report["abuse"]["typists"]
+    lines = [
+        "| phase | typists | keystrokes answered | answered/s | p50 ms | p99 ms | typist errors |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| quiet | {q['users']} | {q['answered']:,} | {q['answered_per_s']:,.0f} | {q['p50_ms']} | {q['p99_ms']} | "
+        f"{q['errors']} |",
+        f"| abuse | {a['users']} | {a['answered']:,} | {a['answered_per_s']:,.0f} | {a['p50_ms']} | {a['p99_ms']} | "
+        f"{a['errors']} |",
+        "",
+        f"- p99 under abuse / quiet: {report['p99_ratio']} ({'within' if report['ok'] else 'NOT within'} 2x)",
+        f"- abusers saw: {report['abuse']['abusers']}",
+        f"- server closed or refused: {report['closed_by_server']}",
+        f"- reload half-way: {report['abuse']['reload']}",
+        f"- server memory (RSS, all processes): {report['memory_start'].get('rss_mb')} MB at start, "
+        f"{report['memory_end'].get('rss_mb')} MB at the end",
+    ]
+    return "\n".join(lines)

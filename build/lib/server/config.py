@@ -1,0 +1,136 @@
+"""Server configuration: the one source of truth for every default of ``qac serve``.
+
+Each field can come from an environment variable ``QAC_<NAME>``; fields marked with a
+``flag`` are also ``qac serve`` options. Precedence: flag, then environment, then default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from indexer.errors import QacError
+from indexer.normalize import MAX_QUERY_CHARS
+
+ENV_PREFIX = "QAC_"
+SESSION_SCHEMES = ("redis", "rediss", "unix")
+
+
+class ConfigError(QacError, ValueError):
+    """A configuration value that is out of range or malformed."""
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    return tuple(part for part in re.split(r"[\s,]+", text) if part)
+
+
+def _opt(
+    default: Any, parse: Callable[[str], Any], help: str, flag: str | None = None, env: str | None = None,
+    **kw: Any,
+) -> Any:
+    """A field with how to parse it from text, its help and (for CLI options) its flag name."""
+    return field(default=default, metadata={"parse": parse, "help": help, "flag": flag, "env": env}, **kw)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything that decides how the server runs; immutable, validated on construction."""
+
+    index: str | None = _opt(None, str, "model directory (default: a model of the shipped sample log, "
+                             "built once into the cache)", flag="--index")
+    host: str = _opt("127.0.0.1", str, "interface to listen on", flag="--host")
+    port: int = _opt(8000, int, "TCP port", flag="--port")
+    workers: int = _opt(1, int, "server processes sharing the port", flag="--workers")
+    sessions: str = _opt("memory", str, "session store: memory, or redis://HOST:PORT/DB shared by "
+                         "every process and replica", flag="--sessions")
+    session_ttl: float = _opt(1800.0, float, "seconds a session lives without activity", flag="--session-ttl")
+    allowed_origins: tuple[str, ...] = _opt(
+        (), _origins, "browser origins allowed to open the WebSocket besides the page's own "
+        "(clients that send no Origin, such as scripts, are always allowed)", flag="--allowed-origin",
+        env="QAC_ALLOWED_ORIGIN")
+    max_sessions: int = _opt(100_000, int, "sessions kept by the memory store; least recently used go first")
+    max_history: int = _opt(20, int, "queries kept per session, newest last")
+    max_prefix: int = _opt(MAX_QUERY_CHARS, int, "longest prefix or submitted query, in characters (the "
+                           "longest query the indexer keeps)")
+    max_message: int = _opt(4096, int, "largest client frame, in bytes; a larger one closes the connection "
+                            "with code 1009")
+    rate: float = _opt(50.0, float, "client messages per second per connection, sustained")
+    burst: int = _opt(100, int, "client messages per connection allowed at once above the rate")
+    max_connections: int = _opt(10_000, int, "open WebSocket connections per process; more are refused "
+                                "(closed with code 1013, try again later)")
+    idle_timeout: float = _opt(600.0, float, "seconds without a client message before a connection is closed "
+                               "(code 4000; the page reconnects when its user types again)")
+    send_timeout: float = _opt(10.0, float, "seconds a send may wait on a client that does not read before "
+                               "the connection is dropped")
+    k: int = _opt(10, int, "suggestions per keystroke")
+    rank_threads: int = _opt(0, int, "threads per process ranking keystrokes off the event loop (default: "
+                             "1 with one worker, whose p99 more threads hurt; 4 with several, for throughput)")
+    static_dir: str | None = _opt(None, str, "directory of the demo page (default: the repository's static/)")
+    admin_token: str | None = _opt(None, str, "bearer token of POST /admin/reload; unset disables it",
+                                   repr=False)
+    reload_file: str | None = _opt(None, str, "file through which worker processes announce reloads")
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be in 0..65535, got {self.port}")
+        if self.rank_threads == 0:  # measured: BENCHMARKS.md, "ranking threads"
+            object.__setattr__(self, "rank_threads", 1 if self.workers == 1 else 4)
+        for name in ("workers", "max_sessions", "max_history", "max_prefix", "max_message", "burst", "k",
+                     "rank_threads", "max_connections"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("session_ttl", "rate", "idle_timeout", "send_timeout"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.max_message < self.max_prefix:
+            raise ConfigError(f"max_message ({self.max_message}) must be >= max_prefix ({self.max_prefix})")
+        if self.sessions != "memory" and urlsplit(self.sessions).scheme not in SESSION_SCHEMES:
+            raise ConfigError(f"sessions must be 'memory' or a redis:// URL, got {self.sessions!r}")
+        object.__setattr__(self, "allowed_origins", tuple(normalize_origin(o) for o in self.allowed_origins))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> ServerConfig:
+        """The configuration from ``overrides`` (``None`` = not given), then ``QAC_*`` variables.
+
+        An empty variable counts as unset.
+        """
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            given = overrides.pop(f.name, None)
+            if given is not None:
+                values[f.name] = given
+            elif environ.get(env_name(f), "").strip():
+                text = environ[env_name(f)]
+                try:
+                    values[f.name] = f.metadata["parse"](text)
+                except ValueError as exc:
+                    raise ConfigError(f"{env_name(f)}={text!r}: {exc}") from exc
+        if overrides:
+            raise TypeError(f"unknown configuration fields {sorted(overrides)}")
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """``QAC_*`` variables from which :meth:`from_env` rebuilds this configuration."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                out[env_name(f)] = ",".join(value) if isinstance(value, tuple) else str(value)
+        return out
+
+
+def env_name(f: dataclasses.Field[Any]) -> str:
+    """The environment variable of a configuration field."""
+    return f.metadata["env"] or ENV_PREFIX + f.name.upper()
+
+
+def normalize_origin(origin: str) -> str:
+    """``scheme://host[:port]`` in lower case, without a trailing slash; raises ConfigError."""
+    parts = urlsplit(origin.strip().lower())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/") or parts.query:
+        raise ConfigError(f"an origin is scheme://host[:port], got {origin!r}")
+    return f"{parts.scheme}://{parts.netloc}"

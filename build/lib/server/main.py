@@ -1,0 +1,117 @@
+"""``run()``: load the model, bind the port, print the demo URL, serve with uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import os
+import socket
+import tempfile
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from uvicorn.supervisors import Multiprocess
+
+from indexer.errors import QacError
+
+from .app import create_app
+from .config import ServerConfig
+from .metrics import MULTIPROC_ENV
+from .ranker import announce_reload, load_warm, release_memory
+from .sessions import SessionError, open_store
+
+
+class ServeError(QacError):
+    """The server cannot start: port taken, session store unreachable, no model."""
+
+
+def run(config: ServerConfig, *, say: Callable[[str], None] = print) -> None:
+    """Serve ``config`` until interrupted.
+
+    Raises :class:`ServeError`, and :class:`indexer.ModelError` for a bad ``--index``.
+    """
+    if not config.index:
+        raise ServeError("no model to serve: give --index DIR")
+    index = Path(config.index).expanduser().resolve()
+    model = load_warm(index)
+    _check_sessions(config)
+    sock = _bind(config.host, config.port)
+    config = replace(config, index=str(index), port=sock.getsockname()[1])
+    say(f"qac serve: model {model.version} from {index}")
+    say(f"qac serve: demo page at {demo_url(config.host, config.port)}")
+    if config.workers == 1:
+        server = uvicorn.Server(uvicorn_config(config, create_app(config, model=model)))
+        server.run(sockets=[sock])
+        if not server.started:
+            raise ServeError("the server did not start; see the log above")
+        return
+    del model  # each worker loads its own (memory-mapped, so the pages are shared)
+    release_memory()
+    if config.sessions == "memory":
+        say("qac serve: warning: each worker keeps its own memory sessions; a client that reconnects "
+            "to another worker loses its history. Use --sessions redis://... to share them.")
+    with tempfile.TemporaryDirectory(prefix="qac-serve-") as tmp:
+        reload_file = Path(tmp) / "reload"
+        announce_reload(reload_file, config.index or "")
+        config = replace(config, reload_file=str(reload_file))
+        os.environ.update(config.to_env())
+        (Path(tmp) / "metrics").mkdir()
+        os.environ[MULTIPROC_ENV] = str(Path(tmp) / "metrics")  # read by prometheus_client in each worker
+        Multiprocess(uvicorn_config(config, "server.app:app_from_env"), sockets=[sock]).run()
+
+
+def uvicorn_config(config: ServerConfig, app: Any) -> uvicorn.Config:
+    """uvicorn's settings for ``app`` (an ASGI app, or an import string of an app factory)."""
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    log_config["loggers"]["qac"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return uvicorn.Config(
+        app, host=config.host, port=config.port, workers=config.workers, factory=isinstance(app, str),
+        log_config=log_config,
+        # Frames up to this size reach the app, which closes over-limit ones with 1009 and counts
+        # them; uvicorn cuts anything larger before buffering it (also 1009).
+        ws_max_size=max(1 << 16, 4 * config.max_message),
+        # Frames are a few hundred bytes: compressing them costs both sides CPU for nothing.
+        ws_per_message_deflate=False,
+        timeout_graceful_shutdown=5,
+    )
+
+
+def demo_url(host: str, port: int) -> str:
+    """The URL to open in a browser for a server listening on ``host``."""
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ServeError(f"cannot listen on {host}:{port}: {exc}") from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def _check_sessions(config: ServerConfig) -> None:
+    async def ping() -> None:
+        store = open_store(config.sessions, config.session_ttl, config.max_history, config.max_sessions)
+        try:
+            await store.ping()
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(ping())
+    except SessionError as exc:
+        raise ServeError(str(exc)) from exc

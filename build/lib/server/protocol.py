@@ -1,0 +1,150 @@
+"""The WebSocket protocol: JSON text frames, parsed into messages and encoded back.
+
+Client to server::
+
+    {"type": "query", "id": <int>, "prefix": "<text as typed>"}
+    {"type": "submit", "query": "<text>"}
+
+Server to client::
+
+    {"type": "hello", "session": "<id>", "index": "<model version>", "history": <int>}
+    {"type": "suggestions", "id": <int>, "prefix": "<normalized>", "items": [...], "took_ms": <float>}
+    {"type": "ack", "history": <int>}
+    {"type": "error", "id": <int or null>, "code": "<code>", "message": "<text>"}
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TypeGuard
+
+from indexer.model import Completion
+
+# Error codes. Every one but INTERNAL names something the client did; all keep the connection open.
+BAD_JSON = "bad_json"
+BAD_MESSAGE = "bad_message"
+UNKNOWN_TYPE = "unknown_type"
+TOO_LONG = "too_long"
+STALE_ID = "stale_id"
+RATE_LIMITED = "rate_limited"
+INTERNAL = "internal"
+
+# Close codes besides the standard ones: 1008 policy (origin), 1009 frame too big,
+# 1013 try again later (server full).
+CLOSE_IDLE = 4000
+
+MAX_ID = 2**53 - 1  # the largest integer a JavaScript client counts to exactly
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+class ProtocolError(Exception):
+    """A message the server answers with an error frame; ``id`` is the query's, if known."""
+
+    def __init__(self, code: str, message: str, id: int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.id = id
+
+
+@dataclass(frozen=True)
+class Query:
+    """A keystroke: rank completions of ``prefix``; ``id`` is echoed in the answer."""
+
+    id: int
+    prefix: str
+
+
+@dataclass(frozen=True)
+class Submit:
+    """A finished query, appended to the session's history."""
+
+    query: str
+
+
+ClientMessage = Query | Submit
+
+
+def frame_size(text: str) -> int:
+    """The size of a text frame in bytes (UTF-8)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def parse(text: str, *, max_prefix: int) -> ClientMessage:
+    """The message in a text frame; raises :class:`ProtocolError` naming what is wrong."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(BAD_JSON, f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError(BAD_MESSAGE, f"expected a JSON object, got {type(data).__name__}")
+    kind = data.get("type")
+    if kind == "query":
+        qid = data.get("id")
+        if not _is_int(qid):
+            raise ProtocolError(BAD_MESSAGE, f"a query needs an integer 'id', got {qid!r}"[:200])
+        if not 0 <= qid <= MAX_ID:
+            raise ProtocolError(BAD_MESSAGE, f"a query 'id' must be in 0..2**53-1, got {qid}"[:200])
+        return Query(qid, _text(data, "prefix", max_prefix, qid))
+    if kind == "submit":
+        return Submit(_text(data, "query", max_prefix, None))
+    if not isinstance(kind, str):
+        raise ProtocolError(BAD_MESSAGE, f"expected a string 'type', got {kind!r}", peek_id(data))
+    raise ProtocolError(UNKNOWN_TYPE, f"expected type 'query' or 'submit', got {kind[:40]!r}", peek_id(data))
+
+
+def peek_id(message: str | dict[str, Any]) -> int | None:
+    """The integer ``id`` of a message if it has one, for error frames; never raises."""
+    if isinstance(message, str):
+        try:
+            message = json.loads(message)
+        except (ValueError, RecursionError):
+            return None
+    qid = message.get("id") if isinstance(message, dict) else None
+    return qid if _is_int(qid) and 0 <= qid <= MAX_ID else None
+
+
+def _is_int(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _text(data: dict[str, Any], key: str, limit: int, qid: int | None) -> str:
+    value = data.get(key)
+    if not isinstance(value, str):
+        raise ProtocolError(BAD_MESSAGE, f"expected a string {key!r}, got {value!r}"[:200], qid)
+    if len(value) > limit:
+        raise ProtocolError(TOO_LONG, f"{key} of {len(value)} characters; the limit is {limit}", qid)
+    if _CONTROL.search(value):
+        raise ProtocolError(BAD_MESSAGE, f"{key} holds control characters", qid)
+    return value
+
+
+def items(completions: Sequence[Completion]) -> list[dict[str, Any]]:
+    """Suggestions as JSON objects, the same for the WebSocket and ``GET /complete``."""
+    return [{"query": c.query, "score": round(c.score, 6)} for c in completions]
+
+
+def hello(session: str, index: str, history: int) -> str:
+    return _dump({"type": "hello", "session": session, "index": index, "history": history})
+
+
+def suggestions(qid: int, prefix: str, completions: Sequence[Completion], took_ms: float) -> str:
+    return _dump({"type": "suggestions", "id": qid, "prefix": prefix, "items": items(completions),
+                  "took_ms": round(took_ms, 3)})
+
+
+def ack(history: int, stored: bool = True) -> str:
+    """``stored`` is false while the session store is down: the query is kept by this connection."""
+    return _dump({"type": "ack", "history": history} if stored else {"type": "ack", "history": history,
+                                                                     "stored": False})
+
+
+def error(code: str, message: str, qid: int | None = None) -> str:
+    return _dump({"type": "error", "id": qid, "code": code, "message": message})
+
+
+def _dump(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))

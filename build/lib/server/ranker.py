@@ -1,0 +1,156 @@
+"""The model being served: ranking off the event loop, and atomic swaps to a new model.
+
+A request takes a reference to the current model when it starts and finishes on it; a
+reload loads the new directory in a thread and then replaces the reference in one
+assignment, so in-flight requests never see a half-loaded model.
+
+With several worker processes, the one that receives a reload announces it in a small file
+(``reload_file``: a nonce and the directory); the others poll it and follow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import logging
+import os
+import secrets
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import indexer
+from indexer.model import Completion, Model
+from indexer.normalize import normalize_prefix
+
+log = logging.getLogger("qac.server")
+
+LOADING_SWITCH_INTERVAL = 0.0002  # seconds; sys.getswitchinterval() while a reload loads
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """The answer to one keystroke: normalized prefix, suggestions, the model that ranked them."""
+
+    prefix: str
+    items: list[Completion]
+    version: str
+    seconds: float
+
+
+class Ranker:
+    """Holds the current model; ranks on a small thread pool; swaps models on reload."""
+
+    def __init__(self, model: Model, index: str, *, threads: int, k: int,
+                 on_swap: Callable[[Model, str], None] | None = None, reload_file: str | None = None,
+                 announced: tuple[str, str] | None = None):
+        """``announced`` is the announcement ``model`` was loaded after, if any."""
+        self._model = model
+        self._index = index
+        self.k = k
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="qac-rank")
+        self._lock = asyncio.Lock()
+        self._on_swap = on_swap
+        self._reload_file = Path(reload_file) if reload_file else None
+        self._token = announced
+
+    @property
+    def model(self) -> Model:
+        return self._model
+
+    @property
+    def version(self) -> str:
+        return self._model.version
+
+    @property
+    def index(self) -> str:
+        return self._index
+
+    async def complete(self, prefix: str, history: Sequence[str]) -> Ranked:
+        """Rank ``prefix`` after ``history`` on the pool, with the model current at the call."""
+        model = self._model
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        items = await loop.run_in_executor(self._pool, model.complete, prefix, tuple(history), self.k)
+        return Ranked(normalize_prefix(prefix), items, model.version, time.perf_counter() - started)
+
+    async def reload(self, index: str, *, announce: bool = True) -> tuple[str, str]:
+        """Load ``index`` and swap it in: (old version, new version).
+
+        Raises :class:`indexer.ModelError` (or what loading raised) and keeps the old model.
+        """
+        async with self._lock:
+            # Loading holds the GIL for long stretches; with the default 5 ms switch interval
+            # the event loop and ranking threads would wait up to that at every step.
+            switch = sys.getswitchinterval()
+            sys.setswitchinterval(LOADING_SWITCH_INTERVAL)
+            try:
+                model = await asyncio.to_thread(load_warm, index)
+            finally:
+                sys.setswitchinterval(switch)
+            old, self._model, self._index = self._model, model, index
+            if announce and self._reload_file is not None:
+                self._token = announce_reload(self._reload_file, index)
+        if self._on_swap is not None:
+            self._on_swap(model, index)
+        old_version = old.version
+        del old  # in-flight requests may hold it a little longer
+        await asyncio.to_thread(release_memory)
+        log.info("model %s from %s replaces %s (pid %d)", model.version, index, old_version, os.getpid())
+        return old_version, model.version
+
+    async def follow(self, interval: float = 0.5) -> None:
+        """Forever: apply the reloads other worker processes announce in the reload file."""
+        if self._reload_file is None:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            token = read_announcement(self._reload_file)
+            if token is None or token == self._token:
+                continue
+            self._token = token
+            try:
+                await self.reload(token[1], announce=False)
+            except Exception:  # keep serving the old model; the announcing worker reported it
+                log.exception("could not follow the reload to %s", token[1])
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def release_memory() -> None:
+    """Hand the heap a replaced model freed back to the system (glibc keeps it otherwise:
+    each reload grew a worker by ~100 MB). A ctypes call runs without the GIL; a gc.collect()
+    here would hold it for a full collection, and the model has no cycles to collect."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+
+
+def load_warm(index: str | Path) -> Model:
+    """Load a model directory and rank once, so the first real keystroke pays no page faults."""
+    model = indexer.load(index)
+    model.complete("a", ("a",))
+    return model
+
+
+def announce_reload(path: Path, index: str) -> tuple[str, str]:
+    """Write a new announcement atomically; returns it as read back by :func:`read_announcement`."""
+    token = (secrets.token_hex(8), index)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text("\n".join(token), encoding="utf-8")
+    os.replace(tmp, path)
+    return token
+
+
+def read_announcement(path: Path) -> tuple[str, str] | None:
+    """The (nonce, directory) last announced, or ``None`` if there is none."""
+    try:
+        nonce, _, index = path.read_text(encoding="utf-8").partition("\n")
+    except OSError:
+        return None
+    return (nonce, index) if nonce and index else None

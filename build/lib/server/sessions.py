@@ -1,0 +1,218 @@
+"""Session stores: each session's submitted queries, newest last, bounded, with an idle TTL.
+
+A session is created by the server (:meth:`SessionStore.open` without a live id) and stays
+alive while it is used; any read or write refreshes its TTL. Writing to a session that has
+expired meanwhile revives it.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from abc import ABC, abstractmethod
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import Any, TypeGuard
+
+from indexer.errors import QacError
+
+_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
+
+class SessionError(QacError):
+    """The session store cannot be reached or answered with an error."""
+
+
+def new_session_id() -> str:
+    """A fresh unguessable session id (22 URL-safe characters)."""
+    return secrets.token_urlsafe(16)
+
+
+def valid_session_id(sid: str | None) -> TypeGuard[str]:
+    """Whether ``sid`` looks like an id this server hands out."""
+    return sid is not None and _ID.fullmatch(sid) is not None
+
+
+class SessionStore(ABC):
+    """Where sessions live; every method may raise :class:`SessionError`."""
+
+    kind: str
+
+    def __init__(self, ttl: float, max_history: int):
+        self.ttl = ttl
+        self.max_history = max_history
+
+    @abstractmethod
+    async def open(self, requested: str | None = None) -> tuple[str, list[str]]:
+        """Resume ``requested`` if it is alive, else start a new session: its id and history."""
+
+    @abstractmethod
+    async def history(self, sid: str) -> list[str]:
+        """The session's queries, oldest first (empty if expired)."""
+
+    @abstractmethod
+    async def append(self, sid: str, query: str) -> int:
+        """Append a normalized query; the length of the history afterwards."""
+
+    @abstractmethod
+    async def count(self) -> int:
+        """How many sessions are alive."""
+
+    async def ping(self) -> None:  # noqa: B027 (a store in this process is always there)
+        """Raise :class:`SessionError` unless the store answers."""
+
+    async def close(self) -> None:  # noqa: B027
+        """Release connections."""
+
+
+class _Entry:
+    __slots__ = ("history", "seen")
+
+    def __init__(self, max_history: int, now: float):
+        self.history: deque[str] = deque(maxlen=max_history)
+        self.seen = now
+
+
+class MemorySessionStore(SessionStore):
+    """Sessions in this process, least recently used first; at most ``max_sessions`` of them."""
+
+    kind = "memory"
+
+    def __init__(self, ttl: float, max_history: int, max_sessions: int,
+                 clock: Callable[[], float] = time.monotonic):
+        super().__init__(ttl, max_history)
+        self.max_sessions = max_sessions
+        self._clock = clock
+        self._sessions: OrderedDict[str, _Entry] = OrderedDict()
+
+    def _expire(self, now: float) -> None:
+        sessions = self._sessions
+        while sessions:
+            sid, entry = next(iter(sessions.items()))
+            if now - entry.seen < self.ttl and len(sessions) <= self.max_sessions:
+                break
+            del sessions[sid]
+
+    def _get(self, sid: str) -> _Entry | None:
+        now = self._clock()
+        self._expire(now)
+        entry = self._sessions.get(sid)
+        if entry is not None:
+            entry.seen = now
+            self._sessions.move_to_end(sid)
+        return entry
+
+    def _ensure(self, sid: str) -> _Entry:
+        entry = self._get(sid)
+        if entry is None:
+            entry = self._sessions[sid] = _Entry(self.max_history, self._clock())
+            self._expire(entry.seen)
+        return entry
+
+    async def open(self, requested: str | None = None) -> tuple[str, list[str]]:
+        if valid_session_id(requested):
+            entry = self._get(requested)
+            if entry is not None:
+                return requested, list(entry.history)
+        sid = new_session_id()
+        self._ensure(sid)
+        return sid, []
+
+    async def history(self, sid: str) -> list[str]:
+        entry = self._get(sid)
+        return list(entry.history) if entry is not None else []
+
+    async def append(self, sid: str, query: str) -> int:
+        entry = self._ensure(sid)
+        entry.history.append(query)
+        return len(entry.history)
+
+    async def count(self) -> int:
+        self._expire(self._clock())
+        return len(self._sessions)
+
+
+class RedisSessionStore(SessionStore):
+    """Sessions in Redis, shared by processes and replicas.
+
+    Per session a list ``<prefix>h:<id>`` (RPUSH, LTRIM, EXPIRE), plus one sorted set
+    ``<prefix>live`` of session ids by last use, which says whether an id is alive and counts
+    sessions (entries older than the TTL are pruned). Clocks of replicas should agree to well
+    under the TTL.
+    """
+
+    kind = "redis"
+
+    def __init__(self, url: str, ttl: float, max_history: int, prefix: str = "qac:",
+                 clock: Callable[[], float] = time.time):
+        super().__init__(ttl, max_history)
+        import redis.asyncio
+
+        self.url = url
+        self.prefix = prefix
+        self._clock = clock
+        self._redis: Any = redis.asyncio.from_url(
+            url, decode_responses=True, socket_timeout=2.0, socket_connect_timeout=2.0
+        )
+        self._live = prefix + "live"
+
+    def _key(self, sid: str) -> str:
+        return f"{self.prefix}h:{sid}"
+
+    async def _run(self, build: Callable[[Any], object]) -> list[Any]:
+        """Queue commands with ``build(pipeline)`` and run them as one transaction: their results."""
+        from redis.exceptions import RedisError
+
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                build(pipe)
+                return list(await pipe.execute())
+        except (RedisError, OSError) as exc:
+            raise SessionError(f"session store {self.url}: {exc}") from exc
+
+    def _touch(self, pipe: Any, sid: str) -> Any:
+        """Queue marking the session as used now (pipeline commands chain)."""
+        return pipe.zadd(self._live, {sid: self._clock()}).expire(self._key(sid), max(1, round(self.ttl)))
+
+    async def open(self, requested: str | None = None) -> tuple[str, list[str]]:
+        if valid_session_id(requested):
+            seen, history = await self._run(
+                lambda p: p.zscore(self._live, requested).lrange(self._key(requested), 0, -1)
+            )
+            if seen is not None and self._clock() - float(seen) < self.ttl:
+                await self._run(lambda p: self._touch(p, requested))
+                return requested, list(history)
+        sid = new_session_id()
+        cutoff = self._clock() - self.ttl
+        await self._run(lambda p: self._touch(p.zremrangebyscore(self._live, "-inf", cutoff), sid))
+        return sid, []
+
+    async def history(self, sid: str) -> list[str]:
+        result = await self._run(lambda p: self._touch(p.lrange(self._key(sid), 0, -1), sid))
+        return list(result[0])
+
+    async def append(self, sid: str, query: str) -> int:
+        key = self._key(sid)
+        result = await self._run(
+            lambda p: self._touch(p.rpush(key, query).ltrim(key, -self.max_history, -1).llen(key), sid)
+        )
+        return int(result[2])
+
+    async def count(self) -> int:
+        cutoff = self._clock() - self.ttl
+        result = await self._run(lambda p: p.zremrangebyscore(self._live, "-inf", cutoff).zcard(self._live))
+        return int(result[1])
+
+    async def ping(self) -> None:
+        await self._run(lambda p: p.ping())
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def open_store(url: str, ttl: float, max_history: int, max_sessions: int) -> SessionStore:
+    """The store named by ``--sessions``: ``memory`` or a ``redis://`` URL."""
+    if url == "memory":
+        return MemorySessionStore(ttl, max_history, max_sessions)
+    return RedisSessionStore(url, ttl, max_history)

@@ -1,0 +1,60 @@
+"""``qac replay``: replay logged sessions against a running server and score what it shows."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from replay.replay import ReplayOptions
+
+from .args import positive
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``replay`` to the ``qac`` subcommands."""
+    d = ReplayOptions()
+    p = sub.add_parser(
+        "replay",
+        help="replay logged sessions against a running server and score its suggestions",
+        description="Open one WebSocket per session, type each query keystroke by keystroke (waiting "
+        "for every answer), submit it, and report MRR@10 and success@10 over all keystrokes and by "
+        "prefix length, MRR at each pair's sampled prefix (as `qac eval` measures it), keystrokes "
+        "saved, round-trip latency, errors and dropped connections.",
+    )
+    p.add_argument("--url", required=True, metavar="ws://HOST:PORT/ws", help="the server's WebSocket")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--log", action="append", type=Path, metavar="LOG.tsv[.gz]",
+                        help="a query log, cut into sessions as `qac build` does; repeatable")
+    source.add_argument("--pairs", type=Path, metavar="PAIRS.jsonl",
+                        help="evaluation pairs: submit prev_query, then type next_query")
+    p.add_argument("--sessions", type=positive(int), metavar="N", help="replay only the first N sessions")
+    p.add_argument("--concurrency", type=positive(int), default=d.concurrency, metavar="C",
+                   help="sessions replayed at once (default: %(default)s)")
+    p.add_argument("--rate", type=positive(float), default=d.rate, metavar="KEYSTROKES_PER_S",
+                   help="most keystrokes per second over all sessions (default: as fast as answered)")
+    p.add_argument("--timeout", type=positive(float), default=d.timeout, metavar="SECONDS",
+                   help="seconds to wait for one answer before giving up on the session (default: %(default)s)")
+    p.add_argument("--duration", type=positive(float), default=d.duration, metavar="SECONDS",
+                   help="start no keystroke after this many seconds (default: replay everything)")
+    p.add_argument("--json", action="store_true", help="end with the report as one JSON object on the last line")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``qac replay``: replay the sessions and print the report."""
+    from replay.replay import format_report, run_replay
+    from replay.scripts import scripts_from_log, scripts_from_pairs
+
+    options = ReplayOptions(concurrency=args.concurrency, rate=args.rate, timeout=args.timeout,
+                            duration=args.duration)
+    if args.pairs is not None:
+        scripts = scripts_from_pairs(args.pairs, args.sessions)
+    else:
+        scripts = scripts_from_log(args.log, args.sessions)
+    report = run_replay(args.url, scripts, options, quiet=args.quiet)
+    print(format_report(report))
+    if args.json:
+        print(json.dumps(report))
+    return 0

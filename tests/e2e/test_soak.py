@@ -1,0 +1,33 @@
+"""The soak run, short, against the small model: every kind of abuse is met as it should be."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from indexer.train.examples import protocol_pairs
+from indexer.train.logs import read_logs
+from indexer.train.sessions import sessions_of
+from replay.soak import SoakConfig, markdown, run_soak
+
+
+def test_a_short_soak_meets_each_abuse_and_keeps_the_typists_served(
+    small_model_dir: Path, small_log: Path, tmp_path: Path
+) -> None:
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(
+        json.dumps({"prev_query": e.prev, "prefix": e.prefix, "next_query": e.target}) + "\n"
+        for e in protocol_pairs(sessions_of(read_logs([small_log])[0]))[:100]))
+    cfg = SoakConfig(small_model_dir, pairs, workers=1, users=4, quiet_seconds=2, abuse_seconds=4,
+                     flooders=1, flood_rate=200, garbage_senders=2, garbage_rate=30, storm_rate=10)
+    report = run_soak(cfg, say=lambda text: None)
+    abusers, typists = report["abuse"]["abusers"], report["abuse"]["typists"]
+    assert typists["answered"] > 0 and typists["errors"] == 0
+    assert abusers["error:rate_limited"] > 0  # the flooder
+    assert abusers["error:bad_json"] > 0 and abusers["error:bad_message"] > 0
+    assert abusers["closed:1009"] > 0 and abusers["closed:1007"] > 0  # oversized frames, bad UTF-8
+    assert abusers["storm_connections"] > 0
+    assert report["closed_by_server"]["frame_too_big"] > 0
+    assert report["abuse"]["reload"]["index"]  # the reload half-way went through
+    assert report["health_after"]["status"] == "ok"
+    assert "p99 under abuse / quiet" in markdown(report)

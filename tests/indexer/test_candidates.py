@@ -1,0 +1,51 @@
+import numpy as np
+
+from indexer.candidates import CandidateConfig, CandidateGenerator
+from indexer.train.build import fit_word_model, label_index
+from indexer.train.logs import LogRow
+from indexer.train.sessions import sessions_of
+
+LOG = [
+    ("u1", "oregon running calendar", 0), ("u1", "salem running calendar", 60),
+    ("u2", "ny times", 0), ("u2", "new york times", 60), ("u3", "ny times", 0),
+    ("u3", "new york pizza", 60), ("u4", "newport beach", 0),
+]
+
+
+def generator(sources=None):
+    rows = [LogRow(u, q, float(t)) for u, q, t in LOG]
+    config = CandidateConfig() if sources is None else CandidateConfig(sources=sources)
+    return CandidateGenerator(label_index(rows), fit_word_model(rows, sessions_of(rows)), None, config)
+
+
+def test_every_candidate_starts_with_the_prefix():
+    gen = generator()
+    for prefix in ["n", "ne", "new y", "new ", "x", "", "salem r"]:
+        cands = gen.generate(prefix, ["oregon running calendar"])
+        assert all(t.startswith(prefix) for t in cands.texts), prefix
+        assert cands.features.shape[0] == len(cands.texts)
+        assert cands.bucket == (0 if len(prefix) < 3 else 1 if len(prefix) < 6 else 2)
+
+
+def test_the_typed_prefix_is_a_candidate_of_its_own():
+    assert "zzz top" in generator().generate("zzz top", []).texts
+
+
+def test_word_model_completes_the_partial_last_word():
+    texts = generator(("word",)).generate("brooklyn ti", []).texts
+    assert "brooklyn times" in texts
+
+
+def test_session_words_finish_a_reformulation():
+    texts = generator(("session",)).generate("portland r", ["oregon running calendar"]).texts
+    assert "portland running calendar" in texts
+
+
+def test_transitions_propose_what_followed_the_previous_query():
+    texts = generator(("transitions",)).generate("", ["ny times"]).texts
+    assert set(texts) == {"new york times", "new york pizza"}
+
+
+def test_candidates_without_history_have_no_session_features():
+    cands = generator().generate("new", [])
+    assert np.isfinite(cands.features).all()

@@ -1,0 +1,54 @@
+"""The load generator of ``qac bench``, against the fake server."""
+
+from __future__ import annotations
+
+import pytest
+
+from replay.loadgen import chain_pairs, load
+from replay.scripts import Typed, keystrokes_of
+from tests.replay.fake_server import VOCAB, fake_server, starts_with
+
+TYPE_NEW_YORK = (Typed("new york times", keystrokes_of("new york times")),)
+
+
+def pair(prev: str, target: str) -> tuple[Typed, ...]:
+    return (Typed(prev), Typed(target, keystrokes_of(target), 0))
+
+
+def test_pairs_of_one_session_are_chained_into_it() -> None:
+    scripts = [pair("a", "b"), pair("b", "c"), pair("x", "y"), (Typed("z", ("z",), 0),), pair("z", "w")]
+    assert [[s.target for s in script] for script in chain_pairs(scripts)] == [
+        ["a", "b", "c"], ["x", "y"], ["z", "w"]]
+
+
+@pytest.mark.anyio
+async def test_human_paced_sessions_get_every_keystroke_answered() -> None:
+    async with fake_server(starts_with) as (url, received):
+        report = await load(url, [TYPE_NEW_YORK], users=3, duration=0.6, ramp=0.1)
+    assert report["mode"] == "human" and report["errors"] == 0
+    assert report["answered"] == report["sent"] > 0 and report["superseded"] == 0
+    # three sessions, a keystroke every 150-250 ms each: 4 to 7 a second
+    assert 3 * 4 * 0.6 * 0.7 <= report["sent_per_s"] * 0.6 <= 3 * 7 * 0.6 * 1.5 + 3
+    assert {m["type"] for m in received} == {"query"}  # time ran out before a query was finished
+
+
+@pytest.mark.anyio
+async def test_saturation_counts_keystrokes_the_server_skipped_as_superseded() -> None:
+    async with fake_server(starts_with, silent=lambda prefix: prefix not in VOCAB) as (url, received):
+        report = await load(url, [TYPE_NEW_YORK], users=2, duration=0.3, pause=None, ramp=0.0, timeout=0.5)
+    assert report["mode"] == "saturation"
+    # Unlike the real server, this one never answers a query cut short when the time is up.
+    assert set(report["errors_by_kind"]) <= {"timeout"} and report["errors"] <= 2
+    submits = sum(m["type"] == "submit" for m in received)
+    assert submits > 2
+    # each finished query: 13 keystrokes superseded by the answer to the 14th
+    assert report["answered"] >= submits - 2 and report["superseded"] >= 13 * (submits - 2)
+    assert report["superseded"] + report["answered"] + report["unanswered"] == report["sent"]
+
+
+@pytest.mark.anyio
+async def test_dropped_connections_are_counted_and_the_users_reconnect() -> None:
+    async with fake_server(starts_with, answers_per_connection=2, abort=True) as (url, _):
+        report = await load(url, [TYPE_NEW_YORK], users=2, duration=0.4, pause=(0.01, 0.02), ramp=0.0)
+    assert report["errors_by_kind"].get("dropped", 0) >= 2
+    assert report["sessions"] > 2 and report["answered"] > 0

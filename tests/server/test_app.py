@@ -1,0 +1,376 @@
+"""The server end to end: a real uvicorn on a free port, a real ``websockets`` client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+import indexer
+from indexer.model import Model
+from server import connection
+from server.app import create_app
+from server.config import ServerConfig
+from tests.support import TOKEN, items_of, recv_json, running
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def config(small_model_dir: Path) -> ServerConfig:
+    return ServerConfig(index=str(small_model_dir), admin_token=TOKEN)
+
+
+@pytest.fixture
+def server(config: ServerConfig) -> Iterator[str]:
+    with running(create_app(config), config) as address:
+        yield address
+
+
+def query(qid: int, prefix: str) -> str:
+    return json.dumps({"type": "query", "id": qid, "prefix": prefix})
+
+
+def submit(text: str) -> str:
+    return json.dumps({"type": "submit", "query": text})
+
+
+async def ask(ws: Any, qid: int, prefix: str) -> dict[str, Any]:
+    await ws.send(query(qid, prefix))
+    return await recv_json(ws)
+
+
+async def test_hello_names_a_new_session_and_the_model_version(server: str, small_model: Model) -> None:
+    async with connect(f"ws://{server}/ws") as ws:
+        hello = await recv_json(ws)
+    assert hello["type"] == "hello"
+    assert hello["index"] == small_model.version
+    assert len(hello["session"]) >= 16
+    assert hello["history"] == 0
+
+
+async def test_a_keystroke_is_answered_with_its_id_and_the_models_ranking(
+    server: str, small_model: Model
+) -> None:
+    async with connect(f"ws://{server}/ws") as ws:
+        await recv_json(ws)
+        first = await ask(ws, 7, "New  Y")
+        second = await ask(ws, 8, "b")
+    assert first["type"] == "suggestions"
+    assert first["id"] == 7 and second["id"] == 8
+    assert first["prefix"] == "new y"
+    assert first["items"] == items_of(small_model, "New  Y")
+    assert second["items"] == items_of(small_model, "b")
+    assert first["took_ms"] >= 0
+
+
+async def test_submitted_queries_change_the_ranking_as_model_complete_does(
+    server: str, small_model: Model, history_pair: tuple[str, str]
+) -> None:
+    prev, prefix = history_pair
+    async with connect(f"ws://{server}/ws") as ws:
+        await recv_json(ws)
+        before = await ask(ws, 1, prefix)
+        await ws.send(submit(prev.upper() + "!"))
+        assert await recv_json(ws) == {"type": "ack", "history": 1}
+        after = await ask(ws, 2, prefix)
+    assert before["items"] == items_of(small_model, prefix)
+    assert after["items"] == items_of(small_model, prefix, [prev])
+    assert after["items"] != before["items"]
+
+
+async def test_history_keeps_the_newest_queries_only(small_model_dir: Path) -> None:
+    config = ServerConfig(index=str(small_model_dir), max_history=3)
+    with running(create_app(config), config) as server:
+        async with connect(f"ws://{server}/ws") as ws:
+            await recv_json(ws)
+            acks = []
+            for q in ["one", "two", "three", "four", "!!!"]:
+                await ws.send(submit(q))
+                acks.append((await recv_json(ws))["history"])
+    assert acks == [1, 2, 3, 3, 3]
+
+
+async def test_reconnecting_with_the_session_id_keeps_the_history(
+    server: str, small_model: Model, history_pair: tuple[str, str]
+) -> None:
+    prev, prefix = history_pair
+    async with connect(f"ws://{server}/ws") as ws:
+        session = (await recv_json(ws))["session"]
+        await ws.send(submit(prev))
+        await recv_json(ws)
+    async with connect(f"ws://{server}/ws?session={session}") as ws:
+        hello = await recv_json(ws)
+        answer = await ask(ws, 1, prefix)
+    assert hello["session"] == session
+    assert hello["history"] == 1
+    assert answer["items"] == items_of(small_model, prefix, [prev])
+
+
+async def test_another_tabs_submit_reaches_a_connection_at_its_next_history_refresh(
+    server: str, small_model: Model, history_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prev, prefix = history_pair
+    async with connect(f"ws://{server}/ws") as first:
+        session = (await recv_json(first))["session"]
+        async with connect(f"ws://{server}/ws?session={session}") as second:
+            await recv_json(second)
+            assert (await ask(second, 1, prefix))["items"] == items_of(small_model, prefix, [])
+            await first.send(submit(prev))
+            await recv_json(first)
+            monkeypatch.setattr(connection, "HISTORY_REFRESH_SECONDS", 0.0)
+            assert (await ask(second, 2, prefix))["items"] == items_of(small_model, prefix, [prev])
+
+
+@pytest.mark.parametrize("session", ["no-such-session-000000", "short", ""])
+async def test_an_unknown_or_malformed_session_id_starts_a_new_session(server: str, session: str) -> None:
+    async with connect(f"ws://{server}/ws?session={session}") as ws:
+        hello = await recv_json(ws)
+    assert hello["session"] != session
+    assert hello["history"] == 0
+
+
+async def test_the_stateless_endpoint_matches_the_websocket(
+    server: str, small_model: Model, history_pair: tuple[str, str]
+) -> None:
+    prev, prefix = history_pair
+    async with connect(f"ws://{server}/ws") as ws:
+        await recv_json(ws)
+        await ws.send(submit("weather"))
+        await ws.send(submit(prev))
+        await recv_json(ws), await recv_json(ws)
+        ws_answer = await ask(ws, 1, prefix)
+    async with httpx.AsyncClient(base_url=f"http://{server}") as http:
+        response = await http.get("/complete", params={"prefix": prefix, "prev": ["Weather?", prev]})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["items"] == ws_answer["items"] == items_of(small_model, prefix, ["weather", prev])
+    assert body["prefix"] == ws_answer["prefix"]
+    assert body["index"] == small_model.version
+
+
+async def test_the_stateless_endpoint_rejects_missing_and_long_prefixes(server: str) -> None:
+    async with httpx.AsyncClient(base_url=f"http://{server}") as http:
+        missing = await http.get("/complete")
+        long = await http.get("/complete", params={"prefix": "x" * 201})
+    assert (missing.status_code, missing.json()["code"]) == (400, "bad_message")
+    assert (long.status_code, long.json()["code"]) == (400, "too_long")
+
+
+@pytest.mark.parametrize(
+    ("frame", "code", "qid"),
+    [
+        ("{not json", "bad_json", None),
+        ('["query"]', "bad_message", None),
+        ('{"type": "ping", "id": 3}', "unknown_type", 3),
+        ('{"type": "query", "id": "1", "prefix": "a"}', "bad_message", None),
+        ('{"type": "query", "id": 4}', "bad_message", 4),
+        (json.dumps({"type": "query", "id": 5, "prefix": "a" * 201}), "too_long", 5),
+        (json.dumps({"type": "submit", "query": "a" * 201}), "too_long", None),
+        (json.dumps({"type": "query", "id": -6, "prefix": "a"}), "bad_message", None),
+        (json.dumps({"type": "query", "id": 2**60, "prefix": "a"}), "bad_message", None),
+        ('{"type": "query", "id": 6.0, "prefix": "a"}', "bad_message", None),
+        (json.dumps({"type": "query", "id": 6, "prefix": "a\x00\x1b[2J"}), "bad_message", 6),
+        (json.dumps({"type": "submit", "query": "a\u2028b\x7f"}), "bad_message", None),
+        (b"\x00binary", "bad_message", None),
+    ],
+)
+async def test_a_bad_frame_gets_an_error_and_the_connection_stays_open(
+    server: str, frame: str | bytes, code: str, qid: int | None
+) -> None:
+    async with connect(f"ws://{server}/ws") as ws:
+        await recv_json(ws)
+        await ws.send(frame)
+        error = await recv_json(ws)
+        answer = await ask(ws, 100, "a")
+    assert error["type"] == "error"
+    assert (error["code"], error["id"]) == (code, qid)
+    assert error["message"]
+    assert answer["type"] == "suggestions" and answer["id"] == 100
+
+
+async def test_a_query_id_that_does_not_increase_is_refused(server: str) -> None:
+    async with connect(f"ws://{server}/ws") as ws:
+        await recv_json(ws)
+        await ask(ws, 10, "a")
+        stale = await ask(ws, 10, "ab")
+        fresh = await ask(ws, 11, "ab")
+    assert (stale["type"], stale["code"], stale["id"]) == ("error", "stale_id", 10)
+    assert (fresh["type"], fresh["id"]) == ("suggestions", 11)
+
+
+async def test_superseded_keystrokes_are_skipped_and_ids_never_go_backwards(server: str) -> None:
+    typed = "new york city hotels and restaurants near times square ok"
+    async with connect(f"ws://{server}/ws") as ws:
+        await recv_json(ws)
+        for i in range(1, 51):
+            await ws.send(query(i, typed[:i]))
+        answers: list[dict[str, Any]] = []
+        while not answers or answers[-1]["id"] != 50:
+            answers.append(await recv_json(ws))
+    ids = [a["id"] for a in answers]
+    assert all(a["type"] == "suggestions" for a in answers)
+    assert ids == sorted(set(ids))
+    assert answers[-1]["prefix"] == typed[:50]
+
+
+async def test_messages_above_the_rate_are_refused_until_it_recovers(small_model_dir: Path) -> None:
+    config = ServerConfig(index=str(small_model_dir), rate=20, burst=5)
+    with running(create_app(config), config) as server:
+        async with connect(f"ws://{server}/ws") as ws:
+            await recv_json(ws)
+            for i in range(1, 13):
+                await ws.send(query(i, "a"))
+            await asyncio.sleep(0.3)
+            await ws.send(query(13, "b"))
+            frames = [await recv_json(ws)]
+            while frames[-1]["type"] != "suggestions" or frames[-1]["id"] != 13:
+                frames.append(await recv_json(ws))
+    errors = [f for f in frames if f["type"] == "error"]
+    assert len(errors) >= 5
+    assert {f["code"] for f in errors} == {"rate_limited"}
+    assert {f["id"] for f in errors} <= set(range(6, 13))
+
+
+@pytest.mark.parametrize("allowed", [(), ("https://qac.example/",)])
+async def test_browsers_from_other_origins_are_refused(small_model_dir: Path, allowed: tuple[str, ...]) -> None:
+    config = ServerConfig(index=str(small_model_dir), allowed_origins=allowed)
+    with running(create_app(config), config) as server:
+        for origin in ["https://evil.example", "null", f"http://{server}.evil.example"]:
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(f"ws://{server}/ws", origin=origin):  # type: ignore[arg-type]
+                    pass
+            assert refused.value.response.status_code == 403
+        # The page's own origin, the listed ones, and clients that send no Origin (scripts).
+        for origin in [f"http://{server}", None, *(["https://qac.example"] if allowed else [])]:
+            async with connect(f"ws://{server}/ws", origin=origin) as ws:  # type: ignore[arg-type]
+                assert (await recv_json(ws))["type"] == "hello"
+
+
+async def test_health_and_metrics_describe_the_running_server(server: str, small_model: Model) -> None:
+    async with connect(f"ws://{server}/ws") as ws, httpx.AsyncClient(base_url=f"http://{server}") as http:
+        await recv_json(ws)
+        await ask(ws, 1, "a")
+        health = await http.get("/healthz")
+        metrics = (await http.get("/metrics")).text
+    assert health.json() == {"status": "ok", "index": small_model.version, "sessions": "memory", "store": "up"}
+    lines = metrics.splitlines()
+    assert 'qac_keystrokes_total{transport="ws"} 1.0' in lines
+    assert "qac_open_connections 1.0" in lines
+    assert "qac_live_sessions 1.0" in lines
+    assert any(line.startswith('qac_completion_seconds_count{transport="ws"} 1.0') for line in lines)
+    info = [line for line in lines if line.startswith("qac_model_info")]
+    assert len(info) == 1 and f'version="{small_model.version}"' in info[0]
+
+
+async def test_the_demo_page_is_served_at_the_root(server: str) -> None:
+    async with httpx.AsyncClient(base_url=f"http://{server}") as http:
+        page = await http.get("/")
+        missing = await http.get("/no-such-file.js")
+    assert page.status_code == 200
+    assert "<html" in page.text.lower() and "text/html" in page.headers["content-type"]
+    assert missing.status_code == 404
+
+
+async def test_static_files_are_served_from_the_static_directory(
+    small_model_dir: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "index.html").write_text("<html>demo</html>")
+    (tmp_path / "app.js").write_text("console.log(1)")
+    config = ServerConfig(index=str(small_model_dir), static_dir=str(tmp_path))
+    with running(create_app(config), config) as server:
+        async with httpx.AsyncClient(base_url=f"http://{server}") as http:
+            assert (await http.get("/")).text == "<html>demo</html>"
+            assert (await http.get("/app.js")).text == "console.log(1)"
+            assert (await http.get("/static/app.js")).text == "console.log(1)"
+            assert (await http.get("/static/../../etc/passwd")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("token", "headers", "status"),
+    [
+        (TOKEN, {}, 401),
+        (TOKEN, {"Authorization": "Bearer wrong"}, 401),
+        (TOKEN, {"Authorization": f"Basic {TOKEN}"}, 401),
+        (None, {"Authorization": f"Bearer {TOKEN}"}, 403),
+    ],
+)
+async def test_reload_needs_the_admin_token(
+    small_model_dir: Path, other_model_dir: Path, token: str | None, headers: dict[str, str], status: int
+) -> None:
+    config = ServerConfig(index=str(small_model_dir), admin_token=token)
+    with running(create_app(config), config) as server:
+        async with httpx.AsyncClient(base_url=f"http://{server}") as http:
+            response = await http.post("/admin/reload", json={"index": str(other_model_dir)}, headers=headers)
+            health = await http.get("/healthz")
+    assert response.status_code == status
+    assert health.json()["index"] == indexer.load(small_model_dir).version
+
+
+@pytest.mark.parametrize("body", [{"index": "/no/such/model"}, {"index": "."}, {"dir": "x"}, "not an object"])
+async def test_a_bad_reload_is_a_400_and_keeps_the_old_model(
+    server: str, small_model: Model, body: Any
+) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(base_url=f"http://{server}") as http:
+        response = await http.post("/admin/reload", json=body, headers=auth)
+        answer = await http.get("/complete", params={"prefix": "a"})
+    assert response.status_code == 400
+    assert response.json()["message"]
+    assert answer.json()["index"] == small_model.version
+
+
+@pytest.fixture
+def busy_server(small_model_dir: Path) -> Iterator[str]:
+    """A server that lets clients type far faster than people do."""
+    config = ServerConfig(index=str(small_model_dir), admin_token=TOKEN, rate=10_000, burst=1_000)
+    with running(create_app(config), config) as address:
+        yield address
+
+
+async def test_reload_swaps_the_model_under_load_without_errors(
+    busy_server: str, small_model: Model, other_model_dir: Path
+) -> None:
+    server = busy_server
+    new_version = indexer.load(other_model_dir).version
+    assert new_version != small_model.version
+    reloaded = asyncio.Event()
+
+    async def typist(n: int) -> list[dict[str, Any]]:
+        answers = []
+        async with connect(f"ws://{server}/ws") as ws:
+            await recv_json(ws)
+            qid = 0
+            while not reloaded.is_set() or qid < 40:
+                for _ in range(3):  # a burst: some are superseded, some in flight at the swap
+                    qid += 1
+                    await ws.send(query(qid, "abcdefghijklmnopqrstuvwxyz"[(qid + n) % 26]))
+                while True:
+                    answers.append(await recv_json(ws))
+                    if answers[-1].get("id") == qid:
+                        break
+        return answers
+
+    typists = [asyncio.create_task(typist(n)) for n in range(4)]
+    await asyncio.sleep(0.2)
+    async with httpx.AsyncClient(base_url=f"http://{server}") as http:
+        response = await http.post("/admin/reload", json={"index": str(other_model_dir)},
+                                   headers={"Authorization": f"Bearer {TOKEN}"})
+        reloaded.set()
+        answers = [a for t in await asyncio.gather(*typists) for a in t]
+        metrics = (await http.get("/metrics")).text
+    async with connect(f"ws://{server}/ws") as ws:
+        hello = await recv_json(ws)
+    assert response.status_code == 200, response.text
+    assert response.json()["index"] == new_version
+    assert response.json()["previous"] == small_model.version
+    assert answers and [a for a in answers if a["type"] != "suggestions"] == []
+    assert hello["index"] == new_version
+    assert f'version="{new_version}"' in metrics

@@ -1,0 +1,157 @@
+"""``run()`` and ``qac serve``: the sample model, start-up errors, worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.sync.client import connect
+
+import indexer
+from indexer.train.sample import ensure_sample_model
+from server.config import ServerConfig
+from server.main import ServeError, demo_url, run
+from tests.support import SMALL_PARAMS, TOKEN, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_sample_model_is_built_once_then_reused_until_it_no_longer_loads(
+    small_log: Path, tmp_path: Path
+) -> None:
+    said: list[str] = []
+    first = ensure_sample_model(small_log, SMALL_PARAMS, tmp_path, say=said.append, quiet=True)
+    version = indexer.load(first).version
+    second = ensure_sample_model(small_log, SMALL_PARAMS, tmp_path, say=said.append, quiet=True)
+    assert first == second and first.parent == tmp_path
+    assert first.name.startswith("sample-") and len(first.name) == len("sample-") + 12
+    assert indexer.load(second).version == version
+    assert len(said) == 1 and "once" in said[0]
+    (first / "reranker.npz").unlink()
+    third = ensure_sample_model(small_log, SMALL_PARAMS, tmp_path, say=said.append, quiet=True)
+    assert third == first and len(said) == 2
+    assert indexer.load(third).version != version
+
+
+def test_a_missing_sample_log_is_a_file_not_found_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="give --index"):
+        ensure_sample_model(tmp_path / "missing.tsv.gz", cache=tmp_path)
+
+
+def test_run_refuses_a_port_in_use(small_model_dir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ServeError, match=f"cannot listen on 127.0.0.1:{port}"):
+            run(ServerConfig(index=str(small_model_dir), port=port), say=lambda _: None)
+
+
+def test_run_refuses_an_unreachable_session_store(small_model_dir: Path) -> None:
+    config = ServerConfig(index=str(small_model_dir), sessions=f"redis://127.0.0.1:{free_port()}/0")
+    with pytest.raises(ServeError, match="session store"):
+        run(config, say=lambda _: None)
+
+
+def test_run_refuses_a_directory_that_is_not_a_model(tmp_path: Path) -> None:
+    with pytest.raises(indexer.ModelError):
+        run(ServerConfig(index=str(tmp_path)), say=lambda _: None)
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [("127.0.0.1", "http://127.0.0.1:80/"), ("0.0.0.0", "http://127.0.0.1:80/"), ("::", "http://[::1]:80/"),
+     ("example.com", "http://example.com:80/")],
+)
+def test_the_demo_url_is_one_a_browser_can_open(host: str, url: str) -> None:
+    assert demo_url(host, 80) == url
+
+
+@pytest.fixture
+def qac_serve(small_model_dir: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """``qac serve`` in a subprocess with ``request.param`` workers; yields ``host:port``."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "QAC_ADMIN_TOKEN": TOKEN, "QAC_WORKERS": str(request.param)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qac", "serve", "--index", str(small_model_dir), "--port", "0"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        said = ""
+        while (url := re.search(r"demo page at http://127\.0\.0\.1:(\d+)/", said)) is None:
+            line = proc.stdout.readline()
+            assert line, f"qac serve exited before printing the demo URL:\n{said}"
+            said += line
+        port = int(url.group(1))
+        threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe from filling
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "qac serve did not start"
+            time.sleep(0.1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def hello_versions(server: str, connections: int) -> set[str]:
+    versions = set()
+    for _ in range(connections):
+        with connect(f"ws://{server}/ws") as ws:
+            versions.add(json.loads(ws.recv(5))["index"])
+    return versions
+
+
+@pytest.mark.parametrize("qac_serve", [2], indirect=True)
+def test_every_worker_process_follows_a_reload(
+    qac_serve: str, small_model_dir: Path, other_model_dir: Path
+) -> None:
+    new = indexer.load(other_model_dir).version
+    assert hello_versions(qac_serve, 10) == {indexer.load(small_model_dir).version}
+    response = httpx.post(f"http://{qac_serve}/admin/reload", json={"index": str(other_model_dir)},
+                          headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 200, response.text
+    time.sleep(1.0)  # the other worker polls the announcement twice a second
+    assert hello_versions(qac_serve, 20) == {new}
+
+
+def _samples(text: str, name: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(name)]
+
+
+@pytest.mark.parametrize("qac_serve", [2], indirect=True)
+def test_metrics_add_up_every_worker(qac_serve: str) -> None:
+    deadline = time.monotonic() + 30
+    while len(_samples(httpx.get(f"http://{qac_serve}/metrics").text, "qac_model_info{")) < 2:
+        assert time.monotonic() < deadline, "the second worker did not start"
+        time.sleep(0.1)
+    for i in range(12):  # connections land on either worker
+        with connect(f"ws://{qac_serve}/ws") as ws:
+            ws.recv(5)
+            ws.send(json.dumps({"type": "query", "id": i, "prefix": "a"}))
+            assert json.loads(ws.recv(5))["type"] == "suggestions"
+    for _ in range(4):  # whichever worker answers the scrape, it counts all of them
+        text = httpx.get(f"http://{qac_serve}/metrics").text
+        assert _samples(text, 'qac_keystrokes_total{transport="ws"}') == ['qac_keystrokes_total{transport="ws"} 12.0']
+        assert _samples(text, 'qac_completion_seconds_count{transport="ws"}')[0].endswith(" 12.0")
+        assert _samples(text, "qac_open_connections") == ["qac_open_connections 0.0"]
+        assert len(_samples(text, "qac_model_info{")) == 2  # one per worker, with its pid

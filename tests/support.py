@@ -1,0 +1,106 @@
+"""Helpers of the tests (not fixtures: those live in conftest.py files): log slices, a real
+uvicorn in a thread, free ports, frames."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import uvicorn
+from starlette.applications import Starlette
+from websockets.asyncio.client import ClientConnection
+
+from indexer.model import Model
+from indexer.params import BuildParams
+from indexer.train.sample import SAMPLE_LOG
+from server.config import ServerConfig
+from server.main import uvicorn_config
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = SAMPLE_LOG
+SMALL_PARAMS = BuildParams(workers=1, max_leaf=50)
+
+
+def slice_log(path: Path, users: int) -> list[str]:
+    """The header and the rows of the first ``users`` users of a gzipped AOL log."""
+    out: list[str] = []
+    seen: set[str] = set()
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        out.append(next(f))
+        for line in f:
+            user = line.split("\t", 1)[0]
+            if user not in seen:
+                if len(seen) == users:
+                    break
+                seen.add(user)
+            out.append(line)
+    return out
+
+TOKEN = "test-admin-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+@contextlib.contextmanager
+def running(app: Starlette, config: ServerConfig | None = None) -> Iterator[str]:
+    """Serve ``app`` with uvicorn in a thread on a free port; yields ``host:port``."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn_config(config or ServerConfig(), app))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()
+
+async def recv_json(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
+    """The next frame, parsed."""
+    message = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    assert isinstance(message, dict)
+    return message
+
+def items_of(model: Model, prefix: str, history: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """What the server must answer: ``Model.complete`` as JSON items."""
+    from server.protocol import items
+
+    return items(model.complete(prefix, history))
+
+
+SYLLABLES = ["ka", "lo", "mi", "ne", "su", "ta", "ri", "po"]
+
+
+def make_data(n_labels: int = 150, seed: int = 0) -> tuple[list[str], list[str], list[str], np.ndarray]:
+    """Labels of two or three syllable words, examples = several prefixes of each label."""
+    rng = np.random.default_rng(seed)
+    labels: set[str] = set()
+    while len(labels) < n_labels:
+        words = ["".join(rng.choice(SYLLABLES, size=int(rng.integers(2, 4)))) for _ in range(2)]
+        labels.add(" ".join(words))
+    ordered = sorted(labels)
+    prefixes, prevs, y = [], [], []
+    for i, label in enumerate(ordered):
+        for cut in range(3, len(label) + 1, 2):
+            prefixes.append(label[:cut])
+            prevs.append(ordered[(i * 7) % len(ordered)] if cut % 4 == 1 else "")
+            y.append(i)
+    return ordered, prefixes, prevs, np.array(y)
