@@ -9,6 +9,7 @@ trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 pid=
 python3 -m venv "$work/venv"
 "$work/venv/bin/pip" install -q "$repo"
+rm -rf "$repo/build"  # setuptools builds in the source tree
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 cd "$work"
 XDG_CACHE_HOME="$work/cache" "$work/venv/bin/qac" serve --port "$port" > "$work/serve.log" 2>&1 &
