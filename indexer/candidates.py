@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .params import SOURCES
+from .personal import PersonalHistory
 from .topk import PrefixTopK
 from .wordmodel import WordModel, split_prefix
 
@@ -40,9 +41,13 @@ FEATURES = (
     "overlap_prev",
     "overlap_history",
     "changes_partial",
+    "src_personal",
+    "own_log_count",
+    "own_recency",
 )
 _F = {name: i for i, name in enumerate(FEATURES)}
 N_BASE = len(FEATURES)
+IS_LABEL = _F["is_label"]
 # Prefix-length buckets: the scorer has one weight vector per bucket, so it can trust the
 # typed prefix more when it is long and popularity more when it is short.
 BUCKET_EDGES = (3, 6, 10)
@@ -63,6 +68,7 @@ class CandidateConfig:
     cont_k: int = 3
     trans_k: int = 10
     history_max: int = 5
+    personal_k: int = 10
     sources: tuple[str, ...] = SOURCES
 
 
@@ -95,10 +101,15 @@ class CandidateGenerator:
         self.tree = tree
         self.config = config or CandidateConfig()
 
-    def generate(self, prefix: str, history: Sequence[str] = ()) -> Candidates:
-        """All candidates for normalized ``prefix`` after ``history`` (newest last)."""
+    def generate(
+        self, prefix: str, history: Sequence[str] = (), personal: PersonalHistory | None = None
+    ) -> Candidates:
+        """All candidates for normalized ``prefix`` after ``history`` (newest last), with the
+        user's own past queries from ``personal``."""
         cfg = self.config
         on = set(cfg.sources)
+        if "personal" not in on:
+            personal = None
         history = [h for h in history if h][-cfg.history_max :]
         prev = history[-1] if history else ""
         head, prev_word, partial = split_prefix(prefix)
@@ -139,6 +150,9 @@ class CandidateGenerator:
         if "session" in on:
             for text in _session_candidates(history, prefix, head, partial):
                 add(text)[_F["src_session"]] = 1.0
+        if personal:
+            for text in personal.starting_with(prefix, cfg.personal_k):
+                add(text)[_F["src_personal"]] = 1.0
 
         texts = list(rows)
         base = np.array([rows[t] for t in texts]) if texts else np.zeros((0, N_BASE))
@@ -146,6 +160,9 @@ class CandidateGenerator:
         found = [label_ids[t] if t in label_ids else labels.index(t, lo, hi) if t.startswith(prefix)
                  else labels.index(t) for t in texts]
         self._generic_features(base, texts, found, prefix, head, prev_word, partial, prev, history)
+        if personal:
+            for j, text in enumerate(texts):
+                base[j, _F["own_log_count"]], base[j, _F["own_recency"]] = personal.features(text)
         return Candidates(texts, base, bucket_of(len(prefix)))
 
     def _generic_features(

@@ -6,15 +6,23 @@ import json
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 from .errors import QacError
 from .model import Completion, Model
+from .normalize import normalize
+from .personal import PersonalHistory, histories_at
+
+# A shown suggestion that is a logged query fewer people typed, not the user's own and not
+# what they typed, is a leak (docs/METHOD.md, "Privacy").
+LEAK_USERS = 3
 
 
 class PairsError(QacError):
@@ -26,10 +34,21 @@ class Pair:
     prev_query: str
     prefix: str
     next_query: str
+    user: str | None = None
+    time: float | None = None  # of the next query, in seconds like the log's
+
+
+def _seconds(text: object) -> float | None:
+    """A pair's ``time`` (``YYYY-MM-DD hh:mm:ss``) in seconds, read as the log reader does."""
+    try:
+        return datetime.fromisoformat(str(text)).timestamp() if text else None
+    except ValueError:
+        return None
 
 
 def read_pairs(path: str | Path, limit: int | None = None) -> list[Pair]:
-    """Read a JSON-lines pairs file; malformed lines are skipped."""
+    """Read a JSON-lines pairs file; malformed lines are skipped. ``user`` and ``time`` are
+    optional."""
     path = Path(path)
     if not path.is_file():
         raise PairsError(f"pairs file not found: {path}")
@@ -38,7 +57,9 @@ def read_pairs(path: str | Path, limit: int | None = None) -> list[Pair]:
         for line in f:
             try:
                 d = json.loads(line)
-                pair = Pair(str(d.get("prev_query") or ""), str(d["prefix"]), str(d["next_query"]))
+                user = d.get("user")
+                pair = Pair(str(d.get("prev_query") or ""), str(d["prefix"]), str(d["next_query"]),
+                            None if user is None else str(user), _seconds(d.get("time")))
             except (ValueError, KeyError, TypeError, AttributeError):
                 continue
             pairs.append(pair)
@@ -125,38 +146,114 @@ def length_bucket(prefix: str) -> str:
     return "0"
 
 
-def _timed(fn: Callable[..., list[Completion]], *args: object) -> tuple[list[str], float]:
+def _timed(fn: Callable[[], list[Completion]]) -> tuple[list[Completion], float]:
     start = time.perf_counter()
-    out = fn(*args)
-    return [c.query for c in out], time.perf_counter() - start
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def pair_histories(
+    pairs: Sequence[Pair], log: Iterable[tuple[str | None, float | None, str]]
+) -> list[PersonalHistory | None]:
+    """Each pair's user's own queries before the pair: theirs in ``log`` (user, time, query)
+    and those of their earlier pairs (the previous query just before its pair, unless it is
+    the next query of the pair before). None for a pair without user or time."""
+    events: dict[str, list[tuple[float, str]]] = {}
+    for user, when, query in log:
+        if user is not None and when is not None:
+            events.setdefault(user, []).append((when, query))
+    last: dict[str, str] = {}
+    wanted: dict[str, list[int]] = {}
+    for i, pair in enumerate(pairs):
+        if pair.user is None or pair.time is None:
+            continue
+        mine = events.setdefault(pair.user, [])
+        prev = normalize(pair.prev_query)
+        if prev and last.get(pair.user) != prev:
+            mine.append((pair.time - 1.0, prev))
+        nxt = normalize(pair.next_query)
+        mine.append((pair.time, nxt))
+        last[pair.user] = nxt
+        wanted.setdefault(pair.user, []).append(i)
+    out: list[PersonalHistory | None] = [None] * len(pairs)
+    for user, idx in wanted.items():
+        idx.sort(key=lambda i: pairs[i].time)  # type: ignore[arg-type, return-value]
+        moments = [pairs[i].time for i in idx]
+        for i, history in zip(idx, histories_at(sorted(events[user]), moments)):  # type: ignore[arg-type]
+            out[i] = history
+    return out
+
+
+@dataclass
+class Leaks:
+    """Shown suggestions that reveal another person's rare query."""
+
+    users: Mapping[str, int]  # distinct users per logged query
+    shown: int = 0
+    leaked: int = 0
+
+    def add(self, prefix: str, suggestions: Sequence[str], personal: PersonalHistory | None) -> None:
+        typed = normalize(prefix)
+        for s in suggestions:
+            self.shown += 1
+            self.leaked += (0 < self.users.get(s, 0) < LEAK_USERS and s != typed
+                            and (personal is None or s not in personal))
+
+    def report(self) -> dict[str, float]:
+        return {"leak_rate": round(self.leaked / max(1, self.shown), 4), "shown": self.shown, "leaked": self.leaked}
 
 
 def evaluate(
-    model: Model, pairs: Sequence[Pair], warmup: int = 200, progress: Callable[[int], None] | None = None
+    model: Model,
+    pairs: Sequence[Pair],
+    warmup: int = 200,
+    progress: Callable[[int], None] | None = None,
+    personal: Sequence[PersonalHistory | None] | None = None,
+    leak_users: Mapping[str, int] | None = None,
+    dump: IO[str] | None = None,
 ) -> dict[str, Any]:
-    """Score the model and most-popular completion on the same pairs, overall and by group."""
+    """Score the model and most-popular completion on the same pairs, overall and by group.
+
+    ``personal``: each pair's personal history (see :func:`pair_histories`); the model is then
+    also scored without it ("model_no_history"). ``leak_users``: distinct users per logged
+    query, to count leaks. ``dump``: one JSON line per pair, its fields and what each system showed.
+    """
     for pair in pairs[:warmup]:
         model.complete(pair.prefix, [pair.prev_query] if pair.prev_query else [])
     groups: dict[str, dict[str, Scores]] = {}
-    systems = ("model", "mpc")
+    systems = ("model", "mpc") if personal is None else ("model", "model_no_history", "mpc")
     total = {s: Scores() for s in systems}
-    for pair in pairs:
+    leaks = {s: Leaks(leak_users) for s in systems} if leak_users is not None else None
+    for j, pair in enumerate(pairs):
         history = [pair.prev_query] if pair.prev_query else []
-        got = {
-            "model": _timed(model.complete, pair.prefix, history),
-            "mpc": _timed(model.most_popular, pair.prefix),
+        mine = personal[j] if personal is not None else None
+        shown: dict[str, tuple[list[Completion], float]] = {
+            "model": _timed(partial(model.complete, pair.prefix, history, personal=mine)),
+            "mpc": _timed(partial(model.most_popular, pair.prefix)),
         }
+        if personal is not None:
+            shown["model_no_history"] = _timed(partial(model.complete, pair.prefix, history))
+        got = {s: [c.query for c in items] for s, (items, _) in shown.items()}
         seen = "seen" if model.labels.index(pair.next_query) >= 0 else "unseen"
         for group in ("prefix " + length_bucket(pair.prefix), seen):
             scores = groups.setdefault(group, {s: Scores() for s in systems})
             for s in systems:
-                scores[s].add(pair.next_query, got[s][0])
+                scores[s].add(pair.next_query, got[s])
         for s in systems:
-            total[s].add(pair.next_query, got[s][0], got[s][1])
+            total[s].add(pair.next_query, got[s], shown[s][1])
+            if leaks is not None:
+                leaks[s].add(pair.prefix, got[s], mine if s == "model" else None)
+        if dump is not None:
+            record = {k: v for k, v in asdict(pair).items() if k != "time"}
+            dump.write(json.dumps({**record, "shown": {s: [asdict(c) for c in items]
+                                                       for s, (items, _) in shown.items()}}) + "\n")
         if progress is not None:
             progress(1)
     result: dict[str, Any] = {"n": len(pairs)}
     result.update({s: total[s].report() for s in systems})
+    if leaks is not None:
+        for s in systems:
+            result[s].update(leaks[s].report())
     result["groups"] = {
         g: {"n": sc["model"].n, **{s: sc[s].report() for s in systems}}
         for g, sc in sorted(groups.items())
@@ -167,16 +264,20 @@ def evaluate(
 def format_report(result: dict[str, Any]) -> str:
     """A human-readable table of an :func:`evaluate` result."""
     keys = ("mrr", "success@1", "success@10", "bleu")
-    lines = [f"{'':16}{'n':>7}  " + "  ".join(f"{k:>10}" for k in keys) + f"  {'p50_ms':>8}  {'p99_ms':>8}"]
+    systems = [s for s in ("model", "model_no_history", "mpc") if s in result]
+    leaks = "leak_rate" in result["model"]
+    lines = [f"{'':30}{'n':>7}  " + "  ".join(f"{k:>10}" for k in keys) + f"  {'p50_ms':>8}  {'p99_ms':>8}"
+             + (f"  {'leaks':>7}" if leaks else "")]
 
     def row(name: str, n: int, r: dict[str, float]) -> str:
         lat = f"  {r['p50_ms']:>8.3f}  {r['p99_ms']:>8.3f}" if "p50_ms" in r else ""
-        return f"{name:16}{n:>7}  " + "  ".join(f"{r[k]:>10.4f}" for k in keys) + lat
+        leak = f"  {r['leak_rate']:>7.2%}" if "leak_rate" in r else ""
+        return f"{name:30}{n:>7}  " + "  ".join(f"{r[k]:>10.4f}" for k in keys) + lat + leak
 
-    for s in ("model", "mpc"):
+    for s in systems:
         lines.append(row(s, result["n"], result[s]))
     for g, r in result["groups"].items():
-        for s in ("model", "mpc"):
+        for s in systems:
             lines.append(row(f"{g} {s}", r["n"], r[s]))
     return "\n".join(lines)
 

@@ -11,10 +11,13 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import storage
-from .candidates import N_BASE, N_BUCKETS, CandidateConfig, CandidateGenerator, Candidates
+from .blocklist import Blocklist
+from .candidates import IS_LABEL, N_BASE, N_BUCKETS, CandidateConfig, CandidateGenerator, Candidates
 from .features import PrefixFeaturizer
 from .normalize import normalize, normalize_prefix
 from .params import BuildParams
+from .personal import PersonalHistory
+from .rare import RareFilter
 from .search import SearchIndex, beam_search
 from .topk import PrefixTopK
 from .tree import LabelTree
@@ -23,10 +26,12 @@ from .wordmodel import WordModel
 
 @dataclass(frozen=True)
 class Completion:
-    """One suggestion: a normalized query and its score (higher is better)."""
+    """One suggestion: a normalized query and its score (higher is better); ``personal`` when
+    it is one of the user's own past queries (shown to that user only)."""
 
     query: str
     score: float
+    personal: bool = False
 
 
 @dataclass
@@ -64,6 +69,8 @@ class Model:
         reranker: np.ndarray,
         tree: TreeRanker | None = None,
         manifest: dict[str, Any] | None = None,
+        blocklist: Blocklist | None = None,
+        rare: RareFilter | None = None,
     ):
         self.params = params
         self.labels = labels
@@ -71,6 +78,8 @@ class Model:
         self.reranker = np.asarray(reranker, dtype=np.float64)
         self.tree = tree
         self.manifest = manifest or {}
+        self.blocklist = blocklist if blocklist is not None else Blocklist()
+        self.rare = rare if rare is not None else RareFilter.of(())
         self.generator = CandidateGenerator(
             labels,
             words,
@@ -83,35 +92,56 @@ class Model:
         """A short identifier of this build (from the manifest)."""
         return str(self.manifest.get("version", "unsaved"))
 
-    def candidates(self, prefix: str, history: Sequence[str] = ()) -> Candidates:
+    def candidates(
+        self, prefix: str, history: Sequence[str] = (), personal: PersonalHistory | None = None
+    ) -> Candidates:
         """The candidate table for an already normalized prefix."""
-        return self.generator.generate(prefix, history)
+        return self.generator.generate(prefix, history, personal)
 
-    def complete(self, prefix: str, history: Sequence[str] = (), k: int = 10) -> list[Completion]:
+    def complete(
+        self,
+        prefix: str,
+        history: Sequence[str] = (),
+        k: int = 10,
+        *,
+        personal: PersonalHistory | None = None,
+        blocklist: Blocklist | None = None,
+    ) -> list[Completion]:
         """The ``k`` most likely queries starting with ``prefix`` after ``history``.
 
         ``prefix`` is normalized as typed; ``history`` holds the session's earlier queries,
-        newest last. Fewer than ``k`` candidates are topped up with the most popular logged
-        queries that start with the prefix.
+        newest last; ``personal`` the user's own past queries. Nothing that ``blocklist``
+        (default: the model's own) blocks is returned, whatever its source. Fewer than ``k``
+        candidates are topped up with the most popular logged queries that start with the prefix.
         """
         prefix = normalize_prefix(prefix)
         history = [h for h in (normalize(q) for q in history) if h]
-        cands = self.generator.generate(prefix, history)
+        blocked = (self.blocklist if blocklist is None else blocklist).blocks
+        cands = self.generator.generate(prefix, history, personal)
         scores = cands.features @ self.reranker[cands.bucket]
-        order = np.argsort(-scores, kind="stable")
-        out = [
-            Completion(cands.texts[i], float(scores[i]))
-            for i in order.tolist()
-            if cands.texts[i].startswith(prefix)
-        ][:k]
-        if len(out) < k:
-            have = {c.query for c in out}
-            floor = min((c.score for c in out), default=0.0)
-            for i in self.labels.top(prefix, k + len(out)):
-                query = self.labels.keys[i]
-                if query not in have and len(out) < k:
-                    floor -= 1.0
-                    out.append(Completion(query, floor))
+        out: list[Completion] = []
+        mine = personal if personal is not None and "personal" in self.params.sources else ()
+        is_label = cands.features[:, IS_LABEL]
+        for i in np.argsort(-scores, kind="stable").tolist():
+            text = cands.texts[i]
+            if not text.startswith(prefix) or blocked(text):
+                continue
+            own = text in mine
+            # A generated string that is someone's rare query is theirs alone to see.
+            if not own and not is_label[i] and text != prefix and text in self.rare:
+                continue
+            out.append(Completion(text, float(scores[i]), own))
+            if len(out) == k:
+                return out
+        have = {c.query for c in out}
+        floor = min((c.score for c in out), default=0.0)
+        for i in self.labels.top(prefix, 2 * k + len(out)):
+            query = self.labels.keys[i]
+            if query not in have and not blocked(query):
+                floor -= 1.0
+                out.append(Completion(query, floor, query in mine))
+                if len(out) == k:
+                    break
         return out
 
     def most_popular(self, prefix: str, k: int = 10) -> list[Completion]:
@@ -134,7 +164,11 @@ class Model:
             storage.save_sparse(directory, "weights", self.tree.weights)
             assert self.tree.index is not None
             np.savez(directory / "search.npz", **self.tree.index.to_arrays())  # type: ignore[arg-type]
-        storage.write_manifest(directory, {**manifest, "params": self.params.to_json()})
+        np.savez(directory / "rare.npz", **self.rare.to_arrays())  # type: ignore[arg-type]
+        (directory / "blocklist.txt").write_text(self.blocklist.to_text(), encoding="utf-8")
+        storage.write_manifest(directory, {**manifest, "params": self.params.to_json(),
+                                           "blocklist": {"terms": len(self.blocklist),
+                                                         "sha256": self.blocklist.digest()}})
         self.manifest = storage.read_manifest(directory)
 
 
@@ -154,8 +188,23 @@ def load(directory: str | Path) -> Model:
         storage.load_prefix_index(directory, "transitions"),
     )
     reranker = storage.load_arrays(directory, "reranker").get("weights")
+    if reranker is not None and reranker.shape[0] == N_BUCKETS and reranker.shape[1] < N_BASE:
+        # Built before the newer features: they weigh nothing.
+        reranker = np.pad(reranker, ((0, 0), (0, N_BASE - reranker.shape[1])))
     if reranker is None or reranker.shape != (N_BUCKETS, N_BASE):
         raise storage.ModelError(f"reranker.npz in {directory} does not fit {N_BUCKETS}x{N_BASE} features")
+    rare = None
+    if (directory / "rare.npz").is_file():  # older models have none
+        try:
+            rare = RareFilter.from_arrays(storage.load_arrays(directory, "rare"))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise storage.ModelError(f"model file damaged: {directory / 'rare.npz'} ({exc})") from exc
+    blocklist = Blocklist()
+    if (directory / "blocklist.txt").is_file():  # older models have none
+        try:
+            blocklist = Blocklist.from_text((directory / "blocklist.txt").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise storage.ModelError(f"model file damaged: {directory / 'blocklist.txt'} ({exc})") from exc
     tree = None
     if params.use_tree:
         featurizer = PrefixFeaturizer.from_arrays(
@@ -171,4 +220,4 @@ def load(directory: str | Path) -> Model:
             except (KeyError, ValueError, TypeError) as exc:
                 raise storage.ModelError(f"model file damaged: {directory / 'search.npz'} ({exc})") from exc
         tree = TreeRanker(featurizer, label_tree, weights, params.beam, index=search)
-    return Model(params, labels, words, reranker, tree, manifest)
+    return Model(params, labels, words, reranker, tree, manifest, blocklist, rare)

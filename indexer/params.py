@@ -8,7 +8,7 @@ from typing import Any
 
 FORMAT_VERSION = 1
 WEIGHTINGS = ("none", "string", "word")
-SOURCES = ("tree", "mpc", "prefix", "word", "session", "transitions")
+SOURCES = ("tree", "mpc", "prefix", "word", "session", "transitions", "personal")
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,9 @@ class BuildParams:
     rerank_max_examples: int = 100_000
     reranker: bool = True
     sources: tuple[str, ...] = SOURCES
+    # Nothing fewer distinct users typed is suggested to anyone else (docs/METHOD.md, "Privacy").
+    min_users: int = 3
+    default_blocklist: bool = True
 
     def __post_init__(self) -> None:
         if self.trie_depth < 0:
@@ -47,6 +50,8 @@ class BuildParams:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
+        if self.min_users < 1:
+            raise ValueError(f"min_users must be >= 1, got {self.min_users}")
         unknown = set(self.sources) - set(SOURCES)
         if unknown:
             raise ValueError(f"unknown candidate sources {sorted(unknown)}; known: {SOURCES}")

@@ -241,7 +241,7 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
 
 def verify_files(directory: Path, manifest: dict[str, Any]) -> None:
     """Check the files the manifest lists: each present with its size, and the SHA-256 of the
-    marisa tries (the ``.npz`` files carry CRC-32s that loading checks). Raises ModelError."""
+    marisa tries and text files (the ``.npz`` files carry CRC-32s that loading checks). Raises ModelError."""
     files = manifest.get("files", {})
     if not isinstance(files, dict) or not all(isinstance(m, dict) and {"bytes", "sha256"} <= m.keys()
                                               for m in files.values()):
@@ -254,7 +254,7 @@ def verify_files(directory: Path, manifest: dict[str, Any]) -> None:
             raise ModelError(f"model file missing: {path}") from None
         if size != meta["bytes"]:
             raise ModelError(f"model file damaged: {path} has {size} bytes, the manifest says {meta['bytes']}")
-        if name.endswith(".marisa") and sha256_file(path) != meta["sha256"]:
+        if name.endswith((".marisa", ".txt")) and sha256_file(path) != meta["sha256"]:
             raise ModelError(f"model file damaged: {path} does not match its SHA-256 in the manifest")
 
 

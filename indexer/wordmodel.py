@@ -7,7 +7,7 @@ transitions (``"prev\\tnext"``): what followed what in a session.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,19 +32,8 @@ class WordModel:
     transitions: PrefixTopK
 
     @classmethod
-    def fit(
-        cls, queries: Iterable[tuple[str, int]], pairs: Iterable[tuple[str, str]]
-    ) -> WordModel:
-        """Count words and bigrams over ``(query, count)`` and transitions over ``(prev, next)``."""
-        words: Counter[str] = Counter()
-        bigrams: Counter[str] = Counter()
-        for query, count in queries:
-            toks = query.split(" ")
-            for w in toks:
-                words[w] += count
-            for a, b in zip(toks, toks[1:]):
-                bigrams[a + " " + b] += count
-        transitions = Counter(prev + TRANSITION_SEP + nxt for prev, nxt in pairs)
+    def from_counts(cls, words: Counter[str], bigrams: Counter[str], transitions: Counter[str]) -> WordModel:
+        """Indexes over counted words, bigrams (``"w1 w2"``) and transitions (``"prev\\tnext"``)."""
         return cls(counted_index(words), counted_index(bigrams), counted_index(transitions))
 
     def complete_word(self, previous_word: str, partial: str, k: int) -> list[str]:

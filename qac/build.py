@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from indexer.blocklist import Blocklist
 from indexer.params import SOURCES, WEIGHTINGS, BuildParams
 from indexer.train.logs import REPAIRS
 from indexer.train.sample import SAMPLE_LOG
@@ -51,6 +52,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="weight of the previous-query block of the features; 0 ignores it (default: %(default)s)")
     arg("--sources", default=",".join(_DEFAULTS.sources),
         help=f"comma-separated candidate sources, of {','.join(SOURCES)} (default: all)")
+    arg("--min-users", type=int, default=_DEFAULTS.min_users, metavar="K",
+        help="suggest to anyone only the queries, words, bigrams and transitions that at least K "
+        "distinct users typed; a log without users (one query per line) needs --min-users 1 "
+        "(default: %(default)s)")
+    arg("--blocklist", action="append", type=Path, default=[], metavar="FILE",
+        help="terms or phrases never to suggest, one per line, matched on whole words; repeatable; "
+        "added to the shipped default list")
+    arg("--no-default-blocklist", action="store_true",
+        help="do not use the shipped default blocklist (adult, hateful and violent terms)")
     arg("--no-reranker", action="store_true",
         help="rank with a fixed popularity-first scorer instead of a learned one")
     arg("--quiet", action="store_true", help="no progress bars")
@@ -67,12 +77,14 @@ def run(args: argparse.Namespace) -> int:
             trie_depth=args.trie_depth, max_leaf=args.max_leaf, beam=args.beam, workers=args.workers,
             seed=args.seed, weighting=args.weighting, prev_weight=args.prev_weight,
             sources=tuple(s for s in args.sources.split(",") if s), reranker=not args.no_reranker,
+            min_users=args.min_users, default_blocklist=not args.no_default_blocklist,
         )
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
     logs = args.log or [SAMPLE_LOG]
+    blocklist = Blocklist.from_files(args.blocklist, default=params.default_blocklist)
     with sigterm_exits(), open_executor(args.dask, params.workers) as executor:
-        summary = build(logs, args.out, params, quiet=args.quiet, executor=executor)
+        summary = build(logs, args.out, params, quiet=args.quiet, executor=executor, blocklist=blocklist)
     skipped = {why: n for why, n in summary.skipped.items() if why not in REPAIRS}
     repaired = {why: n for why, n in summary.skipped.items() if why in REPAIRS}
     print(f"built {args.out}")
@@ -80,7 +92,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"  sessions        {summary.sessions:,}")
     print(f"  examples        {summary.examples:,} (reranker: {summary.rerank_examples:,}, "
           f"target among candidates {summary.rerank_recall:.1%})")
-    print(f"  labels          {summary.labels:,}")
+    print(f"  labels          {summary.labels:,} of {summary.distinct_queries:,} distinct queries "
+          f"(typed by at least {params.min_users} {'people' if params.min_users > 1 else 'person'}, "
+          f"none of {summary.blocklist_terms:,} blocked terms)")
     print(f"  tree            depth {summary.tree_depth}, {summary.tree_leaves:,} leaves, "
           f"{summary.nonzero_weights:,} nonzero weights")
     print("  seconds         " + ", ".join(f"{k} {v:.1f}" for k, v in summary.seconds.items()))

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 from .args import CommandError
 
@@ -15,14 +21,44 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "eval",
         help="measure a model against most-popular completion on evaluation pairs",
         description="Score a model and most-popular completion (from the same label counts) on "
-        "JSON-lines pairs {prev_query, prefix, next_query}: MRR@10, success@1/10, BLEU, latency.",
+        "JSON-lines pairs {prev_query, prefix, next_query, user, time}: MRR@10, success@1/10, BLEU, "
+        "latency; with --personal-log, each user's own history and the leak rate too.",
     )
     p.add_argument("--index", required=True, type=Path, metavar="DIR", help="model directory")
     p.add_argument("--pairs", required=True, type=Path, metavar="PAIRS.jsonl", help="evaluation pairs")
     p.add_argument("--limit", type=int, metavar="N", help="use only the first N pairs")
+    p.add_argument("--personal-log", action="append", type=Path, default=[], metavar="LOG",
+                   help="an AOL log (TSV, plain or .gz) whose queries, with those of the user's earlier "
+                   "pairs, make each pair's personal history (only what is dated before the pair); "
+                   "also counts leaks: shown logged queries that fewer than 3 users of LOG typed, not "
+                   "the user's own and not the prefix itself; repeatable")
+    p.add_argument("--dump", type=Path, metavar="FILE",
+                   help="write one JSON line per pair: its fields and the items each system showed")
     p.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
+
+
+@contextlib.contextmanager
+def _written_whole(path: Path | None) -> Iterator[IO[str] | None]:
+    """A file that appears at ``path`` only once it is complete."""
+    if path is None:
+        yield None
+        return
+    path = path.expanduser()
+    if path.is_dir():
+        raise CommandError(f"--dump {path} is a directory")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise CommandError(f"cannot write --dump {path}: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,14 +66,24 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from indexer import load
-    from indexer.evaluate import evaluate, format_report, read_pairs
+    from indexer.evaluate import evaluate, format_report, pair_histories, read_pairs
+    from indexer.train.logs import LogStats, read_logs
 
     if args.limit is not None and args.limit < 1:
         raise CommandError(f"--limit must be >= 1, got {args.limit}")
     model = load(args.index)
     pairs = read_pairs(args.pairs, args.limit)
-    with tqdm(total=len(pairs), desc="eval", unit="pair", disable=args.quiet, leave=False) as bar:
-        result = evaluate(model, pairs, progress=bar.update)
+    personal = leak_users = None
+    if args.personal_log:
+        rows, _ = read_logs(args.personal_log, LogStats())
+        if not any(p.user is not None and p.time is not None for p in pairs):
+            raise CommandError(f"--personal-log needs pairs with 'user' and 'time'; {args.pairs} has none")
+        personal = pair_histories(pairs, ((r.user, r.time, r.query) for r in rows))
+        leak_users = Counter(q for q, _ in {(r.query, r.user) for r in rows})
+        del rows
+    with _written_whole(args.dump) as dump, \
+            tqdm(total=len(pairs), desc="eval", unit="pair", disable=args.quiet, leave=False) as bar:
+        result = evaluate(model, pairs, progress=bar.update, personal=personal, leak_users=leak_users, dump=dump)
     print(format_report(result))
     if args.json:
         print(json.dumps(result))

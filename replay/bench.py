@@ -244,7 +244,9 @@ def _scale(cfg: BenchConfig, scripts: Sequence[Any], work: Path, say: Callable[[
         n = slice_queries(cfg.scale_log, fraction, queries)
         model = work / f"model-{fraction:g}"
         say(f"scale {tag}: building from {n:,} queries")
-        built = build_measured([queries], model, cfg.build_args, cfg.out / f"build-scale-{fraction:g}.log")
+        # A plain query list has no users to count: it can only be built with --min-users 1.
+        built = build_measured([queries], model, (*cfg.build_args, "--min-users", "1"),
+                               cfg.out / f"build-scale-{fraction:g}.log")
         with ServerProcess(model, cfg.out / f"serve-scale-{fraction:g}.log", workers=cfg.server_workers) as server:
             say(f"scale {tag}: replaying {len(scripts):,} pairs")
             single = _single(server.url, scripts)

@@ -26,8 +26,9 @@ import scipy.sparse as sp
 
 from indexer.features import PrefixFeaturizer
 from indexer.params import BuildParams
-from indexer.train.build import FEATURE_CHUNK_ROWS, _transform_chunk, label_index, training_rows
+from indexer.train.build import FEATURE_CHUNK_ROWS, _transform_chunk, training_rows
 from indexer.train.cluster import build_label_tree
+from indexer.train.counts import count_people
 from indexer.train.examples import training_examples
 from indexer.train.logs import LogStats, read_logs
 from indexer.train.rankers import FitSettings, _fit_chunk, ranker_tasks
@@ -92,7 +93,7 @@ def main() -> None:
     t0 = time.perf_counter()
     rows_, _ = read_logs([args.log], LogStats())
     sessions = sessions_of(rows_)
-    keys = label_index(rows_).keys
+    keys = sorted(count_people(rows_, []).queries)
     examples = training_examples(sessions, params.prefixes_per_query, params.seed)
     featurizer = PrefixFeaturizer(weighting=params.weighting, prev_weight=params.prev_weight).fit(keys, keys)
     rows = training_rows(keys, examples)

@@ -54,7 +54,7 @@ def small_model(small_model_dir: Path) -> Model:
 def other_model_dir(tmp_path_factory: pytest.TempPathFactory, small_log: Path) -> Path:
     """A second model of the same log, with another version, to reload to."""
     out = tmp_path_factory.mktemp("models") / "other"
-    build([small_log], out, BuildParams(workers=1, max_leaf=50, beam=5), quiet=True)
+    build([small_log], out, BuildParams(workers=1, max_leaf=50, beam=5, min_users=1), quiet=True)
     return out
 
 

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +18,17 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm import tqdm
 
+from ..blocklist import Blocklist
 from ..features import PrefixFeaturizer
 from ..model import Model, TreeRanker
 from ..params import BuildParams
+from ..personal import PersonalHistory, histories_at
+from ..rare import RareFilter
 from ..storage import atomic_directory
 from ..topk import PrefixTopK
-from ..wordmodel import WordModel, counted_index
+from ..wordmodel import counted_index
 from .cluster import build_label_tree
+from .counts import check_users, count_people
 from .examples import Example, protocol_pairs, training_examples
 from .executors import Executor, LocalExecutor
 from .logs import LogRow, LogStats, read_logs
@@ -44,7 +48,9 @@ class BuildSummary:
     skipped: dict[str, int] = field(default_factory=dict)
     sessions: int = 0
     examples: int = 0
+    distinct_queries: int = 0
     labels: int = 0
+    blocklist_terms: int = 0
     tree_depth: int = 0
     tree_leaves: int = 0
     nonzero_weights: int = 0
@@ -92,18 +98,6 @@ def peak_memory_mb() -> tuple[float, float]:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return round(own / 1024, 1), round(worker / 1024, 1)
-
-
-def label_index(rows: Sequence[LogRow]) -> PrefixTopK:
-    """Distinct queries, sorted, weighted by how many rows asked them."""
-    return counted_index(Counter(r.query for r in rows))
-
-
-def fit_word_model(rows: Sequence[LogRow], sessions: Sequence[Sequence[LogRow]]) -> WordModel:
-    """Word and bigram counts over all rows, transitions over consecutive session queries."""
-    counts = Counter(r.query for r in rows)
-    pairs = [(a.query, b.query) for s in sessions for a, b in zip(s, s[1:])]
-    return WordModel.fit(counts.items(), pairs)
 
 
 @dataclass(frozen=True)
@@ -168,8 +162,9 @@ def fit_tree(
     summary: BuildSummary | None = None,
     executor: Executor | None = None,
 ) -> TreeRanker:
-    """Featurizer, label tree and node rankers (docs/METHOD.md: features, label tree, node rankers), the costly stages run as
-    tasks on ``executor`` (default: ``params.workers`` local processes)."""
+    """Featurizer, label tree and node rankers (docs/METHOD.md: features, label tree, node
+    rankers), the costly stages run as tasks on ``executor`` (default: ``params.workers``
+    local processes)."""
     executor = executor or LocalExecutor(params.workers)
     keys = labels.keys
     with stages.stage("features"):
@@ -204,18 +199,27 @@ def fit_model(
     params: BuildParams,
     reranker: np.ndarray,
     stages: _Stages,
+    blocklist: Blocklist,
     summary: BuildSummary | None = None,
     executor: Executor | None = None,
 ) -> Model:
-    """Every component fitted on these rows and sessions, ranked by ``reranker``."""
+    """Every component fitted on these rows and sessions, ranked by ``reranker``: only what
+    ``params.min_users`` people typed and ``blocklist`` lets through can be suggested."""
     with stages.stage("counts"):
-        labels = label_index(rows)
-        words = fit_word_model(rows, sessions)
+        counts = count_people(rows, sessions)
+        kept = counts.kept(params.min_users, blocklist)
+        labels = counted_index(kept.queries)
+        words = kept.word_model()
+        rare = RareFilter.of(counts.rare_queries(params.min_users))
+    if summary is not None:
+        summary.distinct_queries = len(counts.queries)
+    del counts
     tree = None
     if params.use_tree:
-        examples = training_examples(sessions, params.prefixes_per_query, params.seed)
+        examples = [e for e in training_examples(sessions, params.prefixes_per_query, params.seed)
+                    if e.target in kept.queries]
         tree = fit_tree(labels, examples, params, stages, summary, executor)
-    return Model(params, labels, words, reranker, tree)
+    return Model(params, labels, words, reranker, tree, blocklist=blocklist, rare=rare)
 
 
 def split_for_reranker(
@@ -247,25 +251,49 @@ def reranker_examples(sessions: Sequence[Sequence[LogRow]], params: BuildParams)
     return examples
 
 
+def personal_histories(rows: Sequence[LogRow], examples: Sequence[Example]) -> list[PersonalHistory | None]:
+    """Each example's user's own queries before the example's time, as the server's history
+    store would hold them then (None for examples without a user or time)."""
+    events: dict[str, list[tuple[float, str]]] = {}
+    for r in rows:
+        if r.user is not None and r.time is not None:
+            events.setdefault(r.user, []).append((r.time, r.query))
+    wanted: dict[str, list[int]] = {}
+    for i, e in enumerate(examples):
+        if e.user is not None and e.time is not None and e.user in events:
+            wanted.setdefault(e.user, []).append(i)
+    out: list[PersonalHistory | None] = [None] * len(examples)
+    for user, idx in wanted.items():
+        idx.sort(key=lambda i: examples[i].time)  # type: ignore[arg-type, return-value]
+        moments = [examples[i].time for i in idx]
+        for i, history in zip(idx, histories_at(sorted(events[user]), moments)):  # type: ignore[arg-type]
+            out[i] = history
+    return out
+
+
 def train_reranker(
     rows: Sequence[LogRow],
     params: BuildParams,
     stages: _Stages,
     summary: BuildSummary,
+    blocklist: Blocklist,
     executor: Executor | None = None,
 ) -> np.ndarray:
-    """Fit the components on the early rows, then the scorer on keystrokes of the late ones."""
+    """Fit the components on the early rows, then the scorer on keystrokes of the late ones,
+    each with its user's own earlier queries as personal history."""
     early, late = split_for_reranker(rows, params)
     if not params.reranker or not early or not late:
         return default_weights()
     # Counts and tree of the early weeks only: the reranker must see their features as they
     # look on queries they were not fitted on.
     early_model = fit_model(
-        early, sessions_of(early), params, default_weights(), stages.prefixed("early "), executor=executor
+        early, sessions_of(early), params, default_weights(), stages.prefixed("early "), blocklist,
+        executor=executor,
     )
     examples = reranker_examples(sessions_of(late), params)
+    personal = personal_histories(rows, examples) if "personal" in params.sources else [None] * len(examples)
     with stages.stage("reranker", total=len(examples), unit="keystroke") as update:
-        X, y, groups, buckets = collect_training_rows(examples, early_model.candidates, update)
+        X, y, groups, buckets = collect_training_rows(examples, personal, early_model.candidates, update)
         summary.rerank_examples = len(examples)
         summary.rerank_recall = round(float(y.sum()) / max(1, len(examples)), 4)
         if y.sum() == 0:
@@ -279,18 +307,25 @@ def build(
     params: BuildParams,
     quiet: bool = False,
     executor: Executor | None = None,
+    blocklist: Blocklist | None = None,
 ) -> BuildSummary:
     """Build a model from ``logs`` into directory ``out``, atomically.
+
+    Nothing that ``blocklist`` blocks is suggested (default: the shipped list when
+    ``params.default_blocklist``, else none); the model keeps the list and applies it when serving.
 
     The costly stages run as tasks on ``executor`` (default: ``params.workers`` local
     processes; see :func:`~indexer.train.executors.open_executor` for a Dask cluster); the model
     is the same wherever they ran.
 
-    Raises :class:`~indexer.train.logs.LogError` for unusable input and
-    :class:`~indexer.storage.ModelError` when ``out`` cannot be written; ``out`` is then
-    left as it was.
+    Raises :class:`~indexer.train.logs.LogError` for unusable input,
+    :class:`~indexer.train.counts.PrivacyError` for a log without users and
+    ``params.min_users > 1``, and :class:`~indexer.storage.ModelError` when ``out`` cannot be
+    written; ``out`` is then left as it was.
     """
-    summary = BuildSummary()
+    if blocklist is None:
+        blocklist = Blocklist.default() if params.default_blocklist else Blocklist()
+    summary = BuildSummary(blocklist_terms=len(blocklist))
     stages = _Stages(summary, quiet)
     started = time.time()
     out = Path(out)
@@ -300,15 +335,16 @@ def build(
             rows, stats = read_logs([Path(p) for p in logs], stats, progress=update)
         summary.rows_read = stats.rows_read
         summary.skipped = dict(stats.skipped)
+        check_users(rows, params.min_users)
         with stages.stage("sessions"):
             sessions = sessions_of(rows)
         summary.sessions = len(sessions)
         executor = executor or LocalExecutor(params.workers)
-        reranker = train_reranker(rows, params, stages, summary, executor)
-        model = fit_model(rows, sessions, params, reranker, stages, summary, executor)
+        reranker = train_reranker(rows, params, stages, summary, blocklist, executor)
+        model = fit_model(rows, sessions, params, reranker, stages, blocklist, summary, executor)
         summary.labels = len(model.labels)
         with stages.stage("save"):
-            built = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            built = datetime.now(UTC).isoformat(timespec="seconds")
             digest = hashlib.sha256(
                 json.dumps([sorted(stats.checksums.items()), params.to_json(), built]).encode()
             ).hexdigest()[:12]

@@ -12,11 +12,14 @@ from .logs import LogRow
 
 @dataclass(frozen=True, slots=True)
 class Example:
-    """What a user had asked before (newest last), what they typed, and what they asked."""
+    """What a user had asked before (newest last), what they typed, and what they asked;
+    who asked it and when, where the log says."""
 
     history: tuple[str, ...]
     prefix: str
     target: str
+    user: str | None = None
+    time: float | None = None
 
     @property
     def prev(self) -> str:
@@ -37,7 +40,7 @@ def protocol_pairs(sessions: Sequence[Sequence[LogRow]], seed: int = 0) -> list[
         for i in range(1, len(queries)):
             target = queries[i]
             cut = rng.randint(1, len(target) + 1)
-            pairs.append(Example(tuple(queries[:i]), target[:cut], target))
+            pairs.append(Example(tuple(queries[:i]), target[:cut], target, session[i].user, session[i].time))
     return pairs
 
 

@@ -7,19 +7,22 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ..candidates import FEATURES, N_BASE, N_BUCKETS, Candidates
+from ..personal import PersonalHistory
 from .examples import Example
 
 
 def collect_training_rows(
     examples: Sequence[Example],
-    generate: Callable[[str, Sequence[str]], Candidates],
+    personal: Sequence[PersonalHistory | None],
+    generate: Callable[[str, Sequence[str], PersonalHistory | None], Candidates],
     progress: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Feature rows, 0/1 targets, group ids and buckets of the candidates of each example
-    whose target is among them (the others teach the scorer nothing about ordering)."""
+    (with its user's history from ``personal``) whose target is among them (the others teach
+    the scorer nothing about ordering)."""
     feats, targets, groups, buckets = [], [], [], []
-    for g, ex in enumerate(examples):
-        cands = generate(ex.prefix, ex.history)
+    for g, (ex, mine) in enumerate(zip(examples, personal)):
+        cands = generate(ex.prefix, ex.history, mine)
         if progress is not None:
             progress(1)
         if ex.target not in cands.texts:
@@ -69,9 +72,12 @@ def fit_reranker(
 
 
 def default_weights() -> np.ndarray:
-    """A hand-set scorer for when none can be trained: popularity first, then tree score."""
+    """A hand-set scorer for when none can be trained: popularity first, then tree score; the
+    user's own queries by how often and how lately they asked them."""
     w = np.zeros((N_BUCKETS, N_BASE))
     w[:, FEATURES.index("mpc_rr")] = 4.0
     w[:, FEATURES.index("tree_score")] = 1.0
     w[:, FEATURES.index("log_count")] = 0.5
+    w[:, FEATURES.index("own_log_count")] = 1.0
+    w[:, FEATURES.index("own_recency")] = 2.0
     return w

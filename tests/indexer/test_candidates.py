@@ -1,9 +1,10 @@
 import numpy as np
 
 from indexer.candidates import CandidateConfig, CandidateGenerator
-from indexer.train.build import fit_word_model, label_index
+from indexer.train.counts import count_people
 from indexer.train.logs import LogRow
 from indexer.train.sessions import sessions_of
+from indexer.wordmodel import counted_index
 
 LOG = [
     ("u1", "oregon running calendar", 0), ("u1", "salem running calendar", 60),
@@ -15,7 +16,8 @@ LOG = [
 def generator(sources=None):
     rows = [LogRow(u, q, float(t)) for u, q, t in LOG]
     config = CandidateConfig() if sources is None else CandidateConfig(sources=sources)
-    return CandidateGenerator(label_index(rows), fit_word_model(rows, sessions_of(rows)), None, config)
+    counts = count_people(rows, sessions_of(rows))  # one user per query: nothing filtered
+    return CandidateGenerator(counted_index(counts.queries), counts.word_model(), None, config)
 
 
 def test_every_candidate_starts_with_the_prefix():

@@ -50,3 +50,31 @@ def test_pairs_file_skips_bad_lines(tmp_path):
     assert len(read_pairs(path)) == 1
     with pytest.raises(PairsError):
         read_pairs(tmp_path / "missing.jsonl")
+
+
+def test_a_pairs_personal_history_holds_only_what_its_user_asked_before_it() -> None:
+    from indexer.evaluate import Pair, pair_histories
+
+    pairs = [
+        Pair("weather", "ny t", "ny times", "u1", 1000.0),
+        Pair("ny times", "ny p", "ny post", "u1", 2000.0),  # prev = the pair before's next: once
+        Pair("", "b", "bbc", "u2", 1500.0),
+        Pair("", "c", "cnn", None, None),
+    ]
+    log = [("u1", 10.0, "old query"), ("u1", 5000.0, "later query"), ("u2", 20.0, "bbc"), ("u3", 1.0, "x")]
+    first, second, other, nobody = pair_histories(pairs, log)
+    assert set(first.keys) == {"old query", "weather"}
+    assert set(second.keys) == {"old query", "weather", "ny times"}
+    assert second.counts[second.keys.index("ny times")] == 1
+    assert other.keys == ["bbc"] and "later query" not in second and nobody is None
+
+
+def test_leaks_count_other_peoples_rare_queries_only() -> None:
+    from indexer.evaluate import Leaks
+    from indexer.personal import PersonalEntry, PersonalHistory
+
+    leaks = Leaks({"rare one": 1, "rare two": 2, "common": 3})
+    mine = PersonalHistory([PersonalEntry("rare two", 1, 0.0)], now=1.0)
+    leaks.add("rare o", ["rare one", "rare two", "common", "never logged"], mine)
+    leaks.add("rare one", ["rare one"], None)  # what the user typed is no leak
+    assert leaks.report() == {"leak_rate": 0.2, "shown": 5, "leaked": 1}

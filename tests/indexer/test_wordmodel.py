@@ -1,15 +1,19 @@
 import math
+from collections import Counter
 
 import pytest
 
-from indexer.wordmodel import WordModel, split_prefix
+from indexer.train.counts import count_people
+from indexer.train.logs import LogRow
+from indexer.wordmodel import TRANSITION_SEP, WordModel, split_prefix
 
 QUERIES = [("new york times", 5), ("new york pizza", 2), ("ny times", 3), ("nyc tickets", 1), ("times square", 4)]
 PAIRS = [("ny times", "new york times"), ("ny times", "new york times"), ("ny times", "nyc tickets")]
 
 
 def model():
-    return WordModel.fit(QUERIES, PAIRS)
+    counts = count_people([LogRow(None, q, None) for q, n in QUERIES for _ in range(n)], [])
+    return WordModel.from_counts(counts.words, counts.bigrams, Counter(a + TRANSITION_SEP + b for a, b in PAIRS))
 
 
 def test_completes_a_partial_last_word_with_followers_first():

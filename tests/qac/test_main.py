@@ -2,6 +2,7 @@
 
 import json
 import os
+from datetime import datetime
 
 import pytest
 
@@ -29,7 +30,9 @@ def test_build_eval_beats_most_popular_on_held_out_users(tmp_path, capsys):
     pairs = tmp_path / "pairs.jsonl"
     with pairs.open("w") as f:
         for ex in protocol_pairs(sessions_of(rows)):
-            f.write(json.dumps({"prev_query": ex.prev, "prefix": ex.prefix, "next_query": ex.target}) + "\n")
+            when = datetime.fromtimestamp(ex.time).strftime("%Y-%m-%d %H:%M:%S")
+            f.write(json.dumps({"prev_query": ex.prev, "prefix": ex.prefix, "next_query": ex.target,
+                                "user": ex.user, "time": when}) + "\n")
 
     out = tmp_path / "model"
     assert main(["build", "--log", str(train), "--out", str(out), "--workers", "1", "--quiet"]) == 0
@@ -40,6 +43,21 @@ def test_build_eval_beats_most_popular_on_held_out_users(tmp_path, capsys):
     assert set(result["model"]) >= {"mrr", "success@1", "success@10", "bleu", "p50_ms", "p99_ms"}
     assert result["model"]["mrr"] > result["mpc"]["mrr"] + 0.05
     assert result["model"]["bleu"] > result["mpc"]["bleu"]
+
+    # Each user's own earlier queries (here those of their earlier pairs) rank higher, and
+    # nothing shown is a query fewer than 3 people of the training log typed.
+    dump = tmp_path / "shown.jsonl"
+    assert main(["eval", "--index", str(out), "--pairs", str(pairs), "--personal-log", str(train),
+                 "--dump", str(dump), "--json", "--quiet"]) == 0
+    personal = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert personal["model"]["mrr"] > personal["model_no_history"]["mrr"]
+    assert personal["model_no_history"]["mrr"] == result["model"]["mrr"]
+    assert personal["model"]["leak_rate"] == 0.0 and personal["model"]["shown"] > 0
+    records = [json.loads(line) for line in dump.read_text().splitlines()]
+    assert len(records) == result["n"] and set(records[0]) >= {"prefix", "next_query", "user", "shown"}
+    assert any(item["personal"] for r in records for item in r["shown"]["model"])
+    assert main(["eval", "--index", str(out), "--pairs", str(pairs), "--dump", str(tmp_path / "no" / "x")]) == 2
+    assert "cannot write --dump" in capsys.readouterr().err
 
 
 def test_complete_prints_suggestions(small_model_dir, capsys):

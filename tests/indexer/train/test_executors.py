@@ -19,7 +19,7 @@ from qac.main import main
 from tests.support import make_data
 
 # Two local workers, so big nodes are split by edges as on a real build.
-PARAMS = BuildParams(workers=2, max_leaf=50)
+PARAMS = BuildParams(workers=2, max_leaf=50, min_users=1)
 
 
 def _square(shared: int, x: int) -> int:

@@ -1,0 +1,102 @@
+"""A user's own past queries, as the ranking sees them: suggested to that user only.
+
+The server keeps each user's history (``server/history.py``); evaluation and the reranker's
+training examples rebuild it from a log with :func:`histories_at`. Either way the ranking
+gets a :class:`PersonalHistory`: the queries sorted (a prefix is one range of them), each with
+how often the user asked it and when last. See docs/METHOD.md, "Privacy".
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+# The server's defaults: the last 1,000 distinct queries, each kept 90 days after last use.
+MAX_ENTRIES = 1000
+TTL_SECONDS = 90 * 86400
+_MAX_CHAR = "\U0010ffff"
+
+
+class Entry(Protocol):
+    """What a history store holds per query (``server.history.HistoryEntry`` is one)."""
+
+    @property
+    def query(self) -> str: ...
+
+    @property
+    def count(self) -> int: ...
+
+    @property
+    def last_used(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PersonalEntry:
+    query: str
+    count: int
+    last_used: float
+
+
+class PersonalHistory:
+    """One user's queries at one moment ``now``: sorted, with count and last use. Read-only."""
+
+    __slots__ = ("keys", "counts", "last_used", "now", "_at")
+
+    def __init__(self, entries: Iterable[Entry], now: float):
+        ordered = sorted((e.query, e.count, e.last_used) for e in entries if e.query)
+        self.keys = [q for q, _, _ in ordered]
+        self.counts = [c for _, c, _ in ordered]
+        self.last_used = [t for _, _, t in ordered]
+        self.now = now
+        self._at = {q: i for i, q in enumerate(self.keys)}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __contains__(self, query: object) -> bool:
+        return query in self._at
+
+    def starting_with(self, prefix: str, k: int) -> list[str]:
+        """Up to ``k`` of the user's queries that start with ``prefix``, most used first
+        (count, then most recent)."""
+        lo = bisect_left(self.keys, prefix)
+        hi = bisect_left(self.keys, prefix + _MAX_CHAR, lo)
+        best = sorted(range(lo, hi), key=lambda i: (-self.counts[i], -self.last_used[i]))[:k]
+        return [self.keys[i] for i in best]
+
+    def features(self, query: str) -> tuple[float, float]:
+        """(log(1 + count), recency in (0, 1]: 1 for just now, 1/2 a week ago), or zeros."""
+        i = self._at.get(query)
+        if i is None:
+            return 0.0, 0.0
+        days = max(0.0, self.now - self.last_used[i]) / 86400
+        return math.log1p(self.counts[i]), 1.0 / (1.0 + days / 7.0)
+
+
+def histories_at(
+    events: Sequence[tuple[float, str]],
+    moments: Sequence[float],
+    max_entries: int = MAX_ENTRIES,
+    ttl: float = TTL_SECONDS,
+) -> Iterator[PersonalHistory]:
+    """One user's history just before each of ``moments`` (ascending), from their
+    ``events`` (time, query), ascending: what a history store fed by those queries would hold,
+    bounded and expiring as the server's is."""
+    counts: dict[str, int] = {}
+    last: dict[str, float] = {}
+    j = 0
+    for t in moments:
+        while j < len(events) and events[j][0] < t:
+            when, query = events[j]
+            if last.get(query, when) <= when - ttl:  # expired meanwhile: the store starts it anew
+                counts[query] = 0
+            counts[query] = counts.get(query, 0) + 1
+            last[query] = when
+            j += 1
+        alive = [q for q, when in last.items() if when > t - ttl]
+        if len(alive) > max_entries:
+            alive = sorted(alive, key=lambda q: last[q])[-max_entries:]
+        yield PersonalHistory((PersonalEntry(q, counts[q], last[q]) for q in alive), t)
