@@ -97,3 +97,27 @@ def test_a_generated_string_that_is_someones_rare_query_is_held_back(model: inde
     assert others < 20000 * 0.03  # about 1% false positives
     loaded = RareFilter.from_arrays(rare.to_arrays())
     assert all(k in loaded for k in keys[:50]) and len(loaded) == 2000
+
+
+def test_no_suggestion_for_any_one_or_two_letter_prefix_holds_a_default_list_term(small_model_dir: Path) -> None:
+    # The small model is built from real log rows with min_users=1: whatever is in the log can
+    # come out of some source, except what the default list blocks.
+    model = indexer.load(small_model_dir)
+    default = Blocklist.default()
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    prefixes = [*letters, *(a + b for a in letters for b in letters)]
+    own = [*model.labels.keys[:: max(1, len(model.labels) // 300)],
+           *(t for term in default.terms[::5] for t in (term, f"free {term}", f"{term} videos"))]
+    mine = PersonalHistory([PersonalEntry(q, 3, 0.0) for q in own], now=1.0)
+    for prefix in prefixes:
+        for items in (model.complete(prefix), model.complete(prefix, ["free sex videos"], personal=mine)):
+            bad = [c.query for c in items if default.blocks(c.query)]
+            assert not bad, (prefix, bad)
+
+
+def test_the_log_behind_the_small_model_does_hold_blocked_queries(small_log: Path) -> None:
+    # Otherwise the test above could not fail.
+    from indexer.train.logs import read_logs
+
+    rows, _ = read_logs([small_log])
+    assert any(Blocklist.default().blocks(r.query) for r in rows)
