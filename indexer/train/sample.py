@@ -10,11 +10,16 @@ from importlib import resources
 from pathlib import Path
 
 from ..model import load
+from ..errors import QacError
 from ..params import FORMAT_VERSION, BuildParams
 from ..storage import ModelError
 
 # Shipped as package data, so it is there after a plain ``pip install``.
 SAMPLE_LOG = Path(str(resources.files("indexer") / "data" / "sample.tsv.gz"))
+
+
+class SampleMissing(QacError, FileNotFoundError):
+    """The shipped sample log is not where the package put it."""
 
 
 def cache_dir() -> Path:
@@ -39,13 +44,13 @@ def ensure_sample_model(
 ) -> Path:
     """The sample model's directory, built first if it is missing or does not load.
 
-    Raises :class:`FileNotFoundError` if ``log`` is missing, and what building raises.
+    Raises :class:`SampleMissing` if ``log`` is missing, and what building raises.
     """
     from .build import build  # here: serving the sample needs no trainer once it is built
 
     params = params or BuildParams()
     if not Path(log).is_file():
-        raise FileNotFoundError(f"the sample log {log} is missing; give --index DIR")
+        raise SampleMissing(f"the sample log {log} is missing; give --index DIR")
     target = sample_model_dir(Path(log), params, cache or cache_dir())
     try:
         load(target)

@@ -1,0 +1,40 @@
+"""A user's history as the ranking sees it, and as a log replays it."""
+
+from __future__ import annotations
+
+from indexer.personal import PersonalEntry, PersonalHistory, histories_at
+
+DAY = 86400.0
+
+
+def test_queries_under_a_prefix_come_most_used_first_then_most_recent() -> None:
+    history = PersonalHistory([PersonalEntry("new york", 1, 50.0), PersonalEntry("news", 3, 10.0),
+                               PersonalEntry("nets", 1, 90.0), PersonalEntry("weather", 9, 0.0)], now=100.0)
+    assert history.starting_with("ne", 10) == ["news", "nets", "new york"]
+    assert history.starting_with("ne", 2) == ["news", "nets"]
+    assert history.starting_with("x", 10) == [] and len(history) == 4
+    assert "news" in history and "new" not in history
+
+
+def test_features_grow_with_use_and_fade_with_time() -> None:
+    now = 30 * DAY
+    history = PersonalHistory([PersonalEntry("a", 1, now), PersonalEntry("b", 5, now),
+                               PersonalEntry("c", 1, now - 7 * DAY)], now=now)
+    (count_a, recent_a), (count_b, _), (_, recent_c) = (history.features(q) for q in "abc")
+    assert count_b > count_a > 0 and recent_a == 1.0 and recent_c == 0.5
+    assert history.features("never") == (0.0, 0.0)
+
+
+def test_replayed_histories_hold_only_the_past_bounded_and_expiring() -> None:
+    events = [(0.0, "old"), (1.0, "a"), (2.0, "b"), (3.0, "a"), (100 * DAY, "late")]
+    at = list(histories_at(events, [0.5, 3.0, 3.5, 100 * DAY + 1], max_entries=2, ttl=90 * DAY))
+    assert at[0].keys == ["old"]
+    assert set(at[1].keys) == {"a", "b"}  # bounded to 2: "old" was the least recently used
+    assert at[2].counts[at[2].keys.index("a")] == 2
+    assert at[3].keys == ["late"]  # the rest expired 90 days after last use
+
+
+def test_a_query_asked_again_after_expiring_starts_its_count_anew() -> None:
+    events = [(0.0, "a"), (1.0, "a"), (95 * DAY, "a")]
+    (history,) = histories_at(events, [95 * DAY + 1], ttl=90 * DAY)
+    assert history.counts == [1]
