@@ -1,0 +1,71 @@
+"""In-process latency with a full personal history: every dev keystroke ranked with a
+1,000-query history (the server's bound), against the same keystrokes with none.
+
+    python scripts/personal_latency.py --index DIR --log TRAIN.tsv.gz --pairs DEV.pairs.jsonl [--limit N]
+
+The history is the 1,000 most recent distinct queries of the users with the most distinct
+queries (no user of the AOL sample has 1,000), as the history store would hold them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+
+import numpy as np
+
+import indexer
+from indexer.evaluate import read_pairs
+from indexer.personal import PersonalEntry, PersonalHistory
+from indexer.train.logs import read_logs
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--index", required=True)
+    ap.add_argument("--log", required=True)
+    ap.add_argument("--pairs", required=True)
+    ap.add_argument("--limit", type=int, default=3000)
+    ap.add_argument("--entries", type=int, default=1000)
+    args = ap.parse_args()
+    model = indexer.load(args.index)
+    rows, _ = read_logs([args.log])
+    distinct: dict[str | None, set[str]] = {}
+    for r in rows:
+        distinct.setdefault(r.user, set()).add(r.query)
+    # No user of the log has 1,000 distinct queries: pool those of the users with the most.
+    pooled: set[str | None] = set()
+    for user in sorted(distinct, key=lambda u: -len(distinct[u])):
+        if sum(len(distinct[u]) for u in pooled) >= args.entries:
+            break
+        pooled.add(user)
+    counts: Counter[str] = Counter()
+    last: dict[str, float] = {}
+    for r in rows:
+        if r.user in pooled:
+            counts[r.query] += 1
+            last[r.query] = max(last.get(r.query, 0.0), r.time or 0.0)
+    recent = sorted(last, key=last.__getitem__)[-args.entries:]
+    now = max(last.values()) + 3600
+    history = PersonalHistory([PersonalEntry(q, counts[q], last[q]) for q in recent], now)
+    pairs = read_pairs(args.pairs, args.limit)
+    result = {"entries": len(history), "pairs": len(pairs)}
+    for name, personal in (("no history", None), ("1,000-query history", history)):
+        for p in pairs[:200]:  # warm up
+            model.complete(p.prefix, [p.prev_query], personal=personal)
+        ms = []
+        for p in pairs:
+            start = time.perf_counter()
+            model.complete(p.prefix, [p.prev_query], personal=personal)
+            ms.append((time.perf_counter() - start) * 1000)
+        result[name] = {"p50_ms": round(float(np.percentile(ms, 50)), 3),
+                        "p99_ms": round(float(np.percentile(ms, 99)), 3)}
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
