@@ -18,7 +18,7 @@ import numpy as np
 from .errors import QacError
 from .model import Completion, Model
 from .normalize import normalize
-from .personal import PersonalHistory, histories_at
+from .personal import PersonalHistory, replay_histories
 
 # A shown suggestion that is a logged query fewer people typed, not the user's own and not
 # what they typed, is a leak (docs/METHOD.md, "Privacy").
@@ -163,8 +163,7 @@ def pair_histories(
         if user is not None and when is not None:
             events.setdefault(user, []).append((when, query))
     last: dict[str, str] = {}
-    wanted: dict[str, list[int]] = {}
-    for i, pair in enumerate(pairs):
+    for pair in pairs:
         if pair.user is None or pair.time is None:
             continue
         mine = events.setdefault(pair.user, [])
@@ -174,14 +173,7 @@ def pair_histories(
         nxt = normalize(pair.next_query)
         mine.append((pair.time, nxt))
         last[pair.user] = nxt
-        wanted.setdefault(pair.user, []).append(i)
-    out: list[PersonalHistory | None] = [None] * len(pairs)
-    for user, idx in wanted.items():
-        idx.sort(key=lambda i: pairs[i].time)  # type: ignore[arg-type, return-value]
-        moments = [pairs[i].time for i in idx]
-        for i, history in zip(idx, histories_at(sorted(events[user]), moments)):  # type: ignore[arg-type]
-            out[i] = history
-    return out
+    return replay_histories(events, [(p.user, p.time) for p in pairs])
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -100,3 +100,21 @@ def histories_at(
         if len(alive) > max_entries:
             alive = sorted(alive, key=lambda q: last[q])[-max_entries:]
         yield PersonalHistory((PersonalEntry(q, counts[q], last[q]) for q in alive), t)
+
+
+def replay_histories(
+    events: Mapping[str, Sequence[tuple[float, str]]], asks: Sequence[tuple[str | None, float | None]]
+) -> list[PersonalHistory | None]:
+    """For each (user, time) of ``asks``, that user's history just before then, from their
+    ``events`` (time, query) in any order; None where the user or time is unknown."""
+    wanted: dict[str, list[int]] = {}
+    for i, (user, when) in enumerate(asks):
+        if user is not None and when is not None and user in events:
+            wanted.setdefault(user, []).append(i)
+    out: list[PersonalHistory | None] = [None] * len(asks)
+    for user, idx in wanted.items():
+        idx.sort(key=lambda i: asks[i][1])  # type: ignore[arg-type, return-value]
+        moments = [asks[i][1] for i in idx]
+        for i, history in zip(idx, histories_at(sorted(events[user]), moments)):  # type: ignore[arg-type]
+            out[i] = history
+    return out

@@ -114,30 +114,6 @@ def _by_reason(counts: dict[str, int]) -> str:
 
 
 @contextlib.contextmanager
-def _sigterm_exits() -> Iterator[None]:
-    """While building, SIGTERM exits with 143 through ``finally`` blocks (so the unfinished
-    model directory is removed) instead of killing the process on the spot."""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        yield
-        return
-    owner = os.getpid()
-
-    def exit_(signum: int, frame: object) -> None:
-        if os.getpid() != owner:  # a forked worker: die as it would have
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, exit_)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-@contextlib.contextmanager
 def sigterm_exits() -> Iterator[None]:
     """While building, SIGTERM exits with 143 through ``finally`` blocks (so the unfinished
     model directory is removed) instead of killing the process on the spot."""

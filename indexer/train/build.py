@@ -22,7 +22,7 @@ from ..blocklist import Blocklist
 from ..features import PrefixFeaturizer
 from ..model import Model, TreeRanker
 from ..params import BuildParams
-from ..personal import PersonalHistory, histories_at
+from ..personal import PersonalHistory, replay_histories
 from ..rare import RareFilter
 from ..storage import atomic_directory
 from ..topk import PrefixTopK
@@ -258,17 +258,7 @@ def personal_histories(rows: Sequence[LogRow], examples: Sequence[Example]) -> l
     for r in rows:
         if r.user is not None and r.time is not None:
             events.setdefault(r.user, []).append((r.time, r.query))
-    wanted: dict[str, list[int]] = {}
-    for i, e in enumerate(examples):
-        if e.user is not None and e.time is not None and e.user in events:
-            wanted.setdefault(e.user, []).append(i)
-    out: list[PersonalHistory | None] = [None] * len(examples)
-    for user, idx in wanted.items():
-        idx.sort(key=lambda i: examples[i].time)  # type: ignore[arg-type, return-value]
-        moments = [examples[i].time for i in idx]
-        for i, history in zip(idx, histories_at(sorted(events[user]), moments)):  # type: ignore[arg-type]
-            out[i] = history
-    return out
+    return replay_histories(events, [(e.user, e.time) for e in examples])
 
 
 def train_reranker(

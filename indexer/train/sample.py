@@ -9,8 +9,8 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
-from ..model import load
 from ..errors import QacError
+from ..model import load
 from ..params import FORMAT_VERSION, BuildParams
 from ..storage import ModelError
 
