@@ -238,6 +238,7 @@ def _serve_and_measure(name: str, index: Path, cfg: BenchConfig, scripts: Sequen
 
 def _scale(cfg: BenchConfig, scripts: Sequence[Any], work: Path, say: Callable[[str], None]) -> list[dict[str, Any]]:
     rows = []
+    assert cfg.scale_log is not None  # BenchConfig.check refuses a scaling run without one
     for fraction in cfg.scale_fractions:
         tag = f"{fraction:.0%}"
         queries = work / f"queries-{fraction:g}.txt"
