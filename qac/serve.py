@@ -13,9 +13,11 @@ from collections.abc import Mapping
 from server.config import ServerConfig, env_name
 
 _DEFAULTS = ServerConfig()
-_FLAG_TYPES = {"port": int, "workers": int, "session_ttl": float}
+_FLAG_TYPES = {"port": int, "workers": int, "session_ttl": float, "history_max": int, "history_days": float}
 _METAVARS = {"index": "DIR", "host": "HOST", "port": "PORT", "workers": "N", "sessions": "STORE",
-             "session_ttl": "SECONDS"}
+             "session_ttl": "SECONDS", "allowed_origins": "ORIGIN", "secret_file": "FILE", "history_max": "N",
+             "history_days": "DAYS", "blocklist": "FILE"}
+_REPEATABLE = {"allowed_origins": "+", "blocklist": None}  # tuple fields: nargs (None: one per flag)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,8 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default = getattr(_DEFAULTS, f.name)
         shown = "" if default in (None, ()) else f" (default: {default})"
         help = f"{f.metadata['help']}{shown}; env {env_name(f)}".replace("%", "%%")
-        if f.name == "allowed_origins":
-            p.add_argument(flag, dest=f.name, action="extend", nargs="+", metavar="ORIGIN", help=help)
+        if f.name in _REPEATABLE:
+            p.add_argument(flag, dest=f.name, action="append" if _REPEATABLE[f.name] is None else "extend",
+                           nargs=_REPEATABLE[f.name], metavar=_METAVARS[f.name], help=help)
         else:
             p.add_argument(flag, dest=f.name, type=_FLAG_TYPES.get(f.name, str), metavar=_METAVARS[f.name],
                            help=help)
@@ -45,8 +48,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> ServerConfig:
     """The configuration: flags given, then ``QAC_*`` variables, then defaults."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ServerConfig) if hasattr(args, f.name)}
-    if given.get("allowed_origins") is not None:
-        given["allowed_origins"] = tuple(given["allowed_origins"])
+    for name in _REPEATABLE:
+        if given.get(name) is not None:
+            given[name] = tuple(given[name])
     return ServerConfig.from_env(environ, **given)
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from importlib import resources
 import hmac
 import json
 import logging
 import os
 import time
 from collections.abc import AsyncIterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,12 +29,17 @@ from indexer.model import Model
 from indexer.normalize import normalize
 
 from . import protocol
+from .blocklists import ServeBlocklist
 from .config import ConfigError, ServerConfig, normalize_origin
 from .connection import Connection, ServerState, expose_abort
+from .history import open_history
+from .history_routes import forget_route, personal_of, remove_route
 from .metrics import Metrics
+from .personal import PersonalHub
 from .ranker import Ranker, load_warm, read_announcement
 from .sessions import open_store
 from .store_health import StoreHealth
+from .users import Signer, default_secret_path, load_secret
 
 log = logging.getLogger("qac.server")
 
@@ -43,7 +48,8 @@ STATIC_DIR = Path(str(resources.files("static")))
 
 
 def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette:
-    """The server as an ASGI app; the model (unless given) and sessions open at startup."""
+    """The server as an ASGI app; the model (unless given), secret, blocklist and stores open
+    at startup."""
     metrics = Metrics(shared_sessions=config.sessions != "memory")
     static_dir = Path(config.static_dir) if config.static_dir else STATIC_DIR
 
@@ -52,31 +58,36 @@ def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette
         nonlocal model
         loaded, index, announced = await _initial_model(config, model)
         model = None  # from here the ranker alone holds it, so that a reload frees it
+        signer = Signer(server_secret(config))
         store = open_store(config.sessions, config.session_ttl, config.max_history, config.max_sessions)
+        history = open_history(config.sessions, max_entries=config.history_max, ttl=config.history_days * 86400)
         try:
             await store.ping()
             ranker = Ranker(
                 loaded, index, threads=config.rank_threads, k=config.k, reload_file=config.reload_file,
                 announced=announced, on_swap=lambda m, i: metrics.set_model(m.version, i),
             )
+            blocklist = ServeBlocklist(config.blocklist, metrics, ranker.set_extra_blocklist)
             metrics.set_model(loaded.version, index)
             log.info("serving model %s from %s, sessions in %s (pid %d)", loaded.version, index, store.kind,
                      os.getpid())
             del loaded
             health = StoreHealth(store, metrics)
-            app.state.qac = ServerState(config, ranker, store, metrics, health)
-            follower = asyncio.create_task(ranker.follow())
-            watcher = asyncio.create_task(health.watch())
-            counter = asyncio.create_task(health.count_forever())
+            users = PersonalHub(signer, history, metrics)
+            app.state.qac = ServerState(config, ranker, store, metrics, health, users)
+            app.state.blocklist = blocklist
+            tasks = [asyncio.create_task(job) for job in (
+                ranker.follow(), health.watch(), health.count_forever(), users.follow(),
+                blocklist.watch(config.blocklist_interval))]
             try:
                 yield
             finally:
-                follower.cancel()
-                watcher.cancel()
-                counter.cancel()
+                for task in tasks:
+                    task.cancel()
                 ranker.close()
                 metrics.close()
         finally:
+            await history.close()
             await store.close()
 
     static = StaticFiles(directory=static_dir, check_dir=False)
@@ -94,14 +105,37 @@ def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette
         Route("/healthz", healthz),
         Route("/metrics", metrics_endpoint),
         Route("/admin/reload", admin_reload, methods=["POST"]),
+        Route("/history/forget", forget_route, methods=["POST"]),
+        Route("/history/remove", remove_route, methods=["POST"]),
         Route("/static/{name:path}", asset),
         Route("/{name:path}", asset),
     ]
     middleware = [Middleware(expose_abort)]
     if config.allowed_origins:
         middleware.append(Middleware(CORSMiddleware, allow_origins=list(config.allowed_origins),
-                                     allow_methods=["GET"]))
+                                     allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"]))
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+
+
+def secret_source(config: ServerConfig) -> tuple[dict[str, str], Path]:
+    """Where the secret comes from: ``QAC_SECRET`` (as an environment), else the secret file."""
+    path = Path(config.secret_file).expanduser() if config.secret_file else default_secret_path()
+    return ({"QAC_SECRET": config.secret} if config.secret else {}), path
+
+
+def generated_warning(path: Path) -> str:
+    return (f"generated a new secret for user tokens in {path}: every replica must use the same one (copy "
+            "that file or set QAC_SECRET), or users are refused on the others and start a new history")
+
+
+def server_secret(config: ServerConfig) -> bytes:
+    """``QAC_SECRET``, else the secret file (generated on first start, with a warning).
+    Raises :class:`server.users.SecretError`."""
+    environ, path = secret_source(config)
+    secret, generated = load_secret(environ, path)
+    if generated:
+        log.warning("%s", generated_warning(path))
+    return secret
 
 
 def app_from_env() -> Starlette:
@@ -178,9 +212,12 @@ async def complete(request: Request) -> Response:
         return _error(400, protocol.TOO_LONG, f"a parameter of {longest} characters; the limit is "
                       f"{config.max_prefix}")
     history = [h for h in map(normalize, prev) if h][-config.max_history:]
+    personal = await personal_of(request)
+    if isinstance(personal, Response):
+        return personal
     started = time.perf_counter()
     state.metrics.keystrokes.labels("http").inc()
-    ranked = await state.ranker.complete(prefix, history)
+    ranked = await state.ranker.complete(prefix, history, personal)
     took = time.perf_counter() - started
     state.metrics.latency.labels("http").observe(took)
     return JSONResponse({"prefix": ranked.prefix, "items": protocol.items(ranked.items),
@@ -218,6 +255,7 @@ async def admin_reload(request: Request) -> Response:
         body = json.loads(await request.body())
     except ValueError as exc:
         return _error(400, protocol.BAD_JSON, f"not JSON: {exc}")
+    await request.app.state.blocklist.check(force=True)  # a reload also re-reads the --blocklist files
     index = body.get("index") if isinstance(body, dict) else None
     if not isinstance(index, str) or not index:
         return _error(400, protocol.BAD_MESSAGE, f'expected {{"index": "DIR"}}, got {body!r}'[:300])

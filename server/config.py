@@ -29,6 +29,10 @@ def _origins(text: str) -> tuple[str, ...]:
     return tuple(part for part in re.split(r"[\s,]+", text) if part)
 
 
+def _paths(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
 def _opt(
     default: Any, parse: Callable[[str], Any], help: str, flag: str | None = None, env: str | None = None,
     **kw: Any,
@@ -74,6 +78,18 @@ class ServerConfig:
     admin_token: str | None = _opt(None, str, "bearer token of POST /admin/reload; unset disables it",
                                    repr=False)
     reload_file: str | None = _opt(None, str, "file through which worker processes announce reloads")
+    secret: str | None = _opt(None, str, "the secret that signs user tokens (at least 16 characters), shared by "
+                              "every replica; unset: read from --secret-file", repr=False)
+    secret_file: str | None = _opt(None, str, "file holding the secret when QAC_SECRET is unset; generated "
+                                   "on first start (default: $XDG_STATE_HOME/qac/secret)", flag="--secret-file")
+    history_max: int = _opt(1000, int, "distinct queries kept in each user's personal history",
+                            flag="--history-max")
+    history_days: float = _opt(90.0, float, "days a personal history entry lives after its last use",
+                               flag="--history-days")
+    blocklist: tuple[str, ...] = _opt(
+        (), _paths, "blocklist file applied at serve time on top of the model's own list (a term or phrase "
+        "a line; repeatable; re-read when it changes)", flag="--blocklist")
+    blocklist_interval: float = _opt(2.0, float, "seconds between checks of the --blocklist files for changes")
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -81,10 +97,10 @@ class ServerConfig:
         if self.rank_threads == 0:  # measured: BENCHMARKS.md, "ranking threads"
             object.__setattr__(self, "rank_threads", 1 if self.workers == 1 else 4)
         for name in ("workers", "max_sessions", "max_history", "max_prefix", "max_message", "burst", "k",
-                     "rank_threads", "max_connections"):
+                     "rank_threads", "max_connections", "history_max"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("session_ttl", "rate", "idle_timeout", "send_timeout"):
+        for name in ("session_ttl", "rate", "idle_timeout", "send_timeout", "history_days", "blocklist_interval"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.max_message < self.max_prefix:

@@ -1,10 +1,11 @@
 """One WebSocket client, from hello to disconnect.
 
-Two tasks per connection: the reader parses frames, answers submits and errors at once, and
-puts each keystroke in a one-slot mailbox, replacing (superseding) a keystroke not yet
-ranked; the ranker takes the newest keystroke from the mailbox, ranks it with the session's
-history and sends the suggestions. Query ids must increase on a connection, so answers never
-go backwards and the last keystroke is always answered.
+Two tasks per connection: the reader parses frames, answers submits, user frames
+(``server/users_ws.py``) and errors at once, and puts each keystroke in a one-slot mailbox,
+replacing (superseding) a keystroke not yet ranked; the ranker takes the newest keystroke
+from the mailbox, ranks it with the session's history (and the user's personal history, when
+the connection has a user) and sends the suggestions. Query ids must increase on a
+connection, so answers never go backwards and the last keystroke is always answered.
 
 What a connection may cost is bounded: one pending keystroke, a token bucket of messages, a
 frame size, an idle timeout, and a send timeout for a client that stops reading (the
@@ -28,13 +29,14 @@ from indexer.normalize import normalize
 from . import protocol
 from .config import ServerConfig
 from .metrics import Metrics
-from .protocol import ProtocolError, Query, Submit
+from .personal import PersonalHub
+from .protocol import ProtocolError, Query, Remove, Submit
 from .ranker import Ranker
 from .sessions import SessionError, SessionStore, new_session_id, valid_session_id
 from .store_health import StoreHealth
+from .users_ws import UserLink
 
 log = logging.getLogger("qac.server")
-
 
 
 class _Drop(Exception):
@@ -70,13 +72,14 @@ def expose_abort(app: ASGIApp) -> ASGIApp:
 
 @dataclass
 class ServerState:
-    """What every request handler shares: configuration, model, sessions, metrics."""
+    """What every request handler shares: configuration, model, sessions, users, metrics."""
 
     config: ServerConfig
     ranker: Ranker
     store: SessionStore
     metrics: Metrics
     health: StoreHealth
+    users: PersonalHub
     open_connections: int = 0
 
 
@@ -123,6 +126,7 @@ class Connection:
         self._history: list[str] = []
         self._history_read = 0.0  # time.monotonic() of the last read from the store
         self._unsynced: list[str] = []  # submits made while the store was down, oldest first
+        self.user = UserLink(state.users)
 
     async def serve(self, requested_session: str | None) -> None:
         """Say hello, then read and answer frames until the client disconnects."""
@@ -147,7 +151,7 @@ class Connection:
             # the TCP connection, which would otherwise linger until the client reads.
             try:
                 await asyncio.wait_for(self.ws.close(drop.code, drop.reason), 1.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 abort = self.ws.scope.get(ABORT_KEY)
                 if abort is not None:
                     abort()
@@ -155,6 +159,7 @@ class Connection:
                 pass
         finally:
             metrics.connections.dec()
+            self.user.close()
             for task in tasks:
                 task.cancel()
             for task in tasks:
@@ -183,14 +188,14 @@ class Connection:
         async with self._send_lock:
             try:
                 await asyncio.wait_for(self.ws.send_text(text), self.state.config.send_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise _Drop(1008, "client does not read its messages", "slow_client") from None
 
     async def _receive(self) -> Message:
         config = self.state.config
         try:
             return await asyncio.wait_for(self.ws.receive(), config.idle_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise _Drop(protocol.CLOSE_IDLE, f"idle for {config.idle_timeout:g} s", "idle") from None
 
     async def _read_loop(self) -> None:
@@ -213,8 +218,12 @@ class Connection:
                 msg = protocol.parse(text, max_prefix=config.max_prefix)
                 if isinstance(msg, Query):
                     self._enqueue(msg, received)
-                else:
+                elif isinstance(msg, Submit):
                     await self._submit(msg)
+                else:
+                    if isinstance(msg, Remove):
+                        await self._discard(normalize(msg.query))
+                    await self._send(await self.user.handle(msg))
             except ProtocolError as exc:
                 self.state.metrics.errors.labels(exc.code).inc()
                 await self._send(protocol.error(exc.code, exc.message, exc.id))
@@ -237,7 +246,22 @@ class Connection:
             self._unsynced.append(query)
             self.state.metrics.submits.inc()
         stored = await self._sync(force=True)
+        if query:
+            await self.user.record(query)
         await self._send(protocol.ack(len(self._history), stored))
+
+    async def _discard(self, query: str) -> None:
+        """A removed query leaves this session's history too, so nothing suggests it again here."""
+        if not query or query not in self._history:
+            return
+        self._history = [q for q in self._history if q != query]
+        self._unsynced = [q for q in self._unsynced if q != query]
+        if self.state.health.up:
+            async with self._store_lock:
+                try:
+                    await self.state.store.discard(self.session, query)
+                except SessionError as exc:
+                    self.state.health.failed(exc)
 
     async def _sync(self, force: bool = False) -> bool:
         """Write held-back submits to the store and read the history back if it is due (or
@@ -274,8 +298,9 @@ class Connection:
             query, received = self._pending
             self._pending = None
             await self._sync()
+            personal = await self.user.personal()
             try:
-                ranked = await self.state.ranker.complete(query.prefix, self._history)
+                ranked = await self.state.ranker.complete(query.prefix, self._history, personal)
             except Exception:
                 log.exception("ranking %r failed", query.prefix)
                 metrics.errors.labels(protocol.INTERNAL).inc()

@@ -17,11 +17,13 @@ from uvicorn.supervisors import Multiprocess
 
 from indexer.errors import QacError
 
-from .app import create_app
+from .app import create_app, generated_warning, secret_source
+from .blocklists import read as read_blocklist
 from .config import ServerConfig
 from .metrics import MULTIPROC_ENV
 from .ranker import announce_reload, load_warm, release_memory
 from .sessions import SessionError, open_store
+from .users import SecretError, load_secret
 
 
 class ServeError(QacError):
@@ -36,7 +38,9 @@ def run(config: ServerConfig, *, say: Callable[[str], None] = print) -> None:
     if not config.index:
         raise ServeError("no model to serve: give --index DIR")
     index = Path(config.index).expanduser().resolve()
+    read_blocklist(config.blocklist)  # a bad --blocklist file stops here (BlocklistError)
     model = load_warm(index)
+    _check_secret(config, say)
     _check_sessions(config)
     sock = _bind(config.host, config.port)
     config = replace(config, index=str(index), port=sock.getsockname()[1])
@@ -101,6 +105,17 @@ def _bind(host: str, port: int) -> socket.socket:
         raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     sock.set_inheritable(True)
     return sock
+
+
+def _check_secret(config: ServerConfig, say: Callable[[str], None]) -> None:
+    """Read the secret, generating it on first start, so that every worker reads the same file."""
+    environ, path = secret_source(config)
+    try:
+        _, generated = load_secret(environ, path)
+    except SecretError as exc:
+        raise ServeError(str(exc)) from exc
+    if generated:
+        say(f"qac serve: warning: {generated_warning(path)}")
 
 
 def _check_sessions(config: ServerConfig) -> None:

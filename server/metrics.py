@@ -58,6 +58,21 @@ class Metrics:
                               **mode("livemax" if shared_sessions else "livesum"))
         self.submits = Counter("qac_submits", "Queries appended to a session history", registry=r)
         self.reloads = Counter("qac_model_reloads", "Model reloads, by result", ["result"], registry=r)
+        self.user_tokens = Counter(
+            "qac_user_tokens", "User tokens: issued (anonymous), verified, refused (forged, expired, malformed)",
+            ["result"], registry=r)
+        for result in ("issued", "verified", "refused"):
+            self.user_tokens.labels(result)
+        self.history_deletes = Counter("qac_history_deletes", "Personal history deletions asked for: forget "
+                                       "(all) and remove (one query)", ["kind"], registry=r)
+        for kind in ("forget", "remove"):
+            self.history_deletes.labels(kind)
+        self.history_errors = Counter("qac_history_store_errors", "Personal history store calls that failed "
+                                      "(suggestions then come without personal history)", registry=r)
+        self.blocklist_terms = Gauge("qac_blocklist_terms", "Terms of the --blocklist files applied at serve "
+                                     "time (besides the model's own list)", registry=r, **mode("livemax"))
+        self.blocklist_reloads = Counter("qac_blocklist_reloads", "Re-reads of changed --blocklist files, by "
+                                         "result", ["result"], registry=r)
         self.model = Gauge("qac_model_info", "The model being served (1), by version and directory",
                            ["version", "index"], registry=r, **mode("liveall"))
         self._model_labels: tuple[str, str] | None = None

@@ -6,12 +6,16 @@ Client to server::
 
     {"type": "query", "id": <int>, "prefix": "<text as typed>"}
     {"type": "submit", "query": "<text>"}
+    {"type": "user", "token": "<user token>"}      present a user; without "token": be issued one
+    {"type": "forget"}                              delete the user's whole personal history
+    {"type": "remove", "query": "<text>"}          delete one query of it
 
 Server to client::
 
     {"type": "hello", "session": "<id>", "index": "<model version>", "history": <int>}
     {"type": "suggestions", "id": <int>, "prefix": "<normalized>", "items": [...], "took_ms": <float>}
     {"type": "ack", "history": <int>}
+    {"type": "user", "token": "<user token>", "history": <int or null>}   (+ "removed" after a remove)
     {"type": "error", "id": <int or null>, "code": "<code>", "message": "<text>"}
 """
 
@@ -33,6 +37,9 @@ TOO_LONG = "too_long"
 STALE_ID = "stale_id"
 RATE_LIMITED = "rate_limited"
 INTERNAL = "internal"
+BAD_USER = "bad_user"  # a user token that is forged, expired or malformed
+NO_USER = "no_user"  # forget or remove before a user was presented
+HISTORY_DOWN = "history_unavailable"  # the personal history store does not answer
 
 # Close codes besides the standard ones: 1008 policy (origin), 1009 frame too big,
 # 1013 try again later (server full).
@@ -67,7 +74,26 @@ class Submit:
     query: str
 
 
-ClientMessage = Query | Submit
+@dataclass(frozen=True)
+class UserHello:
+    """Present a user token, or ask for an anonymous one (``token`` None)."""
+
+    token: str | None
+
+
+@dataclass(frozen=True)
+class Forget:
+    """Delete the user's whole personal history."""
+
+
+@dataclass(frozen=True)
+class Remove:
+    """Delete one query from the user's personal history."""
+
+    query: str
+
+
+ClientMessage = Query | Submit | UserHello | Forget | Remove
 
 
 def frame_size(text: str) -> int:
@@ -93,9 +119,19 @@ def parse(text: str, *, max_prefix: int) -> ClientMessage:
         return Query(qid, _text(data, "prefix", max_prefix, qid))
     if kind == "submit":
         return Submit(_text(data, "query", max_prefix, None))
+    if kind == "user":
+        token = data.get("token")
+        if token is not None and not isinstance(token, str):
+            raise ProtocolError(BAD_MESSAGE, "a user 'token' is a string")
+        return UserHello(token)  # checked by the signer: any bad token is a bad_user
+    if kind == "forget":
+        return Forget()
+    if kind == "remove":
+        return Remove(_text(data, "query", max_prefix, None))
     if not isinstance(kind, str):
         raise ProtocolError(BAD_MESSAGE, f"expected a string 'type', got {kind!r}", peek_id(data))
-    raise ProtocolError(UNKNOWN_TYPE, f"expected type 'query' or 'submit', got {kind[:40]!r}", peek_id(data))
+    raise ProtocolError(UNKNOWN_TYPE, f"expected type 'query', 'submit', 'user', 'forget' or 'remove', "
+                        f"got {kind[:40]!r}", peek_id(data))
 
 
 def peek_id(message: str | dict[str, Any]) -> int | None:
@@ -126,7 +162,13 @@ def _text(data: dict[str, Any], key: str, limit: int, qid: int | None) -> str:
 
 def items(completions: Sequence[Completion]) -> list[dict[str, Any]]:
     """Suggestions as JSON objects, the same for the WebSocket and ``GET /complete``."""
-    return [{"query": c.query, "score": round(c.score, 6)} for c in completions]
+    out: list[dict[str, Any]] = []
+    for c in completions:
+        item: dict[str, Any] = {"query": c.query, "score": round(c.score, 6)}
+        if c.personal:  # only then: frames stay small
+            item["personal"] = True
+        out.append(item)
+    return out
 
 
 def hello(session: str, index: str, history: int) -> str:
@@ -142,6 +184,14 @@ def ack(history: int, stored: bool = True) -> str:
     """``stored`` is false while the session store is down: the query is kept by this connection."""
     return _dump({"type": "ack", "history": history} if stored else {"type": "ack", "history": history,
                                                                      "stored": False})
+
+
+def user(token: str, history: int | None, removed: bool | None = None) -> str:
+    """``history`` is None while the personal history store cannot be read."""
+    frame: dict[str, Any] = {"type": "user", "token": token, "history": history}
+    if removed is not None:
+        frame["removed"] = removed
+    return _dump(frame)
 
 
 def error(code: str, message: str, qid: int | None = None) -> str:

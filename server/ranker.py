@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 import secrets
@@ -25,8 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import indexer
+from indexer.blocklist import Blocklist
 from indexer.model import Completion, Model
 from indexer.normalize import normalize_prefix
+from indexer.personal import PersonalHistory
 
 log = logging.getLogger("qac.server")
 
@@ -52,6 +55,8 @@ class Ranker:
         """``announced`` is the announcement ``model`` was loaded after, if any."""
         self._model = model
         self._index = index
+        self._extra = Blocklist()  # the --blocklist files
+        self._blocklist: Blocklist | None = None  # the model's list and the files', None: the model's alone
         self.k = k
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="qac-rank")
         self._lock = asyncio.Lock()
@@ -71,12 +76,26 @@ class Ranker:
     def index(self) -> str:
         return self._index
 
-    async def complete(self, prefix: str, history: Sequence[str]) -> Ranked:
-        """Rank ``prefix`` after ``history`` on the pool, with the model current at the call."""
-        model = self._model
+    @property
+    def blocklist(self) -> Blocklist:
+        """What is never suggested: the model's own list and the ``--blocklist`` files."""
+        return self._blocklist if self._blocklist is not None else self._model.blocklist
+
+    def set_extra_blocklist(self, extra: Blocklist) -> None:
+        """Apply ``extra`` (the ``--blocklist`` files) on top of every model's own list from now on."""
+        self._extra = extra
+        self._blocklist = _union(self._model, extra)
+
+    async def complete(self, prefix: str, history: Sequence[str],
+                       personal: PersonalHistory | None = None) -> Ranked:
+        """Rank ``prefix`` after ``history`` (and the user's ``personal`` history) on the pool,
+        with the model current at the call and every blocklist."""
+        model, blocklist = self._model, self._blocklist
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
-        items = await loop.run_in_executor(self._pool, model.complete, prefix, tuple(history), self.k)
+        call = functools.partial(model.complete, prefix, tuple(history), self.k, personal=personal,
+                                 blocklist=blocklist)
+        items = await loop.run_in_executor(self._pool, call)
         return Ranked(normalize_prefix(prefix), items, model.version, time.perf_counter() - started)
 
     async def reload(self, index: str, *, announce: bool = True) -> tuple[str, str]:
@@ -93,7 +112,11 @@ class Ranker:
                 model = await asyncio.to_thread(load_warm, index)
             finally:
                 sys.setswitchinterval(switch)
-            old, self._model, self._index = self._model, model, index
+            extra = self._extra
+            union = await asyncio.to_thread(_union, model, extra)
+            if self._extra is not extra:  # the files changed meanwhile
+                union = _union(model, self._extra)
+            old, self._model, self._index, self._blocklist = self._model, model, index, union
             if announce and self._reload_file is not None:
                 self._token = announce_reload(self._reload_file, index)
         if self._on_swap is not None:
@@ -121,6 +144,11 @@ class Ranker:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _union(model: Model, extra: Blocklist) -> Blocklist | None:
+    """The model's list and ``extra``; None when ``extra`` is empty (the model applies its own)."""
+    return model.blocklist.union(extra) if len(extra) else None
 
 
 def release_memory() -> None:

@@ -56,6 +56,10 @@ class SessionStore(ABC):
         """Append a normalized query; the length of the history afterwards."""
 
     @abstractmethod
+    async def discard(self, sid: str, query: str) -> int:
+        """Delete every occurrence of a normalized query (a user removed it); the length afterwards."""
+
+    @abstractmethod
     async def count(self) -> int:
         """How many sessions are alive."""
 
@@ -128,6 +132,15 @@ class MemorySessionStore(SessionStore):
         entry.history.append(query)
         return len(entry.history)
 
+    async def discard(self, sid: str, query: str) -> int:
+        entry = self._get(sid)
+        if entry is None:
+            return 0
+        kept = [q for q in entry.history if q != query]
+        entry.history.clear()
+        entry.history.extend(kept)
+        return len(kept)
+
     async def count(self) -> int:
         self._expire(self._clock())
         return len(self._sessions)
@@ -198,6 +211,11 @@ class RedisSessionStore(SessionStore):
             lambda p: self._touch(p.rpush(key, query).ltrim(key, -self.max_history, -1).llen(key), sid)
         )
         return int(result[2])
+
+    async def discard(self, sid: str, query: str) -> int:
+        key = self._key(sid)
+        result = await self._run(lambda p: self._touch(p.lrem(key, 0, query).llen(key), sid))
+        return int(result[1])
 
     async def count(self) -> int:
         cutoff = self._clock() - self.ttl

@@ -3,7 +3,12 @@
  *
  * Keys in the box: Down/Up move through the suggestions (wrapping) and show the active one in
  * the box, Enter submits it (or the typed text), Escape closes the list and a second Escape
- * clears the box, Tab leaves. Suggestions are always inserted as text, never as HTML.
+ * clears the box, Tab leaves, Shift+Delete removes the active suggestion from the user's
+ * history when it comes from there. Suggestions are always inserted as text, never as HTML.
+ *
+ * Suggestions from the user's own history carry a clock named "from your history" and a
+ * Remove button (pressed with the pointer; from the keyboard, Shift+Delete on the active
+ * option, as options may hold no focusable control); "Forget my history" deletes it all.
  */
 (function () {
   "use strict";
@@ -23,6 +28,8 @@
   const timing = $("timing");
   const modelLabel = $("model");
   const announce = $("announce");
+  const forgetButton = $("forget");
+  const personalNote = $("personal-note");
 
   const HISTORY_KEY = "qac.demo.history";
   const HISTORY_SHOWN = 8;
@@ -51,7 +58,9 @@
     }, 600);
   }
 
-  /** One suggestion: the typed part as plain text, the completion in bold, both text nodes. */
+  /** One suggestion: the typed part as plain text, the completion in bold, both text nodes;
+   * one from the user's history also gets its mark and a Remove button (no text nodes: the
+   * option's text stays the query). */
   function option(item, i) {
     const li = document.createElement("li");
     li.id = `suggestion-${i}`;
@@ -59,6 +68,7 @@
     const [head, tail] = QacClient.split(item.query, prefix);
     const text = document.createElement("span");
     text.className = "text";
+    text.id = `suggestion-${i}-text`;
     text.append(head); // a string argument becomes a text node, never markup
     if (tail) {
       const bold = document.createElement("b");
@@ -66,7 +76,41 @@
       text.append(bold);
     }
     li.append(text);
+    if (item.personal) {
+      li.classList.add("mine");
+      const mark = document.createElement("span");
+      mark.className = "mark";
+      mark.id = `suggestion-${i}-mark`;
+      mark.setAttribute("role", "img");
+      mark.setAttribute("aria-label", "from your history");
+      const remove = document.createElement("button");
+      remove.type = "button";
+      remove.className = "remove";
+      remove.tabIndex = -1; // the caret stays in the box: Shift+Delete is the keyboard's way
+      remove.setAttribute("aria-label", `Remove \u201c${item.query}\u201d from your history`);
+      remove.setAttribute("aria-keyshortcuts", "Shift+Delete");
+      li.setAttribute("aria-labelledby", `${text.id} ${mark.id}`);
+      li.setAttribute("aria-describedby", "remove-hint");
+      li.prepend(mark);
+      li.append(remove);
+    }
     return li;
+  }
+
+  /** Remove suggestion ``i`` from the user's history, and from the list at once. */
+  function removeSuggestion(i) {
+    const item = items[i];
+    if (!item || !item.personal) return;
+    client.remove(item.query);
+    if (active >= 0) input.value = typed; // the box showed the option being removed
+    render(items.filter((_, j) => j !== i), prefix);
+    say(`Removed ${item.query} from your history`);
+    if (QacClient.normalize(typed)) client.query(typed); // and ask again, for what takes its place
+  }
+
+  function say(text) {
+    clearTimeout(announceTimer);
+    announce.textContent = text;
   }
 
   function showContext() {
@@ -197,6 +241,13 @@
     saveHistory();
     showHistory();
   });
+  client.on("user", (m) => {
+    forgetButton.hidden = false;
+    personalNote.hidden = false;
+    if (m.history === 0 && items.some((item) => item.personal)) {
+      render(items.filter((item) => !item.personal), prefix); // forgotten: drop its marks at once
+    }
+  });
   client.on("error", (m) => {
     timing.textContent = `${m.code}: ${m.message}`;
   });
@@ -234,6 +285,12 @@
         typed = input.value;
         setOpen(false);
         break;
+      case "Delete":
+        if (event.shiftKey && isOpen() && active >= 0 && items[active].personal) {
+          event.preventDefault();
+          removeSuggestion(active);
+        }
+        break;
       default:
     }
   });
@@ -252,7 +309,13 @@
   popup.addEventListener("pointerdown", (event) => event.preventDefault());
   listbox.addEventListener("click", (event) => {
     const li = event.target.closest('[role="option"]');
-    if (li) submit(items[Array.prototype.indexOf.call(listbox.children, li)].query);
+    if (!li) return;
+    const i = Array.prototype.indexOf.call(listbox.children, li);
+    if (event.target.closest(".remove")) {
+      removeSuggestion(i);
+    } else {
+      submit(items[i].query);
+    }
   });
   // Hovering highlights (CSS) until the keys take over again.
   listbox.addEventListener("pointermove", () => listbox.classList.remove("keys"));
@@ -265,6 +328,12 @@
     render([], "");
     input.value = typed = "";
     input.focus();
+  });
+
+  forgetButton.addEventListener("click", () => {
+    client.forget();
+    say("Your history is forgotten");
+    if (items.some((item) => item.personal)) render(items.filter((item) => !item.personal), prefix);
   });
 
   showHistory();

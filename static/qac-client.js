@@ -13,6 +13,13 @@
  * attach() sends every edit of the input as a keystroke and, when the input's form is
  * submitted, records the query in the session, so later suggestions follow it.
  *
+ * Personal history: the client names its user to the server with a signed token, never a
+ * bare id, and only ever in a WebSocket frame (never in a URL). On first use it asks the
+ * server for an anonymous token and keeps it in localStorage (key "qac.user"), so the same
+ * browser keeps its history; a site with signed-in users passes a token it signed instead
+ * (option userToken, see docs/PROTOCOL.md). The user's own past queries then come back to
+ * them, marked with item.personal === true; forget() and remove(query) delete them.
+ *
  * What the client takes care of:
  *   - ids: each keystroke gets a rising id; an answer older than the last one shown is dropped,
  *     as is any answer to a keystroke made before cancel() or submit().
@@ -24,20 +31,29 @@
  *   - timing: the server's took_ms and the round trip of each keystroke, in milliseconds.
  *
  * API (all optional arguments):
- *   new QacClient({url, storageKey, minDelay, maxDelay})
+ *   new QacClient({url, storageKey, minDelay, maxDelay, userToken, anonymous, userStorageKey})
  *       url: the WebSocket URL (default: "ws" next to this script, ws: or wss: to match)
+ *       userToken: a signed-in user's token from the embedding site (a string, or a function
+ *                  returning one, called on every connect); default: an anonymous user
+ *       anonymous: false for no anonymous user (and no personal history) without userToken
  *   client.on(type, fn) -> unsubscribe function. Events, each with one object argument:
- *       "suggestions" {id, prefix, items, tookMs, rttMs}  prefix is the server's normalized one
+ *       "suggestions" {id, prefix, items, tookMs, rttMs}  prefix is the server's normalized one;
+ *                     items: [{query, score, personal?}], personal true for the user's own queries
  *       "status"      {state: "connecting" | "online" | "offline", retryInMs}
  *       "hello"       {session, index, history, resumed}   index is the model version
  *       "ack"         {history}                             length of the session's history
- *       "error"       {id, code, message}
+ *       "user"        {history, removed, signedIn}   history: entries in the user's personal
+ *                     history (null if the server cannot read it); removed: after remove()
+ *       "error"       {id, code, message}   code "bad_user": the token was refused
  *   client.query(text)   send a keystroke; text that normalizes to "" (no letter or digit)
  *                        cancels instead and emits "suggestions" with no items at once.
  *   client.submit(text)  record a finished query in the session (and cancel())
  *   client.cancel()      drop answers to every keystroke sent so far
  *   client.attach(input, onItems) -> detach function
- *   client.newSession()  forget the session and reconnect with a fresh one
+ *   client.forget()      delete the user's whole personal history (answered with "user")
+ *   client.remove(query) delete one query from it (answered with "user", removed true/false)
+ *   client.setUserToken(token)  switch to a signed-in user (null: back to the anonymous one)
+ *   client.newSession()  forget the session and reconnect with a fresh one (the user stays)
  *   client.close()       disconnect for good
  *   client.state, client.session, client.index   read-only
  *   QacClient.split(query, prefix) -> [typed, completion]: the part of a suggestion that
@@ -71,6 +87,14 @@
     }
   }
 
+  function localStore() {
+    try {
+      return global.localStorage;
+    } catch (e) {
+      return null;
+    }
+  }
+
   class QacClient {
     constructor(options) {
       const opts = options || {};
@@ -78,6 +102,12 @@
       this.storageKey = opts.storageKey || "qac.session";
       this.minDelay = opts.minDelay || 500;
       this.maxDelay = opts.maxDelay || 15000;
+      this.userStorageKey = opts.userStorageKey || "qac.user";
+      this._userToken = opts.userToken || null; // the site's signed-in token (or a function)
+      this._anonymous = opts.anonymous !== false;
+      this._presented = null; // the token presented on this connection, until answered
+      this._pendingOps = []; // forget/remove frames made while offline, oldest first
+      this.history = null; // entries in the user's personal history, from the last "user" frame
       this.state = "connecting";
       this.index = null;
       this.session = null;
@@ -149,6 +179,19 @@
       };
     }
 
+    forget() {
+      this._op({ type: "forget" });
+    }
+
+    remove(query) {
+      this._op({ type: "remove", query: String(query) });
+    }
+
+    setUserToken(token) {
+      this._userToken = token || null;
+      if (this._isOnline()) this._sendUser();
+    }
+
     newSession() {
       this.session = null;
       const store = storage();
@@ -208,6 +251,55 @@
 
     _send(message) {
       this._ws.send(JSON.stringify(message));
+    }
+
+    _op(message) {
+      if (this._isOnline()) {
+        this._send(message);
+      } else {
+        this._pendingOps.push(message);
+        if (this.state === "idle") this._retryNow();
+      }
+    }
+
+    _signedInToken() {
+      const given = this._userToken;
+      return (typeof given === "function" ? given() : given) || null;
+    }
+
+    /** Name the user to the server: the site's token, else the stored anonymous one, else ask. */
+    _sendUser() {
+      let token = this._signedInToken();
+      if (!token) {
+        const store = localStore();
+        token = store ? store.getItem(this.userStorageKey) : null;
+        if (!token && !this._anonymous) return false;
+      }
+      this._presented = token;
+      this._send(token ? { type: "user", token } : { type: "user" });
+      return true;
+    }
+
+    _user(m) {
+      const signedIn = !!this._signedInToken();
+      if (!signedIn && m.token && this._presented !== m.token) {
+        const store = localStore(); // a newly issued anonymous token: keep it for next time
+        if (store) store.setItem(this.userStorageKey, m.token);
+      }
+      this._presented = m.token;
+      this.history = m.history;
+      this._emit("user", { history: m.history, removed: m.removed, signedIn });
+    }
+
+    _refused(m) {
+      // The stored anonymous token was refused (say, the server's secret changed): start anew.
+      const anonymousRefused = this._presented && !this._signedInToken();
+      this._presented = null;
+      if (anonymousRefused) {
+        const store = localStore();
+        if (store) store.removeItem(this.userStorageKey);
+        if (this._anonymous && this._isOnline()) this._sendUser();
+      }
     }
 
     _sendQuery(id, text) {
@@ -281,7 +373,10 @@
         });
       } else if (m.type === "ack") {
         this._emit("ack", { history: m.history });
+      } else if (m.type === "user") {
+        this._user(m);
       } else if (m.type === "error") {
+        if (m.code === "bad_user") this._refused(m);
         this._emit("error", { id: m.id, code: m.code, message: m.message });
       }
     }
@@ -295,7 +390,10 @@
       this._attempt = 0;
       this._setState("online", null);
       this._emit("hello", { session: m.session, index: m.index, history: m.history, resumed });
+      this._presented = null;
+      this._sendUser(); // first, so that what follows counts for the user
       for (const text of this._pendingSubmits.splice(0)) this._send({ type: "submit", query: text });
+      for (const op of this._pendingOps.splice(0)) this._send(op);
       const latest = this._latest;
       if (latest && latest.id > this._shown && latest.id >= this._floor) this._sendQuery(latest.id, latest.text);
     }

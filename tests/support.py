@@ -106,3 +106,20 @@ def make_data(n_labels: int = 150, seed: int = 0) -> tuple[list[str], list[str],
             prevs.append(ordered[(i * 7) % len(ordered)] if cut % 4 == 1 else "")
             y.append(i)
     return ordered, prefixes, prevs, np.array(y)
+
+
+@contextlib.contextmanager
+def private_state(directory: Path) -> Iterator[Path]:
+    """``XDG_STATE_HOME`` set to ``directory`` (where a server generates its secret) for a while;
+    child processes inherit it, so replicas started meanwhile share one secret."""
+    import os
+
+    old = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(directory)
+    try:
+        yield directory
+    finally:
+        if old is None:
+            os.environ.pop("XDG_STATE_HOME", None)
+        else:
+            os.environ["XDG_STATE_HOME"] = old

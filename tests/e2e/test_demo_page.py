@@ -452,7 +452,7 @@ def test_screenshot_with_the_suggestions_open(page: Page, server: str, frames: F
     wait_until(page, frames.answered)
     options = page.locator("[role=option]")
     expect(options).to_have_count(10)
-    expect(options.first).to_have_text(re.compile("^how to "))
+    expect(options.first).to_have_text(re.compile("^how t"))
     box.press("ArrowDown")
     box.press("ArrowDown")
     expect(page.locator("#timing")).to_contain_text("round trip")
@@ -474,3 +474,78 @@ def test_an_idle_connection_closed_by_the_server_comes_back_on_the_next_keystrok
         expect(page.locator("#status-text")).to_have_text("idle")
         box.press_sequentially("ne")
         expect(page.locator("[role=option]")).to_have_text(queries(small_model, "ne"))
+
+
+def test_suggestions_from_your_history_are_marked_and_can_be_removed_or_forgotten(
+    page: Page, server: str, frames: Frames
+) -> None:
+    urls: list[str] = []
+    page.on("websocket", lambda ws: urls.append(ws.url))
+    page.on("request", lambda request: urls.append(request.url))
+    box = open_demo(page, server)
+    mine = ["zqxj plugh", "zqxj quux", "zqxj xyzzy"]  # in no log: only the user's history has them
+    for query in mine:
+        box.fill(query)
+        box.press("Enter")
+    expect(page.locator("#history li")).to_have_count(3)
+    type_into(page, box, frames, "zqxj")
+    options = options_of(page, box)
+    marked = page.get_by_role("option", name=re.compile(r"^zqxj \w+ from your history$"))
+    expect(marked).to_have_count(3)
+    expect(page.get_by_role("img", name="from your history")).to_have_count(3)
+    for query in mine:  # the option's text is still the query alone
+        expect(options.filter(has_text=query)).to_have_text([query])
+
+    # Remove, with the pointer: gone from the list at once, the caret stays in the box.
+    page.get_by_role("button", name="Remove \u201czqxj plugh\u201d from your history").click()
+    assert {"type": "remove", "query": "zqxj plugh"} in frames.sent
+    expect(marked).to_have_count(2)
+    expect(options.filter(has_text="zqxj plugh")).to_have_count(0)
+    expect(box).to_be_focused()
+    expect(box).to_have_value("zqxj")
+    expect(page.locator("#announce")).to_have_text("Removed zqxj plugh from your history")
+
+    # Remove, with the keyboard: Shift+Delete on the active option.
+    box.press("ArrowDown")
+    active = page.locator("[role=option][aria-selected=true]")
+    expect(active).to_have_attribute("aria-labelledby", re.compile("mark"))
+    removed = active.text_content()
+    box.press("Shift+Delete")
+    assert {"type": "remove", "query": removed} in frames.sent
+    expect(box).to_have_value("zqxj")
+    expect(marked).to_have_count(1)
+
+    # The server agrees: asked again, only the last one is the user's.
+    box.fill("")
+    type_into(page, box, frames, "zqxj")
+    expect(marked).to_have_count(1)
+
+    # Forget everything, then nothing is marked any more.
+    box.press("Escape")
+    page.get_by_role("button", name="Forget my history").click()
+    assert {"type": "forget"} in frames.sent
+    box.fill("")
+    type_into(page, box, frames, "zqxj")
+    expect(marked).to_have_count(0)
+    assert not any(f.get("personal") for f in frames.received[-1]["items"])
+
+    # The user token: issued once, kept in localStorage, presented in frames only.
+    token = page.evaluate("localStorage.getItem('qac.user')")
+    assert token and token.startswith("v1.a.")
+    assert [f for f in frames.sent if f["type"] == "user"] == [{"type": "user"}]
+    page.reload()
+    expect(page.locator("#status")).to_have_attribute("data-state", "online")
+    wait_until(page, lambda: {"type": "user", "token": token} in frames.sent)
+    assert page.evaluate("localStorage.getItem('qac.user')") == token
+    assert urls and not any(token in url or token.rpartition(".")[2] in url for url in urls)
+
+
+def test_a_refused_user_token_is_replaced_by_a_new_anonymous_one(page: Page, server: str, frames: Frames) -> None:
+    forged = "v1.a.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA.0.forged"
+    page.add_init_script(f"localStorage.setItem('qac.user', {json.dumps(forged)})")  # before the page's scripts
+    open_demo(page, server)
+    wait_until(page, lambda: any(f["type"] == "user" and f.get("token", forged) != forged for f in frames.received))
+    assert {"type": "user", "token": forged} in frames.sent and {"type": "user"} in frames.sent
+    assert any(f["type"] == "error" and f["code"] == "bad_user" for f in frames.received)
+    fresh = page.evaluate("localStorage.getItem('qac.user')")
+    assert fresh != forged and fresh.startswith("v1.a.")

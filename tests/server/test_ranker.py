@@ -29,7 +29,7 @@ class SlowModel:
         self.started = threading.Event()
         self.release = threading.Event()
 
-    def complete(self, prefix: str, history: Sequence[str] = (), k: int = 10) -> list[Completion]:
+    def complete(self, prefix: str, history: Sequence[str] = (), k: int = 10, **kw: object) -> list[Completion]:
         self.started.set()
         self.release.wait(10)
         return [Completion(prefix, 1.0)]

@@ -1,0 +1,85 @@
+"""The serve-time blocklist: ``--blocklist`` files on top of the model's own list, hot-reloaded.
+
+The files are read at start (a bad one stops the server) and again whenever one of them
+changes (its mtime, size or inode), checked every ``blocklist_interval`` seconds and on
+``POST /admin/reload``, so a term can disappear before the next build. A file that cannot be
+read at a re-read is logged and the previous list keeps applying. The ranker applies the
+union of this list and the model's to every source, the user's own history included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Sequence
+
+from indexer.blocklist import Blocklist, BlocklistError
+
+from .metrics import Metrics
+
+log = logging.getLogger("qac.server")
+
+Signature = tuple[tuple[int, int, int] | None, ...]
+
+
+def _signature(paths: Sequence[str]) -> Signature:
+    out: list[tuple[int, int, int] | None] = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            out.append(None)
+        else:
+            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+    return tuple(out)
+
+
+def read(paths: Sequence[str]) -> Blocklist:
+    """The terms of ``paths`` (no default list: the model carries its own); raises BlocklistError."""
+    return Blocklist.from_files(list(paths), default=False)
+
+
+class ServeBlocklist:
+    """The ``--blocklist`` files as one list; ``on_change`` gets each new list."""
+
+    def __init__(self, paths: Sequence[str], metrics: Metrics, on_change: Callable[[Blocklist], None]):
+        self.paths = tuple(paths)
+        self.metrics = metrics
+        self._on_change = on_change
+        self._seen = _signature(self.paths)
+        self.current = read(self.paths)  # raises at start: a bad file is a configuration error
+        metrics.blocklist_terms.set(len(self.current))
+        on_change(self.current)
+
+    async def check(self, force: bool = False) -> bool:
+        """Re-read the files if one changed (or ``force``); whether a new list now applies."""
+        if not self.paths:
+            return False
+        seen = _signature(self.paths)
+        if seen == self._seen and not force:
+            return False
+        self._seen = seen
+        try:
+            new = await asyncio.to_thread(read, self.paths)
+        except BlocklistError as exc:
+            self.metrics.blocklist_reloads.labels("failed").inc()
+            log.error("blocklist not reloaded, the previous one (%d terms) still applies: %s",
+                      len(self.current), exc)
+            return False
+        self.metrics.blocklist_reloads.labels("ok").inc()
+        if new == self.current:
+            return False
+        log.info("blocklist reloaded: %d terms (was %d)", len(new), len(self.current))
+        self.current = new
+        self.metrics.blocklist_terms.set(len(new))
+        self._on_change(new)
+        return True
+
+    async def watch(self, interval: float) -> None:
+        """Forever: check the files every ``interval`` seconds (a stat each; reads only on change)."""
+        if not self.paths:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            await self.check()

@@ -1,0 +1,215 @@
+"""Personal history at serve time: who the user is, and a cached copy of their history.
+
+A connection names its user with a signed token (``server/users.py``), never a bare id.
+The user's history lives in a :class:`~server.history.HistoryStore` (memory, or Redis shared
+by replicas); ranking uses a :class:`~indexer.personal.PersonalHistory` copy kept here, one
+per user with open connections in this process, so the store is read once per change and
+not on every keystroke. One task per process follows the store's change notifications and
+drops the copies they name (all of them when notifications may have been missed); the next
+keystroke of that user reads the history again. A removal on any replica therefore reaches
+every other one as fast as Redis publishes it.
+
+If the store does not answer, users are served without personal history: reads are skipped
+for a second after a failure, and keystrokes never wait on the store for long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from indexer.personal import PersonalEntry, PersonalHistory
+
+from .history import ALL_USERS, HistoryEntry, HistoryError, HistoryStore
+from .metrics import Metrics
+from .users import Signer, TokenError, User, issue_anonymous
+
+log = logging.getLogger("qac.server")
+
+REBUILD_SECONDS = 60.0  # a copy older than this is rebuilt for the present (recency, expiry)
+RETRY_SECONDS = 1.0  # after a store failure, reads are skipped this long
+WAIT_SECONDS = 0.5  # longest a keystroke waits for a history being read
+
+
+@dataclass
+class _Copy:
+    """What this process holds of one connected user's history."""
+
+    connections: int = 0
+    personal: PersonalHistory | None = None
+    built: float = 0.0  # time.monotonic() of the copy
+    version: int = 0  # bumped by every change: a read that began before one is discarded
+    loading: asyncio.Task[None] | None = None
+
+
+@dataclass
+class PersonalHub:
+    """Tokens, the history store and the per-user copies of one process."""
+
+    signer: Signer
+    store: HistoryStore
+    metrics: Metrics
+    _copies: dict[str, _Copy] = field(default_factory=dict)
+    _retry_at: float = 0.0  # time.monotonic() before which the store is not tried again
+
+    # -- users ------------------------------------------------------------------------
+
+    def identify(self, token: str | None) -> tuple[str, User]:
+        """The token to use and its user: ``token`` verified, or a new anonymous user if None.
+        Raises :class:`TokenError` for a forged, expired or malformed token."""
+        if token is None:
+            token, user = issue_anonymous(self.signer)
+            self.metrics.user_tokens.labels("issued").inc()
+            return token, user
+        try:
+            user = self.signer.verify(token)
+        except TokenError:
+            self.metrics.user_tokens.labels("refused").inc()
+            raise
+        self.metrics.user_tokens.labels("verified").inc()
+        return token, user
+
+    def from_header(self, authorization: str | None) -> User | None:
+        """The user of an ``Authorization: Bearer <user token>`` header, None without one;
+        raises :class:`TokenError` for any other header."""
+        if authorization is None:
+            return None
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            self.metrics.user_tokens.labels("refused").inc()
+            raise TokenError("malformed", "expected Authorization: Bearer <user token>")
+        return self.identify(token.strip())[1]
+
+    # -- copies -----------------------------------------------------------------------
+
+    def attach(self, key: str) -> None:
+        """A connection of this user opened: keep a copy of their history from now on."""
+        self._copies.setdefault(key, _Copy()).connections += 1
+
+    def detach(self, key: str) -> None:
+        copy = self._copies.get(key)
+        if copy is None:
+            return
+        copy.connections -= 1
+        if copy.connections <= 0:
+            del self._copies[key]
+            if copy.loading is not None:
+                copy.loading.cancel()
+
+    def changed(self, key: str) -> None:
+        """The user's history changed (``ALL_USERS``: anyone's may have): drop the copies."""
+        targets = list(self._copies.values()) if key == ALL_USERS else [self._copies.get(key)]
+        for copy in targets:
+            if copy is not None:
+                copy.version += 1
+                copy.personal = None
+
+    async def personal(self, key: str) -> PersonalHistory | None:
+        """The copy of a connected user's history for ranking: read from the store if there is
+        none (waiting at most :data:`WAIT_SECONDS`); None while the store does not answer."""
+        copy = self._copies.get(key)
+        if copy is None:
+            return None
+        if copy.personal is None:
+            if copy.loading is None or copy.loading.done():
+                if time.monotonic() < self._retry_at:
+                    return None
+                copy.loading = asyncio.create_task(self._load(key, copy))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(copy.loading), WAIT_SECONDS)
+        elif time.monotonic() - copy.built > REBUILD_SECONDS:
+            copy.personal = self._rebuild(copy.personal)
+            copy.built = time.monotonic()
+        return copy.personal
+
+    async def refresh(self, key: str) -> int | None:
+        """Read the user's history now (and keep it if they are connected): its length, or
+        None if the store does not answer."""
+        copy = self._copies.get(key)
+        version = copy.version if copy is not None else 0
+        entries = await self.entries(key)
+        if entries is None:
+            return None
+        if copy is not None and copy.version == version and self._copies.get(key) is copy:
+            copy.personal, copy.built = self._build(entries), time.monotonic()
+        return len(entries)
+
+    async def _load(self, key: str, copy: _Copy) -> None:
+        while copy.personal is None and self._copies.get(key) is copy:
+            version = copy.version
+            entries = await self.entries(key)
+            if entries is None:
+                return
+            if copy.version == version:
+                copy.personal, copy.built = self._build(entries), time.monotonic()
+
+    def _build(self, entries: Sequence[HistoryEntry | PersonalEntry]) -> PersonalHistory:
+        return PersonalHistory(entries, time.time())
+
+    def _rebuild(self, old: PersonalHistory) -> PersonalHistory:
+        """``old`` as of now: recency moves on and expired entries go, without the store."""
+        now = time.time()
+        cutoff = now - self.store.ttl
+        kept = [PersonalEntry(q, c, t) for q, c, t in zip(old.keys, old.counts, old.last_used) if t > cutoff]
+        return PersonalHistory(kept, now)
+
+    async def follow(self) -> None:
+        """Forever: drop the copies of users whose history changed anywhere."""
+        while True:
+            try:
+                async for key in self.store.changes():
+                    self.changed(key)
+            except HistoryError as exc:
+                self._failed(exc)
+            self.changed(ALL_USERS)
+            await asyncio.sleep(RETRY_SECONDS)
+
+    # -- the store, failures reported -------------------------------------------------
+
+    def _failed(self, exc: HistoryError) -> None:
+        if time.monotonic() >= self._retry_at:
+            log.error("personal history store failed, serving without it for now: %s", exc)
+        self.metrics.history_errors.inc()
+        self._retry_at = time.monotonic() + RETRY_SECONDS
+
+    async def entries(self, key: str) -> list[HistoryEntry] | None:
+        try:
+            return await self.store.entries(key)
+        except HistoryError as exc:
+            self._failed(exc)
+            return None
+
+    async def record(self, key: str, query: str) -> bool:
+        """Count a submitted query in the user's history; whether the store took it."""
+        try:
+            await self.store.record(key, query)
+        except HistoryError as exc:
+            self._failed(exc)
+            return False
+        self.changed(key)
+        return True
+
+    async def forget(self, key: str) -> None:
+        """Delete the whole history (raises HistoryError); this process's copy goes at once."""
+        self.metrics.history_deletes.labels("forget").inc()
+        try:
+            await self.store.forget(key)
+        except HistoryError as exc:
+            self._failed(exc)
+            raise
+        self.changed(key)
+
+    async def remove(self, key: str, query: str) -> bool:
+        """Delete one query (raises HistoryError); whether it was there."""
+        self.metrics.history_deletes.labels("remove").inc()
+        try:
+            removed = await self.store.remove(key, query)
+        except HistoryError as exc:
+            self._failed(exc)
+            raise
+        self.changed(key)
+        return removed
