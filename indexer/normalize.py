@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 # The longest query the indexer keeps, and so the server's default --max-prefix: a longer
 # query could never be typed or submitted whole.
 MAX_QUERY_CHARS = 200
+
+# What normalize() does, recorded in every model's manifest ("normalization"): 1 had no NFKC
+# step; 2 applies NFKC first. A model without the field was built with 1 and still loads (its
+# keys differ only for text that NFKC changes: full-width letters, ligatures, decomposed accents).
+NORMALIZATION = 2
 
 _SPLIT = re.compile(r"[\s.]+")
 _NON_WORD = re.compile(r"\W+")
 
 
 def normalize(query: str) -> str:
-    """Normalize a query as the AOL QAC protocol does.
+    """Normalize a query as the AOL QAC protocol does, after Unicode NFKC.
 
-    Split on whitespace and ``.``, strip non-word characters from each piece, drop empty
-    pieces, join with single spaces, lowercase. ``"St. Louis Cardinals!"`` becomes
+    NFKC first (full-width ``Ｎｅｗ`` is ``New``, the ligature ``ﬁ`` is ``fi``, ``e`` with a
+    combining accent is ``é``), then split on whitespace and ``.``, strip non-word characters
+    from each piece, drop empty pieces, join with single spaces, lowercase. ``"St. Louis Cardinals!"`` becomes
     ``"st louis cardinals"``; a query with nothing left becomes ``""``.
     """
+    if not query.isascii():
+        query = unicodedata.normalize("NFKC", query)
     pieces = (_NON_WORD.sub("", piece) for piece in _SPLIT.split(query))
     return " ".join(piece for piece in pieces if piece).lower()
 

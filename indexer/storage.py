@@ -35,6 +35,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .errors import QacError
+from .normalize import NORMALIZATION
 from .params import FORMAT_VERSION
 from .topk import PrefixTopK
 
@@ -235,7 +236,7 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
         p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
         for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST
     }
-    manifest = {"format_version": FORMAT_VERSION, **manifest, "files": files}
+    manifest = {"format_version": FORMAT_VERSION, "normalization": NORMALIZATION, **manifest, "files": files}
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 

@@ -21,7 +21,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,8 @@ from indexer.errors import QacError
 # The baseline goes through the same build, server and client: a model whose only candidates
 # are the most popular completions, ranked by the fixed scorer (popularity first).
 SYSTEMS: dict[str, tuple[str, ...]] = {"model": (), "mpc": ("--sources", "mpc", "--no-reranker")}
-UNLIMITED = {"QAC_RATE": "1000000", "QAC_BURST": "1000000"}
+UNLIMITED = {"QAC_RATE": "1000000", "QAC_BURST": "1000000", "QAC_ADDRESS_RATE": "1000000",
+             "QAC_ADDRESS_BURST": "1000000", "QAC_MAX_CONNECTIONS_PER_ADDRESS": "1000000"}
 
 
 class BenchError(QacError):
@@ -289,7 +290,7 @@ def run_bench(cfg: BenchConfig) -> str:
         "config": {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if k == "logs" else v)
                    for k, v in asdict(cfg).items()},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "systems": {},
     }
     for name, args in SYSTEMS.items():

@@ -142,12 +142,13 @@ async def _type(session: _Session, script: Script, pause: tuple[float, float] | 
 
 
 async def _user(url: str, scripts: Iterator[Script], stats: LoadStats, pause: tuple[float, float] | None,
-                start: float, deadline: float, timeout: float, rng: random.Random) -> None:
+                start: float, deadline: float, timeout: float, rng: random.Random,
+                address: str | None = None) -> None:
     """One simulated user: session after session until the deadline."""
     await asyncio.sleep(max(0.0, start - time.monotonic()))
     while time.monotonic() < deadline:
         try:
-            ws = await open_ws(url, timeout)
+            ws = await open_ws(url, timeout, address)
         except (OSError, InvalidHandshake, TimeoutError):
             stats.errors["connect"] += 1
             await asyncio.sleep(0.5)
@@ -174,12 +175,14 @@ async def _user(url: str, scripts: Iterator[Script], stats: LoadStats, pause: tu
 
 async def load(url: str, scripts: Sequence[Script], *, users: int, duration: float,
                pause: tuple[float, float] | None = HUMAN_PAUSE, ramp: float = 1.0, timeout: float = 10.0,
-               seed: int = 0) -> dict[str, Any]:
+               seed: int = 0, addresses: bool = False) -> dict[str, Any]:
     """Drive ``url`` with ``users`` concurrent sessions for ``duration`` seconds; the report.
 
     ``pause`` is the range of seconds between one session's keystrokes (``None``: saturation).
     Users start spread over ``ramp`` seconds, which is warm-up: only keystrokes sent in the
-    ``duration`` after it count. Each user plays the scripts in turn, shuffled.
+    ``duration`` after it count. Each user plays the scripts in turn, shuffled. With
+    ``addresses``, each user claims an address of its own (10.x.y.z) in ``X-Forwarded-For``, as
+    users behind a proxy arrive, so that the server's per-address limits see separate people.
     """
     typed = [s for s in scripts if any(step.keystrokes for step in s)]
     if not typed:
@@ -193,11 +196,17 @@ async def load(url: str, scripts: Sequence[Script], *, users: int, duration: flo
     stats = LoadStats(users, pause is not None, measure_from=started + ramp)
     deadline = started + ramp + duration
     await asyncio.gather(*(
-        _user(url, cycle, stats, pause, started + ramp * i / users, deadline, timeout, random.Random(seed + i))
+        _user(url, cycle, stats, pause, started + ramp * i / users, deadline, timeout, random.Random(seed + i),
+              user_address(i) if addresses else None)
         for i in range(users)
     ))
     stats.seconds = duration
     return stats.report()
+
+
+def user_address(i: int) -> str:
+    """The address simulated user ``i`` claims: 10.0.0.1, 10.0.0.2, ..."""
+    return f"10.{i // 62500 % 250}.{i // 250 % 250}.{i % 250 + 1}"
 
 
 def run_load(url: str, scripts: Sequence[Script], **kwargs: Any) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 Each session gets its own WebSocket. A query the user only asked (the first of a logged
 session, the previous query of a pair) is submitted; every other query is typed one
 keystroke at a time, each answer awaited before the next keystroke (so none is superseded),
-and then submitted, so the server's session history is what the user's was.
+and then submitted, so the server's session history is what the user's was. A connection
+that drops is opened again once and the session resumed with a ``resume`` frame (session ids
+never go in the URL), so the history survives the reconnect as it does in a browser.
 """
 
 from __future__ import annotations
@@ -116,6 +118,7 @@ class ReplayStats:
     server_ms: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     rate_limited: int = 0
+    reconnects: int = 0  # connections that dropped and were opened again, the session resumed
     index: str | None = None
     seconds: float = 0.0
     stopped_early: bool = False
@@ -162,6 +165,7 @@ class ReplayStats:
             "errors_by_kind": dict(sorted(self.errors.items())),
             "dropped": self.errors["dropped"],
             "rate_limited_retries": self.rate_limited,
+            "reconnects": self.reconnects,
             "stopped_early": self.stopped_early,
         }
 
@@ -190,9 +194,19 @@ class Client:
         self.ws = ws
         self.timeout = timeout
         self.last_id = 0
+        self.session: str | None = None
 
     async def hello(self) -> dict[str, Any]:
-        return await self._wait(lambda m: m.get("type") in ("hello", "error"))
+        frame = await self._wait(lambda m: m.get("type") in ("hello", "error"))
+        if frame.get("type") == "hello":
+            self.session = frame.get("session")
+        return frame
+
+    async def resume(self, session: str) -> dict[str, Any]:
+        """Resume ``session`` on this connection (after its first hello): the new hello, or
+        the ``bad_session`` error (the connection then keeps its fresh session)."""
+        await self.ws.send(json.dumps({"type": "resume", "session": session}))
+        return await self.hello()
 
     async def ask(self, prefix: str) -> Answer:
         """Send a keystroke; its suggestions (or error) and the round trip in seconds."""
@@ -234,9 +248,13 @@ def check_url(url: str) -> None:
         raise ReplayError(f"expected a ws:// or wss:// URL such as ws://127.0.0.1:8000/ws, got {url!r}")
 
 
-def open_ws(url: str, timeout: float) -> connect:
-    """A client connection to ``url`` as the replay and load tools open it (no proxy)."""
-    return connect(url, open_timeout=timeout, close_timeout=2, proxy=None, max_queue=None)
+def open_ws(url: str, timeout: float, forwarded_for: str | None = None) -> connect:
+    """A client connection to ``url`` as the replay and load tools open it (no proxy).
+    ``forwarded_for``: the client address to claim in ``X-Forwarded-For`` (counted by a server
+    that trusts this machine as its proxy, as ``qac serve`` trusts 127.0.0.1 by default)."""
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else None
+    return connect(url, open_timeout=timeout, close_timeout=2, proxy=None, max_queue=None,
+                   additional_headers=headers)
 
 
 async def probe(url: str, timeout: float = 10.0) -> str:
@@ -277,6 +295,7 @@ async def _play(url: str, script: Script, stats: ReplayStats, opts: ReplayOption
         try:
             client = Client(ws, opts.timeout)
             await client.hello()
+            reconnects = 1
             for step in script:
                 shown: list[tuple[str, Sequence[str]]] = []
                 for i, prefix in enumerate(step.keystrokes):
@@ -284,7 +303,19 @@ async def _play(url: str, script: Script, stats: ReplayStats, opts: ReplayOption
                         stats.stopped_early = True
                         return
                     await pacer.wait()
-                    frame, seconds = await _with_retries(client.ask, prefix, stats)
+                    try:
+                        frame, seconds = await _with_retries(client.ask, prefix, stats)
+                    except ConnectionClosed:
+                        if not reconnects or client.session is None:
+                            raise
+                        reconnects -= 1
+                        stats.reconnects += 1
+                        await ws.close()
+                        ws = client.ws = await open_ws(url, opts.timeout)
+                        await client.hello()
+                        await client.resume(client.session)
+                        client.last_id = 0
+                        frame, seconds = await _with_retries(client.ask, prefix, stats)
                     stats.sent += 1
                     left -= 1
                     progress(1)

@@ -2,8 +2,11 @@
 
 First a quiet phase (typists alone) gives the reference latency; then the abuse phase runs the
 same typists beside a flooder (far above the rate limit), garbage senders (bad JSON, binary
-frames, bad ids, control characters, oversized frames, invalid UTF-8), a reconnect storm, and
-a model reload half-way. The report: keystrokes answered, errors by kind on both sides, the
+frames, bad ids, control characters, oversized frames, invalid UTF-8), a reconnect storm, a
+hoarder that opens connections from one address until it is refused, a ``GET /complete``
+flooder, and a model reload half-way. Every client claims an address of its own in
+``X-Forwarded-For`` (the server trusts 127.0.0.1 as its proxy), the abusers one each.
+The report: keystrokes answered, errors by kind on both sides, the
 typists' p99 in both phases, and the server's memory before and after.
 
 The abusers run in a process of their own so that their Python does not slow the typists'
@@ -52,6 +55,8 @@ class SoakConfig:
     garbage_senders: int = 4
     garbage_rate: float = 20.0
     storm_rate: float = 20.0  # connections opened and dropped per second (0: none)
+    hoarder: bool = True  # opens connections from one address until refused, holds them
+    complete_flooders: int = 8  # concurrent GET /complete loops from one address (0: none)
     pairs_limit: int = 2000
 
 
@@ -95,7 +100,7 @@ async def _abuser(url: str, deadline: float, rate: float, counts: Counter[str], 
     qid = 0
     while time.monotonic() < deadline:
         try:
-            async with open_ws(url, 10) as ws:
+            async with open_ws(url, 10, f"192.0.2.{seed % 250 + 1}") as ws:
                 counts["connections"] += 1
                 await ws.recv()  # hello
                 reader = asyncio.create_task(_drain(ws, counts))
@@ -118,36 +123,87 @@ async def _abuser(url: str, deadline: float, rate: float, counts: Counter[str], 
 async def _storm(url: str, deadline: float, rate: float, counts: Counter[str]) -> None:
     """Connections that say nothing and go, ``rate`` of them a second, a few at once."""
 
-    async def one() -> None:
+    async def one(n: int) -> None:
         try:
-            async with open_ws(url, 10) as ws:
+            async with open_ws(url, 10, f"198.18.{n // 250 % 250}.{n % 250 + 1}") as ws:
                 await ws.recv()
                 counts["storm_connections"] += 1
         except (ConnectionClosed, OSError, InvalidHandshake, TimeoutError):
             counts["storm_failed"] += 1
 
     tasks = set()
+    n = 0
     while time.monotonic() < deadline:
-        task = asyncio.create_task(one())
+        n += 1
+        task = asyncio.create_task(one(n))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
         await asyncio.sleep(1 / rate)
     await asyncio.gather(*tasks)
 
 
-async def _abuse(url: str, cfg: SoakConfig, seconds: float) -> dict[str, int]:
+async def _hoarder(url: str, deadline: float, counts: Counter[str], limit: int = 1000) -> None:
+    """Connections from one address, opened one after the other until the server refuses one
+    (1013), then held (reading, so that none is cut as a slow client) until the deadline."""
+    held = []
+    try:
+        while len(held) < limit and time.monotonic() < deadline:
+            try:
+                ws = await open_ws(url, 10, "203.0.113.66")
+                frame = json.loads(await ws.recv())
+            except ConnectionClosed as closed:
+                counts[f"hoarder_refused:{closed.rcvd.code if closed.rcvd else 'abnormal'}"] += 1
+                break
+            except (OSError, InvalidHandshake, TimeoutError):
+                counts["hoarder_failed"] += 1
+                break
+            held.append(ws)
+            counts["hoarder_held"] += frame.get("type") == "hello"
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+    finally:
+        for ws in held:
+            await ws.close()
+
+
+async def _complete_flood(base: str, deadline: float, loops: int, counts: Counter[str]) -> None:
+    """``loops`` concurrent GET /complete loops from one address, as fast as answered."""
+    import httpx
+
+    async def loop(http: httpx.AsyncClient) -> None:
+        while time.monotonic() < deadline:
+            try:
+                response = await http.get("/complete", params={"prefix": "flood"})
+                counts[f"complete:{response.status_code}"] += 1
+            except httpx.HTTPError:
+                counts["complete:failed"] += 1
+                await asyncio.sleep(0.1)
+
+    async with httpx.AsyncClient(base_url=base, timeout=10, headers={"X-Forwarded-For": "203.0.113.99"},
+                                 trust_env=False) as http:
+        await asyncio.gather(*(loop(http) for _ in range(loops)))
+
+
+async def _abuse(url: str, cfg: SoakConfig, seconds: float, http: bool) -> dict[str, int]:
+    """The WebSocket abusers, or (``http``) the /complete flooder, which gets a process of its
+    own so that its busy loops do not slow the flooders down to under the rate limit."""
     counts: Counter[str] = Counter()
     deadline = time.monotonic() + seconds
+    if http:
+        base = "http" + url[2:].rsplit("/ws", 1)[0]
+        await _complete_flood(base, deadline, cfg.complete_flooders, counts)
+        return dict(sorted(counts.items()))
     await asyncio.gather(
         *(_abuser(url, deadline, cfg.flood_rate, counts, False, i) for i in range(cfg.flooders)),
         *(_abuser(url, deadline, cfg.garbage_rate, counts, True, 100 + i) for i in range(cfg.garbage_senders)),
         *([_storm(url, deadline, cfg.storm_rate, counts)] if cfg.storm_rate > 0 else []),
+        *([_hoarder(url, deadline, counts)] if cfg.hoarder else []),
     )
     return dict(sorted(counts.items()))
 
 
-def _abuse_process(url: str, cfg: SoakConfig, seconds: float, out: Any) -> None:
-    out.put(asyncio.run(_abuse(url, cfg, seconds)))
+def _abuse_process(url: str, cfg: SoakConfig, seconds: float, out: Any, http: bool = False) -> None:
+    out.put(asyncio.run(_abuse(url, cfg, seconds, http)))
 
 
 # -- the run ------------------------------------------------------------------------------
@@ -181,8 +237,10 @@ async def _abuse_phase(url: str, base: str, cfg: SoakConfig, scripts: Sequence[S
     """Typists measured while the abusers run and a reload happens half-way."""
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    abusers = ctx.Process(target=_abuse_process, args=(url, cfg, cfg.abuse_seconds + 2, out), daemon=True)
-    abusers.start()
+    abusers = [ctx.Process(target=_abuse_process, args=(url, cfg, cfg.abuse_seconds + 2, out, http), daemon=True)
+               for http in ([False, True] if cfg.complete_flooders else [False])]
+    for process in abusers:
+        process.start()
 
     async def reload_midway() -> dict[str, Any]:
         if not cfg.reload:
@@ -193,11 +251,15 @@ async def _abuse_phase(url: str, base: str, cfg: SoakConfig, scripts: Sequence[S
                                        {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
 
     typists, reloaded = await asyncio.gather(
-        load(url, scripts, users=cfg.users, duration=cfg.abuse_seconds, ramp=2.0), reload_midway()
+        load(url, scripts, users=cfg.users, duration=cfg.abuse_seconds, ramp=2.0, addresses=True), reload_midway()
     )
-    abused = await asyncio.to_thread(out.get, True, cfg.abuse_seconds + 60)
-    abusers.join(30)
-    return {"typists": typists, "abusers": abused, "reload": reloaded}
+    abused: Counter[str] = Counter()
+    for _ in abusers:
+        abused.update(await asyncio.to_thread(out.get, True, cfg.abuse_seconds + 60))
+    for process in abusers:
+        process.join(30)
+    abused = Counter(dict(sorted(abused.items())))
+    return {"typists": typists, "abusers": dict(abused), "reload": reloaded}
 
 
 def run_soak(cfg: SoakConfig, say: Any = print) -> dict[str, Any]:
@@ -209,9 +271,11 @@ def run_soak(cfg: SoakConfig, say: Any = print) -> dict[str, Any]:
         base = f"http://127.0.0.1:{server.port}"
         memory_start = server.memory()
         say(f"soak: quiet phase, {cfg.users} typists for {cfg.quiet_seconds:g} s")
-        quiet = asyncio.run(load(server.url, scripts, users=cfg.users, duration=cfg.quiet_seconds, ramp=2.0))
+        quiet = asyncio.run(load(server.url, scripts, users=cfg.users, duration=cfg.quiet_seconds, ramp=2.0,
+                                 addresses=True))
         say(f"soak: abuse phase, {cfg.abuse_seconds:g} s: {cfg.flooders} flooders, {cfg.garbage_senders} "
-            f"garbage senders, a reconnect storm of {cfg.storm_rate:g}/s, a reload half-way")
+            f"garbage senders, a reconnect storm of {cfg.storm_rate:g}/s, a connection hoarder, "
+            f"{cfg.complete_flooders} /complete flooders, a reload half-way")
         abuse = asyncio.run(_abuse_phase(server.url, base, cfg, scripts))
         memory_end = server.memory()
         metrics = _metrics(base)

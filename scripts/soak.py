@@ -1,5 +1,6 @@
-"""Soak run: normal typists while a flooder, garbage senders and a reconnect storm abuse the
-server, with a model reload half-way (see server/soak.py).
+"""Soak run: normal typists while a flooder, garbage senders, a reconnect storm, a connection
+hoarder and a GET /complete flooder abuse the server, with a model reload half-way (see
+replay/soak.py).
 
     python scripts/soak.py --index models/aol --pairs ../shared/data/aol-top1000/dev.pairs.jsonl
 
@@ -33,6 +34,10 @@ def main() -> int:
     ap.add_argument("--garbage-senders", type=int, default=d.garbage_senders)
     ap.add_argument("--garbage-rate", type=float, default=d.garbage_rate, help="frames/s per garbage sender")
     ap.add_argument("--storm-rate", type=float, default=d.storm_rate, help="connections opened and dropped per s")
+    ap.add_argument("--no-hoarder", dest="hoarder", action="store_false",
+                    help="no client opening connections from one address until refused")
+    ap.add_argument("--complete-flooders", type=int, default=d.complete_flooders,
+                    help="concurrent GET /complete loops from one address")
     ap.add_argument("--json", type=Path, help="also write the whole report here")
     args = vars(ap.parse_args())
     out = args.pop("json")

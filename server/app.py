@@ -23,6 +23,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from indexer.model import Model
@@ -34,6 +35,7 @@ from .config import ConfigError, ServerConfig, normalize_origin
 from .connection import Connection, ServerState, expose_abort
 from .history import open_history
 from .history_routes import forget_route, personal_of, remove_route
+from .limits import AddressLimits, client_address
 from .metrics import Metrics
 from .personal import PersonalHub
 from .ranker import Ranker, load_warm, read_announcement
@@ -59,22 +61,25 @@ def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette
         loaded, index, announced = await _initial_model(config, model)
         model = None  # from here the ranker alone holds it, so that a reload frees it
         signer = Signer(server_secret(config))
-        store = open_store(config.sessions, config.session_ttl, config.max_history, config.max_sessions)
-        history = open_history(config.sessions, max_entries=config.history_max, ttl=config.history_days * 86400)
+        store = open_store(config.sessions, config.session_ttl, config.max_history, config.max_sessions,
+                           config.redis_pool)
+        history = open_history(config.sessions, max_entries=config.history_max, ttl=config.history_days * 86400,
+                               pool=config.redis_pool)
         try:
             await store.ping()
             ranker = Ranker(
                 loaded, index, threads=config.rank_threads, k=config.k, reload_file=config.reload_file,
-                announced=announced, on_swap=lambda m, i: metrics.set_model(m.version, i),
+                announced=announced, on_swap=lambda m, i: metrics.set_model(m.version),
             )
             blocklist = ServeBlocklist(config.blocklist, metrics, ranker.set_extra_blocklist)
-            metrics.set_model(loaded.version, index)
+            metrics.set_model(loaded.version)
             log.info("serving model %s from %s, sessions in %s (pid %d)", loaded.version, index, store.kind,
                      os.getpid())
             del loaded
-            health = StoreHealth(store, metrics)
+            health = StoreHealth(store, metrics, failures=config.store_failures)
             users = PersonalHub(signer, history, metrics)
-            app.state.qac = ServerState(config, ranker, store, metrics, health, users)
+            limits = AddressLimits(config.max_connections_per_address, config.address_rate, config.address_burst)
+            app.state.qac = ServerState(config, ranker, store, metrics, health, users, limits)
             app.state.blocklist = blocklist
             tasks = [asyncio.create_task(job) for job in (
                 ranker.follow(), health.watch(), health.count_forever(), users.follow(),
@@ -110,11 +115,43 @@ def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette
         Route("/static/{name:path}", asset),
         Route("/{name:path}", asset),
     ]
-    middleware = [Middleware(expose_abort)]
+    middleware = [Middleware(expose_abort), Middleware(SecurityHeaders, headers=security_headers(config))]
     if config.allowed_origins:
         middleware.append(Middleware(CORSMiddleware, allow_origins=list(config.allowed_origins),
                                      allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"]))
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+
+
+def security_headers(config: ServerConfig) -> list[tuple[bytes, bytes]]:
+    """The headers of every HTTP response: a CSP that lets pages connect to this server (and
+    the allowed origins) only and be framed by those alone, no MIME sniffing, no referrer."""
+    origins = "".join(f" {origin}" for origin in config.allowed_origins)
+    csp = (f"default-src 'self'; connect-src 'self'{origins}; img-src 'self' data:; object-src 'none'; "
+           f"base-uri 'none'; form-action 'none'; frame-ancestors 'self'{origins}")
+    return [(b"content-security-policy", csp.encode("latin-1")), (b"x-content-type-options", b"nosniff"),
+            (b"referrer-policy", b"no-referrer")]
+
+
+class SecurityHeaders:
+    """ASGI middleware: :func:`security_headers` on every HTTP response (replacing any copy)."""
+
+    def __init__(self, app: ASGIApp, headers: list[tuple[bytes, bytes]]):
+        self.app = app
+        self.headers = headers
+        self.names = {name for name, _ in headers}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in self.names]
+                message = {**message, "headers": kept + self.headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 def secret_source(config: ServerConfig) -> tuple[dict[str, str], Path]:
@@ -166,6 +203,20 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     return JSONResponse({"type": "error", "code": code, "message": message}, status, headers=headers)
 
 
+def _internal(request: Request) -> bool:
+    """Whether ``request`` may reach /metrics and /admin/*: on ``--internal-port`` when it is
+    set (so a proxy of the public port never exposes them), on any port otherwise."""
+    port = _state(request).config.internal_port
+    if port is None:
+        return True
+    server = request.scope.get("server")
+    return bool(server) and server[1] == port
+
+
+def _not_found() -> JSONResponse:
+    return _error(404, "not_found", "no such route")
+
+
 def origin_allowed(headers: Headers, allowed: tuple[str, ...]) -> bool:
     """Whether this client may open a WebSocket: a browser (which always sends an Origin) only
     from the server's own origin or a listed one, so another site cannot drive a user's
@@ -192,11 +243,18 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         state.metrics.closed.labels("full").inc()
         await websocket.close(code=1013, reason="server full, try again later")
         return
+    address = client_address(websocket)
+    if not state.limits.connect(address):
+        state.metrics.closed.labels("address").inc()
+        await websocket.close(code=1013, reason="too many connections from this address, try again later")
+        return
     state.open_connections += 1
     try:
-        await Connection(websocket, state).serve(websocket.query_params.get("session"))
+        # A ?session= in the URL is ignored: ids travel in a resume frame, never in a URL.
+        await Connection(websocket, state, address).serve()
     finally:
         state.open_connections -= 1
+        state.limits.disconnect(address)
 
 
 async def complete(request: Request) -> Response:
@@ -212,12 +270,25 @@ async def complete(request: Request) -> Response:
         return _error(400, protocol.TOO_LONG, f"a parameter of {longest} characters; the limit is "
                       f"{config.max_prefix}")
     history = [h for h in map(normalize, prev) if h][-config.max_history:]
-    personal = await personal_of(request)
-    if isinstance(personal, Response):
-        return personal
-    started = time.perf_counter()
-    state.metrics.keystrokes.labels("http").inc()
-    ranked = await state.ranker.complete(prefix, history, personal)
+    address = client_address(request)
+    if not state.limits.take(address):
+        state.metrics.errors.labels(protocol.RATE_LIMITED).inc()
+        return _error(429, protocol.RATE_LIMITED, f"more than {config.address_rate:g} requests per second from "
+                      "this address; slow down", {"Retry-After": str(state.limits.retry_after(address))})
+    if state.complete_pending >= config.complete_queue:
+        state.metrics.errors.labels(protocol.OVERLOADED).inc()
+        return _error(503, protocol.OVERLOADED, "too many requests waiting to be ranked; try again",
+                      {"Retry-After": "1"})
+    state.complete_pending += 1
+    try:
+        personal = await personal_of(request)
+        if isinstance(personal, Response):
+            return personal
+        started = time.perf_counter()
+        state.metrics.keystrokes.labels("http").inc()
+        ranked = await state.ranker.complete(prefix, history, personal)
+    finally:
+        state.complete_pending -= 1
     took = time.perf_counter() - started
     state.metrics.latency.labels("http").observe(took)
     return JSONResponse({"prefix": ranked.prefix, "items": protocol.items(ranked.items),
@@ -226,23 +297,36 @@ async def complete(request: Request) -> Response:
 
 async def healthz(request: Request) -> Response:
     """200 while the server answers keystrokes; ``status`` is ``degraded`` while the session
-    store is down (suggestions then come without the history the store holds)."""
+    store or the personal history store is down, and ``degraded`` names which. Public, so it
+    names no URL, path or error text (the log has them, passwords redacted)."""
     state = _state(request)
     body: dict[str, Any] = {"status": "ok", "index": state.ranker.version, "sessions": state.store.kind,
                             "store": "up"}
+    degraded = []
     if not await state.health.probe():
-        body.update(status="degraded", store="down", error=state.health.error)
+        body["store"] = "down"
+        degraded.append("sessions")
+    if not state.users.available():
+        degraded.append("history")
+    if degraded:
+        body.update(status="degraded", degraded=degraded)
     return JSONResponse(body)
 
 
 async def metrics_endpoint(request: Request) -> Response:
+    if not _internal(request):
+        return _not_found()
     state = _state(request)
     await state.health.count_sessions()
     return Response(state.metrics.render(), media_type=state.metrics.content_type)
 
 
 async def admin_reload(request: Request) -> Response:
-    """``POST {"index": DIR}`` with ``Authorization: Bearer $QAC_ADMIN_TOKEN``: swap in a new model."""
+    """``POST {"index": DIR}`` with ``Authorization: Bearer $QAC_ADMIN_TOKEN``: swap in a new model
+    from a directory under ``--models-root`` (a relative DIR is taken from there). Errors name
+    no path, so that they tell nobody which paths exist."""
+    if not _internal(request):
+        return _not_found()
     state = _state(request)
     token = state.config.admin_token
     if not token:
@@ -256,15 +340,31 @@ async def admin_reload(request: Request) -> Response:
     except ValueError as exc:
         return _error(400, protocol.BAD_JSON, f"not JSON: {exc}")
     await request.app.state.blocklist.check(force=True)  # a reload also re-reads the --blocklist files
-    index = body.get("index") if isinstance(body, dict) else None
-    if not isinstance(index, str) or not index:
-        return _error(400, protocol.BAD_MESSAGE, f'expected {{"index": "DIR"}}, got {body!r}'[:300])
-    index = str(Path(index).expanduser().resolve())
+    given = body.get("index") if isinstance(body, dict) else None
+    if not isinstance(given, str) or not given or "\x00" in given:
+        return _error(400, protocol.BAD_MESSAGE, 'expected {"index": "DIR"}')
+    root = models_root(state.config)
+    index = os.path.realpath(os.path.join(root, given))  # symbolic links resolved: no way out of the root
+    if os.path.commonpath([root, index]) != root:
+        state.metrics.reloads.labels("failed").inc()
+        log.warning("refused a reload outside the models root %s: %s", root, index)
+        return _error(400, "bad_index", f"not a directory under the models root; still serving "
+                      f"{state.ranker.version}")
     try:
         old, new = await state.ranker.reload(index)
     except Exception as exc:  # whatever a damaged directory raises, the old model keeps serving
         state.metrics.reloads.labels("failed").inc()
         log.warning("reload of %s failed: %s", index, exc)
-        return _error(400, "bad_index", f"{exc}; still serving {state.ranker.version}")
+        return _error(400, "bad_index", "the directory did not load (missing, half-written, damaged or of "
+                      f"another format); still serving {state.ranker.version}")
     state.metrics.reloads.labels("ok").inc()
-    return JSONResponse({"index": new, "previous": old, "directory": index})
+    return JSONResponse({"index": new, "previous": old})
+
+
+def models_root(config: ServerConfig) -> str:
+    """The directory reloads must stay under: ``--models-root``, else the one holding ``--index``."""
+    if config.models_root:
+        return os.path.realpath(os.path.expanduser(config.models_root))
+    if config.index:
+        return os.path.dirname(os.path.realpath(os.path.expanduser(config.index)))
+    return os.path.realpath(os.getcwd())

@@ -51,7 +51,7 @@ class ServerConfig:
     port: int = _opt(8000, int, "TCP port", flag="--port")
     workers: int = _opt(1, int, "server processes sharing the port", flag="--workers")
     sessions: str = _opt("memory", str, "session store: memory, or redis://HOST:PORT/DB shared by "
-                         "every process and replica", flag="--sessions")
+                         "every process and replica", flag="--sessions", repr=False)  # may hold a password
     session_ttl: float = _opt(1800.0, float, "seconds a session lives without activity", flag="--session-ttl")
     allowed_origins: tuple[str, ...] = _opt(
         (), _origins, "browser origins allowed to open the WebSocket besides the page's own "
@@ -90,6 +90,27 @@ class ServerConfig:
         (), _paths, "blocklist file applied at serve time on top of the model's own list (a term or phrase "
         "a line; repeatable; re-read when it changes)", flag="--blocklist")
     blocklist_interval: float = _opt(2.0, float, "seconds between checks of the --blocklist files for changes")
+    max_connections_per_address: int = _opt(
+        20, int, "open WebSocket connections per client address and process; more are closed with code 1013")
+    address_rate: float = _opt(200.0, float, "client messages per second per client address over all its "
+                               "connections and GET /complete requests, sustained")
+    address_burst: int = _opt(400, int, "client messages per client address allowed at once above its rate")
+    rate_limit_close: float = _opt(10.0, float, "seconds a connection may stay over its rate limit (refused at "
+                                   "least once a second) before it is closed with code 1008")
+    complete_queue: int = _opt(32, int, "GET /complete requests waiting or being ranked per process; more "
+                               "are answered 503 with Retry-After")
+    forwarded_allow_ips: str = _opt(
+        "127.0.0.1", str, "addresses (or networks) of proxies trusted to set X-Forwarded-For: a client's "
+        "address is taken from that header only when the peer is one of them ('*': any)",
+        flag="--forwarded-allow-ips")
+    models_root: str | None = _opt(None, str, "POST /admin/reload loads only directories under this one "
+                                   "(default: the directory holding --index)", flag="--models-root")
+    internal_port: int | None = _opt(None, int, "serve /metrics and /admin/* only on this port (same --host), "
+                                     "never on --port", flag="--internal-port")
+    store_failures: int = _opt(3, int, "consecutive failed session store calls before the store is marked "
+                               "down (then probed every second until it answers)")
+    redis_pool: int = _opt(64, int, "Redis connections per process and store at most; a call waits up to 2 s "
+                           "for a free one")
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -97,16 +118,20 @@ class ServerConfig:
         if self.rank_threads == 0:  # measured: BENCHMARKS.md, "ranking threads"
             object.__setattr__(self, "rank_threads", 1 if self.workers == 1 else 4)
         for name in ("workers", "max_sessions", "max_history", "max_prefix", "max_message", "burst", "k",
-                     "rank_threads", "max_connections", "history_max"):
+                     "rank_threads", "max_connections", "history_max", "max_connections_per_address",
+                     "address_burst", "complete_queue", "store_failures", "redis_pool"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("session_ttl", "rate", "idle_timeout", "send_timeout", "history_days", "blocklist_interval"):
+        for name in ("session_ttl", "rate", "idle_timeout", "send_timeout", "history_days", "blocklist_interval",
+                     "address_rate", "rate_limit_close"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.internal_port is not None and not 0 <= self.internal_port <= 65535:
+            raise ConfigError(f"internal_port must be in 0..65535, got {self.internal_port}")
         if self.max_message < self.max_prefix:
             raise ConfigError(f"max_message ({self.max_message}) must be >= max_prefix ({self.max_prefix})")
         if self.sessions != "memory" and urlsplit(self.sessions).scheme not in SESSION_SCHEMES:
-            raise ConfigError(f"sessions must be 'memory' or a redis:// URL, got {self.sessions!r}")
+            raise ConfigError(f"sessions must be 'memory' or a redis:// URL, got {redact_url(self.sessions)!r}")
         object.__setattr__(self, "allowed_origins", tuple(normalize_origin(o) for o in self.allowed_origins))
 
     @classmethod
@@ -151,3 +176,29 @@ def normalize_origin(origin: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/") or parts.query:
         raise ConfigError(f"an origin is scheme://host[:port], got {origin!r}")
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password (``redis://user:***@host:6379/0``), for logs, errors and health."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "(a malformed URL)"
+    if password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` with every copy of ``url``'s password (and of ``url`` itself) redacted."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    text = text.replace(url, redact_url(url))
+    if password:
+        text = text.replace(password, "***")
+    return text

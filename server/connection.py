@@ -7,9 +7,16 @@ from the mailbox, ranks it with the session's history (and the user's personal h
 the connection has a user) and sends the suggestions. Query ids must increase on a
 connection, so answers never go backwards and the last keystroke is always answered.
 
-What a connection may cost is bounded: one pending keystroke, a token bucket of messages, a
-frame size, an idle timeout, and a send timeout for a client that stops reading (the
+What a connection may cost is bounded: one pending keystroke, a token bucket of messages (and
+its address's bucket, ``server/limits.py``), a frame size (binary frames included), a time
+over the rate limit, an idle timeout, and a send timeout for a client that stops reading (the
 transport's write buffer is bounded, so a send waits; it does not queue).
+
+Session ids: a connection starts with a fresh session (nothing is written to the store until
+it is used). A client resumes one with a first frame ``{"type": "resume", "session": ...}``,
+never in the URL (which access logs keep). The ids clients see are signed by the server
+(``Signer.sign_value("session", id)``), so an id the server never issued is refused, whatever
+the store's state: nobody can make a victim adopt a session they chose.
 """
 
 from __future__ import annotations
@@ -18,7 +25,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -28,12 +34,14 @@ from indexer.normalize import normalize
 
 from . import protocol
 from .config import ServerConfig
+from .limits import AddressLimits, TokenBucket
 from .metrics import Metrics
 from .personal import PersonalHub
-from .protocol import ProtocolError, Query, Remove, Submit
+from .protocol import ProtocolError, Query, Remove, Resume, Submit
 from .ranker import Ranker
 from .sessions import SessionError, SessionStore, new_session_id, valid_session_id
 from .store_health import StoreHealth
+from .users import TokenError
 from .users_ws import UserLink
 
 log = logging.getLogger("qac.server")
@@ -80,28 +88,26 @@ class ServerState:
     metrics: Metrics
     health: StoreHealth
     users: PersonalHub
+    limits: AddressLimits
     open_connections: int = 0
+    complete_pending: int = 0  # GET /complete requests waiting or being ranked
+
+    def sign_session(self, sid: str, issued: float | None = None) -> str:
+        """The session id as clients see it: signed with when it was issued, so that only ids
+        this server issued resume."""
+        stamp = int(time.time() if issued is None else issued)
+        return self.users.signer.sign_value(SESSION_PURPOSE, f"{sid}.{stamp}")
+
+    def verify_session(self, signed: str) -> tuple[str, float]:
+        """The store's id of a signed session id and when it was issued; raises :class:`TokenError`."""
+        sid, _, stamp = self.users.signer.verify_value(SESSION_PURPOSE, signed).partition(".")
+        if not valid_session_id(sid) or not stamp.isdigit():
+            raise TokenError("malformed", "not a session id")
+        return sid, float(stamp)
 
 
-class TokenBucket:
-    """Allows ``rate`` events per second on average and ``burst`` at once."""
-
-    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic):
-        self.rate = rate
-        self.burst = burst
-        self._clock = clock
-        self._tokens = float(burst)
-        self._last = clock()
-
-    def take(self) -> bool:
-        """Spend one token if there is one."""
-        now = self._clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
-        self._last = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
+SESSION_PURPOSE = "session"
+OVER_LIMIT_GAP = 1.0  # a connection refused again within this many seconds is still over its rate limit
 
 
 # How long a connection ranks with its own copy of the session's history before reading it
@@ -113,10 +119,15 @@ HISTORY_REFRESH_SECONDS = 10.0
 class Connection:
     """Serves one accepted WebSocket until the client leaves or is dropped."""
 
-    def __init__(self, websocket: WebSocket, state: ServerState):
+    def __init__(self, websocket: WebSocket, state: ServerState, address: str = "unknown"):
         self.ws = websocket
         self.state = state
-        self.session = ""
+        self.address = address
+        self.session = ""  # the store's id; clients see it signed
+        self._issued = 0.0  # time.time() when the session id was issued
+        self._resumable = True  # until the first query or submit
+        self._over_since: float | None = None  # time.monotonic() since which frames are refused
+        self._refused_at = 0.0
         self._pending: tuple[Query, float] | None = None
         self._wake = asyncio.Event()
         self._send_lock = asyncio.Lock()
@@ -128,14 +139,16 @@ class Connection:
         self._unsynced: list[str] = []  # submits made while the store was down, oldest first
         self.user = UserLink(state.users)
 
-    async def serve(self, requested_session: str | None) -> None:
+    async def serve(self) -> None:
         """Say hello, then read and answer frames until the client disconnects."""
         metrics = self.state.metrics
-        await self._open(requested_session)
+        self.session = new_session_id()  # created in the store when first used
+        self._issued = time.time()
+        self._remember([])
         metrics.connections.inc()
         tasks: set[asyncio.Task[None]] = set()
         try:
-            await self._send(protocol.hello(self.session, self.state.ranker.version, len(self._history)))
+            await self._hello()
             tasks = {asyncio.create_task(self._read_loop()), asyncio.create_task(self._rank_loop())}
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
@@ -166,19 +179,42 @@ class Connection:
                 with contextlib.suppress(asyncio.CancelledError, *_Closed, _Drop):
                     await task
 
-    async def _open(self, requested: str | None) -> None:
-        """Resume or start the session; without a store, go on with the requested id and no history."""
+    async def _hello(self) -> None:
+        await self._send(protocol.hello(self.state.sign_session(self.session, self._issued),
+                                        self.state.ranker.version, len(self._history)))
+
+    async def _resume(self, msg: Resume) -> None:
+        """Resume the session a signed id names, then hello again. An id this server did not
+        sign is refused (``bad_session``) and the connection keeps its fresh session. Without a
+        store, a signed id is kept with no history (it is ours, so no one chose it)."""
+        if not self._resumable:
+            raise ProtocolError(protocol.BAD_MESSAGE, "resume must come before any query or submit")
+        try:
+            requested, issued = self.state.verify_session(msg.session)
+        except TokenError as exc:
+            raise ProtocolError(protocol.BAD_SESSION, f"session id refused ({exc.code}); this connection keeps "
+                                "its new session") from None
+        # Issued less than a TTL ago, the session cannot have expired: it may just never have
+        # been used (sessions are created in the store on first use), so it is kept.
+        young = time.time() - issued < self.state.store.ttl
         health = self.state.health
+        opened = False
         if health.up:
             try:
-                self.session, history = await self.state.store.open(requested)
+                async with self._store_lock:
+                    session, history = await self.state.store.open(requested, create=young)
                 health.answered()
+                self.session = session
+                self._issued = issued if session == requested else time.time()
                 self._remember(history)
-                return
+                opened = True
             except SessionError as exc:
                 health.failed(exc)
-        self.session = requested if valid_session_id(requested) else new_session_id()
-        self._remember([])
+        if not opened:
+            self.session, self._issued = (requested, issued) if young else (new_session_id(), time.time())
+            self._remember([])
+        self._unsynced.clear()
+        await self._hello()
 
     def _remember(self, history: list[str]) -> None:
         self._history = list(history)
@@ -198,6 +234,21 @@ class Connection:
         except TimeoutError:
             raise _Drop(protocol.CLOSE_IDLE, f"idle for {config.idle_timeout:g} s", "idle") from None
 
+    def _take(self, text: str | None) -> None:
+        """Spend a message token of the connection and of its address, or raise ``rate_limited``
+        (and end a connection refused at least once a second for ``rate_limit_close`` seconds)."""
+        config = self.state.config
+        if self._bucket.take() and self.state.limits.take(self.address):
+            return
+        now = time.monotonic()
+        if self._over_since is None or now - self._refused_at > OVER_LIMIT_GAP:
+            self._over_since = now
+        self._refused_at = now
+        if now - self._over_since >= config.rate_limit_close:
+            raise _Drop(1008, f"over the rate limit for {config.rate_limit_close:g} s", "rate_limited")
+        raise ProtocolError(protocol.RATE_LIMITED, f"more than {config.rate:g} messages per second from this "
+                            "connection or its address; slow down", protocol.peek_id(text) if text else None)
+
     async def _read_loop(self) -> None:
         config = self.state.config
         while True:
@@ -208,14 +259,20 @@ class Connection:
             text = message.get("text")
             try:
                 if not isinstance(text, str):
-                    raise ProtocolError(protocol.BAD_MESSAGE, "binary frames are not supported; send text")
+                    data = message.get("bytes") or b""
+                    if len(data) > config.max_message:
+                        raise _Drop(1009, f"frames are limited to {config.max_message} bytes", "frame_too_big")
+                    self._take(None)
+                    raise ProtocolError(protocol.BINARY_FRAME, "binary frames are not supported; send text")
                 if protocol.frame_size(text) > config.max_message:
                     raise _Drop(1009, f"frames are limited to {config.max_message} bytes", "frame_too_big")
-                if not self._bucket.take():
-                    raise ProtocolError(protocol.RATE_LIMITED,
-                                        f"more than {config.rate:g} messages per second; slow down",
-                                        protocol.peek_id(text))
+                self._take(text)
                 msg = protocol.parse(text, max_prefix=config.max_prefix)
+                if isinstance(msg, Resume):
+                    await self._resume(msg)
+                    continue
+                if isinstance(msg, (Query, Submit)):
+                    self._resumable = False
                 if isinstance(msg, Query):
                     self._enqueue(msg, received)
                 elif isinstance(msg, Submit):
@@ -242,8 +299,11 @@ class Connection:
     async def _submit(self, submit: Submit) -> None:
         query = normalize(submit.query)
         if query:
-            self._history = (self._history + [query])[-self.state.config.max_history :]
+            limit = self.state.config.max_history
+            self._history = (self._history + [query])[-limit:]
+            # Held back while the store is down: never more than the history keeps.
             self._unsynced.append(query)
+            del self._unsynced[:-limit]
             self.state.metrics.submits.inc()
         stored = await self._sync(force=True)
         if query:
@@ -275,9 +335,10 @@ class Connection:
         async with self._store_lock:
             try:
                 length = -1
-                while self._unsynced:
-                    length = await store.append(self.session, self._unsynced[0])
-                    del self._unsynced[0]
+                if self._unsynced:  # one round trip, however many were held back
+                    held = list(self._unsynced)
+                    length = await store.extend(self.session, held)
+                    del self._unsynced[:len(held)]
                 if length != len(self._history):  # nothing written, or another tab wrote meanwhile
                     self._remember(await store.history(self.session))
                 else:

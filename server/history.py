@@ -246,20 +246,14 @@ class RedisHistoryStore(HistoryStore):
     kind = "redis"
 
     def __init__(self, url: str, max_entries: int = MAX_ENTRIES, ttl: float = TTL,
-                 clock: Callable[[], float] = time.time, prefix: str = "qac:"):
+                 clock: Callable[[], float] = time.time, prefix: str = "qac:", pool: int = 64):
         super().__init__(max_entries, ttl, clock)
-        import redis.asyncio
+        from .sessions import redis_client
 
         self.prefix = prefix
         self.channel = prefix + "history"
         self._closed = False
-        try:
-            self._redis: Any = redis.asyncio.from_url(
-                url, decode_responses=True, socket_timeout=2.0, socket_connect_timeout=2.0,
-                health_check_interval=30,
-            )
-        except Exception as exc:  # a malformed URL: its text may hold a password
-            raise HistoryError(f"history store (redis): bad URL ({exc.__class__.__name__})") from None
+        self._redis: Any = redis_client(url, pool, HistoryError, "history store")
         self._record = self._redis.register_script(_RECORD)
         self._remove = self._redis.register_script(_REMOVE)
 
@@ -342,10 +336,10 @@ class RedisHistoryStore(HistoryStore):
         await self._redis.aclose()
 
 
-def open_history(url: str, *, max_entries: int = MAX_ENTRIES, ttl: float = TTL) -> HistoryStore:
+def open_history(url: str, *, max_entries: int = MAX_ENTRIES, ttl: float = TTL, pool: int = 64) -> HistoryStore:
     """The store named by ``url``: ``memory`` or a ``redis://`` (``rediss://``, ``unix://``) URL."""
     if url == "memory":
         return MemoryHistoryStore(max_entries, ttl)
     if url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisHistoryStore(url, max_entries, ttl)
+        return RedisHistoryStore(url, max_entries, ttl, pool=pool)
     raise HistoryError("history store: expected 'memory' or a redis:// URL")

@@ -43,12 +43,19 @@ def run(config: ServerConfig, *, say: Callable[[str], None] = print) -> None:
     _check_secret(config, say)
     _check_sessions(config)
     sock = _bind(config.host, config.port)
+    sockets = [sock]
     config = replace(config, index=str(index), port=sock.getsockname()[1])
+    if config.internal_port is not None:
+        internal = _bind(config.host, config.internal_port)
+        sockets.append(internal)
+        config = replace(config, internal_port=internal.getsockname()[1])
     say(f"qac serve: model {model.version} from {index}")
     say(f"qac serve: demo page at {demo_url(config.host, config.port)}")
+    if config.internal_port is not None:
+        say(f"qac serve: /metrics and /admin/* on port {config.internal_port} only")
     if config.workers == 1:
         server = uvicorn.Server(uvicorn_config(config, create_app(config, model=model)))
-        server.run(sockets=[sock])
+        server.run(sockets=sockets)
         if not server.started:
             raise ServeError("the server did not start; see the log above")
         return
@@ -64,7 +71,7 @@ def run(config: ServerConfig, *, say: Callable[[str], None] = print) -> None:
         os.environ.update(config.to_env())
         (Path(tmp) / "metrics").mkdir()
         os.environ[MULTIPROC_ENV] = str(Path(tmp) / "metrics")  # read by prometheus_client in each worker
-        Multiprocess(uvicorn_config(config, "server.app:app_from_env"), sockets=[sock]).run()
+        Multiprocess(uvicorn_config(config, "server.app:app_from_env"), sockets=sockets).run()
 
 
 def uvicorn_config(config: ServerConfig, app: Any) -> uvicorn.Config:
@@ -80,6 +87,9 @@ def uvicorn_config(config: ServerConfig, app: Any) -> uvicorn.Config:
         # Frames are a few hundred bytes: compressing them costs both sides CPU for nothing.
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=5,
+        # A client's address (per-address limits) comes from X-Forwarded-For only when the
+        # peer is one of these proxies.
+        proxy_headers=True, forwarded_allow_ips=config.forwarded_allow_ips,
     )
 
 
@@ -120,7 +130,7 @@ def _check_secret(config: ServerConfig, say: Callable[[str], None]) -> None:
 
 def _check_sessions(config: ServerConfig) -> None:
     async def ping() -> None:
-        store = open_store(config.sessions, config.session_ttl, config.max_history, config.max_sessions)
+        store = open_store(config.sessions, config.session_ttl, config.max_history, config.max_sessions, 2)
         try:
             await store.ping()
         finally:

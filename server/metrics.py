@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-CLOSE_REASONS = ("full", "idle", "slow_client", "frame_too_big", "origin")
+CLOSE_REASONS = ("full", "address", "idle", "slow_client", "frame_too_big", "rate_limited", "origin")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -73,19 +73,20 @@ class Metrics:
                                      "time (besides the model's own list)", registry=r, **mode("livemax"))
         self.blocklist_reloads = Counter("qac_blocklist_reloads", "Re-reads of changed --blocklist files, by "
                                          "result", ["result"], registry=r)
-        self.model = Gauge("qac_model_info", "The model being served (1), by version and directory",
-                           ["version", "index"], registry=r, **mode("liveall"))
-        self._model_labels: tuple[str, str] | None = None
+        # By version only: the model's directory is the operator's business, not the scraper's.
+        self.model = Gauge("qac_model_info", "The model being served (1), by version",
+                           ["version"], registry=r, **mode("liveall"))
+        self._model_version: str | None = None
 
-    def set_model(self, version: str, index: str) -> None:
+    def set_model(self, version: str) -> None:
         """Label ``qac_model_info`` with the model now served."""
-        if self._model_labels is not None and self._model_labels != (version, index):
+        if self._model_version is not None and self._model_version != version:
             if self.multiprocess:  # a file's series cannot be removed; it says 0 instead
-                self.model.labels(*self._model_labels).set(0)
+                self.model.labels(self._model_version).set(0)
             else:
-                self.model.remove(*self._model_labels)
-        self.model.labels(version, index).set(1)
-        self._model_labels = (version, index)
+                self.model.remove(self._model_version)
+        self.model.labels(version).set(1)
+        self._model_version = version
 
     def render(self) -> bytes:
         """The text exposition format: this process's metrics, or all workers' added up."""

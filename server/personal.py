@@ -170,6 +170,10 @@ class PersonalHub:
 
     # -- the store, failures reported -------------------------------------------------
 
+    def available(self) -> bool:
+        """Whether the store answered its last call (or a second has passed since it failed)."""
+        return time.monotonic() >= self._retry_at
+
     def _failed(self, exc: HistoryError) -> None:
         if time.monotonic() >= self._retry_at:
             log.error("personal history store failed, serving without it for now: %s", exc)

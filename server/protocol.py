@@ -9,6 +9,7 @@ Client to server::
     {"type": "user", "token": "<user token>"}      present a user; without "token": be issued one
     {"type": "forget"}                              delete the user's whole personal history
     {"type": "remove", "query": "<text>"}          delete one query of it
+    {"type": "resume", "session": "<signed id>"}   first frame: resume a session (answered with hello)
 
 Server to client::
 
@@ -40,9 +41,12 @@ INTERNAL = "internal"
 BAD_USER = "bad_user"  # a user token that is forged, expired or malformed
 NO_USER = "no_user"  # forget or remove before a user was presented
 HISTORY_DOWN = "history_unavailable"  # the personal history store does not answer
+BAD_SESSION = "bad_session"  # a resume with a session id this server never issued
+BINARY_FRAME = "binary_frame"  # a binary frame: the protocol is text
+OVERLOADED = "overloaded"  # GET /complete only: the ranking queue is full (503)
 
-# Close codes besides the standard ones: 1008 policy (origin), 1009 frame too big,
-# 1013 try again later (server full).
+# Close codes besides the standard ones: 1008 policy (over the rate limit too long, a client
+# that does not read), 1009 frame too big, 1013 try again later (server or address full).
 CLOSE_IDLE = 4000
 
 MAX_ID = 2**53 - 1  # the largest integer a JavaScript client counts to exactly
@@ -93,7 +97,16 @@ class Remove:
     query: str
 
 
-ClientMessage = Query | Submit | UserHello | Forget | Remove
+@dataclass(frozen=True)
+class Resume:
+    """Resume a session by the (signed) id a ``hello`` gave; the first frame of a connection."""
+
+    session: str
+
+
+ClientMessage = Query | Submit | UserHello | Forget | Remove | Resume
+
+MAX_SESSION = 256  # characters of a signed session id (they are about 80)
 
 
 def frame_size(text: str) -> int:
@@ -128,9 +141,11 @@ def parse(text: str, *, max_prefix: int) -> ClientMessage:
         return Forget()
     if kind == "remove":
         return Remove(_text(data, "query", max_prefix, None))
+    if kind == "resume":
+        return Resume(_text(data, "session", MAX_SESSION, None))
     if not isinstance(kind, str):
         raise ProtocolError(BAD_MESSAGE, f"expected a string 'type', got {kind!r}", peek_id(data))
-    raise ProtocolError(UNKNOWN_TYPE, f"expected type 'query', 'submit', 'user', 'forget' or 'remove', "
+    raise ProtocolError(UNKNOWN_TYPE, f"expected type 'query', 'submit', 'user', 'forget', 'remove' or 'resume', "
                         f"got {kind[:40]!r}", peek_id(data))
 
 

@@ -17,6 +17,8 @@ from typing import Any, TypeGuard
 
 from indexer.errors import QacError
 
+from .config import redact_url, scrub
+
 _ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
 
@@ -44,16 +46,21 @@ class SessionStore(ABC):
         self.max_history = max_history
 
     @abstractmethod
-    async def open(self, requested: str | None = None) -> tuple[str, list[str]]:
-        """Resume ``requested`` if it is alive, else start a new session: its id and history."""
+    async def open(self, requested: str | None = None, create: bool = False) -> tuple[str, list[str]]:
+        """Resume ``requested`` if it is alive, else start a new session: its id and history.
+        With ``create``, a ``requested`` id that is not alive is started under that id."""
 
     @abstractmethod
     async def history(self, sid: str) -> list[str]:
         """The session's queries, oldest first (empty if expired)."""
 
-    @abstractmethod
     async def append(self, sid: str, query: str) -> int:
         """Append a normalized query; the length of the history afterwards."""
+        return await self.extend(sid, [query])
+
+    @abstractmethod
+    async def extend(self, sid: str, queries: list[str]) -> int:
+        """Append normalized queries, oldest first, in one round trip; the length afterwards."""
 
     @abstractmethod
     async def discard(self, sid: str, query: str) -> int:
@@ -114,12 +121,12 @@ class MemorySessionStore(SessionStore):
             self._expire(entry.seen)
         return entry
 
-    async def open(self, requested: str | None = None) -> tuple[str, list[str]]:
+    async def open(self, requested: str | None = None, create: bool = False) -> tuple[str, list[str]]:
         if valid_session_id(requested):
             entry = self._get(requested)
             if entry is not None:
                 return requested, list(entry.history)
-        sid = new_session_id()
+        sid = requested if create and valid_session_id(requested) else new_session_id()
         self._ensure(sid)
         return sid, []
 
@@ -127,9 +134,9 @@ class MemorySessionStore(SessionStore):
         entry = self._get(sid)
         return list(entry.history) if entry is not None else []
 
-    async def append(self, sid: str, query: str) -> int:
+    async def extend(self, sid: str, queries: list[str]) -> int:
         entry = self._ensure(sid)
-        entry.history.append(query)
+        entry.history.extend(queries)
         return len(entry.history)
 
     async def discard(self, sid: str, query: str) -> int:
@@ -153,21 +160,21 @@ class RedisSessionStore(SessionStore):
     ``<prefix>live`` of session ids by last use, which says whether an id is alive and counts
     sessions (entries older than the TTL are pruned). Clocks of replicas should agree to well
     under the TTL.
+
+    At most ``pool`` connections per process; a call waits up to 2 s for a free one. Errors
+    and :attr:`url` never show the URL's password.
     """
 
     kind = "redis"
 
     def __init__(self, url: str, ttl: float, max_history: int, prefix: str = "qac:",
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, pool: int = 64):
         super().__init__(ttl, max_history)
-        import redis.asyncio
-
-        self.url = url
+        self.url = redact_url(url)
+        self._raw_url = url
         self.prefix = prefix
         self._clock = clock
-        self._redis: Any = redis.asyncio.from_url(
-            url, decode_responses=True, socket_timeout=2.0, socket_connect_timeout=2.0
-        )
+        self._redis: Any = redis_client(url, pool, SessionError, "session store")
         self._live = prefix + "live"
 
     def _key(self, sid: str) -> str:
@@ -182,13 +189,14 @@ class RedisSessionStore(SessionStore):
                 build(pipe)
                 return list(await pipe.execute())
         except (RedisError, OSError) as exc:
-            raise SessionError(f"session store {self.url}: {exc}") from exc
+            raise SessionError(scrub(f"session store {self.url}: {exc.__class__.__name__}: {exc}",
+                                     self._raw_url)) from None
 
     def _touch(self, pipe: Any, sid: str) -> Any:
         """Queue marking the session as used now (pipeline commands chain)."""
         return pipe.zadd(self._live, {sid: self._clock()}).expire(self._key(sid), max(1, round(self.ttl)))
 
-    async def open(self, requested: str | None = None) -> tuple[str, list[str]]:
+    async def open(self, requested: str | None = None, create: bool = False) -> tuple[str, list[str]]:
         if valid_session_id(requested):
             seen, history = await self._run(
                 lambda p: p.zscore(self._live, requested).lrange(self._key(requested), 0, -1)
@@ -196,7 +204,7 @@ class RedisSessionStore(SessionStore):
             if seen is not None and self._clock() - float(seen) < self.ttl:
                 await self._run(lambda p: self._touch(p, requested))
                 return requested, list(history)
-        sid = new_session_id()
+        sid = requested if create and valid_session_id(requested) else new_session_id()
         cutoff = self._clock() - self.ttl
         await self._run(lambda p: self._touch(p.zremrangebyscore(self._live, "-inf", cutoff), sid))
         return sid, []
@@ -205,10 +213,11 @@ class RedisSessionStore(SessionStore):
         result = await self._run(lambda p: self._touch(p.lrange(self._key(sid), 0, -1), sid))
         return list(result[0])
 
-    async def append(self, sid: str, query: str) -> int:
+    async def extend(self, sid: str, queries: list[str]) -> int:
         key = self._key(sid)
+        queries = queries[-self.max_history:]
         result = await self._run(
-            lambda p: self._touch(p.rpush(key, query).ltrim(key, -self.max_history, -1).llen(key), sid)
+            lambda p: self._touch(p.rpush(key, *queries).ltrim(key, -self.max_history, -1).llen(key), sid)
         )
         return int(result[2])
 
@@ -229,8 +238,23 @@ class RedisSessionStore(SessionStore):
         await self._redis.aclose()
 
 
-def open_store(url: str, ttl: float, max_history: int, max_sessions: int) -> SessionStore:
+def redis_client(url: str, pool: int, error: type[QacError], what: str) -> Any:
+    """An asyncio Redis client of ``url`` over a pool of at most ``pool`` connections; a call
+    waits up to 2 s for one. A malformed URL raises ``error`` without the URL's text."""
+    import redis.asyncio
+
+    try:
+        connections = redis.asyncio.BlockingConnectionPool.from_url(
+            url, max_connections=pool, timeout=2.0, decode_responses=True, socket_timeout=2.0,
+            socket_connect_timeout=2.0, health_check_interval=30,
+        )
+    except Exception as exc:  # its message may hold the URL, password included
+        raise error(f"{what} (redis): bad URL ({exc.__class__.__name__})") from None
+    return redis.asyncio.Redis.from_pool(connections)
+
+
+def open_store(url: str, ttl: float, max_history: int, max_sessions: int, pool: int = 64) -> SessionStore:
     """The store named by ``--sessions``: ``memory`` or a ``redis://`` URL."""
     if url == "memory":
         return MemorySessionStore(ttl, max_history, max_sessions)
-    return RedisSessionStore(url, ttl, max_history)
+    return RedisSessionStore(url, ttl, max_history, pool=pool)

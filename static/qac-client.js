@@ -23,8 +23,9 @@
  * What the client takes care of:
  *   - ids: each keystroke gets a rising id; an answer older than the last one shown is dropped,
  *     as is any answer to a keystroke made before cancel() or submit().
- *   - session: the server's session id is kept in sessionStorage (one per tab) and resumed on
- *     every reconnect and page reload, so the history that ranks suggestions survives both.
+ *   - session: the server's (signed) session id is kept in sessionStorage (one per tab) and
+ *     resumed on every reconnect and page reload with a first frame {"type": "resume"}, never
+ *     in the URL (which access logs keep), so the history that ranks suggestions survives both.
  *   - reconnects: with exponential back-off (0.5 s doubling to 15 s, jittered) when the socket
  *     drops; the newest keystroke and any submits made while offline are sent on reconnect.
  *     A connection the server closed for being idle (code 4000) reconnects on the next use.
@@ -66,8 +67,8 @@
   // Where this script came from: the default server. Captured now, as currentScript is only
   // set while the script first runs.
   const scriptSrc = (global.document && document.currentScript && document.currentScript.src) || "";
-  // The server's normalization (indexer/normalize.py), near enough: split on whitespace and
-  // ".", strip what is not a word character from each piece, join with spaces, lowercase.
+  // The server's normalization (indexer/normalize.py), near enough: NFKC, split on whitespace
+  // and ".", strip what is not a word character from each piece, join with spaces, lowercase.
   const SPLIT = /[\s.]+/u;
   const IDLE_CLOSE = 4000; // the server's close code for a connection left unused
   const NON_WORD = /[^\p{L}\p{N}_]+/gu;
@@ -215,7 +216,9 @@
     }
 
     static normalize(text) {
-      const pieces = String(text).split(SPLIT).map((piece) => piece.replace(NON_WORD, ""));
+      let s = String(text);
+      if (s.normalize) s = s.normalize("NFKC"); // full-width letters, ligatures, composed accents
+      const pieces = s.split(SPLIT).map((piece) => piece.replace(NON_WORD, ""));
       return pieces.filter(Boolean).join(" ").toLowerCase();
     }
 
@@ -309,8 +312,7 @@
 
     _connect() {
       if (this._closed) return;
-      const url = new URL(this.url);
-      if (this.session) url.searchParams.set("session", this.session);
+      const url = new URL(this.url); // the session goes in a resume frame, never in the URL
       this._setState("connecting", null);
       let ws;
       try {
@@ -320,6 +322,7 @@
         return;
       }
       this._ws = ws;
+      this._resuming = false;
       ws.onmessage = (event) => {
         if (ws === this._ws) this._receive(event.data);
       };
@@ -376,12 +379,31 @@
       } else if (m.type === "user") {
         this._user(m);
       } else if (m.type === "error") {
+        if (m.code === "bad_session" && this._resuming) {
+          // The server does not know this id (its secret changed): go on with the fresh session.
+          this._resuming = false;
+          this._online(this._fresh);
+          return;
+        }
         if (m.code === "bad_user") this._refused(m);
         this._emit("error", { id: m.id, code: m.code, message: m.message });
       }
     }
 
     _hello(m) {
+      if (this._resuming) {
+        this._resuming = false; // the answer to our resume frame
+      } else if (this.session && m.session !== this.session) {
+        // A fresh session's hello: ask for ours back first, and wait for the answer.
+        this._resuming = true;
+        this._fresh = m;
+        this._send({ type: "resume", session: this.session });
+        return;
+      }
+      this._online(m);
+    }
+
+    _online(m) {
       const resumed = this.session !== null && m.session === this.session;
       this.session = m.session;
       this.index = m.index;

@@ -123,3 +123,20 @@ def private_state(directory: Path) -> Iterator[Path]:
             os.environ.pop("XDG_STATE_HOME", None)
         else:
             os.environ["XDG_STATE_HOME"] = old
+
+
+async def resume(ws: ClientConnection, session: str, timeout: float = 5.0) -> dict[str, Any]:
+    """Read the fresh session's hello, resume ``session`` with a resume frame: the second hello
+    (or the error that refused the id)."""
+    first = await recv_json(ws, timeout)
+    assert first["type"] == "hello"
+    await ws.send(json.dumps({"type": "resume", "session": session}))
+    return await recv_json(ws, timeout)
+
+
+def raw_session(signed: str) -> str:
+    """The store's id of a signed session id (``v1.p.<b64 "id.issued">.<mac>``)."""
+    import base64
+
+    value = signed.split(".")[2]
+    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode().partition(".")[0]

@@ -310,3 +310,36 @@ def test_the_image_copies_every_package_it_installs_and_no_optional_extra(docker
 
 def test_the_image_default_command_is_a_valid_qac_command(dockerfile: Dockerfile) -> None:
     parse_qac(dockerfile.cmd)
+
+
+def test_every_replica_gets_the_same_required_secret(services: dict[str, dict[str, Any]]) -> None:
+    env = services["server"].get("environment", {})
+    secret = env["QAC_SECRET"] if isinstance(env, dict) else dict(e.split("=", 1) for e in env)["QAC_SECRET"]
+    # One value for the whole service (so for every replica), from the operator, never a default.
+    assert re.fullmatch(r"\$\{QAC_SECRET:\?[^}]+\}", secret)
+
+
+def test_redis_has_bounded_memory_and_evicts_expiring_keys_first(services: dict[str, dict[str, Any]]) -> None:
+    command = services["redis"]["command"]
+    assert command[command.index("--maxmemory") + 1].endswith(("mb", "gb"))
+    assert command[command.index("--maxmemory-policy") + 1].startswith("volatile-")
+
+
+def test_metrics_and_admin_stay_on_an_internal_port_the_proxy_never_reaches(
+    services: dict[str, dict[str, Any]]
+) -> None:
+    command = services["server"]["command"]
+    internal = command[command.index("--internal-port") + 1]
+    assert internal != command[command.index("--port") + 1]
+    assert f":{internal}" not in nginx_config(services)
+
+
+def test_the_proxy_limits_each_address_and_sends_the_security_headers(services: dict[str, dict[str, Any]]) -> None:
+    conf = nginx_config(services)
+    assert re.search(r"^\s*limit_conn\s+\w+\s+\d+;", conf, re.M)
+    assert re.search(r"^\s*limit_req\s+zone=\w+", conf, re.M)
+    for header in ("Content-Security-Policy", "X-Content-Type-Options nosniff", "Referrer-Policy no-referrer"):
+        assert re.search(rf"^\s*add_header {header}.* always;", conf, re.M), header
+    assert "frame-ancestors" in conf
+    raw = (ROOT / "deploy" / "nginx.conf").read_text(encoding="utf-8")
+    assert re.search(r"#\s*listen 443 ssl;", raw)  # the TLS example

@@ -31,7 +31,7 @@ import indexer
 from indexer.model import Model
 from server.config import ServerConfig
 from server.sessions import RedisSessionStore
-from tests.support import TOKEN, recv_json
+from tests.support import TOKEN, raw_session, recv_json, resume
 
 pytestmark = pytest.mark.anyio
 
@@ -55,7 +55,8 @@ def start(index: Path, sessions: str, log: Path) -> Replica:
     """``qac serve`` on a free port, its output in ``log``; not yet ready (see :func:`wait_ready`)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "QAC_ADMIN_TOKEN": TOKEN,
            # The clients here type faster than people: no rate limit in the way.
-           "QAC_RATE": "100000", "QAC_BURST": "100000"}
+           "QAC_RATE": "100000", "QAC_BURST": "100000", "QAC_ADDRESS_RATE": "100000", "QAC_ADDRESS_BURST": "100000",
+           "QAC_MAX_CONNECTIONS_PER_ADDRESS": "10000", "QAC_MODELS_ROOT": str(index.parent.parent)}
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "qac", "serve", "--index", str(index), "--sessions", sessions,
@@ -165,9 +166,8 @@ class Typist:
 
     async def open(self) -> tuple[ClientConnection, dict[str, Any]]:
         replica = self.replicas[self.at]
-        query = f"?session={self.session}" if self.session else ""
-        ws = await connect(f"ws://{replica.address}/ws{query}", open_timeout=5)
-        hello = await recv_json(ws)
+        ws = await connect(f"ws://{replica.address}/ws", open_timeout=5)
+        hello = await (resume(ws, self.session) if self.session else recv_json(ws))
         assert hello["type"] == "hello", hello
         if self.session is not None:
             assert hello["session"] == self.session, "the session was not resumed"
@@ -247,9 +247,8 @@ async def test_a_client_alternating_between_replicas_keeps_its_history(
     async with httpx.AsyncClient(timeout=10) as http:
         for visit, submit in enumerate(submits):
             here, there = replicas[visit % 2], replicas[(visit + 1) % 2]
-            query = f"?session={session}" if session else ""
-            async with connect(f"ws://{here.address}/ws{query}") as ws:
-                hello = await recv_json(ws)
+            async with connect(f"ws://{here.address}/ws") as ws:
+                hello = await (resume(ws, session) if session else recv_json(ws))
                 assert hello["history"] == visit and (session is None or hello["session"] == session)
                 session = hello["session"]
                 # Ranked with what was submitted on the other replica: as /complete with that history.
@@ -322,13 +321,13 @@ async def test_clients_of_a_killed_replica_resume_on_the_other_and_lose_no_ackno
                 (resumed,) = [hello for address, hello in typist.hellos if address == survivor.address]
                 assert on_doomed <= resumed["history"] <= on_doomed + 1
                 # A last visit sees the whole history, and ranks with it.
-                async with connect(f"ws://{survivor.address}/ws?session={typist.session}") as ws:
-                    hello = await recv_json(ws)
+                async with connect(f"ws://{survivor.address}/ws") as ws:
+                    hello = await resume(ws, typist.session)
                     prefix = typist.acked[-1][:2]
                     await ws.send(json.dumps({"type": "query", "id": 1, "prefix": prefix}))
                     answer = await recv_json(ws)
                 assert typist.session is not None
-                history = await store.history(typist.session)
+                history = await store.history(raw_session(typist.session))
                 assert is_subsequence(typist.acked, history), (typist.acked, history)
                 assert len(history) <= len(typist.acked) + typist.drops
                 assert hello["history"] == len(history)

@@ -27,6 +27,12 @@ def test_a_short_soak_meets_each_abuse_and_keeps_the_typists_served(
     assert abusers["error:bad_json"] > 0 and abusers["error:bad_message"] > 0
     assert abusers["closed:1009"] > 0 and abusers["closed:1007"] > 0  # oversized frames, bad UTF-8
     assert abusers["storm_connections"] > 0
+    assert abusers["error:binary_frame"] > 0
+    # One address: 20 connections held (the default per address), the next refused with 1013.
+    assert abusers["hoarder_held"] == 20 and abusers["hoarder_refused:1013"] == 1
+    assert report["closed_by_server"]["address"] >= 1
+    complete = {k: v for k, v in abusers.items() if k.startswith("complete:")}
+    assert complete["complete:200"] > 0 and set(complete) <= {"complete:200", "complete:429", "complete:503"}
     assert report["closed_by_server"]["frame_too_big"] > 0
     assert report["abuse"]["reload"]["index"]  # the reload half-way went through
     assert report["health_after"]["status"] == "ok"

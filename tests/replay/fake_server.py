@@ -43,6 +43,10 @@ async def fake_server(
         async for text in ws:
             msg = json.loads(text)
             received.append(msg)
+            if msg["type"] == "resume":
+                await ws.send(json.dumps({"type": "hello", "session": msg["session"], "index": "fake",
+                                          "history": 0}))
+                continue
             if msg["type"] == "submit":
                 history.append(msg["query"])
                 await ws.send(json.dumps({"type": "ack", "history": len(history)}))

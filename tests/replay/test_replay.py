@@ -159,11 +159,15 @@ async def test_keystrokes_saved_of_a_hand_made_session() -> None:
 @pytest.mark.parametrize("abort", [False, True], ids=["closed", "aborted"])
 async def test_connections_closed_mid_session_are_counted_not_raised(abort: bool) -> None:
     scripts = [(Typed("new york times", keystrokes_of("new york times")),)] * 4
-    async with fake_server(starts_with, answers_per_connection=3, abort=abort) as (url, _):
+    async with fake_server(starts_with, answers_per_connection=3, abort=abort) as (url, received):
         report = await replay(url, scripts, ReplayOptions(concurrency=2, timeout=5))
     assert report["sessions"] == 4 and report["sessions_completed"] == 0
+    # Each connection drops after 3 answers; it is opened again once, the session resumed with
+    # a resume frame (never in the URL), and the second drop counts.
+    assert report["reconnects"] == 4
+    assert [m for m in received if m["type"] == "resume"] == [{"type": "resume", "session": "s" * 22}] * 4
     assert report["dropped"] == 4 and report["errors"] == 4
-    assert report["keystrokes"] == 4 * 3
+    assert report["keystrokes"] == 4 * 6
     assert report["p50_ms"] is not None
 
 

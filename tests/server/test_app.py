@@ -18,7 +18,7 @@ from indexer.model import Model
 from server import connection
 from server.app import create_app
 from server.config import ServerConfig
-from tests.support import TOKEN, items_of, recv_json, running
+from tests.support import TOKEN, items_of, recv_json, resume, running
 
 pytestmark = pytest.mark.anyio
 
@@ -106,8 +106,8 @@ async def test_reconnecting_with_the_session_id_keeps_the_history(
         session = (await recv_json(ws))["session"]
         await ws.send(submit(prev))
         await recv_json(ws)
-    async with connect(f"ws://{server}/ws?session={session}") as ws:
-        hello = await recv_json(ws)
+    async with connect(f"ws://{server}/ws") as ws:
+        hello = await resume(ws, session)
         answer = await ask(ws, 1, prefix)
     assert hello["session"] == session
     assert hello["history"] == 1
@@ -120,8 +120,8 @@ async def test_another_tabs_submit_reaches_a_connection_at_its_next_history_refr
     prev, prefix = history_pair
     async with connect(f"ws://{server}/ws") as first:
         session = (await recv_json(first))["session"]
-        async with connect(f"ws://{server}/ws?session={session}") as second:
-            await recv_json(second)
+        async with connect(f"ws://{server}/ws") as second:
+            await resume(second, session)
             assert (await ask(second, 1, prefix))["items"] == items_of(small_model, prefix, [])
             await first.send(submit(prev))
             await recv_json(first)
@@ -130,11 +130,15 @@ async def test_another_tabs_submit_reaches_a_connection_at_its_next_history_refr
 
 
 @pytest.mark.parametrize("session", ["no-such-session-000000", "short", ""])
-async def test_an_unknown_or_malformed_session_id_starts_a_new_session(server: str, session: str) -> None:
-    async with connect(f"ws://{server}/ws?session={session}") as ws:
-        hello = await recv_json(ws)
-    assert hello["session"] != session
-    assert hello["history"] == 0
+async def test_an_unknown_or_malformed_session_id_is_refused_and_the_fresh_session_stays(
+    server: str, session: str
+) -> None:
+    async with connect(f"ws://{server}/ws") as ws:
+        refused = await resume(ws, session)
+        await ws.send(submit("weather"))
+        ack = await recv_json(ws)
+    assert (refused["type"], refused["code"]) == ("error", "bad_session")
+    assert ack == {"type": "ack", "history": 1}
 
 
 async def test_the_stateless_endpoint_matches_the_websocket(
@@ -179,7 +183,7 @@ async def test_the_stateless_endpoint_rejects_missing_and_long_prefixes(server: 
         ('{"type": "query", "id": 6.0, "prefix": "a"}', "bad_message", None),
         (json.dumps({"type": "query", "id": 6, "prefix": "a\x00\x1b[2J"}), "bad_message", 6),
         (json.dumps({"type": "submit", "query": "a\u2028b\x7f"}), "bad_message", None),
-        (b"\x00binary", "bad_message", None),
+        (b"\x00binary", "binary_frame", None),
     ],
 )
 async def test_a_bad_frame_gets_an_error_and_the_connection_stays_open(
@@ -258,6 +262,8 @@ async def test_health_and_metrics_describe_the_running_server(server: str, small
     async with connect(f"ws://{server}/ws") as ws, httpx.AsyncClient(base_url=f"http://{server}") as http:
         await recv_json(ws)
         await ask(ws, 1, "a")
+        await ws.send(submit("a"))  # a session enters the store on first use
+        await recv_json(ws)
         health = await http.get("/healthz")
         metrics = (await http.get("/metrics")).text
     assert health.json() == {"status": "ok", "index": small_model.version, "sessions": "memory", "store": "up"}
@@ -330,7 +336,8 @@ async def test_a_bad_reload_is_a_400_and_keeps_the_old_model(
 @pytest.fixture
 def busy_server(small_model_dir: Path) -> Iterator[str]:
     """A server that lets clients type far faster than people do."""
-    config = ServerConfig(index=str(small_model_dir), admin_token=TOKEN, rate=10_000, burst=1_000)
+    config = ServerConfig(index=str(small_model_dir), admin_token=TOKEN, rate=10_000, burst=1_000,
+                          models_root=str(small_model_dir.parent.parent))
     with running(create_app(config), config) as address:
         yield address
 

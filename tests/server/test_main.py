@@ -81,7 +81,8 @@ def test_the_demo_url_is_one_a_browser_can_open(host: str, url: str) -> None:
 @pytest.fixture
 def qac_serve(small_model_dir: Path, request: pytest.FixtureRequest) -> Iterator[str]:
     """``qac serve`` in a subprocess with ``request.param`` workers; yields ``host:port``."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "QAC_ADMIN_TOKEN": TOKEN, "QAC_WORKERS": str(request.param)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "QAC_ADMIN_TOKEN": TOKEN, "QAC_WORKERS": str(request.param),
+           "QAC_MODELS_ROOT": str(small_model_dir.parent.parent)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "qac", "serve", "--index", str(small_model_dir), "--port", "0"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

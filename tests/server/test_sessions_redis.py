@@ -12,7 +12,7 @@ from websockets.asyncio.client import connect
 from indexer.model import Model
 from server.app import create_app
 from server.config import ServerConfig
-from tests.support import items_of, recv_json, running
+from tests.support import items_of, recv_json, resume, running
 
 pytestmark = pytest.mark.anyio
 
@@ -32,8 +32,8 @@ async def test_a_redis_session_survives_a_server_restart(
             await ws.send(json.dumps({"type": "submit", "query": prev}))
             assert (await recv_json(ws))["history"] == 1
     with running(create_app(config), config) as server:
-        async with connect(f"ws://{server}/ws?session={session}") as ws:
-            hello = await recv_json(ws)
+        async with connect(f"ws://{server}/ws") as ws:
+            hello = await resume(ws, session)
             await ws.send(json.dumps({"type": "query", "id": 1, "prefix": prefix}))
             answer = await recv_json(ws)
     assert (hello["session"], hello["history"]) == (session, 1)
@@ -47,8 +47,8 @@ async def test_a_client_keeps_its_history_on_another_replica(small_model_dir: Pa
             session = (await recv_json(ws))["session"]
             await ws.send(json.dumps({"type": "submit", "query": "weather"}))
             await recv_json(ws)
-        async with connect(f"ws://{two}/ws?session={session}") as ws:
-            hello = await recv_json(ws)
+        async with connect(f"ws://{two}/ws") as ws:
+            hello = await resume(ws, session)
             await ws.send(json.dumps({"type": "submit", "query": "news"}))
             ack = await recv_json(ws)
         async with httpx.AsyncClient() as http:
