@@ -9,15 +9,18 @@ reranker sees one uniform table.
 
 from __future__ import annotations
 
+import dataclasses
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
 from .params import SOURCES
 from .personal import PersonalHistory
 from .topk import PrefixTopK
+from .typos import WordCorrector, max_edits, one_edit_variants, prefix_distance, session_fixes
 from .wordmodel import WordModel, split_prefix
 
 FEATURES = (
@@ -44,18 +47,27 @@ FEATURES = (
     "src_personal",
     "own_log_count",
     "own_recency",
+    "edit_dist",
+    "src_fix",
+    "src_typo_tree",
+    "prefix_unknown",
+    "prefix_rare",
+    "src_personal_word",
 )
 _F = {name: i for i, name in enumerate(FEATURES)}
 N_BASE = len(FEATURES)
 IS_LABEL = _F["is_label"]
+# What makes an exact candidate good enough that no corrected one ranks above it: logged by
+# several people, or asked before by the user (in the session or ever).
+TRUSTED = [_F[name] for name in ("is_label", "src_personal", "in_history")]
 # Prefix-length buckets: the scorer has one weight vector per bucket, so it can trust the
 # typed prefix more when it is long and popularity more when it is short.
 BUCKET_EDGES = (3, 6, 10)
 N_BUCKETS = len(BUCKET_EDGES) + 1
 
 
-# (prefix, prev, label range) -> (label ids, scores), best first.
-TreeSearch = Callable[[str, str, tuple[int, int]], tuple[np.ndarray, np.ndarray]]
+# (prefix, prev, label range, or an (r, 2) array of ranges) -> (label ids, scores), best first.
+TreeSearch = Callable[[str, str, "tuple[int, int] | np.ndarray"], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -69,7 +81,17 @@ class CandidateConfig:
     trans_k: int = 10
     history_max: int = 5
     personal_k: int = 10
+    personal_words: int = 20  # the user's latest queries whose words finish the prefix
     sources: tuple[str, ...] = SOURCES
+    typo_min_chars: int = 4  # shorter prefixes are never corrected
+    typo_fixes: int = 2  # corrected prefixes generated from, at most
+    typo_support: float = 50.0  # a partial or word under this weight may be a typo
+    typo_tree_chars: int = 3  # the fuzzy beam searches labels under these first characters
+    typo_tree_k: int = 10  # and offers its best this many
+    typo_tree_few: int = 10  # ... and their one-edit variants when fewer labels have them
+    typo_trusted: int = 3  # no correction when the exact prefix has this many trusted candidates
+    typo_pairs: bool = False  # a word pair nobody typed may hold a typo (+0.002 typo MRR, slower)
+    typo_margin: float = 0.25  # what a corrected candidate's score must beat an exact one's by
 
 
 @dataclass
@@ -79,6 +101,7 @@ class Candidates:
     texts: list[str]
     features: np.ndarray  # (len(texts), N_BASE)
     bucket: int
+    corrected: np.ndarray | None = None  # (len(texts),) bool: does not start with the prefix
 
 
 def bucket_of(prefix_length: int) -> int:
@@ -95,23 +118,68 @@ class CandidateGenerator:
         words: WordModel,
         tree: TreeSearch | None = None,
         config: CandidateConfig | None = None,
+        rare_words: Container[str] = (),
     ):
         self.labels = labels
         self.words = words
         self.tree = tree
         self.config = config or CandidateConfig()
+        self.rare_words = rare_words
+        self.corrector = WordCorrector(words.words, words.bigrams)
+        self._start_ranges = lru_cache(4096)(self._label_ranges)
+        # A corrected prefix offers fewer candidates than the typed one: it is one of several.
+        c = self.config
+        self._fix_config = dataclasses.replace(c, mpc_k=c.mpc_k // 2, word_k=c.word_k // 2, cont_k=min(1, c.cont_k),
+                                               trans_k=c.trans_k // 2, personal_k=c.personal_k // 2)
+
+    def _label_ranges(self, start: str) -> np.ndarray:
+        """The label ranges of ``start`` and, if it has few labels, of its one-edit variants:
+        where the fuzzy beam searches."""
+        labels = self.labels
+        ranges = [labels.range(start)]
+        if ranges[0][1] - ranges[0][0] < self.config.typo_tree_few:
+            ranges += [labels.range(v) for v in one_edit_variants(labels, start)]
+        out = np.array(ranges, dtype=np.int64)
+        out.flags.writeable = False
+        return out
 
     def generate(
         self, prefix: str, history: Sequence[str] = (), personal: PersonalHistory | None = None
     ) -> Candidates:
         """All candidates for normalized ``prefix`` after ``history`` (newest last), with the
-        user's own past queries from ``personal``."""
+        user's own past queries from ``personal``; when the prefix looks misspelled, also the
+        candidates of what it probably meant (``corrected``)."""
         cfg = self.config
         on = set(cfg.sources)
         if "personal" not in on:
             personal = None
         history = [h for h in history if h][-cfg.history_max :]
         prev = history[-1] if history else ""
+        rows, label_ids, (lo, hi) = self._gather(prefix, prev, history, personal, on)
+        texts, base = self._table(rows, label_ids, prefix, (lo, hi), prev, history, personal)
+        bucket = bucket_of(len(prefix))
+        if len(prefix) < cfg.typo_min_chars or not (on & {"typo_words", "typo_tree"}):
+            return Candidates(texts, base, bucket)
+        # Corrections only where the exact prefix finds few candidates that people logged or
+        # the user asked before.
+        trusted = int(base[:, TRUSTED].any(axis=1).sum()) if len(texts) else 0
+        if trusted >= cfg.typo_trusted:
+            return Candidates(texts, base, bucket)
+        extra_texts, extra = self._corrections(prefix, prev, history, personal, on, set(texts), trusted)
+        if not extra_texts:
+            return Candidates(texts, base, bucket)
+        corrected = np.zeros(len(texts) + len(extra_texts), dtype=bool)
+        corrected[len(texts) :] = True
+        return Candidates(texts + extra_texts, np.vstack((base, extra)), bucket, corrected)
+
+    def _gather(
+        self, prefix: str, prev: str, history: Sequence[str], personal: PersonalHistory | None, on: set[str],
+        cfg: CandidateConfig | None = None,
+    ) -> tuple[dict[str, np.ndarray], dict[str, int], tuple[int, int]]:
+        """The candidates of every source in ``on`` that start with ``prefix`` (as many as
+        ``cfg`` says, default the generator's): their partial feature rows, the label ids
+        known on the way, and the prefix's label range."""
+        cfg = cfg or self.config
         head, prev_word, partial = split_prefix(prefix)
         rows: dict[str, np.ndarray] = {}
         label_ids: dict[str, int] = {}  # candidates known to be labels: their index
@@ -153,17 +221,199 @@ class CandidateGenerator:
         if personal:
             for text in personal.starting_with(prefix, cfg.personal_k):
                 add(text)[_F["src_personal"]] = 1.0
+            # The user's words: the prefix finished as in their latest queries.
+            for text in _session_candidates(personal.recent(cfg.personal_words), prefix, head, partial):
+                add(text)[_F["src_personal_word"]] = 1.0
+        return rows, label_ids, (lo, hi)
 
+    def _table(
+        self,
+        rows: dict[str, np.ndarray],
+        label_ids: dict[str, int],
+        prefix: str,
+        label_range: tuple[int, int],
+        prev: str,
+        history: Sequence[str],
+        personal: PersonalHistory | None,
+    ) -> tuple[list[str], np.ndarray]:
+        """The texts of ``rows`` and their full feature rows, relative to ``prefix``."""
+        labels = self.labels
+        lo, hi = label_range
+        head, prev_word, partial = split_prefix(prefix)
         texts = list(rows)
         base = np.array([rows[t] for t in texts]) if texts else np.zeros((0, N_BASE))
         # A label that starts with the prefix lies in [lo, hi).
         found = [label_ids[t] if t in label_ids else labels.index(t, lo, hi) if t.startswith(prefix)
                  else labels.index(t) for t in texts]
         self._generic_features(base, texts, found, prefix, head, prev_word, partial, prev, history)
+        # Words of the prefix the vocabulary lacks (and a partial word it has no word for),
+        # apart from those someone typed: what tells a typed prefix with a typo from its
+        # correction.
+        words = self.words.words
+        unknown = [w for w in head.split() if not words.count(w)]
+        if partial and not words.total(partial):
+            unknown.append(partial)
+        rare = sum(w in self.rare_words for w in unknown)
+        base[:, _F["prefix_unknown"]] = len(unknown) - rare
+        base[:, _F["prefix_rare"]] = rare
         if personal:
             for j, text in enumerate(texts):
                 base[j, _F["own_log_count"]], base[j, _F["own_recency"]] = personal.features(text)
-        return Candidates(texts, base, bucket_of(len(prefix)))
+        return texts, base
+
+    def _corrections(
+        self,
+        prefix: str,
+        prev: str,
+        history: Sequence[str],
+        personal: PersonalHistory | None,
+        on: set[str],
+        have: set[str],
+        trusted: int,
+    ) -> tuple[list[str], np.ndarray]:
+        """Candidates of what a misspelled ``prefix`` probably meant, none of ``have``: those
+        of the prefix with one word or the partial last word corrected (``typo_words``), and
+        labels near the typed text under its first characters (``typo_tree``), each within
+        :func:`max_edits` of the prefix (docs/METHOD.md, "Typo tolerance")."""
+        cfg = self.config
+        limit = max_edits(len(prefix))
+        head, prev_word, partial = split_prefix(prefix)
+        words = self.words.words
+        toks = head.split()
+        # Only a word out of the vocabulary, a partial word that few words start with, or a
+        # pair of words that nobody typed together may hold a typo: known words are taken as
+        # meant.
+        weak = [j for j, w in enumerate(toks) if not words.count(w)]
+        weak_partial = bool(partial) and words.total(partial) < cfg.typo_support
+        weak_pair = (cfg.typo_pairs and bool(prev_word) and len(partial) > 1
+                     and not self.words.bigrams.total(prev_word + " " + partial))
+        if not weak and not weak_partial and not weak_pair:
+            return [], np.zeros((0, N_BASE))
+        fixes = self._fixes(prefix, history, on, toks, weak, weak_partial, weak_pair) if "typo_words" in on else []
+        out: dict[str, np.ndarray] = {}
+        for fix in fixes:
+            # A corrected prefix is a query of its own only if it ends with a whole word.
+            whole = fix.endswith(" ") or words.count(fix[fix.rfind(" ") + 1 :]) > 0
+            sources = on - ({"tree"} if whole else {"tree", "prefix"})
+            rows, label_ids, fix_range = self._gather(fix, prev, history, personal, sources, self._fix_config)
+            for text in [t for t in rows if t in have or t in out or t.startswith(prefix)]:
+                del rows[text]
+            if not rows:
+                continue
+            texts, base = self._table(rows, label_ids, fix, fix_range, prev, history, personal)
+            base[:, _F["src_fix"]] = 1.0
+            base[:, _F["edit_dist"]] = 1.0
+            out.update(zip(texts, base))
+        # The tree reaches beyond the words' corrections: a label near the typed text, when no
+        # corrected prefix was found (or the word sources are off), nothing exact is trusted
+        # and some typed word is unknown.
+        if ("typo_tree" in on and self.tree is not None and not out and not trusted
+                and (weak or (partial and not words.total(partial)))):
+            self._fuzzy_tree(prefix, prev, history, personal, have, out, limit)
+        if not out:
+            return [], np.zeros((0, N_BASE))
+        texts = list(out)
+        return texts, np.array([out[t] for t in texts])
+
+    def _fixes(
+        self, prefix: str, history: Sequence[str], on: set[str], toks: list[str], weak: list[int],
+        weak_partial: bool, weak_pair: bool,
+    ) -> list[str]:
+        """Up to ``typo_fixes`` corrected prefixes, most trusted kinds first (docs/METHOD.md,
+        "Typo tolerance"); the look-ups stop once there are enough."""
+        cfg = self.config
+        corrector = self.corrector
+        head, _, partial = split_prefix(prefix)
+        fixes: dict[str, None] = {}
+
+        def full() -> bool:
+            return len(fixes) >= cfg.typo_fixes
+
+        def add(fix: str) -> None:
+            if not full() and not fix.startswith(prefix):  # extending the prefix corrects nothing
+                fixes[fix] = None
+
+        # The session's own words first: a user retyping a query misspells it anew.
+        mine = {w for h in history for w in h.split()}
+        # The first character of the prefix is taken as typed; of a later word, not.
+        for j in weak:
+            first = j == 0
+            for fix in session_fixes(toks[j], mine, True, first)[:1]:
+                add(" ".join(toks[:j] + [fix] + toks[j + 1 :]) + " " + partial)
+            # With a neighbour, as a word pair people typed: a space dropped, added or
+            # moved is one edit too ("headi sland" is "head island").
+            for a in (j - 1, j):
+                if a >= 0 and a + 1 < len(toks) and not full():
+                    for v in corrector.pairs(toks[a] + " " + toks[a + 1], a == 0):
+                        add(" ".join(toks[:a] + [v] + toks[a + 2 :]) + " " + partial)
+            if full():
+                return list(fixes)
+            for v in corrector.splits(toks[j], whole=True)[:1]:
+                add(" ".join(toks[:j] + [v] + toks[j + 1 :]) + " " + partial)
+            word = corrector.correct(toks[j], first)
+            if word is not None:
+                add(" ".join(toks[:j] + [word] + toks[j + 1 :]) + " " + partial)
+        if weak_partial:
+            for v in session_fixes(partial, mine, False, not head)[:1]:
+                add(head + v)
+        # The last two words as a bigram: also a space dropped, added or moved.
+        if not full() and (weak_partial or weak_pair or (weak and weak[-1] == len(toks) - 1)):
+            trimmed = prefix.rstrip(" ")
+            span = " ".join(trimmed.split(" ")[-2:])
+            cut = len(trimmed) - len(span)
+            for v in corrector.spans(span):
+                add(prefix[:cut] + v + prefix[len(trimmed) :])
+        if weak_partial and not full():
+            for v in corrector.partials(partial, cfg.typo_fixes, not head):
+                add(head + v)
+            if not full():
+                for v in corrector.splits(partial):
+                    add(head + v)
+        elif not partial and weak and weak[-1] == len(toks) - 1 and not full():
+            for v in corrector.splits(toks[-1]):
+                add(head[: len(head) - len(toks[-1]) - 1] + v + " ")
+        return list(fixes)
+
+    def _fuzzy_tree(
+        self,
+        prefix: str,
+        prev: str,
+        history: Sequence[str],
+        personal: PersonalHistory | None,
+        have: set[str],
+        out: dict[str, np.ndarray],
+        limit: int,
+    ) -> None:
+        """Labels within ``limit`` edits of the prefix under its first characters (and their
+        one-edit variants, when few labels start with those), ranked by the tree's beam on the
+        typed text; added to ``out`` (or their tree features, where already there)."""
+        cfg = self.config
+        labels = self.labels
+        assert self.tree is not None
+        ids, scores = self.tree(prefix, prev, self._start_ranges(prefix[: cfg.typo_tree_chars]))
+        ids, scores = ids[: cfg.typo_tree_k], scores[: cfg.typo_tree_k]
+        if not len(ids):
+            return
+        texts = [labels.keys[i] for i in ids.tolist()]
+        dist = [prefix_distance(prefix, t, limit) for t in texts]
+        new: dict[str, np.ndarray] = {}
+        new_ids: dict[str, int] = {}
+        rank = 0
+        for i, text, s, d in zip(ids.tolist(), texts, scores.tolist(), dist):
+            if d == 0 or d > limit or text in have:
+                continue
+            rank += 1
+            row = out.get(text)
+            if row is None:
+                row = new[text] = np.zeros(N_BASE)
+                new_ids[text] = i
+                row[_F["edit_dist"]] = d
+            row[_F["tree_score"]] = s
+            row[_F["tree_rr"]] = 1.0 / rank
+            row[_F["src_typo_tree"]] = 1.0
+        if new:
+            texts, base = self._table(new, new_ids, prefix, (0, 0), prev, history, personal)
+            out.update(zip(texts, base))
 
     def _generic_features(
         self,

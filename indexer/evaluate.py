@@ -7,7 +7,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -17,8 +17,9 @@ import numpy as np
 
 from .errors import QacError
 from .model import Completion, Model
-from .normalize import normalize
+from .normalize import normalize, normalize_prefix
 from .personal import PersonalHistory, replay_histories
+from .typos import TYPO_MIN_CHARS, add_typo
 
 # A shown suggestion that is a logged query fewer people typed, not the user's own and not
 # what they typed, is a leak (docs/METHOD.md, "Privacy").
@@ -203,12 +204,15 @@ def evaluate(
     personal: Sequence[PersonalHistory | None] | None = None,
     leak_users: Mapping[str, int] | None = None,
     dump: IO[str] | None = None,
+    group_prefixes: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Score the model and most-popular completion on the same pairs, overall and by group.
 
     ``personal``: each pair's personal history (see :func:`pair_histories`); the model is then
     also scored without it ("model_no_history"). ``leak_users``: distinct users per logged
     query, to count leaks. ``dump``: one JSON line per pair, its fields and what each system showed.
+    ``group_prefixes``: the prefix whose length groups each pair (default: its own; the clean
+    prefix of a typo pair, so that clean and typo groups hold the same pairs).
     """
     for pair in pairs[:warmup]:
         model.complete(pair.prefix, [pair.prev_query] if pair.prev_query else [])
@@ -227,7 +231,8 @@ def evaluate(
             shown["model_no_history"] = _timed(partial(model.complete, pair.prefix, history))
         got = {s: [c.query for c in items] for s, (items, _) in shown.items()}
         seen = "seen" if model.labels.index(pair.next_query) >= 0 else "unseen"
-        for group in ("prefix " + length_bucket(pair.prefix), seen):
+        grouped = pair.prefix if group_prefixes is None else group_prefixes[j]
+        for group in ("prefix " + length_bucket(grouped), seen):
             scores = groups.setdefault(group, {s: Scores() for s in systems})
             for s in systems:
                 scores[s].add(pair.next_query, got[s])
@@ -251,6 +256,42 @@ def evaluate(
         for g, sc in sorted(groups.items())
     }
     return result
+
+
+def typo_pairs(pairs: Sequence[Pair], seed: int = 0) -> tuple[list[int], list[Pair]]:
+    """The pairs whose normalized prefix has :data:`TYPO_MIN_CHARS`+ characters (their
+    indices) and each with one synthetic typo in that prefix (:func:`~indexer.typos.add_typo`,
+    drawn from ``numpy.random.default_rng(seed)`` in pair order): the same seed, the same typos."""
+    rng = np.random.default_rng(seed)
+    kept, typo = [], []
+    for i, pair in enumerate(pairs):
+        norm = normalize_prefix(pair.prefix)
+        if len(norm) >= TYPO_MIN_CHARS:
+            kept.append(i)
+            typo.append(replace(pair, prefix=add_typo(norm, rng)))
+    return kept, typo
+
+
+def format_typo_report(clean: dict[str, Any], typo: dict[str, Any]) -> str:
+    """Clean and typo figures of the same pairs side by side, overall and by prefix length."""
+    systems = [s for s in ("model", "model_no_history", "mpc") if s in clean]
+    head = f"{'':22}{'n':>6}" + "".join(f"  {s + ' clean':>22}  {s + ' typo':>22}" for s in systems)
+    lines = ["MRR@10 (success@10), clean prefix vs one typo", head]
+
+    def row(name: str, n: int, c: dict[str, Any], t: dict[str, Any]) -> str:
+        cells = "".join(f"  {c[s]['mrr']:>13.4f} ({c[s]['success@10']:.3f})  {t[s]['mrr']:>13.4f} "
+                        f"({t[s]['success@10']:.3f})" for s in systems)
+        return f"{name:22}{n:>6}" + cells
+
+    lines.append(row("all", clean["n"], clean, typo))
+    for g in clean["groups"]:
+        if g.startswith("prefix") and g in typo["groups"]:
+            lines.append(row(g, clean["groups"][g]["n"], clean["groups"][g], typo["groups"][g]))
+    lat = "  ".join(f"{name} p50 {r['model']['p50_ms']:.3f} ms, p99 {r['model']['p99_ms']:.3f} ms"
+                    for name, r in (("clean", clean), ("typo", typo)) if "p50_ms" in r["model"])
+    if lat:
+        lines.append("model latency: " + lat)
+    return "\n".join(lines)
 
 
 def format_report(result: dict[str, Any]) -> str:

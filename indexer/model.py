@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 from . import storage
 from .blocklist import Blocklist
-from .candidates import IS_LABEL, N_BASE, N_BUCKETS, CandidateConfig, CandidateGenerator, Candidates
+from .candidates import IS_LABEL, N_BASE, N_BUCKETS, TRUSTED, CandidateConfig, CandidateGenerator, Candidates
 from .features import PrefixFeaturizer
 from .normalize import normalize, normalize_prefix
 from .params import BuildParams
@@ -27,11 +27,13 @@ from .wordmodel import WordModel
 @dataclass(frozen=True)
 class Completion:
     """One suggestion: a normalized query and its score (higher is better); ``personal`` when
-    it is one of the user's own past queries (shown to that user only)."""
+    it is one of the user's own past queries (shown to that user only); ``corrected`` when it
+    does not start with the normalized typed prefix (a typo was corrected)."""
 
     query: str
     score: float
     personal: bool = False
+    corrected: bool = False
 
 
 @dataclass
@@ -49,10 +51,16 @@ class TreeRanker:
         if self.index is None:  # once here, not on the first keystroke
             self.index = SearchIndex.build(self.tree, self.weights)
 
-    def search(self, prefix: str, prev: str, label_range: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """The best labels in ``label_range`` for this prefix and previous query."""
+    def search(
+        self, prefix: str, prev: str, label_range: tuple[int, int] | np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The best labels in ``label_range`` (or in any row of an (r, 2) array of ranges) for
+        this prefix and previous query."""
         idx, val = self.featurizer.transform_one(prefix, prev)
         assert self.index is not None  # set by __post_init__
+        if isinstance(label_range, np.ndarray):
+            return beam_search(self.tree, self.index, idx, val, beam=self.beam, topk=self.topk,
+                               label_ranges=label_range)
         return beam_search(
             self.tree, self.index, idx, val, beam=self.beam, label_range=label_range, topk=self.topk
         )
@@ -71,6 +79,7 @@ class Model:
         manifest: dict[str, Any] | None = None,
         blocklist: Blocklist | None = None,
         rare: RareFilter | None = None,
+        rare_words: RareFilter | None = None,
     ):
         self.params = params
         self.labels = labels
@@ -80,11 +89,15 @@ class Model:
         self.manifest = manifest or {}
         self.blocklist = blocklist if blocklist is not None else Blocklist()
         self.rare = rare if rare is not None else RareFilter.of(())
+        # Words typed by fewer than min_users people (a Bloom filter, never suggested from):
+        # a typed word the vocabulary lacks but someone typed is less likely a typo.
+        self.rare_words = rare_words if rare_words is not None else RareFilter.of(())
         self.generator = CandidateGenerator(
             labels,
             words,
             tree.search if tree is not None else None,
             CandidateConfig(sources=params.sources),
+            self.rare_words,
         )
 
     @property
@@ -118,19 +131,35 @@ class Model:
         history = [h for h in (normalize(q) for q in history) if h]
         blocked = (self.blocklist if blocklist is None else blocklist).blocks
         cands = self.generator.generate(prefix, history, personal)
-        scores = cands.features @ self.reranker[cands.bucket]
+        weights = self.reranker[cands.bucket]
+        fixed = cands.corrected
+        if fixed is None:
+            scores = cands.features @ weights
+        else:
+            # The exact candidates come first: scored alone, their floating-point sums (and so
+            # their ties) are those they have without the corrected ones.
+            n = len(fixed) - int(fixed.sum())
+            scores = np.concatenate((cands.features[:n] @ weights,
+                                     cands.features[n:] @ weights - self.generator.config.typo_margin))
+            # Exact matches stay ahead when they are good: a corrected candidate ranks below
+            # every exact one that was logged, or asked in the session or by the user.
+            trusted = ~fixed & cands.features[:, TRUSTED].any(axis=1)
+            if trusted.any():
+                scores[fixed] = np.minimum(scores[fixed], scores[trusted].min() - 1e-6)
         out: list[Completion] = []
         mine = personal if personal is not None and "personal" in self.params.sources else ()
         is_label = cands.features[:, IS_LABEL]
         for i in np.argsort(-scores, kind="stable").tolist():
             text = cands.texts[i]
-            if not text.startswith(prefix) or blocked(text):
+            exact = text.startswith(prefix)
+            # Only the typo sources may propose what does not start with the prefix.
+            if (not exact and (fixed is None or not fixed[i])) or blocked(text):
                 continue
             own = text in mine
             # A generated string that is someone's rare query is theirs alone to see.
             if not own and not is_label[i] and text != prefix and text in self.rare:
                 continue
-            out.append(Completion(text, float(scores[i]), own))
+            out.append(Completion(text, float(scores[i]), own, not exact))
             if len(out) == k:
                 return out
         have = {c.query for c in out}
@@ -165,6 +194,7 @@ class Model:
             assert self.tree.index is not None
             np.savez(directory / "search.npz", **self.tree.index.to_arrays())  # type: ignore[arg-type]
         np.savez(directory / "rare.npz", **self.rare.to_arrays())  # type: ignore[arg-type]
+        np.savez(directory / "rare_words.npz", **self.rare_words.to_arrays())  # type: ignore[arg-type]
         (directory / "blocklist.txt").write_text(self.blocklist.to_text(), encoding="utf-8")
         storage.write_manifest(directory, {**manifest, "params": self.params.to_json(),
                                            "blocklist": {"terms": len(self.blocklist),
@@ -199,6 +229,12 @@ def load(directory: str | Path) -> Model:
             rare = RareFilter.from_arrays(storage.load_arrays(directory, "rare"))
         except (KeyError, ValueError, TypeError) as exc:
             raise storage.ModelError(f"model file damaged: {directory / 'rare.npz'} ({exc})") from exc
+    rare_words = None
+    if (directory / "rare_words.npz").is_file():  # models before issue 13 have none
+        try:
+            rare_words = RareFilter.from_arrays(storage.load_arrays(directory, "rare_words"))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise storage.ModelError(f"model file damaged: {directory / 'rare_words.npz'} ({exc})") from exc
     blocklist = Blocklist()
     if (directory / "blocklist.txt").is_file():  # older models have none
         try:
@@ -220,4 +256,4 @@ def load(directory: str | Path) -> Model:
             except (KeyError, ValueError, TypeError) as exc:
                 raise storage.ModelError(f"model file damaged: {directory / 'search.npz'} ({exc})") from exc
         tree = TreeRanker(featurizer, label_tree, weights, params.beam, index=search)
-    return Model(params, labels, words, reranker, tree, manifest, blocklist, rare)
+    return Model(params, labels, words, reranker, tree, manifest, blocklist, rare, rare_words)

@@ -8,7 +8,7 @@ from typing import Any
 
 FORMAT_VERSION = 1
 WEIGHTINGS = ("none", "string", "word")
-SOURCES = ("tree", "mpc", "prefix", "word", "session", "transitions", "personal")
+SOURCES = ("tree", "mpc", "prefix", "word", "session", "transitions", "personal", "typo_words", "typo_tree")
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,9 @@ class BuildParams:
     # Nothing fewer distinct users typed is suggested to anyone else (docs/METHOD.md, "Privacy").
     min_users: int = 3
     default_blocklist: bool = True
+    # Share of the reranker's keystrokes of 5+ characters that get a synthetic typo (added as
+    # copies beside the clean ones): docs/METHOD.md, "Typo tolerance".
+    typo_share: float = 0.3
 
     def __post_init__(self) -> None:
         if self.trie_depth < 0:
@@ -52,6 +55,8 @@ class BuildParams:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
         if self.min_users < 1:
             raise ValueError(f"min_users must be >= 1, got {self.min_users}")
+        if not 0.0 <= self.typo_share <= 1.0:
+            raise ValueError(f"typo_share must be within [0, 1], got {self.typo_share}")
         unknown = set(self.sources) - set(SOURCES)
         if unknown:
             raise ValueError(f"unknown candidate sources {sorted(unknown)}; known: {SOURCES}")

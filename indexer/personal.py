@@ -43,7 +43,7 @@ class PersonalEntry:
 class PersonalHistory:
     """One user's queries at one moment ``now``: sorted, with count and last use. Read-only."""
 
-    __slots__ = ("keys", "counts", "last_used", "now", "_at")
+    __slots__ = ("keys", "counts", "last_used", "now", "_at", "_by_recency")
 
     def __init__(self, entries: Iterable[Entry], now: float):
         ordered = sorted((e.query, e.count, e.last_used) for e in entries if e.query)
@@ -52,6 +52,7 @@ class PersonalHistory:
         self.last_used = [t for _, _, t in ordered]
         self.now = now
         self._at = {q: i for i, q in enumerate(self.keys)}
+        self._by_recency = sorted(self.keys, key=lambda q: self.last_used[self._at[q]])
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -66,6 +67,10 @@ class PersonalHistory:
         hi = bisect_left(self.keys, prefix + _MAX_CHAR, lo)
         best = sorted(range(lo, hi), key=lambda i: (-self.counts[i], -self.last_used[i]))[:k]
         return [self.keys[i] for i in best]
+
+    def recent(self, n: int) -> list[str]:
+        """The ``n`` queries used last, oldest first."""
+        return self._by_recency[-n:] if n > 0 else []
 
     def features(self, query: str) -> tuple[float, float]:
         """(log(1 + count), recency in (0, 1]: 1 for just now, 1/2 a week ago), or zeros."""

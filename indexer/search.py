@@ -101,6 +101,7 @@ def beam_search(
     beam: int = 10,
     label_range: tuple[int, int] | None = None,
     topk: int = 10,
+    label_ranges: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best ``topk`` labels for input ``x`` (sparse: indices, values), scores descending.
 
@@ -108,21 +109,36 @@ def beam_search(
     ``label_range=(lo, hi)`` only nodes holding some label id in [lo, hi) are expanded and
     only labels in it are returned. ``W`` is the :class:`SearchIndex` to search (built once
     per model), or the weight matrix to build one from for this call. Thread-safe.
+
+    ``label_ranges`` (an (r, 2) array of [lo, hi) rows, instead of ``label_range``): labels in
+    any of the ranges; the search then starts at the lowest node covering each range (each
+    with score 1), below the trie levels whose rankers only learned to pick the next typed
+    character, so ranges under different trie nodes compete on their labels alone.
     """
     if beam < 1 or topk < 1:
         raise ValueError(f"beam and topk must be >= 1, got beam={beam}, topk={topk}")
     index = W if isinstance(W, SearchIndex) else SearchIndex.build(tree, W)
-    lo, hi = label_range if label_range is not None else (0, tree.n_labels)
     no_labels = np.zeros(0, dtype=np.int32), np.zeros(0)
-    if hi <= lo or tree.node_hi[0] <= lo or tree.node_lo[0] >= hi:
-        return no_labels
+    if label_ranges is not None:
+        ranges = np.asarray(label_ranges, dtype=np.int64).reshape(-1, 2)
+        ranges = ranges[ranges[:, 1] > ranges[:, 0]]
+        if not len(ranges) or not tree.n_labels:
+            return no_labels
+        range_lo, range_hi = ranges[:, 0], ranges[:, 1]
+        nodes = np.unique([covering_node(tree, int(a), int(b)) for a, b in ranges]).astype(np.int64)
+        scores = np.ones(len(nodes))
+    else:
+        lo, hi = label_range if label_range is not None else (0, tree.n_labels)
+        if hi <= lo or tree.node_hi[0] <= lo or tree.node_lo[0] >= hi:
+            return no_labels
+        nodes = np.zeros(1, dtype=np.int64)
+        scores = np.ones(1)
     # The bias is feature stride - 1, with value 1: it sorts last, as searchsorted likes.
     xi = np.append(np.asarray(x_idx, dtype=np.int64), index.stride - 1)
     xv = np.append(np.asarray(x_val, dtype=np.float32), np.float32(1.0))
     pool_labels: list[np.ndarray] = []
     pool_scores: list[np.ndarray] = []
-    nodes = np.zeros(1, dtype=np.int64)
-    scores = np.ones(1)
+    n_start = len(nodes)
     while len(nodes):
         if len(nodes) > 1:
             order = nodes.argsort()
@@ -136,7 +152,10 @@ def beam_search(
             edges = np.arange(start, end)
         wx = index.edge_scores(nodes, n_child, xi, xv)
         s = scores.repeat(n_child) * np.exp(-(np.maximum(0.0, 1.0 - wx) ** 3))
-        if label_range is not None:
+        if label_ranges is not None:
+            ok = ((tree.edge_lo[edges][:, None] < range_hi) & (tree.edge_hi[edges][:, None] > range_lo)).any(1)
+            edges, s = edges[ok], s[ok]
+        elif label_range is not None:
             ok = (tree.edge_lo[edges] < hi) & (tree.edge_hi[edges] > lo)
             edges, s = edges[ok], s[ok]
         is_label = tree.edge_is_label[edges]
@@ -154,8 +173,22 @@ def beam_search(
         return no_labels
     labels = np.concatenate(pool_labels)
     final = np.concatenate(pool_scores)
+    if n_start > 1:  # nested start nodes reach a label twice
+        order = np.lexsort((labels, -final))
+        labels, final = labels[order], final[order]
+        _, first = np.unique(labels, return_index=True)
+        labels, final = labels[first], final[first]
     if len(labels) > topk:
         best = np.argpartition(-final, topk - 1)[:topk]
         labels, final = labels[best], final[best]
     order = np.lexsort((labels, -final))
     return labels[order], final[order]
+
+
+def covering_node(tree: LabelTree, lo: int, hi: int) -> int:
+    """The lowest node of ``tree`` that holds every label id in [lo, hi) (labels under a trie
+    node are contiguous, so this is the trie node of their common prefix, or one above)."""
+    node = int(tree.leaf_of_label[lo])
+    while node > 0 and (tree.node_lo[node] > lo or tree.node_hi[node] < hi):
+        node = int(tree.parent[node])
+    return node

@@ -82,8 +82,10 @@ def _logps(index: PrefixTopK, keys: Sequence[str], prefix: str) -> np.ndarray:
     counts = np.array([index.count(k) for k in keys], dtype=np.float64)
     out = np.full(len(keys), LOG_FLOOR)
     seen = counts > 0
-    if seen.any():
-        out[seen] = np.log(counts[seen] / index.total(prefix))
+    total = index.total(prefix)
+    if seen.any() and total > 0:
+        # A corrected candidate's word need not start with the typed partial: at most log 1.
+        out[seen] = np.minimum(0.0, np.log(counts[seen] / total))
     return out
 
 

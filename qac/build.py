@@ -61,6 +61,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "added to the shipped default list")
     arg("--no-default-blocklist", action="store_true",
         help="do not use the shipped default blocklist (adult, hateful and violent terms)")
+    arg("--typo-share", type=float, default=_DEFAULTS.typo_share, metavar="SHARE",
+        help="share of the reranker's keystrokes of 5+ characters copied with a synthetic typo, so "
+        "that it learns to rank corrected candidates; 0 trains on clean keystrokes only (default: %(default)s)")
     arg("--no-reranker", action="store_true",
         help="rank with a fixed popularity-first scorer instead of a learned one")
     arg("--quiet", action="store_true", help="no progress bars")
@@ -78,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed, weighting=args.weighting, prev_weight=args.prev_weight,
             sources=tuple(s for s in args.sources.split(",") if s), reranker=not args.no_reranker,
             min_users=args.min_users, default_blocklist=not args.no_default_blocklist,
+            typo_share=args.typo_share,
         )
     except ValueError as exc:
         raise CommandError(str(exc)) from exc

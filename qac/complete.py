@@ -23,5 +23,6 @@ def run(args: argparse.Namespace) -> int:
     from indexer import load
 
     for c in load(args.index).complete(args.prefix, args.prev, k=args.k):
-        print(f"{c.score:8.3f}  {c.query}")
+        marks = "".join(m for m, on in (("  (corrected)", c.corrected), ("  (yours)", c.personal)) if on)
+        print(f"{c.score:8.3f}  {c.query}{marks}")
     return 0

@@ -34,6 +34,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "the user's own and not the prefix itself; repeatable")
     p.add_argument("--dump", type=Path, metavar="FILE",
                    help="write one JSON line per pair: its fields and the items each system showed")
+    p.add_argument("--typos", action="store_true",
+                   help="score only the pairs whose normalized prefix has 5+ characters, twice: as typed, "
+                   "and with one synthetic keyboard slip after the first character (a QWERTY neighbour "
+                   "substituted, the character dropped, a neighbour inserted or the character doubled, or "
+                   "two adjacent characters swapped); prints both, side by side by prefix length")
+    p.add_argument("--seed", type=int, default=0, help="random seed of --typos (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -66,7 +72,14 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from indexer import load
-    from indexer.evaluate import evaluate, format_report, pair_histories, read_pairs
+    from indexer.evaluate import (
+        evaluate,
+        format_report,
+        format_typo_report,
+        pair_histories,
+        read_pairs,
+        typo_pairs,
+    )
     from indexer.train.logs import LogStats, read_logs
 
     if args.limit is not None and args.limit < 1:
@@ -81,6 +94,27 @@ def run(args: argparse.Namespace) -> int:
         personal = pair_histories(pairs, ((r.user, r.time, r.query) for r in rows))
         leak_users = Counter(q for q, _ in {(r.query, r.user) for r in rows})
         del rows
+    if args.typos:
+        kept, typed = typo_pairs(pairs, args.seed)
+        if not kept:
+            raise CommandError(f"--typos: no pair of {args.pairs} has a prefix of 5+ characters")
+        clean = [pairs[i] for i in kept]
+        mine = None if personal is None else [personal[i] for i in kept]
+        results = {}
+        with _written_whole(args.dump) as dump:
+            for name, subset in (("clean", clean), ("typo", typed)):
+                with tqdm(total=len(subset), desc=f"eval {name}", unit="pair", disable=args.quiet,
+                          leave=False) as bar:
+                    results[name] = evaluate(model, subset, progress=bar.update, personal=mine,
+                                             leak_users=leak_users, dump=dump,
+                                             group_prefixes=[p.prefix for p in clean])
+        for name, r in results.items():
+            print(f"== {name} prefixes ==")
+            print(format_report(r))
+        print(format_typo_report(results["clean"], results["typo"]))
+        if args.json:
+            print(json.dumps({"seed": args.seed, **results}))
+        return 0
     with _written_whole(args.dump) as dump, \
             tqdm(total=len(pairs), desc="eval", unit="pair", disable=args.quiet, leave=False) as bar:
         result = evaluate(model, pairs, progress=bar.update, personal=personal, leak_users=leak_users, dump=dump)

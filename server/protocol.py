@@ -182,6 +182,8 @@ def items(completions: Sequence[Completion]) -> list[dict[str, Any]]:
         item: dict[str, Any] = {"query": c.query, "score": round(c.score, 6)}
         if c.personal:  # only then: frames stay small
             item["personal"] = True
+        if c.corrected:  # does not start with what was typed
+            item["corrected"] = True
         out.append(item)
     return out
 

@@ -65,17 +65,32 @@
     const li = document.createElement("li");
     li.id = `suggestion-${i}`;
     li.setAttribute("role", "option");
-    const [head, tail] = QacClient.split(item.query, prefix);
     const text = document.createElement("span");
     text.className = "text";
     text.id = `suggestion-${i}-text`;
-    text.append(head); // a string argument becomes a text node, never markup
-    if (tail) {
-      const bold = document.createElement("b");
-      bold.textContent = tail;
-      text.append(bold);
+    const labels = [text.id];
+    if (item.corrected) {
+      // Not a completion of what was typed: no bold tail, a mark of its own, said aloud.
+      text.append(item.query); // a string argument becomes a text node, never markup
+      li.classList.add("corrected");
+      const fix = document.createElement("span");
+      fix.className = "fix";
+      fix.id = `suggestion-${i}-fix`;
+      fix.setAttribute("role", "img");
+      fix.setAttribute("aria-label", "spelling corrected");
+      li.prepend(fix);
+      labels.push(fix.id);
+    } else {
+      const [head, tail] = QacClient.split(item.query, prefix);
+      text.append(head);
+      if (tail) {
+        const bold = document.createElement("b");
+        bold.textContent = tail;
+        text.append(bold);
+      }
     }
     li.append(text);
+    if (labels.length > 1) li.setAttribute("aria-labelledby", labels.join(" "));
     if (item.personal) {
       li.classList.add("mine");
       const mark = document.createElement("span");
@@ -89,7 +104,7 @@
       remove.tabIndex = -1; // the caret stays in the box: Shift+Delete is the keyboard's way
       remove.setAttribute("aria-label", `Remove \u201c${item.query}\u201d from your history`);
       remove.setAttribute("aria-keyshortcuts", "Shift+Delete");
-      li.setAttribute("aria-labelledby", `${text.id} ${mark.id}`);
+      li.setAttribute("aria-labelledby", [...labels, mark.id].join(" "));
       li.setAttribute("aria-describedby", "remove-hint");
       li.prepend(mark);
       li.append(remove);

@@ -21,11 +21,13 @@ from tqdm import tqdm
 from ..blocklist import Blocklist
 from ..features import PrefixFeaturizer
 from ..model import Model, TreeRanker
+from ..normalize import normalize_prefix
 from ..params import BuildParams
 from ..personal import PersonalHistory, replay_histories
 from ..rare import RareFilter
 from ..storage import atomic_directory
 from ..topk import PrefixTopK
+from ..typos import TYPO_MIN_CHARS, add_typo
 from ..wordmodel import counted_index
 from .cluster import build_label_tree
 from .counts import check_users, count_people
@@ -211,6 +213,8 @@ def fit_model(
         labels = counted_index(kept.queries)
         words = kept.word_model()
         rare = RareFilter.of(counts.rare_queries(params.min_users))
+        # Words too few typed to complete to, yet typed: what tells a rare word from a typo.
+        rare_words = RareFilter.of([w for w, n in counts.words.items() if n < params.min_users])
     if summary is not None:
         summary.distinct_queries = len(counts.queries)
     del counts
@@ -219,7 +223,7 @@ def fit_model(
         examples = [e for e in training_examples(sessions, params.prefixes_per_query, params.seed)
                     if e.target in kept.queries]
         tree = fit_tree(labels, examples, params, stages, summary, executor)
-    return Model(params, labels, words, reranker, tree, blocklist=blocklist, rare=rare)
+    return Model(params, labels, words, reranker, tree, blocklist=blocklist, rare=rare, rare_words=rare_words)
 
 
 def split_for_reranker(
@@ -251,6 +255,20 @@ def reranker_examples(sessions: Sequence[Sequence[LogRow]], params: BuildParams)
     return examples
 
 
+def typo_examples(examples: Sequence[Example], share: float, seed: int = 0) -> list[Example]:
+    """Copies of a ``share`` of the examples whose prefix has :data:`TYPO_MIN_CHARS`+
+    characters, each with one synthetic typo in its prefix (as ``qac eval --typos`` makes
+    them), so that the reranker learns what a corrected candidate is worth."""
+    rng = np.random.default_rng(seed + 13)
+    out = []
+    for ex in examples:
+        if len(ex.prefix) >= TYPO_MIN_CHARS and rng.random() < share:
+            typed = normalize_prefix(add_typo(ex.prefix, rng))
+            if typed and typed != ex.prefix:
+                out.append(Example(ex.history, typed, ex.target, ex.user, ex.time))
+    return out
+
+
 def personal_histories(rows: Sequence[LogRow], examples: Sequence[Example]) -> list[PersonalHistory | None]:
     """Each example's user's own queries before the example's time, as the server's history
     store would hold them then (None for examples without a user or time)."""
@@ -280,7 +298,8 @@ def train_reranker(
         early, sessions_of(early), params, default_weights(), stages.prefixed("early "), blocklist,
         executor=executor,
     )
-    examples = reranker_examples(sessions_of(late), params)
+    clean = reranker_examples(sessions_of(late), params)
+    examples = clean + typo_examples(clean, params.typo_share, params.seed)
     personal = personal_histories(rows, examples) if "personal" in params.sources else [None] * len(examples)
     with stages.stage("reranker", total=len(examples), unit="keystroke") as update:
         X, y, groups, buckets = collect_training_rows(examples, personal, early_model.candidates, update)
@@ -288,7 +307,7 @@ def train_reranker(
         summary.rerank_recall = round(float(y.sum()) / max(1, len(examples)), 4)
         if y.sum() == 0:
             return default_weights()
-        return fit_reranker(X, y, groups, buckets, C=params.rerank_c, seed=params.seed)
+        return fit_reranker(X, y, groups, buckets, C=params.rerank_c, seed=params.seed, typo_from=len(clean))
 
 
 def build(

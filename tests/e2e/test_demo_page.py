@@ -161,6 +161,30 @@ def test_typing_shows_the_models_suggestions_with_the_completion_in_bold(
     expect(page.locator("#model")).to_contain_text(small_model.version)
 
 
+def test_a_corrected_suggestion_is_marked_and_announced_as_a_correction(
+    page: Page, server: str, small_model: Model, frames: Frames
+) -> None:
+    meant = next(k for k in small_model.labels.keys if len(k) >= 9 and " " not in k
+                 and any(c.corrected for c in small_model.complete(k[:2] + k[3] + k[2] + k[4:])))
+    typed = meant[:2] + meant[3] + meant[2] + meant[4:]  # two letters swapped
+    want = small_model.complete(typed)
+    box = open_demo(page, server)
+    box.press_sequentially(typed, delay=25)
+    wait_until(page, frames.answered)
+    options = options_of(page, box)
+    expect(options).to_have_text([c.query for c in want])
+    for i, c in enumerate(want):
+        option = options.nth(i)
+        if c.corrected:
+            expect(option).to_have_class(re.compile(r"\bcorrected\b"))
+            expect(option.locator("b")).to_have_count(0)  # nothing bold: not a completion
+            fix = option.locator(".fix")
+            expect(fix).to_have_attribute("aria-label", "spelling corrected")
+            assert fix.get_attribute("id") in (option.get_attribute("aria-labelledby") or "")
+        else:
+            expect(option.locator(".fix")).to_have_count(0)
+
+
 def test_keys_move_the_active_option_wrap_close_clear_and_leave(
     page: Page, server: str, small_model: Model, frames: Frames
 ) -> None:

@@ -117,3 +117,33 @@ def test_bad_pairs_exit_2(small_model_dir, tmp_path, capsys):
     pairs.write_text("not json\n")
     assert main(["eval", "--index", str(small_model_dir), "--pairs", str(pairs)]) == 2
     assert "no usable pair" in capsys.readouterr().err
+
+
+def test_eval_typos_scores_clean_and_typo_prefixes_of_the_same_pairs(small_model_dir, small_model, tmp_path, capsys):
+    keys = [k for k in small_model.labels.keys if len(k) >= 8][::25]
+    pairs = tmp_path / "pairs.jsonl"
+    lines = [{"prev_query": "", "prefix": k[: len(k) - 1], "next_query": k} for k in keys]
+    lines.append({"prev_query": "", "prefix": "ab", "next_query": "abc"})  # too short for a typo
+    pairs.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    runs = []
+    for _ in range(2):
+        assert main(["eval", "--index", str(small_model_dir), "--pairs", str(pairs), "--typos", "--seed", "3",
+                     "--json", "--quiet"]) == 0
+        out = capsys.readouterr().out
+        assert "clean prefix vs one typo" in out
+        result = json.loads(out.strip().splitlines()[-1])
+        runs.append({name: {k: v for k, v in result[name]["model"].items() if not k.endswith("_ms")}
+                     for name in ("clean", "typo")})
+        assert result["seed"] == 3 and result["clean"]["n"] == result["typo"]["n"] == len(keys)
+        assert set(result["typo"]["groups"]) >= {"prefix 8+"}
+    assert runs[0] == runs[1]
+    assert runs[0]["clean"]["mrr"] > runs[0]["typo"]["mrr"] > 0
+
+
+def test_complete_marks_corrected_suggestions(small_model_dir, small_model, capsys):
+    meant = next(k for k in small_model.labels.keys if len(k) >= 9 and " " not in k)
+    typed = meant[:2] + meant[3] + meant[2] + meant[4:]  # two letters swapped
+    assert main(["complete", "--index", str(small_model_dir), typed]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert any(line.endswith("(corrected)") for line in lines), lines
+    assert all(line.endswith("(corrected)") != line.split(None, 1)[1].startswith(typed) for line in lines)

@@ -93,3 +93,13 @@ def test_frame_size_counts_utf8_bytes() -> None:
     assert protocol.frame_size("abc") == 3
     assert protocol.frame_size("é") == 2
     assert protocol.frame_size("\ud800") == 3  # a lone surrogate still has a size
+
+
+def test_items_say_personal_and_corrected_only_when_true() -> None:
+    from indexer.model import Completion
+    from server.protocol import items
+
+    got = items([Completion("new york", 1.0), Completion("news", 0.5, personal=True),
+                 Completion("weather", 0.25, corrected=True)])
+    assert got == [{"query": "new york", "score": 1.0}, {"query": "news", "score": 0.5, "personal": True},
+                   {"query": "weather", "score": 0.25, "corrected": True}]
