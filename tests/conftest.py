@@ -3,9 +3,6 @@ once per run, a real redis-server. Helpers that are not fixtures are in ``tests/
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +13,7 @@ from indexer.model import Model
 from indexer.params import BuildParams
 from indexer.train.build import build
 
-from .support import SAMPLE, SMALL_PARAMS, free_port, slice_log
+from .support import SAMPLE, SMALL_PARAMS, free_port, slice_log, start_redis
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -75,32 +72,12 @@ def history_pair(small_model: Model) -> tuple[str, str]:
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[str]:
     """A throwaway ``redis-server`` on a free port; its URL. Skips if there is no binary."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.skip("redis-server is not installed")
-    import redis
-
     port = free_port()
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    proc = start_redis(port, "--appendonly", "no")
     url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("redis-server did not start") from None
-            time.sleep(0.05)
     try:
         yield url
     finally:
-        client.close()
         proc.terminate()
         proc.wait(10)
 

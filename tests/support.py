@@ -8,6 +8,7 @@ import contextlib
 import gzip
 import json
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -140,3 +141,32 @@ def raw_session(signed: str) -> str:
 
     value = signed.split(".")[2]
     return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode().partition(".")[0]
+
+
+def start_redis(port: int, *args: str, password: str | None = None) -> subprocess.Popen[bytes]:
+    """A ``redis-server`` on ``port`` (more of its flags in ``args``), once it answers PING.
+    Skips the test if there is no binary."""
+    import shutil
+
+    import pytest
+    import redis
+
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.skip("redis-server is not installed")
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", *args,
+         *(("--requirepass", password) if password else ())],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    with redis.Redis(port=port, password=password) as client:
+        while True:
+            try:
+                client.ping()
+                return proc
+            except redis.ConnectionError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)

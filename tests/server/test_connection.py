@@ -30,7 +30,7 @@ from indexer.model import Model
 from server.app import create_app
 from server.config import ServerConfig
 from server.sessions import new_session_id
-from tests.support import TOKEN, free_port, items_of, recv_json, resume, running
+from tests.support import TOKEN, free_port, items_of, recv_json, resume, running, start_redis
 
 pytestmark = pytest.mark.anyio
 
@@ -242,27 +242,7 @@ async def test_one_session_never_sees_another_ones_history(
 
 
 def _start_redis(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.skip("redis-server is not installed")
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir), "--save", "",
-         "--appendonly", "yes", "--appendfsync", "always"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    import redis
-
-    deadline = time.monotonic() + 10
-    with redis.Redis(port=port) as client:
-        while True:
-            try:
-                client.ping()
-                return proc
-            except redis.ConnectionError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    proc.kill()
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.05)
+    return start_redis(port, "--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "always")
 
 
 async def _wait_for_health(http: httpx.AsyncClient, store: str, timeout: float = 10) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from server.metrics import Metrics
 from server.sessions import MemorySessionStore, SessionError, new_session_id, open_store
 from server.store_health import StoreHealth
 from server.users import Signer
-from tests.support import TOKEN, free_port, recv_json, resume, running
+from tests.support import TOKEN, free_port, recv_json, resume, running, start_redis
 
 pytestmark = pytest.mark.anyio
 
@@ -98,24 +98,7 @@ def flaky(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[FlakyStore]]:
 
 
 def _start_redis(port: int) -> subprocess.Popen[bytes]:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.skip("redis-server is not installed")
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--requirepass", PASSWORD], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    import redis
-
-    deadline = time.monotonic() + 10
-    with redis.Redis(port=port, password=PASSWORD) as client:
-        while True:
-            try:
-                client.ping()
-                return proc
-            except redis.ConnectionError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    proc.kill()
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.05)
+    return start_redis(port, "--appendonly", "no", password=PASSWORD)
 
 
 def test_redact_url_hides_the_password_only() -> None:
