@@ -9,8 +9,10 @@ and only ``min_users=1`` may use it.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from ..blocklist import Blocklist
 from ..errors import QacError
@@ -52,9 +54,9 @@ class PeopleCounts:
         return WordModel.from_counts(self.words, self.bigrams, self.transitions)
 
 
-def _kept(counts: Counter[str], min_users: int, mask: object) -> Counter[str]:
+def _kept(counts: Counter[str], min_users: int, mask: Callable[[list[str]], np.ndarray]) -> Counter[str]:
     keys = [k for k, n in counts.items() if n >= min_users]
-    blocked = mask(keys)  # type: ignore[operator]
+    blocked = mask(keys)
     return Counter({k: counts[k] for k, bad in zip(keys, blocked.tolist()) if not bad})
 
 
