@@ -22,6 +22,8 @@ import pytest
 
 from qac.main import make_parser
 from qac.serve import config_from_args
+from server.app import security_headers
+from server.config import ServerConfig
 
 yaml = pytest.importorskip("yaml")
 
@@ -340,6 +342,11 @@ def test_the_proxy_limits_each_address_and_sends_the_security_headers(services: 
     assert re.search(r"^\s*limit_req\s+zone=\w+", conf, re.M)
     for header in ("Content-Security-Policy", "X-Content-Type-Options nosniff", "Referrer-Policy no-referrer"):
         assert re.search(rf"^\s*add_header {header}.* always;", conf, re.M), header
-    assert "frame-ancestors" in conf
+    # The proxy's CSP replaces the replicas': it must say what theirs says (compose sets no
+    # allowed origin, so neither names one).
+    assert not any("ALLOWED_ORIGIN" in key for key in services["server"].get("environment", {}))
+    (csp,) = re.findall(r'map \$host \$qac_csp \{\s*default "([^"]+)";', conf)
+    server_csp = dict(security_headers(ServerConfig()))[b"content-security-policy"].decode()
+    assert csp == server_csp
     raw = (ROOT / "deploy" / "nginx.conf").read_text(encoding="utf-8")
     assert re.search(r"#\s*listen 443 ssl;", raw)  # the TLS example

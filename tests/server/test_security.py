@@ -510,6 +510,29 @@ def test_nfkc_comes_before_lowercasing() -> None:
     assert normalize("Cafe\u0301 de\u0301ja\u0300 vu") == normalize("Café déjà vu") == "café déjà vu"
 
 
+def test_one_query_typed_in_several_unicode_forms_is_one_query_at_build_and_at_query_time(tmp_path: Path) -> None:
+    """Two people per form: only NFKC at build time brings "fish tacos" to the three people a
+    query needs, and only NFKC at query time finds it from every form."""
+    import indexer
+    from indexer.params import BuildParams
+    from indexer.train.build import build
+
+    forms = ["fish tacos", "\ufb01sh tacos", "\uff26\uff29\uff33\uff28 tacos"]  # plain, ligature, full-width
+    cafe = ["caf\u00e9 menu", "cafe\u0301 menu", "\uff43\uff41\uff46\u00e9 menu"]  # composed, decomposed, wide
+    rows = ["AnonID\tQuery\tQueryTime\n"]
+    for user in range(6):
+        for hour, query in enumerate([forms[user % 3], cafe[user % 3], "weather", "news"]):
+            rows.append(f"{200 + user}\t{query}\t2006-03-0{1 + hour} 1{user}:00:00\n")
+    (tmp_path / "log.tsv").write_text("".join(rows), encoding="utf-8")
+    build([tmp_path / "log.tsv"], tmp_path / "model", BuildParams(workers=1, max_leaf=8, min_users=3), quiet=True)
+    model = indexer.load(tmp_path / "model")
+    assert model.labels.index("fish tacos") >= 0 and model.labels.index("caf\u00e9 menu") >= 0
+    for typed in ["fis", "\ufb01s", "\uff26\uff29\uff33", "\uff46\uff49\uff53\uff48 t"]:
+        assert "fish tacos" in [c.query for c in model.complete(typed)], typed
+    for typed in ["caf\u00e9", "cafe\u0301", "\uff43\uff41\uff46\uff45\u0301 m"]:
+        assert "caf\u00e9 menu" in [c.query for c in model.complete(typed)], typed
+
+
 def test_models_record_the_normalization_and_older_ones_still_load(small_model_dir: Path, tmp_path: Path) -> None:
     import indexer
     from indexer.normalize import NORMALIZATION
