@@ -19,7 +19,9 @@ import logging
 import os
 import secrets
 import sys
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,16 +36,46 @@ from indexer.personal import PersonalHistory
 log = logging.getLogger("qac.server")
 
 LOADING_SWITCH_INTERVAL = 0.0002  # seconds; sys.getswitchinterval() while a reload loads
+FRESH_ANSWERS = 4096  # prefixes whose fresh-session answer is kept
 
 
 @dataclass(frozen=True)
 class Ranked:
-    """The answer to one keystroke: normalized prefix, suggestions, the model that ranked them."""
+    """The answer to one keystroke: normalized prefix, suggestions, the model that ranked them,
+    and whether the history (session or personal) changed the list a fresh session gets."""
 
     prefix: str
     items: list[Completion]
     version: str
     seconds: float
+    context: bool
+
+
+class FreshAnswers:
+    """The queries a fresh session (no history, no user) gets, by normalized prefix, for one
+    model and blocklist; the least recently used go beyond ``size``."""
+
+    def __init__(self, size: int = FRESH_ANSWERS):
+        self.size = size
+        self._answers: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+        self._lock = threading.Lock()  # the ranking threads share it
+
+    def __len__(self) -> int:
+        return len(self._answers)
+
+    def get(self, prefix: str) -> tuple[str, ...] | None:
+        with self._lock:
+            answer = self._answers.get(prefix)
+            if answer is not None:
+                self._answers.move_to_end(prefix)
+            return answer
+
+    def put(self, prefix: str, answer: tuple[str, ...]) -> None:
+        with self._lock:
+            self._answers[prefix] = answer
+            self._answers.move_to_end(prefix)
+            if len(self._answers) > self.size:
+                self._answers.popitem(last=False)
 
 
 class Ranker:
@@ -51,12 +83,14 @@ class Ranker:
 
     def __init__(self, model: Model, index: str, *, threads: int, k: int,
                  on_swap: Callable[[Model, str], None] | None = None, reload_file: str | None = None,
-                 announced: tuple[str, str] | None = None):
+                 announced: tuple[str, str] | None = None, fresh_size: int = FRESH_ANSWERS):
         """``announced`` is the announcement ``model`` was loaded after, if any."""
         self._model = model
         self._index = index
         self._extra = Blocklist()  # the --blocklist files
         self._blocklist: Blocklist | None = None  # the model's list and the files', None: the model's alone
+        self._fresh_size = fresh_size
+        self._fresh = FreshAnswers(fresh_size)  # replaced with the model or the blocklist
         self.k = k
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="qac-rank")
         self._lock = asyncio.Lock()
@@ -77,6 +111,11 @@ class Ranker:
         return self._index
 
     @property
+    def fresh(self) -> FreshAnswers:
+        """The fresh-session answers of the current model and blocklist."""
+        return self._fresh
+
+    @property
     def blocklist(self) -> Blocklist:
         """What is never suggested: the model's own list and the ``--blocklist`` files."""
         return self._blocklist if self._blocklist is not None else self._model.blocklist
@@ -84,19 +123,19 @@ class Ranker:
     def set_extra_blocklist(self, extra: Blocklist) -> None:
         """Apply ``extra`` (the ``--blocklist`` files) on top of every model's own list from now on."""
         self._extra = extra
-        self._blocklist = _union(self._model, extra)
+        self._blocklist, self._fresh = _union(self._model, extra), FreshAnswers(self._fresh_size)
 
     async def complete(self, prefix: str, history: Sequence[str],
                        personal: PersonalHistory | None = None) -> Ranked:
         """Rank ``prefix`` after ``history`` (and the user's ``personal`` history) on the pool,
-        with the model current at the call and every blocklist."""
-        model, blocklist = self._model, self._blocklist
+        with the model current at the call and every blocklist; with a history, rank it for a
+        fresh session too (or find that in the cache) to tell whether the history changed it."""
+        model, blocklist, fresh = self._model, self._blocklist, self._fresh
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
-        call = functools.partial(model.complete, prefix, tuple(history), self.k, personal=personal,
-                                 blocklist=blocklist)
-        items = await loop.run_in_executor(self._pool, call)
-        return Ranked(normalize_prefix(prefix), items, model.version, time.perf_counter() - started)
+        call = functools.partial(_rank, model, prefix, tuple(history), personal, self.k, blocklist, fresh)
+        normalized, items, context = await loop.run_in_executor(self._pool, call)
+        return Ranked(normalized, items, model.version, time.perf_counter() - started, context)
 
     async def reload(self, index: str, *, announce: bool = True) -> tuple[str, str]:
         """Load ``index`` and swap it in: (old version, new version).
@@ -116,7 +155,8 @@ class Ranker:
             union = await asyncio.to_thread(_union, model, extra)
             if self._extra is not extra:  # the files changed meanwhile
                 union = _union(model, self._extra)
-            old, self._model, self._index, self._blocklist = self._model, model, index, union
+            old, self._model, self._index = self._model, model, index
+            self._blocklist, self._fresh = union, FreshAnswers(self._fresh_size)
             if announce and self._reload_file is not None:
                 self._token = announce_reload(self._reload_file, index)
         if self._on_swap is not None:
@@ -144,6 +184,20 @@ class Ranker:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _rank(model: Model, prefix: str, history: tuple[str, ...], personal: PersonalHistory | None, k: int,
+          blocklist: Blocklist | None, fresh: FreshAnswers) -> tuple[str, list[Completion], bool]:
+    """One ranking thread's work: (normalized prefix, suggestions, whether the history changed them)."""
+    normalized = normalize_prefix(prefix)
+    items = model.complete(normalized, history, k, personal=personal, blocklist=blocklist)
+    if not history and not personal:
+        return normalized, items, False
+    alone = fresh.get(normalized)
+    if alone is None:
+        alone = tuple(c.query for c in model.complete(normalized, (), k, blocklist=blocklist))
+        fresh.put(normalized, alone)
+    return normalized, items, alone != tuple(c.query for c in items)
 
 
 def _union(model: Model, extra: Blocklist) -> Blocklist | None:

@@ -70,6 +70,20 @@ def history_pair(small_model: Model) -> tuple[str, str]:
 
 
 @pytest.fixture(scope="session")
+def neutral_pair(small_model: Model) -> tuple[str, str]:
+    """(previous query, prefix) whose suggestions, the same queries in the same order, do not
+    change with that previous query."""
+    keys = small_model.labels.keys
+    prefixes = ["a", "b", "c", "m", "s", "w", "ne", "th"]
+    for prev in (keys[i] for i in range(0, len(keys), max(1, len(keys) // 300))):
+        for prefix in prefixes:
+            alone = [c.query for c in small_model.complete(prefix)]
+            if alone and [c.query for c in small_model.complete(prefix, [prev])] == alone:
+                return prev, prefix
+    raise AssertionError("no (previous query, prefix) pair in the model where history does not matter")
+
+
+@pytest.fixture(scope="session")
 def redis_server() -> Iterator[str]:
     """A throwaway ``redis-server`` on a free port; its URL. Skips if there is no binary."""
     port = free_port()

@@ -11,10 +11,12 @@ import pytest
 from websockets.asyncio.client import connect
 
 import indexer
+from indexer.blocklist import Blocklist
 from indexer.model import Completion, Model
+from indexer.personal import PersonalEntry, PersonalHistory
 from server.app import create_app
 from server.config import ServerConfig
-from server.ranker import Ranker, announce_reload, read_announcement
+from server.ranker import FreshAnswers, Ranker, announce_reload, read_announcement
 from tests.support import recv_json, running
 
 pytestmark = pytest.mark.anyio
@@ -97,3 +99,84 @@ async def test_a_worker_started_after_a_reload_serves_the_announced_model(
         async with connect(f"ws://{server}/ws") as ws:
             hello = await recv_json(ws)
     assert hello["index"] == indexer.load(other_model_dir).version
+
+
+def queries(completions: Sequence[Completion]) -> list[str]:
+    return [c.query for c in completions]
+
+
+async def test_context_says_whether_the_history_changed_what_a_fresh_session_gets(
+    small_model: Model, history_pair: tuple[str, str], neutral_pair: tuple[str, str]
+) -> None:
+    ranker = Ranker(small_model, "small", threads=1, k=10)
+    try:
+        alone = await ranker.complete(history_pair[1], [], PersonalHistory([], 0.0))
+        ranked_fresh = len(ranker.fresh)
+        changed = await ranker.complete(history_pair[1], [history_pair[0]])
+        same = await ranker.complete(neutral_pair[1], [neutral_pair[0]])
+    finally:
+        ranker.close()
+    assert alone.context is False and ranked_fresh == 0  # no history: nothing else is ranked
+    assert changed.context is True
+    assert queries(changed.items) != queries(small_model.complete(history_pair[1]))
+    assert same.context is False
+    assert queries(same.items) == queries(small_model.complete(neutral_pair[1]))
+
+
+async def test_context_counts_the_users_personal_history(small_model: Model) -> None:
+    fresh = queries(small_model.complete("b"))
+    mine = next(q for q in small_model.labels.keys if q.startswith("b") and q not in fresh)
+    personal = PersonalHistory([PersonalEntry(mine, 5, 1000.0)], 1000.0)
+    ranker = Ranker(small_model, "small", threads=1, k=10)
+    try:
+        ranked = await ranker.complete("B", [], personal)
+    finally:
+        ranker.close()
+    assert mine in queries(ranked.items)
+    assert ranked.context is True
+
+
+async def test_the_fresh_answer_comes_from_the_cache_by_normalized_prefix(
+    small_model: Model, neutral_pair: tuple[str, str]
+) -> None:
+    prev, prefix = neutral_pair
+    ranker = Ranker(small_model, "small", threads=1, k=10)
+    try:
+        first = await ranker.complete(prefix.upper() + "!", [prev])
+        cached = ranker.fresh.get(prefix)
+        ranker.fresh.put(prefix, ("not what the model says",))
+        second = await ranker.complete(prefix, [prev])
+    finally:
+        ranker.close()
+    assert first.context is False and cached == tuple(queries(first.items))
+    assert second.context is True  # compared with the cached answer, not ranked again
+
+
+def test_fresh_answers_drop_the_least_recently_used() -> None:
+    fresh = FreshAnswers(2)
+    fresh.put("a", ("x",))
+    fresh.put("b", ("y",))
+    assert fresh.get("a") == ("x",)
+    fresh.put("c", ("z",))
+    assert len(fresh) == 2
+    assert (fresh.get("a"), fresh.get("b"), fresh.get("c")) == (("x",), None, ("z",))
+
+
+async def test_fresh_answers_are_bounded_and_replaced_with_the_model_or_the_blocklist(
+    small_model: Model, other_model_dir: Path
+) -> None:
+    ranker = Ranker(small_model, "small", threads=1, k=10, fresh_size=3)
+    try:
+        for prefix in ["a", "b", "c", "d", "e"]:
+            await ranker.complete(prefix, ["weather"])
+        kept = ranker.fresh
+        assert len(kept) == 3 and kept.get("a") is None and kept.get("e") is not None
+        await ranker.reload(str(other_model_dir))
+        reloaded = ranker.fresh
+        assert reloaded is not kept and len(reloaded) == 0
+        await ranker.complete("a", ["weather"])
+        assert len(reloaded) == 1 and len(kept) == 3
+        ranker.set_extra_blocklist(Blocklist(["weather"]))
+        assert ranker.fresh is not reloaded and len(ranker.fresh) == 0
+    finally:
+        ranker.close()
