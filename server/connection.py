@@ -188,12 +188,13 @@ class Connection:
         sign is refused (``bad_session``) and the connection keeps its fresh session. Without a
         store, a signed id is kept with no history (it is ours, so no one chose it)."""
         if not self._resumable:
-            raise ProtocolError(protocol.BAD_MESSAGE, "resume must come before any query or submit")
+            raise ProtocolError(protocol.BAD_MESSAGE, "resume must come before any query or submit",
+                                frame_type="resume")
         try:
             requested, issued = self.state.verify_session(msg.session)
         except TokenError as exc:
             raise ProtocolError(protocol.BAD_SESSION, f"session id refused ({exc.code}); this connection keeps "
-                                "its new session") from None
+                                "its new session", frame_type="resume") from None
         # Issued less than a TTL ago, the session cannot have expired: it may just never have
         # been used (sessions are created in the store on first use), so it is kept.
         young = time.time() - issued < self.state.store.ttl
@@ -247,7 +248,8 @@ class Connection:
         if now - self._over_since >= config.rate_limit_close:
             raise _Drop(1008, f"over the rate limit for {config.rate_limit_close:g} s", "rate_limited")
         raise ProtocolError(protocol.RATE_LIMITED, f"more than {config.rate:g} messages per second from this "
-                            "connection or its address; slow down", protocol.peek_id(text) if text else None)
+                            "connection or its address; slow down", protocol.peek_id(text) if text else None,
+                            protocol.peek_type(text) if text else None)
 
     async def _read_loop(self) -> None:
         config = self.state.config
@@ -283,12 +285,12 @@ class Connection:
                     await self._send(await self.user.handle(msg))
             except ProtocolError as exc:
                 self.state.metrics.errors.labels(exc.code).inc()
-                await self._send(protocol.error(exc.code, exc.message, exc.id))
+                await self._send(protocol.error(exc.code, exc.message, exc.id, exc.frame_type))
 
     def _enqueue(self, query: Query, received: float) -> None:
         if self._last_id is not None and query.id <= self._last_id:
             raise ProtocolError(protocol.STALE_ID, f"query ids must increase: got {query.id} after "
-                                f"{self._last_id}", query.id)
+                                f"{self._last_id}", query.id, "query")
         self._last_id = query.id
         self.state.metrics.keystrokes.labels("ws").inc()
         if self._pending is not None:
@@ -365,7 +367,7 @@ class Connection:
             except Exception:
                 log.exception("ranking %r failed", query.prefix)
                 metrics.errors.labels(protocol.INTERNAL).inc()
-                await self._send(protocol.error(protocol.INTERNAL, "ranking failed", query.id))
+                await self._send(protocol.error(protocol.INTERNAL, "ranking failed", query.id, "query"))
                 continue
             took = time.perf_counter() - received
             metrics.latency.labels("ws").observe(took)

@@ -17,7 +17,7 @@ Server to client::
     {"type": "suggestions", "id": <int>, "prefix": "<normalized>", "items": [...], "took_ms": <float>}
     {"type": "ack", "history": <int>}
     {"type": "user", "token": "<user token>", "history": <int or null>}   (+ "removed" after a remove)
-    {"type": "error", "id": <int or null>, "code": "<code>", "message": "<text>"}
+    {"type": "error", "id": <int or null>, "code": "<code>", "message": "<text>"}   (+ "for": "<type>")
 """
 
 from __future__ import annotations
@@ -54,13 +54,15 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class ProtocolError(Exception):
-    """A message the server answers with an error frame; ``id`` is the query's, if known."""
+    """A message the server answers with an error frame; ``id`` is the query's and
+    ``frame_type`` the refused frame's ``type``, if known."""
 
-    def __init__(self, code: str, message: str, id: int | None = None):
+    def __init__(self, code: str, message: str, id: int | None = None, frame_type: str | None = None):
         super().__init__(message)
         self.code = code
         self.message = message
         self.id = id
+        self.frame_type = frame_type
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ class Resume:
 
 
 ClientMessage = Query | Submit | UserHello | Forget | Remove | Resume
+CLIENT_TYPES = frozenset({"query", "submit", "user", "forget", "remove", "resume"})
 
 MAX_SESSION = 256  # characters of a signed session id (they are about 80)
 
@@ -126,23 +129,23 @@ def parse(text: str, *, max_prefix: int) -> ClientMessage:
     if kind == "query":
         qid = data.get("id")
         if not _is_int(qid):
-            raise ProtocolError(BAD_MESSAGE, f"a query needs an integer 'id', got {qid!r}"[:200])
+            raise ProtocolError(BAD_MESSAGE, f"a query needs an integer 'id', got {qid!r}"[:200], None, kind)
         if not 0 <= qid <= MAX_ID:
-            raise ProtocolError(BAD_MESSAGE, f"a query 'id' must be in 0..2**53-1, got {qid}"[:200])
-        return Query(qid, _text(data, "prefix", max_prefix, qid))
+            raise ProtocolError(BAD_MESSAGE, f"a query 'id' must be in 0..2**53-1, got {qid}"[:200], None, kind)
+        return Query(qid, _text(data, kind, "prefix", max_prefix, qid))
     if kind == "submit":
-        return Submit(_text(data, "query", max_prefix, None))
+        return Submit(_text(data, kind, "query", max_prefix, None))
     if kind == "user":
         token = data.get("token")
         if token is not None and not isinstance(token, str):
-            raise ProtocolError(BAD_MESSAGE, "a user 'token' is a string")
+            raise ProtocolError(BAD_MESSAGE, "a user 'token' is a string", None, kind)
         return UserHello(token)  # checked by the signer: any bad token is a bad_user
     if kind == "forget":
         return Forget()
     if kind == "remove":
-        return Remove(_text(data, "query", max_prefix, None))
+        return Remove(_text(data, kind, "query", max_prefix, None))
     if kind == "resume":
-        return Resume(_text(data, "session", MAX_SESSION, None))
+        return Resume(_text(data, kind, "session", MAX_SESSION, None))
     if not isinstance(kind, str):
         raise ProtocolError(BAD_MESSAGE, f"expected a string 'type', got {kind!r}", peek_id(data))
     raise ProtocolError(UNKNOWN_TYPE, f"expected type 'query', 'submit', 'user', 'forget', 'remove' or 'resume', "
@@ -160,18 +163,29 @@ def peek_id(message: str | dict[str, Any]) -> int | None:
     return qid if _is_int(qid) and 0 <= qid <= MAX_ID else None
 
 
+def peek_type(message: str | dict[str, Any]) -> str | None:
+    """The ``type`` of a message if it is a client frame's, for error frames; never raises."""
+    if isinstance(message, str):
+        try:
+            message = json.loads(message)
+        except (ValueError, RecursionError):
+            return None
+    kind = message.get("type") if isinstance(message, dict) else None
+    return kind if isinstance(kind, str) and kind in CLIENT_TYPES else None
+
+
 def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _text(data: dict[str, Any], key: str, limit: int, qid: int | None) -> str:
+def _text(data: dict[str, Any], kind: str, key: str, limit: int, qid: int | None) -> str:
     value = data.get(key)
     if not isinstance(value, str):
-        raise ProtocolError(BAD_MESSAGE, f"expected a string {key!r}, got {value!r}"[:200], qid)
+        raise ProtocolError(BAD_MESSAGE, f"expected a string {key!r}, got {value!r}"[:200], qid, kind)
     if len(value) > limit:
-        raise ProtocolError(TOO_LONG, f"{key} of {len(value)} characters; the limit is {limit}", qid)
+        raise ProtocolError(TOO_LONG, f"{key} of {len(value)} characters; the limit is {limit}", qid, kind)
     if _CONTROL.search(value):
-        raise ProtocolError(BAD_MESSAGE, f"{key} holds control characters", qid)
+        raise ProtocolError(BAD_MESSAGE, f"{key} holds control characters", qid, kind)
     return value
 
 
@@ -211,8 +225,12 @@ def user(token: str, history: int | None, removed: bool | None = None) -> str:
     return _dump(frame)
 
 
-def error(code: str, message: str, qid: int | None = None) -> str:
-    return _dump({"type": "error", "id": qid, "code": code, "message": message})
+def error(code: str, message: str, qid: int | None = None, frame_type: str | None = None) -> str:
+    """``frame_type``: the ``type`` of the refused frame, left out when unknown."""
+    frame: dict[str, Any] = {"type": "error", "id": qid, "code": code, "message": message}
+    if frame_type is not None:
+        frame["for"] = frame_type
+    return _dump(frame)
 
 
 def _dump(obj: dict[str, Any]) -> str:

@@ -33,8 +33,9 @@ class UserLink:
         """The answer to a ``user``, ``forget`` or ``remove`` frame."""
         if isinstance(msg, UserHello):
             return await self._identify(msg.token)
+        kind = "forget" if isinstance(msg, Forget) else "remove"
         if self.user is None:
-            raise ProtocolError(protocol.NO_USER, "send a 'user' frame first")
+            raise ProtocolError(protocol.NO_USER, "send a 'user' frame first", frame_type=kind)
         key = self.user.key
         try:
             if isinstance(msg, Forget):
@@ -46,7 +47,7 @@ class UserLink:
             removed = bool(query) and await self.hub.remove(key, query)
         except HistoryError:
             raise ProtocolError(protocol.HISTORY_DOWN, "the personal history store does not answer; "
-                                "try again") from None
+                                "try again", frame_type=kind) from None
         return protocol.user(self._token, await self.hub.refresh(key), removed)
 
     async def _identify(self, token: str | None) -> str:
@@ -54,7 +55,8 @@ class UserLink:
             token, user = self.hub.identify(token)
         except TokenError as exc:  # the message names the reason, never the token
             self.close()
-            raise ProtocolError(protocol.BAD_USER, f"user token refused ({exc.code}): {exc}") from None
+            raise ProtocolError(protocol.BAD_USER, f"user token refused ({exc.code}): {exc}",
+                                frame_type="user") from None
         if self.user is None or user.key != self.user.key:
             self.close()
             self.user = user

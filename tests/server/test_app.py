@@ -169,25 +169,29 @@ async def test_the_stateless_endpoint_rejects_missing_and_long_prefixes(server: 
 
 
 @pytest.mark.parametrize(
-    ("frame", "code", "qid"),
+    ("frame", "code", "qid", "frame_type"),
     [
-        ("{not json", "bad_json", None),
-        ('["query"]', "bad_message", None),
-        ('{"type": "ping", "id": 3}', "unknown_type", 3),
-        ('{"type": "query", "id": "1", "prefix": "a"}', "bad_message", None),
-        ('{"type": "query", "id": 4}', "bad_message", 4),
-        (json.dumps({"type": "query", "id": 5, "prefix": "a" * 201}), "too_long", 5),
-        (json.dumps({"type": "submit", "query": "a" * 201}), "too_long", None),
-        (json.dumps({"type": "query", "id": -6, "prefix": "a"}), "bad_message", None),
-        (json.dumps({"type": "query", "id": 2**60, "prefix": "a"}), "bad_message", None),
-        ('{"type": "query", "id": 6.0, "prefix": "a"}', "bad_message", None),
-        (json.dumps({"type": "query", "id": 6, "prefix": "a\x00\x1b[2J"}), "bad_message", 6),
-        (json.dumps({"type": "submit", "query": "a\u2028b\x7f"}), "bad_message", None),
-        (b"\x00binary", "binary_frame", None),
+        ("{not json", "bad_json", None, None),
+        ('["query"]', "bad_message", None, None),
+        ('{"type": "ping", "id": 3}', "unknown_type", 3, None),
+        ('{"type": "query", "id": "1", "prefix": "a"}', "bad_message", None, "query"),
+        ('{"type": "query", "id": 4}', "bad_message", 4, "query"),
+        (json.dumps({"type": "query", "id": 5, "prefix": "a" * 201}), "too_long", 5, "query"),
+        (json.dumps({"type": "submit", "query": "a" * 201}), "too_long", None, "submit"),
+        (json.dumps({"type": "query", "id": -6, "prefix": "a"}), "bad_message", None, "query"),
+        (json.dumps({"type": "query", "id": 2**60, "prefix": "a"}), "bad_message", None, "query"),
+        ('{"type": "query", "id": 6.0, "prefix": "a"}', "bad_message", None, "query"),
+        (json.dumps({"type": "query", "id": 6, "prefix": "a\x00\x1b[2J"}), "bad_message", 6, "query"),
+        (json.dumps({"type": "submit", "query": "a\u2028b\x7f"}), "bad_message", None, "submit"),
+        (b"\x00binary", "binary_frame", None, None),
+        ('{"type": "user", "token": "v1.a.forged"}', "bad_user", None, "user"),
+        ('{"type": "forget"}', "no_user", None, "forget"),
+        ('{"type": "remove", "query": "weather"}', "no_user", None, "remove"),
+        ('{"type": "resume", "session": "made up"}', "bad_session", None, "resume"),
     ],
 )
 async def test_a_bad_frame_gets_an_error_and_the_connection_stays_open(
-    server: str, frame: str | bytes, code: str, qid: int | None
+    server: str, frame: str | bytes, code: str, qid: int | None, frame_type: str | None
 ) -> None:
     async with connect(f"ws://{server}/ws") as ws:
         await recv_json(ws)
@@ -195,7 +199,8 @@ async def test_a_bad_frame_gets_an_error_and_the_connection_stays_open(
         error = await recv_json(ws)
         answer = await ask(ws, 100, "a")
     assert error["type"] == "error"
-    assert (error["code"], error["id"]) == (code, qid)
+    assert (error["code"], error["id"], error.get("for")) == (code, qid, frame_type)
+    assert ("for" in error) == (frame_type is not None)  # omitted, never null
     assert error["message"]
     assert answer["type"] == "suggestions" and answer["id"] == 100
 
@@ -206,7 +211,7 @@ async def test_a_query_id_that_does_not_increase_is_refused(server: str) -> None
         await ask(ws, 10, "a")
         stale = await ask(ws, 10, "ab")
         fresh = await ask(ws, 11, "ab")
-    assert (stale["type"], stale["code"], stale["id"]) == ("error", "stale_id", 10)
+    assert (stale["type"], stale["code"], stale["id"], stale["for"]) == ("error", "stale_id", 10, "query")
     assert (fresh["type"], fresh["id"]) == ("suggestions", 11)
 
 
@@ -239,7 +244,7 @@ async def test_messages_above_the_rate_are_refused_until_it_recovers(small_model
                 frames.append(await recv_json(ws))
     errors = [f for f in frames if f["type"] == "error"]
     assert len(errors) >= 5
-    assert {f["code"] for f in errors} == {"rate_limited"}
+    assert {(f["code"], f["for"]) for f in errors} == {("rate_limited", "query")}
     assert {f["id"] for f in errors} <= set(range(6, 13))
 
 

@@ -29,6 +29,7 @@ import indexer
 from indexer.model import Model
 from server.app import create_app
 from server.config import ServerConfig
+from server.protocol import CLIENT_TYPES
 from server.sessions import new_session_id
 from tests.support import TOKEN, free_port, items_of, recv_json, resume, running, start_redis
 
@@ -121,12 +122,41 @@ def test_any_message_gets_one_answer_and_the_connection_still_works(server: str,
         if answer["type"] == "error":
             assert answer["code"] in {"bad_json", "bad_message", "unknown_type", "too_long", "binary_frame"}
             assert answer["id"] is None or (isinstance(answer["id"], int) and answer["id"] >= 0)
+            assert answer.get("for", "query") in CLIENT_TYPES
         ws.send(query(2**53 - 1, "a"))
         good = json.loads(ws.recv(5))
         assert (good["type"], good["id"]) == ("suggestions", 2**53 - 1)
 
 
+async def test_an_error_names_the_type_of_the_frame_it_refuses_when_it_is_known(server: str) -> None:
+    async with connect(f"ws://{server}/ws") as ws:
+        await recv_json(ws)
+        await ws.send(json.dumps({"type": "submit", "query": "a" * 300}))
+        too_long = await recv_json(ws)
+        await ws.send('{"type": "submit", "query": ')
+        not_json = await recv_json(ws)
+    assert too_long == {"type": "error", "id": None, "code": "too_long",
+                        "message": "query of 300 characters; the limit is 200", "for": "submit"}
+    assert not_json["code"] == "bad_json" and "for" not in not_json
+
+
 # -- floods, idle and slow clients --------------------------------------------------------
+
+
+async def test_a_rate_limited_frame_is_refused_with_its_type_and_id(small_model_dir: Path) -> None:
+    config = ServerConfig(index=str(small_model_dir), rate=0.1, burst=2)
+    with running(create_app(config), config) as server:
+        async with connect(f"ws://{server}/ws") as ws:
+            await recv_json(ws)
+            for text in ["one", "two"]:
+                await ws.send(json.dumps({"type": "submit", "query": text}))
+                assert (await recv_json(ws))["type"] == "ack"
+            await ws.send(query(7, "a"))
+            refused_query = await recv_json(ws)
+            await ws.send(json.dumps({"type": "submit", "query": "three"}))
+            refused_submit = await recv_json(ws)
+    assert (refused_query["code"], refused_query["id"], refused_query["for"]) == ("rate_limited", 7, "query")
+    assert (refused_submit["code"], refused_submit["id"], refused_submit["for"]) == ("rate_limited", None, "submit")
 
 
 async def test_connections_over_the_cap_are_refused_with_1013(small_model_dir: Path) -> None:

@@ -23,31 +23,37 @@ def test_a_query_and_a_submit_are_parsed() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "code", "qid"),
+    ("text", "code", "qid", "frame_type"),
     [
-        ("", "bad_json", None),
-        ("[" * 5000, "bad_json", None),
-        ("null", "bad_message", None),
-        ('{"id": 1}', "bad_message", 1),
-        ('{"type": 5, "id": 2}', "bad_message", 2),
-        ('{"type": "hello", "id": 2}', "unknown_type", 2),
-        ('{"type": "query", "id": true, "prefix": "a"}', "bad_message", None),
-        ('{"type": "query", "id": 1.5, "prefix": "a"}', "bad_message", None),
-        ('{"type": "query", "id": 1, "prefix": null}', "bad_message", 1),
-        ('{"type": "submit"}', "bad_message", None),
-        ('{"type": "query", "id": 9, "prefix": "' + "a" * 201 + '"}', "too_long", 9),
-        ('{"type": "query", "id": -1, "prefix": "a"}', "bad_message", None),
-        ('{"type": "query", "id": 9007199254740992, "prefix": "a"}', "bad_message", None),
-        ('{"type": "query", "id": 1e3, "prefix": "a"}', "bad_message", None),
-        ('{"type": "query", "id": 4, "prefix": "a\\u0000b"}', "bad_message", 4),
-        ('{"type": "query", "id": 4, "prefix": "a\\nb"}', "bad_message", 4),
-        ('{"type": "submit", "query": "a\\u009bb"}', "bad_message", None),
+        ("", "bad_json", None, None),
+        ("[" * 5000, "bad_json", None, None),
+        ("null", "bad_message", None, None),
+        ('{"id": 1}', "bad_message", 1, None),
+        ('{"type": 5, "id": 2}', "bad_message", 2, None),
+        ('{"type": "hello", "id": 2}', "unknown_type", 2, None),
+        ('{"type": "query", "id": true, "prefix": "a"}', "bad_message", None, "query"),
+        ('{"type": "query", "id": 1.5, "prefix": "a"}', "bad_message", None, "query"),
+        ('{"type": "query", "id": 1, "prefix": null}', "bad_message", 1, "query"),
+        ('{"type": "submit"}', "bad_message", None, "submit"),
+        ('{"type": "query", "id": 9, "prefix": "' + "a" * 201 + '"}', "too_long", 9, "query"),
+        ('{"type": "submit", "query": "' + "a" * 300 + '"}', "too_long", None, "submit"),
+        ('{"type": "query", "id": -1, "prefix": "a"}', "bad_message", None, "query"),
+        ('{"type": "query", "id": 9007199254740992, "prefix": "a"}', "bad_message", None, "query"),
+        ('{"type": "query", "id": 1e3, "prefix": "a"}', "bad_message", None, "query"),
+        ('{"type": "query", "id": 4, "prefix": "a\\u0000b"}', "bad_message", 4, "query"),
+        ('{"type": "query", "id": 4, "prefix": "a\\nb"}', "bad_message", 4, "query"),
+        ('{"type": "submit", "query": "a\\u009bb"}', "bad_message", None, "submit"),
+        ('{"type": "user", "token": 5}', "bad_message", None, "user"),
+        ('{"type": "remove"}', "bad_message", None, "remove"),
+        ('{"type": "resume", "session": "' + "s" * 257 + '"}', "too_long", None, "resume"),
     ],
 )
-def test_a_bad_frame_names_its_error_code_and_query_id(text: str, code: str, qid: int | None) -> None:
+def test_a_bad_frame_names_its_error_code_query_id_and_type(
+    text: str, code: str, qid: int | None, frame_type: str | None
+) -> None:
     with pytest.raises(ProtocolError) as error:
         parse_default(text)
-    assert (error.value.code, error.value.id) == (code, qid)
+    assert (error.value.code, error.value.id, error.value.frame_type) == (code, qid, frame_type)
 
 
 @given(st.text(max_size=300))
@@ -77,6 +83,9 @@ def test_server_frames_are_compact_json() -> None:
     assert json.loads(protocol.error("too_long", "x")) == {
         "type": "error", "id": None, "code": "too_long", "message": "x"
     }
+    assert json.loads(protocol.error("too_long", "x", None, "submit")) == {
+        "type": "error", "id": None, "code": "too_long", "message": "x", "for": "submit"
+    }
     hello = {"type": "hello", "session": "s", "index": "v", "history": 2}
     assert json.loads(protocol.hello("s", "v", 2)) == hello
     assert json.loads(protocol.ack(3)) == {"type": "ack", "history": 3}
@@ -87,6 +96,15 @@ def test_peek_id_never_raises() -> None:
     assert protocol.peek_id('{"id": "7"}') is None
     assert protocol.peek_id("[" * 3000) is None
     assert protocol.peek_id("[1]") is None
+
+
+def test_peek_type_names_client_frame_types_only_and_never_raises() -> None:
+    assert protocol.peek_type('{"type": "submit", "query": 5}') == "submit"
+    assert protocol.peek_type({"type": "resume"}) == "resume"
+    assert protocol.peek_type('{"type": "hello"}') is None
+    assert protocol.peek_type('{"type": ["query"]}') is None
+    assert protocol.peek_type("[" * 3000) is None
+    assert protocol.peek_type('"query"') is None
 
 
 def test_frame_size_counts_utf8_bytes() -> None:
