@@ -180,8 +180,10 @@ class Connection:
                     await task
 
     async def _hello(self) -> None:
+        config = self.state.config
         await self._send(protocol.hello(self.state.sign_session(self.session, self._issued),
-                                        self.state.ranker.version, len(self._history)))
+                                        self.state.ranker.version, self._history, max_prefix=config.max_prefix,
+                                        rate=config.rate, burst=config.burst))
 
     async def _resume(self, msg: Resume) -> None:
         """Resume the session a signed id names, then hello again. An id this server did not
@@ -310,7 +312,7 @@ class Connection:
         stored = await self._sync(force=True)
         if query:
             await self.user.record(query)
-        await self._send(protocol.ack(len(self._history), stored))
+        await self._send(protocol.ack(self._history, bool(query), stored))
 
     async def _discard(self, query: str) -> None:
         """A removed query leaves this session's history too, so nothing suggests it again here."""

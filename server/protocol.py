@@ -13,9 +13,10 @@ Client to server::
 
 Server to client::
 
-    {"type": "hello", "session": "<id>", "index": "<model version>", "history": <int>}
+    {"type": "hello", "session": "<id>", "index": "<model version>", "history": <int>,
+     "queries": [<normalized>, ...], "limits": {"max_prefix": <int>, "rate": <float>, "burst": <int>}}
     {"type": "suggestions", "id": <int>, "prefix": "<normalized>", "items": [...], "took_ms": <float>}
-    {"type": "ack", "history": <int>}
+    {"type": "ack", "history": <int>, "queries": [...], "added": <bool>}   (+ "stored": false)
     {"type": "user", "token": "<user token>", "history": <int or null>}   (+ "removed" after a remove)
     {"type": "error", "id": <int or null>, "code": "<code>", "message": "<text>"}   (+ "for": "<type>")
 """
@@ -202,8 +203,10 @@ def items(completions: Sequence[Completion]) -> list[dict[str, Any]]:
     return out
 
 
-def hello(session: str, index: str, history: int) -> str:
-    return _dump({"type": "hello", "session": session, "index": index, "history": history})
+def hello(session: str, index: str, queries: Sequence[str], *, max_prefix: int, rate: float, burst: int) -> str:
+    """``queries`` is the session's history, oldest first; the limits are the connection's."""
+    return _dump({"type": "hello", "session": session, "index": index, "history": len(queries),
+                  "queries": list(queries), "limits": {"max_prefix": max_prefix, "rate": float(rate), "burst": burst}})
 
 
 def suggestions(qid: int, prefix: str, completions: Sequence[Completion], took_ms: float) -> str:
@@ -211,10 +214,14 @@ def suggestions(qid: int, prefix: str, completions: Sequence[Completion], took_m
                   "took_ms": round(took_ms, 3)})
 
 
-def ack(history: int, stored: bool = True) -> str:
-    """``stored`` is false while the session store is down: the query is kept by this connection."""
-    return _dump({"type": "ack", "history": history} if stored else {"type": "ack", "history": history,
-                                                                     "stored": False})
+def ack(queries: Sequence[str], added: bool, stored: bool = True) -> str:
+    """``queries`` is the session's history after the submit; ``added`` is false when the query
+    normalized to nothing; ``stored`` is false while the session store is down (the query is
+    kept by this connection)."""
+    frame: dict[str, Any] = {"type": "ack", "history": len(queries), "queries": list(queries), "added": added}
+    if not stored:
+        frame["stored"] = False
+    return _dump(frame)
 
 
 def user(token: str, history: int | None, removed: bool | None = None) -> str:

@@ -54,6 +54,15 @@ async def test_hello_names_a_new_session_and_the_model_version(server: str, smal
     assert hello["index"] == small_model.version
     assert len(hello["session"]) >= 16
     assert hello["history"] == 0
+    assert hello["queries"] == []
+
+
+async def test_hello_tells_the_connections_limits(small_model_dir: Path) -> None:
+    config = ServerConfig(index=str(small_model_dir), max_prefix=120, rate=7.5, burst=9)
+    with running(create_app(config), config) as server:
+        async with connect(f"ws://{server}/ws") as ws:
+            hello = await recv_json(ws)
+    assert hello["limits"] == {"max_prefix": 120, "rate": 7.5, "burst": 9}
 
 
 async def test_a_keystroke_is_answered_with_its_id_and_the_models_ranking(
@@ -79,11 +88,23 @@ async def test_submitted_queries_change_the_ranking_as_model_complete_does(
         await recv_json(ws)
         before = await ask(ws, 1, prefix)
         await ws.send(submit(prev.upper() + "!"))
-        assert await recv_json(ws) == {"type": "ack", "history": 1}
+        assert await recv_json(ws) == {"type": "ack", "history": 1, "queries": [prev], "added": True}
         after = await ask(ws, 2, prefix)
     assert before["items"] == items_of(small_model, prefix)
     assert after["items"] == items_of(small_model, prefix, [prev])
     assert after["items"] != before["items"]
+
+
+async def test_an_ack_carries_the_history_and_whether_the_query_was_added(server: str) -> None:
+    async with connect(f"ws://{server}/ws") as ws:
+        await recv_json(ws)
+        acks = []
+        for text in ["Weather!", "\u2615", "!!!", "New  York"]:
+            await ws.send(submit(text))
+            acks.append(await recv_json(ws))
+    assert [(a["added"], a["history"], a["queries"]) for a in acks] == [
+        (True, 1, ["weather"]), (False, 1, ["weather"]), (False, 1, ["weather"]), (True, 2, ["weather", "new york"])
+    ]
 
 
 async def test_history_keeps_the_newest_queries_only(small_model_dir: Path) -> None:
@@ -94,8 +115,9 @@ async def test_history_keeps_the_newest_queries_only(small_model_dir: Path) -> N
             acks = []
             for q in ["one", "two", "three", "four", "!!!"]:
                 await ws.send(submit(q))
-                acks.append((await recv_json(ws))["history"])
-    assert acks == [1, 2, 3, 3, 3]
+                acks.append(await recv_json(ws))
+    assert [a["history"] for a in acks] == [1, 2, 3, 3, 3]
+    assert acks[-1]["queries"] == ["two", "three", "four"]
 
 
 async def test_reconnecting_with_the_session_id_keeps_the_history(
@@ -111,7 +133,20 @@ async def test_reconnecting_with_the_session_id_keeps_the_history(
         answer = await ask(ws, 1, prefix)
     assert hello["session"] == session
     assert hello["history"] == 1
+    assert hello["queries"] == [prev]
     assert answer["items"] == items_of(small_model, prefix, [prev])
+
+
+async def test_a_resumed_sessions_hello_carries_its_queries_oldest_first(server: str) -> None:
+    async with connect(f"ws://{server}/ws") as ws:
+        session = (await recv_json(ws))["session"]
+        for text in ["Weather?", "\u2615", "new  york", "weather"]:
+            await ws.send(submit(text))
+            await recv_json(ws)
+    async with connect(f"ws://{server}/ws") as ws:
+        hello = await resume(ws, session)
+    assert (hello["type"], hello["session"]) == ("hello", session)
+    assert (hello["history"], hello["queries"]) == (3, ["weather", "new york", "weather"])
 
 
 async def test_another_tabs_submit_reaches_a_connection_at_its_next_history_refresh(
@@ -138,7 +173,7 @@ async def test_an_unknown_or_malformed_session_id_is_refused_and_the_fresh_sessi
         await ws.send(submit("weather"))
         ack = await recv_json(ws)
     assert (refused["type"], refused["code"]) == ("error", "bad_session")
-    assert ack == {"type": "ack", "history": 1}
+    assert ack == {"type": "ack", "history": 1, "queries": ["weather"], "added": True}
 
 
 async def test_the_stateless_endpoint_matches_the_websocket(

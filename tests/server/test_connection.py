@@ -298,12 +298,14 @@ async def test_the_server_keeps_answering_while_redis_is_down_and_catches_up_aft
                     connect(f"ws://{server}/ws") as ws:
                 session = (await recv_json(ws))["session"]
                 await ws.send(json.dumps({"type": "submit", "query": "before the outage"}))
-                assert await recv_json(ws) == {"type": "ack", "history": 1}
+                assert await recv_json(ws) == {"type": "ack", "history": 1, "queries": ["before the outage"],
+                                               "added": True}
 
                 redis_proc.terminate()
                 redis_proc.wait(10)
                 await ws.send(json.dumps({"type": "submit", "query": prev}))
-                assert await recv_json(ws) == {"type": "ack", "history": 2, "stored": False}
+                assert await recv_json(ws) == {"type": "ack", "history": 2, "queries": ["before the outage", prev],
+                                               "added": True, "stored": False}
                 await ws.send(query(1, prefix))
                 answer = await recv_json(ws)
                 assert answer["items"] == items_of(small_model, prefix, ["before the outage", prev])
@@ -321,7 +323,8 @@ async def test_the_server_keeps_answering_while_redis_is_down_and_catches_up_aft
                 assert (await recv_json(ws))["type"] == "suggestions"
                 assert metric((await http.get("/metrics")).text, "qac_session_store_up") == 1
             async with connect(f"ws://{server}/ws") as again:
-                assert (await resume(again, session))["history"] == 2
+                resumed = await resume(again, session)
+            assert (resumed["history"], resumed["queries"]) == (2, ["before the outage", prev])
     finally:
         redis_proc.terminate()
         redis_proc.wait(10)

@@ -86,9 +86,13 @@ def test_server_frames_are_compact_json() -> None:
     assert json.loads(protocol.error("too_long", "x", None, "submit")) == {
         "type": "error", "id": None, "code": "too_long", "message": "x", "for": "submit"
     }
-    hello = {"type": "hello", "session": "s", "index": "v", "history": 2}
-    assert json.loads(protocol.hello("s", "v", 2)) == hello
-    assert json.loads(protocol.ack(3)) == {"type": "ack", "history": 3}
+    hello = {"type": "hello", "session": "s", "index": "v", "history": 2, "queries": ["weather", "news"],
+             "limits": {"max_prefix": 200, "rate": 50.0, "burst": 100}}
+    assert json.loads(protocol.hello("s", "v", ["weather", "news"], max_prefix=200, rate=50, burst=100)) == hello
+    assert json.loads(protocol.ack(["a", "b", "c"], True)) == {"type": "ack", "history": 3, "queries": ["a", "b", "c"],
+                                                               "added": True}
+    assert json.loads(protocol.ack([], False, stored=False)) == {"type": "ack", "history": 0, "queries": [],
+                                                                 "added": False, "stored": False}
 
 
 def test_peek_id_never_raises() -> None:

@@ -208,7 +208,8 @@ async def test_a_session_id_the_server_never_issued_is_refused_even_while_the_st
             async with httpx.AsyncClient() as http:  # a health check finds the store back
                 assert (await http.get(f"http://{server}/healthz")).json()["status"] == "ok"
             await ws.send(submit("another"))
-            assert (await recv_json(ws)) == {"type": "ack", "history": 2}
+            assert (await recv_json(ws)) == {"type": "ack", "history": 2, "queries": ["my secret query", "another"],
+                                             "added": True}
     assert [(r["type"], r["code"]) for r in refused] == [("error", "bad_session")] * 3
     assert await store.history(chosen) == []  # the id the attacker chose never became a session
 
@@ -379,7 +380,8 @@ async def test_held_back_submits_are_capped_and_written_back_in_one_round_trip(
             async with httpx.AsyncClient() as http:
                 assert (await http.get(f"http://{server}/healthz")).json()["status"] == "ok"
             await ws.send(submit("back"))
-            assert await recv_json(ws) == {"type": "ack", "history": 5}
+            assert await recv_json(ws) == {"type": "ack", "history": 5, "added": True,
+                                           "queries": ["query 8", "query 9", "query 10", "query 11", "back"]}
     assert store.writes == [["query 8", "query 9", "query 10", "query 11", "back"]]
 
 
