@@ -292,7 +292,7 @@ async def complete(request: Request) -> Response:
     took = time.perf_counter() - started
     state.metrics.latency.labels("http").observe(took)
     return JSONResponse({"prefix": ranked.prefix, "items": protocol.items(ranked.items),
-                         "index": ranked.version, "took_ms": round(took * 1000, 3)})
+                         "index": ranked.version, "took_ms": round(took * 1000, 3), "context": ranked.context})
 
 
 async def healthz(request: Request) -> Response:

@@ -373,4 +373,5 @@ class Connection:
                 continue
             took = time.perf_counter() - received
             metrics.latency.labels("ws").observe(took)
-            await self._send(protocol.suggestions(query.id, ranked.prefix, ranked.items, took * 1000))
+            await self._send(protocol.suggestions(query.id, ranked.prefix, ranked.items, took * 1000,
+                                                  ranked.context))

@@ -15,7 +15,8 @@ Server to client::
 
     {"type": "hello", "session": "<id>", "index": "<model version>", "history": <int>,
      "queries": [<normalized>, ...], "limits": {"max_prefix": <int>, "rate": <float>, "burst": <int>}}
-    {"type": "suggestions", "id": <int>, "prefix": "<normalized>", "items": [...], "took_ms": <float>}
+    {"type": "suggestions", "id": <int>, "prefix": "<normalized>", "items": [...], "took_ms": <float>,
+     "context": <bool>}
     {"type": "ack", "history": <int>, "queries": [...], "added": <bool>}   (+ "stored": false)
     {"type": "user", "token": "<user token>", "history": <int or null>}   (+ "removed" after a remove)
     {"type": "error", "id": <int or null>, "code": "<code>", "message": "<text>"}   (+ "for": "<type>")
@@ -209,9 +210,10 @@ def hello(session: str, index: str, queries: Sequence[str], *, max_prefix: int, 
                   "queries": list(queries), "limits": {"max_prefix": max_prefix, "rate": float(rate), "burst": burst}})
 
 
-def suggestions(qid: int, prefix: str, completions: Sequence[Completion], took_ms: float) -> str:
+def suggestions(qid: int, prefix: str, completions: Sequence[Completion], took_ms: float, context: bool) -> str:
+    """``context``: the history (session or personal) changed the list a fresh session gets."""
     return _dump({"type": "suggestions", "id": qid, "prefix": prefix, "items": items(completions),
-                  "took_ms": round(took_ms, 3)})
+                  "took_ms": round(took_ms, 3), "context": context})
 
 
 def ack(queries: Sequence[str], added: bool, stored: bool = True) -> str:

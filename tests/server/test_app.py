@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,10 @@ def submit(text: str) -> str:
 async def ask(ws: Any, qid: int, prefix: str) -> dict[str, Any]:
     await ws.send(query(qid, prefix))
     return await recv_json(ws)
+
+
+def queries_of(model: Model, prefix: str, history: Sequence[str] = ()) -> list[str]:
+    return [item["query"] for item in items_of(model, prefix, history)]
 
 
 async def test_hello_names_a_new_session_and_the_model_version(server: str, small_model: Model) -> None:
@@ -93,6 +97,20 @@ async def test_submitted_queries_change_the_ranking_as_model_complete_does(
     assert before["items"] == items_of(small_model, prefix)
     assert after["items"] == items_of(small_model, prefix, [prev])
     assert after["items"] != before["items"]
+    assert before["context"] is False and after["context"] is True
+
+
+async def test_a_history_that_leaves_the_list_as_it_was_is_no_context(
+    server: str, small_model: Model, neutral_pair: tuple[str, str]
+) -> None:
+    prev, prefix = neutral_pair
+    async with connect(f"ws://{server}/ws") as ws:
+        await recv_json(ws)
+        await ws.send(submit(prev))
+        await recv_json(ws)
+        answer = await ask(ws, 1, prefix)
+    assert [item["query"] for item in answer["items"]] == queries_of(small_model, prefix)
+    assert answer["context"] is False
 
 
 async def test_an_ack_carries_the_history_and_whether_the_query_was_added(server: str) -> None:
@@ -193,6 +211,18 @@ async def test_the_stateless_endpoint_matches_the_websocket(
     assert body["items"] == ws_answer["items"] == items_of(small_model, prefix, ["weather", prev])
     assert body["prefix"] == ws_answer["prefix"]
     assert body["index"] == small_model.version
+    changed = queries_of(small_model, prefix, ["weather", prev]) != queries_of(small_model, prefix)
+    assert body["context"] is ws_answer["context"] is changed
+
+
+async def test_the_stateless_endpoint_says_whether_prev_changed_the_list(
+    server: str, history_pair: tuple[str, str], neutral_pair: tuple[str, str]
+) -> None:
+    async with httpx.AsyncClient(base_url=f"http://{server}") as http:
+        alone = await http.get("/complete", params={"prefix": history_pair[1]})
+        changed = await http.get("/complete", params={"prefix": history_pair[1], "prev": history_pair[0]})
+        same = await http.get("/complete", params={"prefix": neutral_pair[1], "prev": neutral_pair[0]})
+    assert [r.json()["context"] for r in (alone, changed, same)] == [False, True, False]
 
 
 async def test_the_stateless_endpoint_rejects_missing_and_long_prefixes(server: str) -> None:

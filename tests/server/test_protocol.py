@@ -75,10 +75,10 @@ def test_any_json_object_parses_or_raises_a_protocol_error(obj: dict[str, object
 
 
 def test_server_frames_are_compact_json() -> None:
-    frame = protocol.suggestions(4, "new y", [Completion("new york", 1.23456789)], 0.12345)
+    frame = protocol.suggestions(4, "new y", [Completion("new york", 1.23456789)], 0.12345, True)
     assert json.loads(frame) == {
         "type": "suggestions", "id": 4, "prefix": "new y",
-        "items": [{"query": "new york", "score": 1.234568}], "took_ms": 0.123,
+        "items": [{"query": "new york", "score": 1.234568}], "took_ms": 0.123, "context": True,
     }
     assert json.loads(protocol.error("too_long", "x")) == {
         "type": "error", "id": None, "code": "too_long", "message": "x"
