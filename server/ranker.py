@@ -4,6 +4,10 @@ A request takes a reference to the current model when it starts and finishes on 
 reload loads the new directory in a thread and then replaces the reference in one
 assignment, so in-flight requests never see a half-loaded model.
 
+A keystroke ranked with a history (session or personal) is also ranked as a fresh session
+would have it, to tell whether the history changed the list; those answers are cached by
+prefix, per model and blocklist.
+
 With several worker processes, the one that receives a reload announces it in a small file
 (``reload_file``: a nonce and the directory); the others poll it and follow.
 """
@@ -84,7 +88,8 @@ class Ranker:
     def __init__(self, model: Model, index: str, *, threads: int, k: int,
                  on_swap: Callable[[Model, str], None] | None = None, reload_file: str | None = None,
                  announced: tuple[str, str] | None = None, fresh_size: int = FRESH_ANSWERS):
-        """``announced`` is the announcement ``model`` was loaded after, if any."""
+        """``announced`` is the announcement ``model`` was loaded after, if any; ``fresh_size``
+        how many prefixes' fresh-session answers are kept."""
         self._model = model
         self._index = index
         self._extra = Blocklist()  # the --blocklist files
