@@ -1,10 +1,16 @@
 /* The demo page, the first user of qac-client.js: a WAI-ARIA 1.2 combobox with list
  * autocomplete, a strip of this session's queries, and the timings in a corner.
  *
+ * What the page shows is what the server holds: the session strip is drawn from the queries
+ * the server's hello and acks carry, never from what the page sent; a refused submit says why
+ * and adds nothing; offline, the list closes and a banner counts down to the next attempt.
+ *
  * Keys in the box: Down/Up move through the suggestions (wrapping) and show the active one in
- * the box, Enter submits it (or the typed text), Escape closes the list and a second Escape
- * clears the box, Tab leaves, Shift+Delete removes the active suggestion from the user's
- * history when it comes from there. Suggestions are always inserted as text, never as HTML.
+ * the box (pressed before the answer to the last keystroke arrived, they wait for it), Enter
+ * submits it (or the typed text), Escape closes the list and a second Escape clears the box,
+ * Alt+Down opens the list and Alt+Up closes it, Home/End/Left/Right return to the text,
+ * Tab leaves, Shift+Delete removes the active suggestion from the user's history when it
+ * comes from there. Suggestions are always inserted as text, never as HTML.
  *
  * Suggestions from the user's own history carry a clock named "from your history" and a
  * Remove button (pressed with the pointer; from the keyboard, Shift+Delete on the active
@@ -17,12 +23,17 @@
   const input = $("q");
   const form = $("search-form");
   const box = $("box");
+  const clearButton = $("clear");
   const popup = $("popup");
   const listbox = $("suggestions");
   const context = $("context");
+  const notice = $("notice");
   const historyList = $("history");
   const historyEmpty = $("history-empty");
   const newSessionButton = $("new-session");
+  const banner = $("offline");
+  const bannerText = $("offline-text");
+  const retryButton = $("retry");
   const status = $("status");
   const statusText = $("status-text");
   const timing = $("timing");
@@ -31,31 +42,57 @@
   const forgetButton = $("forget");
   const personalNote = $("personal-note");
 
-  const HISTORY_KEY = "qac.demo.history";
   const HISTORY_SHOWN = 8;
+  const NARROW = window.matchMedia("(max-width: 560px)");
 
   const client = new QacClient();
   let items = []; // the suggestions in the list
   let prefix = ""; // the normalized prefix they complete
+  let listId = null; // the id of the keystroke they answer
+  let listText = ""; // the text of that keystroke
   let active = -1; // the active option, -1 for none
   let typed = ""; // what was typed: the box shows the active option while arrowing
-  let history = loadHistory(); // this session's queries, oldest first
+  let pendingMove = 0; // an arrow pressed before the answer to the last keystroke arrived
+  const sentText = new Map(); // keystroke id -> its text
+  let queries = []; // this session's queries, as the server last said
+  let offline = false; // since the connection dropped, until it is back
   let announceTimer = null;
+  let countdown = null;
 
   // -- suggestions ------------------------------------------------------------------------
 
-  function render(newItems, newPrefix) {
-    items = newItems;
-    prefix = newPrefix;
+  function render(m) {
+    items = m.items;
+    prefix = m.prefix;
+    listId = m.id;
+    listText = m.text !== undefined ? m.text : (m.id != null && sentText.get(m.id)) || "";
+    for (const id of sentText.keys()) if (m.id != null && id <= m.id) sentText.delete(id);
     active = -1;
     input.removeAttribute("aria-activedescendant");
     listbox.replaceChildren(...items.map(option));
-    showContext();
-    setOpen(items.length > 0 && document.activeElement === input);
+    popup.classList.remove("stale");
+    listbox.removeAttribute("aria-busy");
+    showContext(m.context);
+    setOpen(items.length > 0 && document.activeElement === input && !offline);
     clearTimeout(announceTimer);
     announceTimer = setTimeout(() => {
-      announce.textContent = items.length ? `${items.length} suggestions` : "";
+      const n = items.length;
+      announce.textContent = n ? `${n} ${n === 1 ? "suggestion" : "suggestions"}`
+        : QacClient.normalize(typed) ? "No suggestions" : "";
     }, 600);
+    if (fresh()) { // an arrow pressed while this answer was on its way applies to it
+      if (pendingMove && isOpen()) move(pendingMove);
+      pendingMove = 0;
+    }
+  }
+
+  function clearList() {
+    render({ items: [], prefix: "", id: null, context: false });
+  }
+
+  /** Whether the list answers what is in the box now. */
+  function fresh() {
+    return listId !== null && listId === client.latest && listText === typed;
   }
 
   /** One suggestion: the typed part as plain text, the completion in bold, both text nodes;
@@ -118,9 +155,9 @@
     if (!item || !item.personal) return;
     client.remove(item.query);
     if (active >= 0) input.value = typed; // the box showed the option being removed
-    render(items.filter((_, j) => j !== i), prefix);
+    render({ items: items.filter((_, j) => j !== i), prefix, id: listId, text: listText, context: !context.hidden });
     say(`Removed ${item.query} from your history`);
-    if (QacClient.normalize(typed)) client.query(typed); // and ask again, for what takes its place
+    ask(typed); // and ask again, for what takes its place
   }
 
   function say(text) {
@@ -128,10 +165,15 @@
     announce.textContent = text;
   }
 
-  function showContext() {
-    const last = history[history.length - 1];
-    context.hidden = !last;
-    if (last) context.replaceChildren("Ranked for this session, after ", quote(last));
+  /** The context line, only when the session (or the user's history) changed the ranking. */
+  function showContext(changed) {
+    const last = queries[queries.length - 1];
+    context.hidden = !changed;
+    if (changed) {
+      context.replaceChildren(...(last ? ["Ranked for this session, after ", quote(last)]
+        : ["Ranked with your past searches"]));
+    }
+    input.setAttribute("aria-describedby", changed ? "context hint" : "hint");
   }
 
   function quote(text) {
@@ -149,6 +191,7 @@
     box.classList.toggle("open", open);
     input.setAttribute("aria-expanded", String(open));
     if (!open && active >= 0) setActive(-1, false);
+    if (open) fitPopup();
   }
 
   /** Make option ``i`` (or none, -1) active; ``fill`` shows it in the box, as arrowing does. */
@@ -176,70 +219,123 @@
     setActive(next, true);
   }
 
-  // -- submitting and the session strip -----------------------------------------------------
+  /** Leave the options for the text (Home, End, Left, Right, Alt+Up): what the box shows is
+   * now what was typed. */
+  function backToText() {
+    if (active < 0) return;
+    typed = input.value;
+    setActive(-1, false);
+  }
+
+  /** A keystroke: the list, if any, is stale until its answer arrives. */
+  function ask(text) {
+    const id = client.query(text);
+    if (id != null) {
+      sentText.set(id, text);
+      if (items.length) {
+        popup.classList.add("stale");
+        listbox.setAttribute("aria-busy", "true");
+      }
+    }
+  }
+
+  /** On a phone the on-screen keyboard takes half the screen: the list fits in what is left
+   * and scrolls, and the page's header steps aside while the box has focus. */
+  function fitPopup() {
+    const viewport = window.visualViewport;
+    const bottom = viewport ? viewport.offsetTop + viewport.height : window.innerHeight;
+    const room = bottom - box.getBoundingClientRect().bottom - 12 - (context.hidden ? 0 : context.offsetHeight + 6);
+    listbox.style.maxHeight = `${Math.max(96, Math.floor(room))}px`;
+  }
+
+  // -- submitting, refusals and the session strip --------------------------------------------
 
   function submit(text) {
-    const query = QacClient.normalize(text);
-    if (!query) return;
-    client.submit(text);
-    history.push(query);
-    saveHistory();
-    showHistory();
+    const ok = QacClient.normalize(text) && text.length <= client.limits.maxPrefix;
+    client.submit(text); // a refusal comes back as a "refused" event
+    if (!ok) return;
+    showNotice(offline ? `You are offline: \u201c${QacClient.normalize(text)}\u201d will be searched when the connection is back.` : "");
     input.value = typed = "";
-    render([], "");
+    clearButton.hidden = true;
+    clearList();
     input.focus();
   }
 
-  function showHistory() {
-    const shown = history.slice(-HISTORY_SHOWN);
+  function showNotice(text) {
+    notice.textContent = text;
+    notice.hidden = !text;
+    if (text) say(text);
+  }
+
+  function refusal(m) {
+    switch (m.code) {
+      case "empty":
+        return "Nothing to search: type a letter or a digit.";
+      case "too_long":
+        return `Not searched: that query is too long. A query has at most ${client.limits.maxPrefix} characters.`;
+      case "rate_limited":
+        return "Not searched: too many requests at once. Wait a moment and try again.";
+      default:
+        return `Not searched: ${m.message}`;
+    }
+  }
+
+  function showHistory(list) {
+    queries = list;
+    const shown = queries.slice(-HISTORY_SHOWN);
     historyList.replaceChildren(...shown.map((query) => {
       const li = document.createElement("li");
-      li.textContent = query;
+      const chip = document.createElement("button");
+      chip.type = "button";
+      chip.className = "chip";
+      chip.title = `Search \u201c${query}\u201d again`;
+      chip.textContent = query;
+      li.append(chip);
       return li;
     }));
-    historyList.classList.toggle("more", history.length > shown.length);
-    historyEmpty.hidden = history.length > 0;
-    newSessionButton.hidden = history.length === 0;
+    historyList.classList.toggle("more", queries.length > shown.length);
+    historyEmpty.hidden = queries.length > 0;
+    newSessionButton.hidden = queries.length === 0;
   }
 
-  function loadHistory() {
-    try {
-      const saved = JSON.parse(sessionStorage.getItem(HISTORY_KEY) || "[]");
-      return Array.isArray(saved) ? saved.filter((q) => typeof q === "string") : [];
-    } catch (e) {
-      return [];
-    }
-  }
-
-  function saveHistory() {
-    try {
-      sessionStorage.setItem(HISTORY_KEY, JSON.stringify(history));
-    } catch (e) {
-      /* storage unavailable: the strip lasts as long as the page */
-    }
-  }
-
-  // -- the corner ---------------------------------------------------------------------------
+  // -- online, offline and the corner ---------------------------------------------------------
 
   function ms(value) {
     return value < 10 ? value.toFixed(1) : String(Math.round(value));
   }
 
-  function showStatus({ state, retryInMs }) {
+  function showStatus({ state, retryAt }) {
     status.dataset.state = state;
-    if (state === "online") {
-      statusText.textContent = "live";
-    } else if (state === "offline" && retryInMs != null) {
-      statusText.textContent = `offline, retrying in ${Math.max(1, Math.round(retryInMs / 1000))} s`;
-    } else {
-      statusText.textContent = { offline: "offline", idle: "idle" }[state] || "connecting";
+    statusText.textContent = { online: "live", offline: "offline", idle: "idle" }[state] || "connecting";
+    if (state === "offline" && !offline) {
+      offline = true;
+      setOpen(false);
+      clearList(); // never offer what was ranked before the connection dropped
+      timing.textContent = "";
+      banner.hidden = false;
+      say("Offline. Suggestions are paused until the connection is back.");
+    } else if (state === "online" && offline) {
+      offline = false;
+      banner.hidden = true;
+      say("Back online.");
+    }
+    clearInterval(countdown);
+    if (offline) {
+      const tick = () => {
+        const left = retryAt == null ? 0 : Math.ceil((retryAt - Date.now()) / 1000);
+        bannerText.textContent = left > 0 ? `Offline. Suggestions are paused; retrying in ${left} s.`
+          : "Offline. Suggestions are paused; reconnecting\u2026";
+      };
+      tick();
+      countdown = setInterval(tick, 250);
     }
   }
 
   // -- wiring -------------------------------------------------------------------------------
 
   client.on("suggestions", (m) => {
-    render(m.items, m.prefix);
+    if (offline) return;
+    render(m);
     if (m.tookMs != null) {
       const rtt = m.rttMs != null ? ` · round trip ${ms(m.rttMs)} ms` : "";
       timing.textContent = `server ${ms(m.tookMs)} ms${rtt}`;
@@ -248,42 +344,69 @@
   client.on("status", showStatus);
   client.on("hello", (m) => {
     modelLabel.textContent = `model ${m.index}`;
-    if (!m.resumed) {
-      history = []; // a new session: the server has no history for us
-    } else if (m.history < history.length) {
-      history = history.slice(history.length - m.history);
+    input.maxLength = m.limits.maxPrefix;
+    showHistory(m.queries);
+  });
+  client.on("ack", (m) => {
+    showHistory(m.queries);
+    if (m.added) showNotice("");
+  });
+  client.on("refused", (m) => {
+    if (m.for !== "submit" && m.for !== "query") return;
+    showNotice(refusal(m));
+    // Refused by the server after the box was emptied: give the text back, to be fixed.
+    if (m.for === "submit" && m.query && !input.value) {
+      input.value = typed = m.query;
+      clearButton.hidden = false;
     }
-    saveHistory();
-    showHistory();
   });
   client.on("user", (m) => {
     forgetButton.hidden = false;
     personalNote.hidden = false;
     if (m.history === 0 && items.some((item) => item.personal)) {
-      render(items.filter((item) => !item.personal), prefix); // forgotten: drop its marks at once
+      // forgotten: drop its marks at once
+      render({ items: items.filter((item) => !item.personal), prefix, id: listId, text: listText, context: false });
     }
   });
   client.on("error", (m) => {
-    timing.textContent = `${m.code}: ${m.message}`;
+    if (m.code === "history_unavailable") showNotice("Your history cannot be reached just now; try again later.");
+    else if (m.code === "internal") showNotice("The server could not rank that; keep typing.");
   });
 
   input.addEventListener("input", () => {
     typed = input.value;
+    clearButton.hidden = !typed;
     if (active >= 0) setActive(-1, false);
-    client.query(typed);
+    if (!notice.hidden) showNotice("");
+    ask(typed);
   });
 
   input.addEventListener("keydown", (event) => {
     if (event.isComposing || event.ctrlKey || event.metaKey) return;
     switch (event.key) {
       case "ArrowDown":
-      case "ArrowUp":
+      case "ArrowUp": {
         event.preventDefault();
+        const delta = event.key === "ArrowDown" ? 1 : -1;
         if (event.altKey) {
-          setOpen(items.length > 0);
-        } else {
-          move(event.key === "ArrowDown" ? 1 : -1);
+          if (delta < 0) {
+            backToText();
+            setOpen(false);
+          } else if (fresh()) {
+            setOpen(items.length > 0);
+          }
+        } else if (fresh()) {
+          move(delta);
+        } else if (client.latest !== null) {
+          pendingMove = delta; // the list is for an older keystroke: wait for the answer
         }
+        break;
+      }
+      case "Home":
+      case "End":
+      case "ArrowLeft":
+      case "ArrowRight":
+        backToText(); // and the caret moves as usual
         break;
       case "Escape":
         if (isOpen()) {
@@ -293,7 +416,8 @@
         } else if (input.value) {
           event.preventDefault();
           input.value = typed = "";
-          client.query("");
+          clearButton.hidden = true;
+          ask("");
         }
         break;
       case "Tab":
@@ -316,9 +440,27 @@
   });
 
   input.addEventListener("focus", () => {
-    if (items.length && input.value === typed) setOpen(true);
+    document.body.classList.add("searching");
+    if (items.length && fresh()) {
+      setOpen(true);
+    } else if (QacClient.normalize(input.value) && listText !== input.value) {
+      typed = input.value; // the list was for another text (say, an option left in the box)
+      ask(typed);
+    }
   });
-  input.addEventListener("blur", () => setOpen(false));
+  input.addEventListener("blur", () => {
+    document.body.classList.remove("searching");
+    setOpen(false);
+  });
+  if (window.visualViewport) window.visualViewport.addEventListener("resize", () => isOpen() && fitPopup());
+  NARROW.addEventListener("change", () => isOpen() && fitPopup());
+
+  clearButton.addEventListener("click", () => {
+    input.value = typed = "";
+    clearButton.hidden = true;
+    ask("");
+    input.focus();
+  });
 
   // The list never takes focus: a press on it keeps the caret in the box.
   popup.addEventListener("pointerdown", (event) => event.preventDefault());
@@ -335,25 +477,34 @@
   // Hovering highlights (CSS) until the keys take over again.
   listbox.addEventListener("pointermove", () => listbox.classList.remove("keys"));
 
+  historyList.addEventListener("click", (event) => {
+    const chip = event.target.closest(".chip");
+    if (chip) submit(chip.textContent); // search it again
+  });
+
   newSessionButton.addEventListener("click", () => {
     client.newSession();
-    history = [];
-    saveHistory();
-    showHistory();
-    render([], "");
+    showHistory([]);
+    clearList();
     input.value = typed = "";
+    clearButton.hidden = true;
     input.focus();
   });
 
   forgetButton.addEventListener("click", () => {
     client.forget();
     say("Your history is forgotten");
-    if (items.some((item) => item.personal)) render(items.filter((item) => !item.personal), prefix);
+    if (items.some((item) => item.personal)) {
+      render({ items: items.filter((item) => !item.personal), prefix, id: listId, text: listText, context: false });
+    }
   });
 
-  showHistory();
+  retryButton.addEventListener("click", () => client.retry());
+
+  if (document.activeElement === input) document.body.classList.add("searching"); // autofocus came first
   if (input.value) {
     typed = input.value; // restored by the browser on back/forward
-    client.query(typed);
+    clearButton.hidden = false;
+    ask(typed);
   }
 })();

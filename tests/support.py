@@ -57,10 +57,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 @contextlib.contextmanager
-def running(app: Starlette, config: ServerConfig | None = None) -> Iterator[str]:
-    """Serve ``app`` with uvicorn in a thread on a free port; yields ``host:port``."""
+def running(app: Starlette, config: ServerConfig | None = None, port: int = 0) -> Iterator[str]:
+    """Serve ``app`` with uvicorn in a thread on ``port`` (0: a free one); yields ``host:port``."""
     sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart on the same port
+    sock.bind(("127.0.0.1", port))
     server = uvicorn.Server(uvicorn_config(config or ServerConfig(), app))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -10,117 +10,17 @@ import contextlib
 import json
 import re
 import threading
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from indexer.model import Model
 from indexer.normalize import normalize
 from server.app import create_app
 from server.config import ServerConfig
+from tests.e2e.browser import ARTIFACTS, Frames, Page, expect, open_demo, options_of, queries, type_into, wait_until
 from tests.support import running
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-expect = sync_api.expect
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)", allow_module_level=True)
-
-Page = Any  # playwright.sync_api.Page, whose import is optional
-
-
-@pytest.fixture(scope="module")
-def server(small_model_dir: Path) -> Iterator[str]:
-    config = ServerConfig(index=str(small_model_dir))
-    with running(create_app(config), config) as address:
-        yield address
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Page]:
-    """A fresh tab (own sessionStorage) that must raise no script errors."""
-    context = browser.new_context(viewport={"width": 1000, "height": 760})
-    context.set_default_timeout(5000)
-    tab = context.new_page()
-    errors: list[str] = []
-    tab.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
-    tab.on("console", lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None)
-    yield tab
-    context.close()
-    assert errors == []
-
-
-def open_demo(page: Page, server: str) -> Any:
-    """Load the page, wait until its socket is live; the search box."""
-    page.goto(f"http://{server}/")
-    expect(page.locator("#status")).to_have_attribute("data-state", "online")
-    return page.get_by_role("combobox")
-
-
-def options_of(page: Page, box: Any) -> Any:
-    return page.locator(f"#{box.get_attribute('aria-controls')} [role=option]")
-
-
-def queries(model: Model, prefix: str, history: tuple[str, ...] = ()) -> list[str]:
-    return [c.query for c in model.complete(prefix, history)]
-
-
-@dataclass
-class Frames:
-    """The frames of the page's WebSockets, parsed, as they go."""
-
-    sent: list[dict[str, Any]] = field(default_factory=list)
-    received: list[dict[str, Any]] = field(default_factory=list)
-
-    def answered(self) -> bool:
-        """Whether the last keystroke sent has been answered."""
-        ids = [f["id"] for f in self.sent if f["type"] == "query"]
-        return bool(ids) and any(f.get("id") == ids[-1] for f in self.received)
-
-
-@pytest.fixture
-def frames(page: Page) -> Frames:
-    out = Frames()
-
-    def watch(ws: Any) -> None:
-        ws.on("framesent", lambda payload: out.sent.append(json.loads(payload)))
-        ws.on("framereceived", lambda payload: out.received.append(json.loads(payload)))
-
-    page.on("websocket", watch)
-    return out
-
-
-def type_into(page: Page, box: Any, frames: Frames, text: str) -> None:
-    """Type ``text`` key by key and wait for the answer to the last key."""
-    box.press_sequentially(text)
-    wait_until(page, frames.answered)
-
-
-def wait_until(page: Page, done: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Let playwright deliver events until ``done()``."""
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, "timed out"
-        page.wait_for_timeout(20)
 
 
 def test_typing_shows_the_models_suggestions_with_the_completion_in_bold(

@@ -1,0 +1,115 @@
+"""What the browser tests share: Debian's headless Chromium driven by playwright, a real
+server on the small model, and the frames of the page's WebSockets.
+
+The fixtures (browser, page, frames, server) live in conftest.py; importing this module
+skips the test module that does when /usr/bin/chromium or playwright is absent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from indexer.model import Model
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+expect = sync_api.expect
+if not CHROMIUM.exists():
+    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)", allow_module_level=True)
+
+Page = Any  # playwright.sync_api.Page, whose import is optional
+
+
+@contextlib.contextmanager
+def tab(browser: Any, *, allow: str | None = None, **options: Any) -> Iterator[Page]:
+    """A fresh tab in a context of its own (own storage) that must raise no script error and
+    log no console error but those matching ``allow``; ``options`` go to ``new_context``."""
+    context = browser.new_context(**{"viewport": {"width": 1000, "height": 760}, **options})
+    context.set_default_timeout(5000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
+
+    def console(msg: Any) -> None:
+        if msg.type == "error" and not (allow and re.search(allow, msg.text)):
+            errors.append(f"console: {msg.text}")
+
+    page.on("console", console)
+    try:
+        yield page
+    finally:
+        context.close()
+    assert not errors, errors
+
+
+def open_demo(page: Page, server: str) -> Any:
+    """Load the page, wait until its socket is live; the search box."""
+    page.goto(f"http://{server}/")
+    expect(page.locator("#status")).to_have_attribute("data-state", "online")
+    return page.get_by_role("combobox")
+
+
+def options_of(page: Page, box: Any) -> Any:
+    return page.locator(f"#{box.get_attribute('aria-controls')} [role=option]")
+
+
+def queries(model: Model, prefix: str, history: tuple[str, ...] = ()) -> list[str]:
+    return [c.query for c in model.complete(prefix, history)]
+
+
+@dataclass
+class Frames:
+    """The frames of the page's WebSockets, parsed, as they go."""
+
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    received: list[dict[str, Any]] = field(default_factory=list)
+
+    def answered(self) -> bool:
+        """Whether the last keystroke sent has been answered."""
+        return self.answer() is not None
+
+    def answer(self) -> dict[str, Any] | None:
+        """The answer to the last keystroke sent, if it has come."""
+        ids = [f["id"] for f in self.sent if f["type"] == "query"]
+        return next((f for f in reversed(self.received) if ids and f.get("id") == ids[-1]), None)
+
+
+def watch_frames(page: Page) -> Frames:
+    """Record the frames of the page's WebSockets from now on."""
+    out = Frames()
+
+    def watch(ws: Any) -> None:
+        ws.on("framesent", lambda payload: out.sent.append(json.loads(payload)))
+        ws.on("framereceived", lambda payload: out.received.append(json.loads(payload)))
+
+    page.on("websocket", watch)
+    return out
+
+
+def type_into(page: Page, box: Any, frames: Frames, text: str) -> None:
+    """Type ``text`` key by key and wait for the answer to the last key."""
+    box.press_sequentially(text)
+    wait_until(page, frames.answered)
+
+
+def wait_until(page: Page, done: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Let playwright deliver events until ``done()``."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "timed out"
+        page.wait_for_timeout(20)

@@ -1,0 +1,245 @@
+"""The demo page's combobox against the WAI-ARIA 1.2 pattern, axe-core in both colour
+schemes, the phone layout, and the context line. Debian's headless Chromium against a real
+server on the small model.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from indexer.model import Model
+from tests.e2e.browser import (
+    Frames,
+    Page,
+    expect,
+    open_demo,
+    options_of,
+    queries,
+    tab,
+    type_into,
+    wait_until,
+    watch_frames,
+)
+
+axe_api = pytest.importorskip("axe_playwright_python.sync_playwright", reason="axe-playwright-python is not installed")
+
+
+def expect_no_active(page: Page, box: Any) -> None:
+    expect(box).not_to_have_attribute("aria-activedescendant", re.compile(".*"))
+    expect(page.locator("[role=option][aria-selected=true]")).to_have_count(0)
+
+
+def test_home_end_and_the_arrows_sideways_return_to_the_text(
+    page: Page, server: str, small_model: Model, frames: Frames
+) -> None:
+    box = open_demo(page, server)
+    type_into(page, box, frames, "rec")
+    want = queries(small_model, "rec")
+    for key in ("Home", "End", "ArrowLeft", "ArrowRight"):
+        box.press("ArrowDown")
+        expect(box).to_have_attribute("aria-activedescendant", "suggestion-0")
+        box.press(key)
+        expect_no_active(page, box)
+        expect(box).to_have_value(want[0])  # the option chosen stays in the box, as the text
+        expect(box).to_have_attribute("aria-expanded", "true")
+        box.fill("")
+        type_into(page, box, frames, "rec")
+    caret = box.evaluate("el => { el.focus(); return el.selectionStart; }")
+    box.press("Home")
+    assert box.evaluate("el => el.selectionStart") == 0 != caret
+
+
+def test_alt_down_opens_and_alt_up_closes(page: Page, server: str, small_model: Model, frames: Frames) -> None:
+    box = open_demo(page, server)
+    type_into(page, box, frames, "rec")
+    want = queries(small_model, "rec")
+    box.press("ArrowDown")
+    box.press("ArrowDown")
+    box.press("Alt+ArrowUp")
+    expect(box).to_have_attribute("aria-expanded", "false")
+    expect(box).to_have_value(want[1])  # APG: the option's text is kept
+    expect_no_active(page, box)
+    box.press("Escape")  # closed: clears
+    type_into(page, box, frames, "rec")
+    box.press("Escape")
+    expect(box).to_have_attribute("aria-expanded", "false")
+    box.press("Alt+ArrowDown")
+    expect(box).to_have_attribute("aria-expanded", "true")
+    expect_no_active(page, box)  # Alt+Down opens without choosing
+
+
+def test_shift_tab_back_never_reopens_a_list_for_another_text(
+    page: Page, server: str, small_model: Model, frames: Frames
+) -> None:
+    box = open_demo(page, server)
+    type_into(page, box, frames, "rec")
+    want = queries(small_model, "rec")
+    pick = next(i for i, query in enumerate(want) if queries(small_model, query) != want)
+    for _ in range(pick + 1):
+        box.press("ArrowDown")
+    box.press("Tab")
+    expect(box).not_to_be_focused()
+    page.keyboard.press("Shift+Tab")
+    expect(box).to_be_focused()
+    expect(box).to_have_value(want[pick])
+    # The list of what the box holds now, asked for again; never the list of "rec".
+    wait_until(page, lambda: frames.sent[-1].get("prefix") == want[pick] and frames.answered())
+    expect(options_of(page, box)).to_have_text(queries(small_model, want[pick]))
+
+
+def delay_answers(page: Page, seconds: float) -> None:
+    """Hand every suggestions frame to the page ``seconds`` after it arrived."""
+    page.add_init_script("""{
+        const Native = window.WebSocket;
+        window.WebSocket = class extends Native {
+          set onmessage(fn) {
+            super.onmessage = (event) => {
+              const late = JSON.parse(event.data).type === "suggestions";
+              if (late) setTimeout(() => fn(event), DELAY_MS); else fn(event);
+            };
+          }
+        };
+    }""".replace("DELAY_MS", str(round(seconds * 1000))))
+
+
+def test_down_before_the_answer_arrives_waits_for_it(
+    page: Page, server: str, small_model: Model, frames: Frames
+) -> None:
+    delay_answers(page, 0.4)
+    box = open_demo(page, server)
+    type_into(page, box, frames, "re")
+    old = queries(small_model, "re")
+    new = queries(small_model, "rec")
+    assert old[0] != new[0]
+    box.press_sequentially("c")
+    box.press("ArrowDown")
+    page.wait_for_timeout(150)
+    expect(box).to_have_value("rec")  # not an option of the list for "re"
+    expect(options_of(page, box)).to_have_text(new)
+    expect(box).to_have_attribute("aria-activedescendant", "suggestion-0")
+    expect(box).to_have_value(new[0])
+
+
+def test_the_list_is_described_counted_and_announced_in_words(page: Page, server: str, frames: Frames) -> None:
+    def route(ws: Any) -> None:  # one suggestion for "rec", none for "recx"
+        upstream = ws.connect_to_server()
+        ws.on_message(upstream.send)
+
+        def down(message: str) -> None:
+            frame = json.loads(message)
+            if frame["type"] == "suggestions":
+                frame["items"] = frame["items"][:1] if frame["prefix"] == "rec" else []
+            ws.send(json.dumps(frame))
+
+        upstream.on_message(down)
+
+    page.route_web_socket(re.compile(r"/ws(\?|$)"), route)
+    box = open_demo(page, server)
+    expect(box).to_have_attribute("aria-describedby", "hint")
+    type_into(page, box, frames, "rec")
+    expect(options_of(page, box)).to_have_count(1)
+    expect(page.locator("#announce")).to_have_text("1 suggestion")
+    type_into(page, box, frames, "x")
+    expect(options_of(page, box)).to_have_count(0)
+    expect(page.locator("#announce")).to_have_text("No suggestions")
+
+
+def test_the_context_line_shows_only_when_the_session_changed_the_ranking(
+    page: Page, server: str, small_model: Model, history_pair: tuple[str, str], neutral_pair: tuple[str, str],
+    frames: Frames,
+) -> None:
+    box = open_demo(page, server)
+    context = page.locator("#context")
+    for (prev, prefix), changed in ((neutral_pair, False), (history_pair, True)):
+        if changed:
+            page.get_by_role("button", name="Start a new session").click()
+        box.fill(prev)
+        box.press("Enter")
+        expect(page.locator("#history li")).to_have_text([prev])
+        type_into(page, box, frames, prefix)
+        answer = frames.answer()
+        assert answer and answer["type"] == "suggestions" and answer["context"] is changed
+        expect(options_of(page, box)).to_have_text([item["query"] for item in answer["items"]])
+        if changed:
+            expect(context).to_have_text(f"Ranked for this session, after {prev}")
+            expect(box).to_have_attribute("aria-describedby", "context hint")
+        else:
+            expect(context).to_be_hidden()
+            expect(box).to_have_attribute("aria-describedby", "hint")
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_axe_finds_nothing_with_the_list_open(browser: Any, server: str, scheme: str) -> None:
+    with tab(browser, color_scheme=scheme) as page:
+        frames = watch_frames(page)
+        box = open_demo(page, server)
+        for query in ("weather", "garden ponds"):
+            box.fill(query)
+            box.press("Enter")
+        type_into(page, box, frames, "rec")
+        box.press("ArrowDown")
+        expect(box).to_have_attribute("aria-expanded", "true")
+        page.locator("#notice").evaluate("el => { el.hidden = false; el.textContent = 'Not searched: a notice'; }")
+        results = axe_api.Axe().run(page)
+        assert results.violations_count == 0, results.generate_report()
+
+
+def test_on_a_phone_the_box_and_every_option_stay_above_the_keyboard(
+    browser: Any, server: str, small_model: Model
+) -> None:
+    # 390x844 with the on-screen keyboard up leaves about 390x420 of page.
+    with tab(browser, viewport={"width": 390, "height": 420}, is_mobile=True, has_touch=True) as page:
+        frames = watch_frames(page)
+        box = open_demo(page, server)
+        expect(box).to_have_attribute("enterkeyhint", "search")
+        for query in ("weather", "garden ponds", "recipes for dinner"):
+            box.fill(query)
+            box.press("Enter")
+        type_into(page, box, frames, "rec")
+        want = queries(small_model, "rec")
+        assert len(want) == 10
+        options = options_of(page, box)
+        expect(options).to_have_count(10)
+
+        def in_view(locator: Any) -> bool:
+            rect = locator.bounding_box()
+            return rect is not None and rect["y"] >= 0 and rect["y"] + rect["height"] <= 420 + 0.5
+
+        assert in_view(box)
+        for i in range(10):
+            box.press("ArrowDown")
+            expect(options.nth(i)).to_have_attribute("aria-selected", "true")
+            assert in_view(options.nth(i)), i
+            assert in_view(box)
+
+
+def test_the_clear_button_empties_the_box_and_keeps_the_focus(
+    page: Page, server: str, frames: Frames
+) -> None:
+    box = open_demo(page, server)
+    clear = page.get_by_role("button", name="Clear the search box")
+    expect(clear).to_be_hidden()
+    type_into(page, box, frames, "rec")
+    expect(clear).to_be_visible()
+    clear.click()
+    expect(box).to_have_value("")
+    expect(box).to_be_focused()
+    expect(box).to_have_attribute("aria-expanded", "false")
+    expect(clear).to_be_hidden()
+
+
+def test_keyboard_focus_is_a_ring_unlike_hover(page: Page, server: str) -> None:
+    box = open_demo(page, server)
+    outline = "el => getComputedStyle(el.closest('.box')).outlineStyle"
+    page.locator("h1").click()
+    assert box.evaluate(outline) == "none"
+    box.hover()
+    assert box.evaluate(outline) == "none"
+    page.keyboard.press("Tab")
+    while not box.evaluate("el => el === document.activeElement"):
+        page.keyboard.press("Tab")
+    assert box.evaluate(outline) == "solid"
