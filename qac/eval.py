@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         results = {}
         with _written_whole(args.dump) as dump:
             for name, subset in (("clean", clean), ("typo", typed)):
-                with tqdm(total=len(subset), desc=f"eval {name}", unit="pair", disable=args.quiet,
+                with tqdm(total=len(subset), desc=f"eval {name}", unit="pair", disable=args.quiet or None,
                           leave=False) as bar:
                     results[name] = evaluate(model, subset, progress=bar.update, personal=mine,
                                              leak_users=leak_users, dump=dump,
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps({"seed": args.seed, **results}))
         return 0
     with _written_whole(args.dump) as dump, \
-            tqdm(total=len(pairs), desc="eval", unit="pair", disable=args.quiet, leave=False) as bar:
+            tqdm(total=len(pairs), desc="eval", unit="pair", disable=args.quiet or None, leave=False) as bar:
         result = evaluate(model, pairs, progress=bar.update, personal=personal, leak_users=leak_users, dump=dump)
     print(format_report(result))
     if args.json:

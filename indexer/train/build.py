@@ -82,7 +82,7 @@ class _Stages:
     def stage(self, name: str, total: int | None = None, unit: str = "it") -> Iterator[Callable[[int], None]]:
         name = self.prefix + name
         start = time.perf_counter()
-        bar = tqdm(total=total, desc=name, unit=unit, disable=self.quiet, leave=False, dynamic_ncols=True)
+        bar = tqdm(total=total, desc=name, unit=unit, disable=self.quiet or None, leave=False, dynamic_ncols=True)
         try:
             yield bar.update
         finally:
