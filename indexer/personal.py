@@ -14,6 +14,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+
 # The server's defaults: the last 1,000 distinct queries, each kept 90 days after last use.
 MAX_ENTRIES = 1000
 TTL_SECONDS = 90 * 86400
@@ -43,7 +45,7 @@ class PersonalEntry:
 class PersonalHistory:
     """One user's queries at one moment ``now``: sorted, with count and last use. Read-only."""
 
-    __slots__ = ("keys", "counts", "last_used", "now", "_at", "_by_recency")
+    __slots__ = ("keys", "counts", "last_used", "now", "_at", "_by_recency", "_features")
 
     def __init__(self, entries: Iterable[Entry], now: float):
         ordered = sorted((e.query, e.count, e.last_used) for e in entries if e.query)
@@ -53,6 +55,11 @@ class PersonalHistory:
         self.now = now
         self._at = {q: i for i, q in enumerate(self.keys)}
         self._by_recency = sorted(self.keys, key=lambda q: self.last_used[self._at[q]])
+        # The features of every query, computed once: a keystroke only gathers them.
+        days = np.maximum(0.0, now - np.array(self.last_used, dtype=np.float64)) / 86400
+        self._features = np.zeros((len(self.keys) + 1, 2))  # the last row: not a query of the user
+        self._features[:-1, 0] = [math.log1p(c) for c in self.counts]
+        self._features[:-1, 1] = 1.0 / (1.0 + days / 7.0)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -74,11 +81,13 @@ class PersonalHistory:
 
     def features(self, query: str) -> tuple[float, float]:
         """(log(1 + count), recency in (0, 1]: 1 for just now, 1/2 a week ago), or zeros."""
-        i = self._at.get(query)
-        if i is None:
-            return 0.0, 0.0
-        days = max(0.0, self.now - self.last_used[i]) / 86400
-        return math.log1p(self.counts[i]), 1.0 / (1.0 + days / 7.0)
+        log_count, recency = self._features[self._at.get(query, -1)].tolist()
+        return log_count, recency
+
+    def features_of(self, queries: Sequence[str]) -> np.ndarray:
+        """:meth:`features` of each query, as an (n, 2) array."""
+        at, missing = self._at, len(self.keys)
+        return self._features[[at.get(q, missing) for q in queries]]
 
 
 def histories_at(
