@@ -10,6 +10,9 @@ import numpy as np
 
 # Sorts after every character a normalized query can hold.
 _MAX_CHAR = "\U0010ffff"
+# Keys whose index :meth:`PrefixTopK.indices` remembers, at most (then it starts over).
+MEMO_SIZE = 1 << 16
+_UNKNOWN = -2
 
 
 def sparse_table(values: np.ndarray) -> np.ndarray:
@@ -40,6 +43,7 @@ class PrefixTopK:
         self.weights = np.asarray(weights)
         self.table = sparse_table(self.weights) if table is None else table
         self.cumulative = np.concatenate(([0.0], np.cumsum(self.weights, dtype=np.float64)))
+        self._memo: dict[str, int] = {}  # key -> index or -1: the answers of indices()
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -49,6 +53,27 @@ class PrefixTopK:
         hi = len(self.keys) if hi is None else hi
         i = bisect_left(self.keys, key, lo, hi)
         return i if i < hi and self.keys[i] == key else -1
+
+    def indices(self, keys: Sequence[str]) -> np.ndarray:
+        """:meth:`index` of each of ``keys``, as an int64 array. A keystroke looks up many keys
+        that the keystrokes before it did: the last :data:`MEMO_SIZE` answers are remembered
+        (a cache, so the index stays safe to share across threads)."""
+        memo = self._memo
+        found = [memo.get(k, _UNKNOWN) for k in keys]
+        if _UNKNOWN in found:
+            if len(memo) >= MEMO_SIZE:
+                memo.clear()
+            for j, i in enumerate(found):
+                if i == _UNKNOWN:
+                    found[j] = memo[keys[j]] = self.index(keys[j])
+        return np.array(found, dtype=np.int64)
+
+    def counts(self, keys: Sequence[str]) -> np.ndarray:
+        """:meth:`count` of each of ``keys``, as a float64 array."""
+        found = self.indices(keys)
+        if not len(self.keys):
+            return np.zeros(len(found))
+        return np.where(found >= 0, self.weights[found], 0.0).astype(np.float64)
 
     def count(self, key: str) -> float:
         """The weight of ``key``, 0 when it is absent."""

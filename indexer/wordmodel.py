@@ -74,16 +74,27 @@ class WordModel:
         """How often ``nxt`` directly followed ``prev`` in a session."""
         return self.transitions.count(prev + TRANSITION_SEP + nxt)
 
+    def transition_counts(self, prev: str, nexts: Sequence[str]) -> np.ndarray:
+        """:meth:`transition_count` of each of ``nexts``: looked up only among the
+        transitions from ``prev`` (most queries have none)."""
+        key = prev + TRANSITION_SEP
+        lo, hi = self.transitions.range(key)
+        if hi == lo:
+            return np.zeros(len(nexts))
+        return self.transitions.counts([key + q for q in nexts])
+
 
 LOG_FLOOR = -20.0
 
 
 def _logps(index: PrefixTopK, keys: Sequence[str], prefix: str) -> np.ndarray:
-    counts = np.array([index.count(k) for k in keys], dtype=np.float64)
     out = np.full(len(keys), LOG_FLOOR)
-    seen = counts > 0
     total = index.total(prefix)
-    if seen.any() and total > 0:
+    if total <= 0:
+        return out
+    counts = index.counts(keys)
+    seen = counts > 0
+    if seen.any():
         # A corrected candidate's word need not start with the typed partial: at most log 1.
         out[seen] = np.minimum(0.0, np.log(counts[seen] / total))
     return out
