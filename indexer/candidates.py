@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from bisect import bisect_right
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -104,6 +104,47 @@ class Candidates:
     corrected: np.ndarray | None = None  # (len(texts),) bool: does not start with the prefix
 
 
+class _Rows:
+    """Candidate texts in the order their sources first offer them, and the feature cells
+    the sources set: one table built at once, not a row array per candidate."""
+
+    __slots__ = ("at", "rows", "cols", "vals", "marks")
+
+    def __init__(self) -> None:
+        self.at: dict[str, int] = {}  # text -> its row
+        self.rows: list[int] = []
+        self.cols: list[int] = []
+        self.vals: list[float] = []
+        self.marks: list[tuple[list[int], int]] = []  # (rows, feature) set to 1
+
+    def __len__(self) -> int:
+        return len(self.at)
+
+    def set(self, text: str, col: int, value: float) -> None:
+        """Feature ``col`` of ``text`` (a new row if it is new) is ``value``."""
+        at = self.at
+        row = at.get(text)
+        if row is None:
+            row = at[text] = len(at)
+        self.rows.append(row)
+        self.cols.append(col)
+        self.vals.append(value)
+
+    def mark(self, texts: Iterable[str], col: int) -> None:
+        """Feature ``col`` (a source's flag) of each of ``texts`` is 1."""
+        at = self.at
+        setdefault = at.setdefault
+        self.marks.append(([setdefault(t, len(at)) for t in texts], col))
+
+    def table(self) -> tuple[list[str], np.ndarray]:
+        """The texts and their (len, N_BASE) feature rows, zero where no source set one."""
+        base = np.zeros((len(self.at), N_BASE))
+        base[self.rows, self.cols] = self.vals
+        for rows, col in self.marks:
+            base[rows, col] = 1.0
+        return list(self.at), base
+
+
 def bucket_of(prefix_length: int) -> int:
     """The prefix-length bucket a keystroke falls in."""
     return bisect_right(BUCKET_EDGES, prefix_length)
@@ -155,8 +196,8 @@ class CandidateGenerator:
             personal = None
         history = [h for h in history if h][-cfg.history_max :]
         prev = history[-1] if history else ""
-        rows, label_ids, (lo, hi) = self._gather(prefix, prev, history, personal, on)
-        texts, base = self._table(rows, label_ids, prefix, (lo, hi), prev, history, personal)
+        texts, base = self._gather(prefix, prev, history, personal, on).table()
+        self._table(texts, base, prefix, prev, history, personal)
         bucket = bucket_of(len(prefix))
         if len(prefix) < cfg.typo_min_chars or not (on & {"typo_words", "typo_tree"}):
             return Candidates(texts, base, bucket)
@@ -175,76 +216,56 @@ class CandidateGenerator:
     def _gather(
         self, prefix: str, prev: str, history: Sequence[str], personal: PersonalHistory | None, on: set[str],
         cfg: CandidateConfig | None = None,
-    ) -> tuple[dict[str, np.ndarray], dict[str, int], tuple[int, int]]:
+    ) -> _Rows:
         """The candidates of every source in ``on`` that start with ``prefix`` (as many as
-        ``cfg`` says, default the generator's): their partial feature rows, the label ids
-        known on the way, and the prefix's label range."""
+        ``cfg`` says, default the generator's), with the feature cells their sources set."""
         cfg = cfg or self.config
         head, prev_word, partial = split_prefix(prefix)
-        rows: dict[str, np.ndarray] = {}
-        label_ids: dict[str, int] = {}  # candidates known to be labels: their index
-
-        def add(text: str) -> np.ndarray:
-            row = rows.get(text)
-            if row is None:
-                row = rows[text] = np.zeros(N_BASE)
-            return row
-
+        rows = _Rows()
+        add = rows.set
         labels = self.labels
+        keys = labels.keys
         lo, hi = labels.range(prefix)
         if "mpc" in on:
             for rank, i in enumerate(labels.top_range(lo, hi, cfg.mpc_k)):
-                label_ids[labels.keys[i]] = i
-                add(labels.keys[i])[_F["mpc_rr"]] = 1.0 / (rank + 1)
+                add(keys[i], _F["mpc_rr"], 1.0 / (rank + 1))
         if "tree" in on and self.tree is not None and hi > lo:
             ids, scores = self.tree(prefix, prev, (lo, hi))
             for rank, (i, s) in enumerate(zip(ids[: cfg.tree_k].tolist(), scores.tolist())):
-                label_ids[labels.keys[i]] = i
-                row = add(labels.keys[i])
-                row[_F["tree_score"]] = s
-                row[_F["tree_rr"]] = 1.0 / (rank + 1)
+                add(keys[i], _F["tree_score"], s)
+                add(keys[i], _F["tree_rr"], 1.0 / (rank + 1))
         if "prefix" in on and partial:
-            add(prefix)[_F["src_prefix"]] = 1.0
+            add(prefix, _F["src_prefix"], 1.0)
         if "word" in on:
             completed = self.words.complete_word(prev_word, partial, cfg.word_k)
             for rank, w in enumerate(completed):
-                add(head + w)[_F["src_word"]] = 1.0
+                add(head + w, _F["src_word"], 1.0)
                 if rank < cfg.cont_k:
-                    for f in self.words.followers(w, cfg.cont_k):
-                        add(head + w + " " + f)[_F["src_cont"]] = 1.0
+                    rows.mark([head + w + " " + f for f in self.words.followers(w, cfg.cont_k)], _F["src_cont"])
         if "transitions" in on and prev:
-            for q, _ in self.words.next_queries(prev, prefix, cfg.trans_k):
-                add(q)[_F["src_trans"]] = 1.0
+            rows.mark([q for q, _ in self.words.next_queries(prev, prefix, cfg.trans_k)], _F["src_trans"])
         if "session" in on:
-            for text in _session_candidates(history, prefix, head, partial):
-                add(text)[_F["src_session"]] = 1.0
+            rows.mark(_session_candidates(history, prefix, head, partial), _F["src_session"])
         if personal:
-            for text in personal.starting_with(prefix, cfg.personal_k):
-                add(text)[_F["src_personal"]] = 1.0
+            rows.mark(personal.starting_with(prefix, cfg.personal_k), _F["src_personal"])
             # The user's words: the prefix finished as in their latest queries.
-            for text in _session_candidates(personal.recent(cfg.personal_words), prefix, head, partial):
-                add(text)[_F["src_personal_word"]] = 1.0
-        return rows, label_ids, (lo, hi)
+            rows.mark(_session_candidates(personal.recent(cfg.personal_words), prefix, head, partial),
+                      _F["src_personal_word"])
+        return rows
 
     def _table(
         self,
-        rows: dict[str, np.ndarray],
-        label_ids: dict[str, int],
+        texts: list[str],
+        base: np.ndarray,
         prefix: str,
-        label_range: tuple[int, int],
         prev: str,
         history: Sequence[str],
         personal: PersonalHistory | None,
-    ) -> tuple[list[str], np.ndarray]:
-        """The texts of ``rows`` and their full feature rows, relative to ``prefix``."""
-        labels = self.labels
-        lo, hi = label_range
+    ) -> None:
+        """Fill in the feature rows ``base`` of ``texts`` (their sources' features set),
+        relative to ``prefix``."""
         head, prev_word, partial = split_prefix(prefix)
-        texts = list(rows)
-        base = np.array([rows[t] for t in texts]) if texts else np.zeros((0, N_BASE))
-        # A label that starts with the prefix lies in [lo, hi).
-        found = [label_ids[t] if t in label_ids else labels.index(t, lo, hi) if t.startswith(prefix)
-                 else labels.index(t) for t in texts]
+        found = self.labels.indices(texts)
         self._generic_features(base, texts, found, prefix, head, prev_word, partial, prev, history)
         # Words of the prefix the vocabulary lacks (and a partial word it has no word for),
         # apart from those someone typed: what tells a typed prefix with a typo from its
@@ -256,10 +277,8 @@ class CandidateGenerator:
         rare = sum(w in self.rare_words for w in unknown)
         base[:, _F["prefix_unknown"]] = len(unknown) - rare
         base[:, _F["prefix_rare"]] = rare
-        if personal:
-            for j, text in enumerate(texts):
-                base[j, _F["own_log_count"]], base[j, _F["own_recency"]] = personal.features(text)
-        return texts, base
+        if personal and texts:
+            base[:, _F["own_log_count"] : _F["own_recency"] + 1] = personal.features_of(texts)
 
     def _corrections(
         self,
@@ -290,30 +309,34 @@ class CandidateGenerator:
         if not weak and not weak_partial and not weak_pair:
             return [], np.zeros((0, N_BASE))
         fixes = self._fixes(prefix, history, on, toks, weak, weak_partial, weak_pair) if "typo_words" in on else []
-        out: dict[str, np.ndarray] = {}
+        out: list[str] = []
+        tables: list[np.ndarray] = []
         for fix in fixes:
             # A corrected prefix is a query of its own only if it ends with a whole word.
             whole = fix.endswith(" ") or words.count(fix[fix.rfind(" ") + 1 :]) > 0
             sources = on - ({"tree"} if whole else {"tree", "prefix"})
-            rows, label_ids, fix_range = self._gather(fix, prev, history, personal, sources, self._fix_config)
-            for text in [t for t in rows if t in have or t in out or t.startswith(prefix)]:
-                del rows[text]
-            if not rows:
+            texts, base = self._gather(fix, prev, history, personal, sources, self._fix_config).table()
+            keep = [j for j, t in enumerate(texts) if not (t in have or t.startswith(prefix))]
+            if len(keep) < len(texts):
+                texts, base = [texts[j] for j in keep], base[keep]
+            if not texts:
                 continue
-            texts, base = self._table(rows, label_ids, fix, fix_range, prev, history, personal)
+            self._table(texts, base, fix, prev, history, personal)
             base[:, _F["src_fix"]] = 1.0
             base[:, _F["edit_dist"]] = 1.0
-            out.update(zip(texts, base))
+            out += texts
+            tables.append(base)
+            have = have | set(texts)
         # The tree reaches beyond the words' corrections: a label near the typed text, when no
         # corrected prefix was found (or the word sources are off), nothing exact is trusted
         # and some typed word is unknown.
         if ("typo_tree" in on and self.tree is not None and not out and not trusted
                 and (weak or (partial and not words.total(partial)))):
-            self._fuzzy_tree(prefix, prev, history, personal, have, out, limit)
+            out, base = self._fuzzy_tree(prefix, prev, history, personal, have, limit)
+            tables.append(base)
         if not out:
             return [], np.zeros((0, N_BASE))
-        texts = list(out)
-        return texts, np.array([out[t] for t in texts])
+        return out, tables[0] if len(tables) == 1 else np.vstack(tables)
 
     def _fixes(
         self, prefix: str, history: Sequence[str], on: set[str], toks: list[str], weak: list[int],
@@ -381,45 +404,38 @@ class CandidateGenerator:
         history: Sequence[str],
         personal: PersonalHistory | None,
         have: set[str],
-        out: dict[str, np.ndarray],
         limit: int,
-    ) -> None:
+    ) -> tuple[list[str], np.ndarray]:
         """Labels within ``limit`` edits of the prefix under its first characters (and their
         one-edit variants, when few labels start with those), ranked by the tree's beam on the
-        typed text; added to ``out`` (or their tree features, where already there)."""
+        typed text, none of ``have``; with their feature rows."""
         cfg = self.config
         labels = self.labels
         assert self.tree is not None
         ids, scores = self.tree(prefix, prev, self._start_ranges(prefix[: cfg.typo_tree_chars]))
         ids, scores = ids[: cfg.typo_tree_k], scores[: cfg.typo_tree_k]
-        if not len(ids):
-            return
-        texts = [labels.keys[i] for i in ids.tolist()]
-        dist = [prefix_distance(prefix, t, limit) for t in texts]
-        new: dict[str, np.ndarray] = {}
-        new_ids: dict[str, int] = {}
+        rows = _Rows()
         rank = 0
-        for i, text, s, d in zip(ids.tolist(), texts, scores.tolist(), dist):
+        for i, s in zip(ids.tolist(), scores.tolist()):
+            text = labels.keys[i]
+            d = prefix_distance(prefix, text, limit)
             if d == 0 or d > limit or text in have:
                 continue
             rank += 1
-            row = out.get(text)
-            if row is None:
-                row = new[text] = np.zeros(N_BASE)
-                new_ids[text] = i
-                row[_F["edit_dist"]] = d
-            row[_F["tree_score"]] = s
-            row[_F["tree_rr"]] = 1.0 / rank
-            row[_F["src_typo_tree"]] = 1.0
-        if new:
-            texts, base = self._table(new, new_ids, prefix, (0, 0), prev, history, personal)
-            out.update(zip(texts, base))
+            rows.set(text, _F["edit_dist"], d)
+            rows.set(text, _F["tree_score"], s)
+            rows.set(text, _F["tree_rr"], 1.0 / rank)
+            rows.set(text, _F["src_typo_tree"], 1.0)
+        texts, base = rows.table()
+        if texts:
+            self._table(texts, base, prefix, prev, history, personal)
+        return texts, base
 
     def _generic_features(
         self,
         base: np.ndarray,
         texts: list[str],
-        label_ids: list[int],
+        label_ids: np.ndarray,
         prefix: str,
         head: str,
         prev_word: str,
@@ -434,7 +450,7 @@ class CandidateGenerator:
         hist_words = {w for h in history for w in h.split()}
         hist_set = set(history)
         cut = len(head)
-        ids = np.array(label_ids)
+        ids = label_ids
         counts = np.where(ids >= 0, self.labels.weights[ids], 0.0)
         base[:, _F["bias"]] = 1.0
         base[:, _F["log_count"]] = np.log1p(counts)
@@ -444,18 +460,19 @@ class CandidateGenerator:
         base[:, _F["word_logp"]] = words.word_logps(completed, partial)
         base[:, _F["bigram_logp"]] = words.bigram_logps(prev_word, completed, partial)
         if prev:
-            base[:, _F["trans_log"]] = np.log1p([words.transition_count(prev, t) for t in texts])
-        head_words = head.count(" ")
-        for j, text in enumerate(texts):
-            toks = text.split(" ")
-            row = base[j]
-            row[_F["in_history"]] = text in hist_set
-            row[_F["extra_words"]] = len(toks) - head_words - 1
-            if prev_words:
-                row[_F["overlap_prev"]] = len(prev_words.intersection(toks)) / len(toks)
-            if hist_words:
-                row[_F["overlap_history"]] = len(hist_words.intersection(toks)) / len(toks)
-            row[_F["changes_partial"]] = completed[j] != partial
+            base[:, _F["trans_log"]] = np.log1p(words.transition_counts(prev, texts))
+        toks = [t.split(" ") for t in texts]
+        n_toks = np.array([len(t) for t in toks], dtype=np.float64)
+        if hist_set:
+            base[:, _F["in_history"]] = [t in hist_set for t in texts]
+        base[:, _F["extra_words"]] = n_toks - (head.count(" ") + 1)
+        if prev_words:
+            base[:, _F["overlap_prev"]] = np.array([len(prev_words.intersection(t)) for t in toks]) / n_toks
+        if hist_words == prev_words:  # the session is the previous query
+            base[:, _F["overlap_history"]] = base[:, _F["overlap_prev"]]
+        elif hist_words:
+            base[:, _F["overlap_history"]] = np.array([len(hist_words.intersection(t)) for t in toks]) / n_toks
+        base[:, _F["changes_partial"]] = [c != partial for c in completed]
 
 
 def _session_candidates(history: Sequence[str], prefix: str, head: str, partial: str) -> list[str]:
