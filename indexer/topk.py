@@ -44,6 +44,7 @@ class PrefixTopK:
         self.table = sparse_table(self.weights) if table is None else table
         self.cumulative = np.concatenate(([0.0], np.cumsum(self.weights, dtype=np.float64)))
         self._memo: dict[str, int] = {}  # key -> index or -1: the answers of indices()
+        self._children: dict[str, tuple[int, int, str, tuple[int, ...]]] = {}  # of children()
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -67,6 +68,31 @@ class PrefixTopK:
                 if i == _UNKNOWN:
                     found[j] = memo[keys[j]] = self.index(keys[j])
         return np.array(found, dtype=np.int64)
+
+    def children(self, prefix: str) -> tuple[int, int, str, tuple[int, ...]]:
+        """The keys under ``prefix`` as a trie node: their range ``lo, hi``, the characters
+        that follow ``prefix`` in them (in order) and where each character's keys start
+        (then ``hi``). Found with one binary search per character, and remembered (the
+        first characters of words are asked for on most typo keystrokes)."""
+        hit = self._children.get(prefix)
+        if hit is None:
+            keys = self.keys
+            lo, hi = self.range(prefix)
+            n = len(prefix)
+            j = lo + 1 if lo < hi and len(keys[lo]) == n else lo  # prefix itself, a key
+            chars: list[str] = []
+            starts: list[int] = []
+            while j < hi:
+                c = keys[j][n]
+                chars.append(c)
+                starts.append(j)
+                j = bisect_left(keys, prefix + c + _MAX_CHAR, j, hi)
+            starts.append(hi)
+            hit = (lo, hi, "".join(chars), tuple(starts))
+            if len(self._children) >= MEMO_SIZE:
+                self._children.clear()
+            self._children[prefix] = hit
+        return hit
 
     def counts(self, keys: Sequence[str]) -> np.ndarray:
         """:meth:`count` of each of ``keys``, as a float64 array."""

@@ -151,36 +151,30 @@ def one_edit_variants(index: PrefixTopK, text: str, whole: bool = False, keep_fi
     """
     keys = index.keys
     out: dict[str, None] = {}
-    m = len(text)
-    for i in range(0 if not keep_first else 1, m + 1):
+
+    def check(v: str, lo: int, hi: int) -> None:  # is v (the start of) a key in [lo, hi)?
+        j = bisect_left(keys, v, lo, hi)
+        if j < hi and (keys[j] == v if whole else keys[j].startswith(v)):
+            out[v] = None
+
+    for i in range(0 if not keep_first else 1, len(text) + 1):
         left, right = text[:i], text[i:]
-        lo = bisect_left(keys, left) if i else 0
-        hi = bisect_left(keys, left + _MAX_CHAR, lo) if i else len(keys)
+        lo, hi, nexts, starts = index.children(left)
         if lo >= hi:
             break  # every variant edited at i or later starts with left
-
-        nexts = []
-        j = lo
-        while j < hi:
-            k = keys[j]
-            if len(k) == i:
-                j += 1
-                continue
-            c = k[i]
-            nexts.append(c)
-            j = bisect_left(keys, left + c + _MAX_CHAR, j, hi)
         first = right[:1]
         rest = right[1:]
-        tried = [left + c + right for c in nexts if c != first]  # a character missing from text
+        # Variants with a character c after left lie among the keys of c, [starts[n], starts[n + 1]).
+        for n, c in enumerate(nexts):  # a character missing from text
+            if c != first:
+                check(left + c + right, starts[n], starts[n + 1])
         if right:
-            tried += [left + c + rest for c in nexts if c != first]  # a wrong character
-            tried.append(left + rest)  # an extra character
+            for n, c in enumerate(nexts):  # a wrong character
+                if c != first:
+                    check(left + c + rest, starts[n], starts[n + 1])
+            check(left + rest, lo, hi)  # an extra character
             if len(right) > 1 and right[0] != right[1]:
-                tried.append(left + right[1] + right[0] + right[2:])  # a swap
-        for v in tried:
-            j = bisect_left(keys, v, lo, hi)
-            if j < hi and (keys[j] == v if whole else keys[j].startswith(v)):
-                out[v] = None
+                check(left + right[1] + right[0] + right[2:], lo, hi)  # a swap
     out.pop(text, None)
     return list(out)
 

@@ -28,3 +28,36 @@ def test_count_and_index_of_absent_keys():
     assert index.count("b") == 3.0
     assert index.count("c") == 0.0
     assert index.index("ab") == -1
+
+
+@given(
+    st.dictionaries(st.text("abc ", min_size=1, max_size=5), st.integers(1, 5), min_size=1, max_size=60),
+    st.lists(st.text("abc ", max_size=5), max_size=20),
+)
+def test_indices_and_counts_are_those_of_each_key(counts, asked):
+    keys = sorted(counts)
+    index = PrefixTopK(keys, np.array([counts[key] for key in keys], dtype=float))
+    asked = asked + keys[:5] + asked  # asked again: answered from memory
+    assert index.indices(asked).tolist() == [index.index(key) for key in asked]
+    assert index.counts(asked).tolist() == [index.count(key) for key in asked]
+
+
+@given(
+    st.dictionaries(st.text("abc ", min_size=1, max_size=5), st.integers(1, 5), min_size=1, max_size=60),
+    st.text("abc ", max_size=3),
+)
+def test_children_are_the_next_characters_and_where_their_keys_start(counts, prefix):
+    keys = sorted(counts)
+    index = PrefixTopK(keys, np.array([counts[key] for key in keys], dtype=float))
+    for _ in range(2):  # computed, then remembered
+        lo, hi, chars, starts = index.children(prefix)
+        assert (lo, hi) == index.range(prefix)
+        under = [key for key in keys if key.startswith(prefix) and len(key) > len(prefix)]
+        assert chars == "".join(sorted({key[len(prefix)] for key in under}))
+        assert list(starts) == [index.range(prefix + c)[0] for c in chars] + [hi]
+
+
+def test_indices_of_an_empty_index():
+    index = PrefixTopK([], np.zeros(0))
+    assert index.indices(["a"]).tolist() == [-1]
+    assert index.counts(["a"]).tolist() == [0.0]
