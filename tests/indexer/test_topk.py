@@ -61,3 +61,20 @@ def test_indices_of_an_empty_index():
     index = PrefixTopK([], np.zeros(0))
     assert index.indices(["a"]).tolist() == [-1]
     assert index.counts(["a"]).tolist() == [0.0]
+
+
+@given(st.lists(st.integers(0, 3), min_size=1, max_size=3000), st.integers(1, 25), st.data())
+def test_top_range_is_the_heaviest_first_ties_to_the_first_key(weights, k, data):
+    index = PrefixTopK([f"{i:05d}" for i in range(len(weights))], np.array(weights, dtype=float))
+    lo = data.draw(st.integers(0, len(weights) - 1))
+    hi = data.draw(st.integers(lo, len(weights)))
+    expected = sorted(range(lo, hi), key=lambda i: (-weights[i], i))[:k]
+    assert index.top_range(lo, hi, k) == expected
+
+
+def test_top_range_sorts_partitions_or_walks_the_heap_alike():
+    rng = np.random.default_rng(0)
+    weights = rng.integers(0, 20, 5000).astype(float)  # many ties
+    index = PrefixTopK([f"{i:05d}" for i in range(len(weights))], weights)
+    for lo, hi, k in ((10, 200, 7), (0, 4000, 10), (5, 5000, 2), (100, 4100, 1)):  # sort, partition, heap
+        assert index.top_range(lo, hi, k) == sorted(range(lo, hi), key=lambda i: (-weights[i], i))[:k]
