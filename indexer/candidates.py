@@ -18,7 +18,7 @@ from functools import lru_cache
 import numpy as np
 
 from .params import SOURCES
-from .personal import PersonalHistory
+from .personal import PersonalHistory, QueryWords, query_words
 from .topk import PrefixTopK
 from .typos import WordCorrector, max_edits, one_edit_variants, prefix_distance, session_fixes
 from .wordmodel import WordModel, split_prefix
@@ -245,11 +245,12 @@ class CandidateGenerator:
         if "transitions" in on and prev:
             rows.mark([q for q, _ in self.words.next_queries(prev, prefix, cfg.trans_k)], _F["src_trans"])
         if "session" in on:
-            rows.mark(_session_candidates(history, prefix, head, partial), _F["src_session"])
+            session = [query_words(h) for h in reversed(history)]
+            rows.mark(_session_candidates(session, prefix, head, partial), _F["src_session"])
         if personal:
             rows.mark(personal.starting_with(prefix, cfg.personal_k), _F["src_personal"])
             # The user's words: the prefix finished as in their latest queries.
-            rows.mark(_session_candidates(personal.recent(cfg.personal_words), prefix, head, partial),
+            rows.mark(_session_candidates(personal.recent_words(cfg.personal_words), prefix, head, partial),
                       _F["src_personal_word"])
         return rows
 
@@ -463,8 +464,9 @@ class CandidateGenerator:
             base[:, _F["trans_log"]] = np.log1p(words.transition_counts(prev, texts))
         toks = [t.split(" ") for t in texts]
         n_toks = np.array([len(t) for t in toks], dtype=np.float64)
-        if hist_set:
-            base[:, _F["in_history"]] = [t in hist_set for t in texts]
+        for h in hist_set:  # a few queries, each found among the texts (unique) by one scan
+            if h in texts:
+                base[texts.index(h), _F["in_history"]] = 1.0
         base[:, _F["extra_words"]] = n_toks - (head.count(" ") + 1)
         if prev_words:
             base[:, _F["overlap_prev"]] = np.array([len(prev_words.intersection(t)) for t in toks]) / n_toks
@@ -475,20 +477,20 @@ class CandidateGenerator:
         base[:, _F["changes_partial"]] = [c != partial for c in completed]
 
 
-def _session_candidates(history: Sequence[str], prefix: str, head: str, partial: str) -> list[str]:
-    """Earlier queries that start with the prefix, and the prefix finished with their words.
+def _session_candidates(queries: Iterable[QueryWords], prefix: str, head: str, partial: str) -> list[str]:
+    """Earlier queries (split by :func:`~indexer.personal.query_words`, newest first) that
+    start with the prefix, and the prefix finished with their words.
 
     For ``"salem r"`` after ``"oregon running calendar"``: ``"salem running"`` and
     ``"salem running calendar"`` (a reformulation keeps the tail of the last query).
     """
     out = []
-    for h in reversed(history):
+    for h, words in queries:
         if h.startswith(prefix):
             out.append(h)
-        toks = h.split(" ")
-        for j, w in enumerate(toks):
+        for w, tail in words:
             if w.startswith(partial):
                 out.append(head + w)
-                if j + 1 < len(toks):
-                    out.append(head + " ".join(toks[j:]))
+                if tail:
+                    out.append(head + tail)
     return out

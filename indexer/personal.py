@@ -35,6 +35,22 @@ class Entry(Protocol):
     def last_used(self) -> float: ...
 
 
+# A query and its words, each with the rest of the query from that word on ("" for the last).
+QueryWords = tuple[str, list[tuple[str, str]]]
+
+
+def query_words(query: str) -> QueryWords:
+    """``query`` with its words (split at each space), each with the query from that word on
+    (``""`` for the last word): ``("a b c", [("a", "a b c"), ("b", "b c"), ("c", "")])``."""
+    toks = query.split(" ")
+    out = []
+    start = 0
+    for j, w in enumerate(toks):
+        out.append((w, query[start:] if j + 1 < len(toks) else ""))
+        start += len(w) + 1
+    return query, out
+
+
 @dataclass(frozen=True, slots=True)
 class PersonalEntry:
     query: str
@@ -45,7 +61,7 @@ class PersonalEntry:
 class PersonalHistory:
     """One user's queries at one moment ``now``: sorted, with count and last use. Read-only."""
 
-    __slots__ = ("keys", "counts", "last_used", "now", "_at", "_by_recency", "_features")
+    __slots__ = ("keys", "counts", "last_used", "now", "_at", "_by_recency", "_features", "_words")
 
     def __init__(self, entries: Iterable[Entry], now: float):
         ordered = sorted((e.query, e.count, e.last_used) for e in entries if e.query)
@@ -60,6 +76,7 @@ class PersonalHistory:
         self._features = np.zeros((len(self.keys) + 1, 2))  # the last row: not a query of the user
         self._features[:-1, 0] = [math.log1p(c) for c in self.counts]
         self._features[:-1, 1] = 1.0 / (1.0 + days / 7.0)
+        self._words: dict[int, list[QueryWords]] = {}  # recent_words(n), once asked
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -78,6 +95,14 @@ class PersonalHistory:
     def recent(self, n: int) -> list[str]:
         """The ``n`` queries used last, oldest first."""
         return self._by_recency[-n:] if n > 0 else []
+
+    def recent_words(self, n: int) -> list[QueryWords]:
+        """The ``n`` queries used last, newest first, each split into words (see
+        :func:`query_words`); computed once per ``n``."""
+        out = self._words.get(n)
+        if out is None:
+            out = self._words[n] = [query_words(q) for q in reversed(self.recent(n))]
+        return out
 
     def features(self, query: str) -> tuple[float, float]:
         """(log(1 + count), recency in (0, 1]: 1 for just now, 1/2 a week ago), or zeros."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from indexer.personal import PersonalEntry, PersonalHistory, histories_at
+import math
+
+from indexer.personal import PersonalEntry, PersonalHistory, histories_at, query_words
 
 DAY = 86400.0
 
@@ -23,6 +25,20 @@ def test_features_grow_with_use_and_fade_with_time() -> None:
     (count_a, recent_a), (count_b, _), (_, recent_c) = (history.features(q) for q in "abc")
     assert count_b > count_a > 0 and recent_a == 1.0 and recent_c == 0.5
     assert history.features("never") == (0.0, 0.0)
+    table = history.features_of(["c", "never", "a"])
+    assert table.tolist() == [list(history.features("c")), [0.0, 0.0], list(history.features("a"))]
+    assert count_b == math.log1p(5)
+
+
+def test_recent_words_split_the_latest_queries_newest_first() -> None:
+    history = PersonalHistory([PersonalEntry("salem running calendar", 1, 20.0), PersonalEntry("ny times", 1, 10.0),
+                               PersonalEntry("old", 1, 0.0)], now=30.0)
+    assert history.recent_words(2) == [query_words("salem running calendar"), query_words("ny times")]
+    assert query_words("salem running calendar") == (
+        "salem running calendar",
+        [("salem", "salem running calendar"), ("running", "running calendar"), ("calendar", "")],
+    )
+    assert query_words("x") == ("x", [("x", "")])
 
 
 def test_replayed_histories_hold_only_the_past_bounded_and_expiring() -> None:
