@@ -49,6 +49,7 @@ class PrefixTopK:
         self.cumulative = np.concatenate(([0.0], np.cumsum(self.weights, dtype=np.float64)))
         self._memo: dict[str, int] = {}  # key -> index or -1: the answers of indices()
         self._children: dict[str, tuple[int, int, str, tuple[int, ...]]] = {}  # of children()
+        self._tops: dict[tuple[int, int, int], list[int]] = {}  # (lo, hi, k) -> top_range()
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -136,6 +137,17 @@ class PrefixTopK:
         if n <= k:
             idx = np.arange(lo, hi)
             return idx[np.argsort(-self.weights[lo:hi], kind="stable")].tolist()
+        # The same prefixes (and the first letters of every word) come back on many keystrokes.
+        top = self._tops.get((lo, hi, k))
+        if top is None:
+            top = self._top_range(lo, hi, k)
+            if len(self._tops) >= MEMO_SIZE:
+                self._tops.clear()
+            self._tops[lo, hi, k] = top
+        return list(top)
+
+    def _top_range(self, lo: int, hi: int, k: int) -> list[int]:
+        n = hi - lo
         # Heaviest first, ties to the first key, as the heap below gives them: a sort of the
         # range when it is small, of the keys at least as heavy as the k-th when it is not
         # too large; the heap's cost grows with k only.
