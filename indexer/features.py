@@ -24,6 +24,9 @@ Block = tuple[np.ndarray, np.ndarray, float]
 _EMPTY_IDX = np.zeros(0, dtype=np.int32)
 _EMPTY_VAL = np.zeros(0, dtype=np.float64)
 _EMPTY_BLOCK: Block = (_EMPTY_IDX, _EMPTY_VAL, 0.0)
+# Blocks that transform_one remembers, per kind, at most (then it starts over): a session's
+# keystrokes share their previous query, and many users type the same prefixes.
+BLOCK_MEMO = 8192
 
 
 def start_weights(text: str, weighting: str) -> list[float]:
@@ -151,6 +154,7 @@ class PrefixFeaturizer:
             w: (i, float(v)) for (w, i), v in zip(self.word_vocabulary_.items(), self.word_idf_, strict=True)
         }
         self._n_grams = len(grams)
+        self._blocks: dict[tuple[bool, str], Block] = {}  # (is prefix, text) -> block, for transform_one
 
     @property
     def n_features_(self) -> int:
@@ -212,11 +216,23 @@ class PrefixFeaturizer:
 
     # ---- transforming ----------------------------------------------------------------------
 
+    def _memo_block(self, is_prefix: bool, text: str) -> Block:
+        """:meth:`_prefix_block` (or :meth:`_prev_block`) of ``text``, remembered; read-only."""
+        block = self._blocks.get((is_prefix, text))
+        if block is None:
+            block = self._prefix_block(text) if is_prefix else self._prev_block(text)
+            block[0].flags.writeable = False
+            block[1].flags.writeable = False
+            if len(self._blocks) >= BLOCK_MEMO:
+                self._blocks.clear()
+            self._blocks[is_prefix, text] = block
+        return block
+
     def transform_one(self, prefix: str, prev: str = "") -> tuple[np.ndarray, np.ndarray]:
         """One input vector as (sorted int32 indices, float32 values); the serving fast path."""
         self._check_fitted()
-        p_idx, p_val, p_sq = self._prefix_block(prefix)
-        q_idx, q_val, q_sq = self._prev_block(prev) if prev else _EMPTY_BLOCK
+        p_idx, p_val, p_sq = self._memo_block(True, prefix)
+        q_idx, q_val, q_sq = self._memo_block(False, prev) if prev else _EMPTY_BLOCK
         scale = self._row_scale(p_sq, q_sq)
         if scale == 0.0:
             return _EMPTY_IDX, np.zeros(0, dtype=np.float32)
