@@ -148,18 +148,22 @@ class Model:
                 scores[fixed] = np.minimum(scores[fixed], scores[trusted].min() - 1e-6)
         out: list[Completion] = []
         mine = personal if personal is not None and "personal" in self.params.sources else ()
-        is_label = cands.features[:, IS_LABEL]
-        for i in np.argsort(-scores, kind="stable").tolist():
-            text = cands.texts[i]
+        # Plain lists: the loop reads a few of each, and a numpy scalar costs more to read.
+        is_label = cands.features[:, IS_LABEL].tolist()
+        corrected = fixed.tolist() if fixed is not None else None
+        texts = cands.texts
+        order = np.argsort(-scores, kind="stable")
+        for i, score in zip(order.tolist(), scores[order].tolist()):
+            text = texts[i]
             exact = text.startswith(prefix)
             # Only the typo sources may propose what does not start with the prefix.
-            if (not exact and (fixed is None or not fixed[i])) or blocked(text):
+            if (not exact and (corrected is None or not corrected[i])) or blocked(text):
                 continue
             own = text in mine
             # A generated string that is someone's rare query is theirs alone to see.
             if not own and not is_label[i] and text != prefix and text in self.rare:
                 continue
-            out.append(Completion(text, float(scores[i]), own, not exact))
+            out.append(Completion(text, score, own, not exact))
             if len(out) == k:
                 return out
         have = {c.query for c in out}
