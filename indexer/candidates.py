@@ -185,11 +185,13 @@ class CandidateGenerator:
         return out
 
     def generate(
-        self, prefix: str, history: Sequence[str] = (), personal: PersonalHistory | None = None
+        self, prefix: str, history: Sequence[str] = (), personal: PersonalHistory | None = None,
+        enough: Callable[[Candidates], bool] | None = None,
     ) -> Candidates:
         """All candidates for normalized ``prefix`` after ``history`` (newest last), with the
         user's own past queries from ``personal``; when the prefix looks misspelled, also the
-        candidates of what it probably meant (``corrected``)."""
+        candidates of what it probably meant (``corrected``), unless ``enough`` says the
+        exact candidates are (for a caller that knows the corrected ones cannot matter)."""
         cfg = self.config
         on = set(cfg.sources)
         if "personal" not in on:
@@ -204,7 +206,7 @@ class CandidateGenerator:
         # Corrections only where the exact prefix finds few candidates that people logged or
         # the user asked before.
         trusted = int(base[:, TRUSTED].any(axis=1).sum()) if len(texts) else 0
-        if trusted >= cfg.typo_trusted:
+        if trusted >= cfg.typo_trusted or (enough is not None and enough(Candidates(texts, base, bucket))):
             return Candidates(texts, base, bucket)
         extra_texts, extra = self._corrections(prefix, prev, history, personal, on, set(texts), trusted)
         if not extra_texts:
@@ -262,12 +264,18 @@ class CandidateGenerator:
         prev: str,
         history: Sequence[str],
         personal: PersonalHistory | None,
+        under_prefix: bool = True,
     ) -> None:
         """Fill in the feature rows ``base`` of ``texts`` (their sources' features set),
-        relative to ``prefix``."""
+        relative to ``prefix``; ``under_prefix``: every text starts with it (as the gathered
+        ones do)."""
         head, prev_word, partial = split_prefix(prefix)
-        found = self.labels.indices(texts)
-        self._generic_features(base, texts, found, prefix, head, prev_word, partial, prev, history)
+        lo, hi = self.labels.range(prefix)
+        if hi == lo and under_prefix:
+            found = np.full(len(texts), -1)  # no label starts with the prefix: none is one
+        else:
+            found = self.labels.indices(texts)
+        self._generic_features(base, texts, found, prefix, head, prev_word, partial, prev, history, under_prefix)
         # Words of the prefix the vocabulary lacks (and a partial word it has no word for),
         # apart from those someone typed: what tells a typed prefix with a typo from its
         # correction.
@@ -429,7 +437,7 @@ class CandidateGenerator:
             rows.set(text, _F["src_typo_tree"], 1.0)
         texts, base = rows.table()
         if texts:
-            self._table(texts, base, prefix, prev, history, personal)
+            self._table(texts, base, prefix, prev, history, personal, under_prefix=False)
         return texts, base
 
     def _generic_features(
@@ -443,6 +451,7 @@ class CandidateGenerator:
         partial: str,
         prev: str,
         history: Sequence[str],
+        under_prefix: bool,
     ) -> None:
         if not texts:
             return
@@ -457,24 +466,40 @@ class CandidateGenerator:
         base[:, _F["log_count"]] = np.log1p(counts)
         base[:, _F["is_label"]] = counts > 0
         base[:, _F["coverage"]] = len(prefix) / np.array([len(t) for t in texts])
-        completed = [t[cut:].split(" ", 1)[0] for t in texts]
+        if under_prefix:
+            # Each text is the head and its own words: only those are split, and the head's
+            # words counted once.
+            head_toks = head[:-1].split(" ") if head else []
+            toks = [t[cut:].split(" ") for t in texts]
+            completed = [t[0] for t in toks]
+        else:
+            head_toks = []
+            toks = [t.split(" ") for t in texts]
+            completed = [t[cut:].split(" ", 1)[0] for t in texts]
         base[:, _F["word_logp"]] = words.word_logps(completed, partial)
         base[:, _F["bigram_logp"]] = words.bigram_logps(prev_word, completed, partial)
         if prev:
             base[:, _F["trans_log"]] = np.log1p(words.transition_counts(prev, texts))
-        toks = [t.split(" ") for t in texts]
-        n_toks = np.array([len(t) for t in toks], dtype=np.float64)
+        n_toks = np.array([len(t) for t in toks], dtype=np.float64) + len(head_toks)
         for h in hist_set:  # a few queries, each found among the texts (unique) by one scan
             if h in texts:
                 base[texts.index(h), _F["in_history"]] = 1.0
         base[:, _F["extra_words"]] = n_toks - (head.count(" ") + 1)
         if prev_words:
-            base[:, _F["overlap_prev"]] = np.array([len(prev_words.intersection(t)) for t in toks]) / n_toks
+            base[:, _F["overlap_prev"]] = _overlaps(prev_words, head_toks, toks) / n_toks
         if hist_words == prev_words:  # the session is the previous query
             base[:, _F["overlap_history"]] = base[:, _F["overlap_prev"]]
         elif hist_words:
-            base[:, _F["overlap_history"]] = np.array([len(hist_words.intersection(t)) for t in toks]) / n_toks
+            base[:, _F["overlap_history"]] = _overlaps(hist_words, head_toks, toks) / n_toks
         base[:, _F["changes_partial"]] = [c != partial for c in completed]
+
+
+def _overlaps(words: set[str], head: list[str], toks: list[list[str]]) -> np.ndarray:
+    """How many of ``words`` each text holds, a text being the words ``head`` then its own
+    ``toks``."""
+    known = words.intersection(head)
+    rest = words - known
+    return len(known) + np.array([len(rest.intersection(t)) for t in toks])
 
 
 def _session_candidates(queries: Iterable[QueryWords], prefix: str, head: str, partial: str) -> list[str]:
