@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,7 +130,27 @@ class Model:
         prefix = normalize_prefix(prefix)
         history = [h for h in (normalize(q) for q in history) if h]
         blocked = (self.blocklist if blocklist is None else blocklist).blocks
-        cands = self.generator.generate(prefix, history, personal)
+        mine = personal if personal is not None and "personal" in self.params.sources else ()
+        shown: list[Completion] | None = None
+
+        def enough(exact: Candidates) -> bool:
+            # A corrected candidate ranks below every trusted exact one (see below): when k
+            # exact candidates that may be shown score at least that, the corrections cannot
+            # change the answer and are not generated.
+            nonlocal shown
+            trusted = exact.features[:, TRUSTED].any(axis=1)
+            if k <= 0 or not trusted.any():
+                return False
+            scores = exact.features @ self.reranker[exact.bucket]
+            top = self._shown(exact, scores, prefix, k, blocked, mine)
+            if len(top) < k or top[-1].score < scores[trusted].min() - 1e-6:
+                return False
+            shown = top
+            return True
+
+        cands = self.generator.generate(prefix, history, personal, enough)
+        if shown is not None:
+            return shown
         weights = self.reranker[cands.bucket]
         fixed = cands.corrected
         if fixed is None:
@@ -146,11 +166,29 @@ class Model:
             trusted = ~fixed & cands.features[:, TRUSTED].any(axis=1)
             if trusted.any():
                 scores[fixed] = np.minimum(scores[fixed], scores[trusted].min() - 1e-6)
+        out = self._shown(cands, scores, prefix, k, blocked, mine)
+        if len(out) == k:
+            return out
+        have = {c.query for c in out}
+        floor = min((c.score for c in out), default=0.0)
+        for i in self.labels.top(prefix, 2 * k + len(out)):
+            query = self.labels.keys[i]
+            if query not in have and not blocked(query):
+                floor -= 1.0
+                out.append(Completion(query, floor, query in mine))
+                if len(out) == k:
+                    break
+        return out
+
+    def _shown(
+        self, cands: Candidates, scores: np.ndarray, prefix: str, k: int, blocked: Callable[[str], bool],
+        mine: Container[str],
+    ) -> list[Completion]:
+        """The first ``k`` candidates by score (ties: the first) that may be shown."""
         out: list[Completion] = []
-        mine = personal if personal is not None and "personal" in self.params.sources else ()
         # Plain lists: the loop reads a few of each, and a numpy scalar costs more to read.
         is_label = cands.features[:, IS_LABEL].tolist()
-        corrected = fixed.tolist() if fixed is not None else None
+        corrected = cands.corrected.tolist() if cands.corrected is not None else None
         texts = cands.texts
         order = np.argsort(-scores, kind="stable")
         for i, score in zip(order.tolist(), scores[order].tolist()):
@@ -165,16 +203,7 @@ class Model:
                 continue
             out.append(Completion(text, score, own, not exact))
             if len(out) == k:
-                return out
-        have = {c.query for c in out}
-        floor = min((c.score for c in out), default=0.0)
-        for i in self.labels.top(prefix, 2 * k + len(out)):
-            query = self.labels.keys[i]
-            if query not in have and not blocked(query):
-                floor -= 1.0
-                out.append(Completion(query, floor, query in mine))
-                if len(out) == k:
-                    break
+                break
         return out
 
     def most_popular(self, prefix: str, k: int = 10) -> list[Completion]:
