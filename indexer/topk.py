@@ -48,6 +48,7 @@ class PrefixTopK:
         self.table = sparse_table(self.weights) if table is None else table
         self.cumulative = np.concatenate(([0.0], np.cumsum(self.weights, dtype=np.float64)))
         self._memo: dict[str, int] = {}  # key -> index or -1: the answers of indices()
+        self._count_memo: dict[str, float] = {}  # key -> weight or 0: the answers of counts()
         self._children: dict[str, tuple[int, int, str, tuple[int, ...]]] = {}  # of children()
         self._tops: dict[tuple[int, int, int], list[int]] = {}  # (lo, hi, k) -> top_range()
 
@@ -100,11 +101,17 @@ class PrefixTopK:
         return hit
 
     def counts(self, keys: Sequence[str]) -> np.ndarray:
-        """:meth:`count` of each of ``keys``, as a float64 array."""
-        found = self.indices(keys)
-        if not len(self.keys):
-            return np.zeros(len(found))
-        return np.where(found >= 0, self.weights[found], 0.0).astype(np.float64)
+        """:meth:`count` of each of ``keys``, as a float64 array; remembered as
+        :meth:`indices` are."""
+        memo = self._count_memo
+        found = [memo.get(k, -1.0) for k in keys]
+        if -1.0 in found:
+            if len(memo) >= MEMO_SIZE:
+                memo.clear()
+            for j, c in enumerate(found):
+                if c == -1.0:
+                    found[j] = memo[keys[j]] = self.count(keys[j])
+        return np.array(found, dtype=np.float64)
 
     def count(self, key: str) -> float:
         """The weight of ``key``, 0 when it is absent."""

@@ -94,8 +94,10 @@ def _logps(index: PrefixTopK, keys: Sequence[str], prefix: str) -> np.ndarray:
         return out
     counts = index.counts(keys)
     seen = counts > 0
+    # A corrected candidate's word need not start with the typed partial: at most log 1.
+    if seen.all():
+        return np.minimum(0.0, np.log(counts / total))
     if seen.any():
-        # A corrected candidate's word need not start with the typed partial: at most log 1.
         out[seen] = np.minimum(0.0, np.log(counts[seen] / total))
     return out
 
