@@ -28,11 +28,12 @@ def _hash_pairs(keys: Iterable[str]) -> np.ndarray:
 class RareFilter:
     """Membership test for the rare queries of a build; immutable."""
 
-    __slots__ = ("bits", "n_keys")
+    __slots__ = ("bits", "n_keys", "_bytes")
 
     def __init__(self, bits: np.ndarray, n_keys: int):
         self.bits = np.asarray(bits, dtype=np.uint8)
         self.n_keys = n_keys
+        self._bytes = self.bits.tobytes()  # a byte of it is a Python int: no numpy scalar per probe
 
     @classmethod
     def of(cls, keys: Iterable[str]) -> RareFilter:
@@ -58,7 +59,7 @@ class RareFilter:
         digest = hashlib.blake2b(key.encode("utf-8"), digest_size=16).digest()
         h1 = int.from_bytes(digest[:8], "little")
         h2 = int.from_bytes(digest[8:], "little")
-        bits = self.bits
+        bits = self._bytes
         m = len(bits) * 8
         for i in range(_HASHES):
             pos = ((h1 + i * h2) & _MASK64) % m
