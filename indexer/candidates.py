@@ -206,9 +206,11 @@ class CandidateGenerator:
         # Corrections only where the exact prefix finds few candidates that people logged or
         # the user asked before.
         trusted = int(base[:, TRUSTED].any(axis=1).sum()) if len(texts) else 0
-        if trusted >= cfg.typo_trusted or (enough is not None and enough(Candidates(texts, base, bucket))):
+        if trusted >= cfg.typo_trusted:
             return Candidates(texts, base, bucket)
-        extra_texts, extra = self._corrections(prefix, prev, history, personal, on, set(texts), trusted)
+        exact = Candidates(texts, base, bucket)
+        extra_texts, extra = self._corrections(prefix, prev, history, personal, on, set(texts), trusted,
+                                               lambda: enough is not None and enough(exact))
         if not extra_texts:
             return Candidates(texts, base, bucket)
         corrected = np.zeros(len(texts) + len(extra_texts), dtype=bool)
@@ -298,11 +300,13 @@ class CandidateGenerator:
         on: set[str],
         have: set[str],
         trusted: int,
+        enough: Callable[[], bool],
     ) -> tuple[list[str], np.ndarray]:
         """Candidates of what a misspelled ``prefix`` probably meant, none of ``have``: those
         of the prefix with one word or the partial last word corrected (``typo_words``), and
         labels near the typed text under its first characters (``typo_tree``), each within
-        :func:`max_edits` of the prefix (docs/METHOD.md, "Typo tolerance")."""
+        :func:`max_edits` of the prefix (docs/METHOD.md, "Typo tolerance"). None when the
+        prefix has nothing that looks misspelled, or ``enough()`` says they cannot matter."""
         cfg = self.config
         limit = max_edits(len(prefix))
         head, prev_word, partial = split_prefix(prefix)
@@ -315,7 +319,7 @@ class CandidateGenerator:
         weak_partial = bool(partial) and words.total(partial) < cfg.typo_support
         weak_pair = (cfg.typo_pairs and bool(prev_word) and len(partial) > 1
                      and not self.words.bigrams.total(prev_word + " " + partial))
-        if not weak and not weak_partial and not weak_pair:
+        if (not weak and not weak_partial and not weak_pair) or enough():
             return [], np.zeros((0, N_BASE))
         fixes = self._fixes(prefix, history, on, toks, weak, weak_partial, weak_pair) if "typo_words" in on else []
         out: list[str] = []

@@ -142,8 +142,11 @@ class Model:
             if k <= 0 or not trusted.any():
                 return False
             scores = exact.features @ self.reranker[exact.bucket]
+            bound = scores[trusted].min() - 1e-6
+            if int((scores >= bound).sum()) < k:  # not k candidates score that, shown or not
+                return False
             top = self._shown(exact, scores, prefix, k, blocked, mine)
-            if len(top) < k or top[-1].score < scores[trusted].min() - 1e-6:
+            if len(top) < k or top[-1].score < bound:
                 return False
             shown = top
             return True
