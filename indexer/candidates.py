@@ -273,10 +273,8 @@ class CandidateGenerator:
         ones do)."""
         head, prev_word, partial = split_prefix(prefix)
         lo, hi = self.labels.range(prefix)
-        if hi == lo and under_prefix:
-            found = np.full(len(texts), -1)  # no label starts with the prefix: none is one
-        else:
-            found = self.labels.indices(texts)
+        # None when no label starts with the prefix (nor so any of the texts).
+        found = None if hi == lo and under_prefix else self.labels.indices(texts)
         self._generic_features(base, texts, found, prefix, head, prev_word, partial, prev, history, under_prefix)
         # Words of the prefix the vocabulary lacks (and a partial word it has no word for),
         # apart from those someone typed: what tells a typed prefix with a typo from its
@@ -448,7 +446,7 @@ class CandidateGenerator:
         self,
         base: np.ndarray,
         texts: list[str],
-        label_ids: np.ndarray,
+        label_ids: np.ndarray | None,
         prefix: str,
         head: str,
         prev_word: str,
@@ -464,11 +462,11 @@ class CandidateGenerator:
         hist_words = {w for h in history for w in h.split()}
         hist_set = set(history)
         cut = len(head)
-        ids = label_ids
-        counts = np.where(ids >= 0, self.labels.weights[ids], 0.0)
         base[:, _F["bias"]] = 1.0
-        base[:, _F["log_count"]] = np.log1p(counts)
-        base[:, _F["is_label"]] = counts > 0
+        if label_ids is not None:  # else no text is a label: their columns stay 0
+            counts = np.where(label_ids >= 0, self.labels.weights[label_ids], 0.0)
+            base[:, _F["log_count"]] = np.log1p(counts)
+            base[:, _F["is_label"]] = counts > 0
         base[:, _F["coverage"]] = len(prefix) / np.array([len(t) for t in texts])
         if under_prefix:
             # Each text is the head and its own words: only those are split, and the head's
@@ -483,7 +481,9 @@ class CandidateGenerator:
         base[:, _F["word_logp"]] = words.word_logps(completed, partial)
         base[:, _F["bigram_logp"]] = words.bigram_logps(prev_word, completed, partial)
         if prev:
-            base[:, _F["trans_log"]] = np.log1p(words.transition_counts(prev, texts))
+            followed = words.transition_counts(prev, texts)
+            if followed.any():
+                base[:, _F["trans_log"]] = np.log1p(followed)
         n_toks = np.array([len(t) for t in toks], dtype=np.float64) + len(head_toks)
         for h in hist_set:  # a few queries, each found among the texts (unique) by one scan
             if h in texts:
