@@ -76,7 +76,10 @@ class SearchIndex:
         keys = self.keys
         n_out = int(n_child.sum())
         # Same dtype as keys, or searchsorted would convert all of keys on every call.
-        q = (nodes[:, None] * self.stride + xi).astype(keys.dtype).ravel()
+        if len(nodes) == 1:
+            q = (int(nodes[0]) * self.stride + xi).astype(keys.dtype)
+        else:
+            q = (nodes[:, None] * self.stride + xi).astype(keys.dtype).ravel()
         p = keys.searchsorted(q)
         np.minimum(p, len(keys) - 1, out=p)
         hit = np.flatnonzero(keys[p] == q)
@@ -87,9 +90,13 @@ class SearchIndex:
         lens = self.ptr[p + 1] - start
         ends = lens.cumsum()
         pos = (start - ends + lens).repeat(lens) + np.arange(ends[-1])
-        nx = len(xi)
-        slot = (n_child.cumsum() - n_child)[hit // nx].repeat(lens) + self.child[pos]
-        weight = xv[hit % nx].repeat(lens) * self.val[pos]
+        if len(nodes) == 1:  # the same sums, without the per-node offsets
+            slot = self.child[pos]
+            weight = xv[hit].repeat(lens) * self.val[pos]
+        else:
+            nx = len(xi)
+            slot = (n_child.cumsum() - n_child)[hit // nx].repeat(lens) + self.child[pos]
+            weight = xv[hit % nx].repeat(lens) * self.val[pos]
         return np.bincount(slot, weights=weight, minlength=n_out)
 
 
@@ -134,8 +141,12 @@ def beam_search(
         nodes = np.zeros(1, dtype=np.int64)
         scores = np.ones(1)
     # The bias is feature stride - 1, with value 1: it sorts last, as searchsorted likes.
-    xi = np.append(np.asarray(x_idx, dtype=np.int64), index.stride - 1)
-    xv = np.append(np.asarray(x_val, dtype=np.float32), np.float32(1.0))
+    xi = np.empty(len(x_idx) + 1, dtype=np.int64)
+    xi[:-1] = x_idx
+    xi[-1] = index.stride - 1
+    xv = np.empty(len(x_val) + 1, dtype=np.float32)
+    xv[:-1] = x_val
+    xv[-1] = 1.0
     pool_labels: list[np.ndarray] = []
     pool_scores: list[np.ndarray] = []
     n_start = len(nodes)
@@ -147,7 +158,25 @@ def beam_search(
             n_child = tree.edge_end[nodes] - starts
             edges = ragged_positions(starts, n_child)
         else:
-            start, end = tree.edge_start[nodes[0]], tree.edge_end[nodes[0]]
+            node = int(nodes[0])
+            start, end = int(tree.edge_start[node]), int(tree.edge_end[node])
+            if label_ranges is None:  # one node, one range: its edges as slices
+                wx = index.edge_scores(nodes, np.array([end - start]), xi, xv)
+                s = scores[0] * np.exp(-(np.maximum(0.0, 1.0 - wx) ** 3))
+                child = tree.edge_child[start:end]
+                if label_range is not None:
+                    ok = (tree.edge_lo[start:end] < hi) & (tree.edge_hi[start:end] > lo)
+                    child, s = child[ok], s[ok]
+                if tree.is_leaf[node]:  # its edges are labels
+                    if len(child):
+                        pool_labels.append(child)
+                        pool_scores.append(s)
+                    break
+                nodes, scores = child.astype(np.int64), s
+                if len(nodes) > beam:
+                    best = np.argpartition(-scores, beam - 1)[:beam]
+                    nodes, scores = nodes[best], scores[best]
+                continue
             n_child = np.array([end - start])
             edges = np.arange(start, end)
         wx = index.edge_scores(nodes, n_child, xi, xv)
