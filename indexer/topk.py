@@ -103,6 +103,10 @@ class PrefixTopK:
     def counts(self, keys: Sequence[str]) -> np.ndarray:
         """:meth:`count` of each of ``keys``, as a float64 array; remembered as
         :meth:`indices` are."""
+        return np.array(self.count_list(keys), dtype=np.float64)
+
+    def count_list(self, keys: Sequence[str]) -> list[float]:
+        """:meth:`counts` as a list."""
         memo = self._count_memo
         found = [memo.get(k, -1.0) for k in keys]
         if -1.0 in found:
@@ -111,7 +115,7 @@ class PrefixTopK:
             for j, c in enumerate(found):
                 if c == -1.0:
                     found[j] = memo[keys[j]] = self.count(keys[j])
-        return np.array(found, dtype=np.float64)
+        return found
 
     def count(self, key: str) -> float:
         """The weight of ``key``, 0 when it is absent."""

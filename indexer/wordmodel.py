@@ -74,6 +74,11 @@ class WordModel:
         """How often ``nxt`` directly followed ``prev`` in a session."""
         return self.transitions.count(prev + TRANSITION_SEP + nxt)
 
+    def has_transitions(self, prev: str) -> bool:
+        """Whether some query followed ``prev`` in a session."""
+        lo, hi = self.transitions.range(prev + TRANSITION_SEP)
+        return hi > lo
+
     def transition_counts(self, prev: str, nexts: Sequence[str]) -> np.ndarray:
         """:meth:`transition_count` of each of ``nexts``: looked up only among the
         transitions from ``prev`` (most queries have none)."""
@@ -88,16 +93,15 @@ LOG_FLOOR = -20.0
 
 
 def _logps(index: PrefixTopK, keys: Sequence[str], prefix: str) -> np.ndarray:
-    out = np.full(len(keys), LOG_FLOOR)
     total = index.total(prefix)
-    if total <= 0:
-        return out
-    counts = index.counts(keys)
-    seen = counts > 0
+    found = index.count_list(keys) if total > 0 and keys else []
     # A corrected candidate's word need not start with the typed partial: at most log 1.
-    if seen.all():
-        return np.minimum(0.0, np.log(counts / total))
-    if seen.any():
+    if found and min(found) > 0:  # every key seen (checked on the list: a numpy call costs more)
+        return np.minimum(0.0, np.log(np.array(found) / total))
+    out = np.full(len(keys), LOG_FLOOR)
+    if found and max(found) > 0:
+        counts = np.array(found)
+        seen = counts > 0
         out[seen] = np.minimum(0.0, np.log(counts[seen] / total))
     return out
 
