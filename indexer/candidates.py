@@ -283,9 +283,10 @@ class CandidateGenerator:
         unknown = [w for w in head.split() if not words.count(w)]
         if partial and not words.total(partial):
             unknown.append(partial)
-        rare = sum(w in self.rare_words for w in unknown)
-        base[:, _F["prefix_unknown"]] = len(unknown) - rare
-        base[:, _F["prefix_rare"]] = rare
+        if unknown:  # else both columns stay 0
+            rare = sum(w in self.rare_words for w in unknown)
+            base[:, _F["prefix_unknown"]] = len(unknown) - rare
+            base[:, _F["prefix_rare"]] = rare
         if personal and texts:
             base[:, _F["own_log_count"] : _F["own_recency"] + 1] = personal.features_of(texts)
 
