@@ -16,6 +16,8 @@ _UNKNOWN = -2
 # PrefixTopK.top_range sorts a range of up to this many keys, and partitions one of up to
 # this many keys per key asked; larger ranges use the range-argmax heap (timed on 14k words).
 _SORT_RANGE = 256
+# PrefixTopK.count_list reads the keys under a prefix into a dict when at most this many.
+_DICT_RANGE = 256
 _PARTITION_RANGE_PER_K = 1000
 
 
@@ -105,8 +107,14 @@ class PrefixTopK:
         :meth:`indices` are."""
         return np.array(self.count_list(keys), dtype=np.float64)
 
-    def count_list(self, keys: Sequence[str]) -> list[float]:
-        """:meth:`counts` as a list."""
+    def count_list(self, keys: Sequence[str], within: str | None = None) -> list[float]:
+        """:meth:`counts` as a list. ``within``: a prefix most of ``keys`` start with; when
+        few keys of the index do, those are read at once and looked up in a dict."""
+        if within is not None:
+            lo, hi = self.range(within)
+            if hi - lo <= _DICT_RANGE:
+                near = dict(zip(self.keys[lo:hi], self.weights[lo:hi].tolist()))
+                return [near.get(k, 0.0) if k.startswith(within) else self.count(k) for k in keys]
         memo = self._count_memo
         found = [memo.get(k, -1.0) for k in keys]
         if -1.0 in found:

@@ -94,7 +94,7 @@ LOG_FLOOR = -20.0
 
 def _logps(index: PrefixTopK, keys: Sequence[str], prefix: str) -> np.ndarray:
     total = index.total(prefix)
-    found = index.count_list(keys) if total > 0 and keys else []
+    found = index.count_list(keys, prefix) if total > 0 and keys else []
     # A corrected candidate's word need not start with the typed partial: at most log 1.
     if found and min(found) > 0:  # every key seen (checked on the list: a numpy call costs more)
         return np.minimum(0.0, np.log(np.array(found) / total))

@@ -78,3 +78,15 @@ def test_top_range_sorts_partitions_or_walks_the_heap_alike():
     index = PrefixTopK([f"{i:05d}" for i in range(len(weights))], weights)
     for lo, hi, k in ((10, 200, 7), (0, 4000, 10), (5, 5000, 2), (100, 4100, 1)):  # sort, partition, heap
         assert index.top_range(lo, hi, k) == sorted(range(lo, hi), key=lambda i: (-weights[i], i))[:k]
+
+
+@given(
+    st.dictionaries(st.text("abc ", min_size=1, max_size=5), st.integers(1, 5), min_size=1, max_size=60),
+    st.lists(st.text("abc ", max_size=5), max_size=20),
+    st.text("abc ", max_size=2),
+)
+def test_count_list_within_a_prefix_is_count_of_each_key(counts, asked, within):
+    keys = sorted(counts)
+    index = PrefixTopK(keys, np.array([counts[key] for key in keys], dtype=float))
+    assert index.count_list(asked, within) == [index.count(key) for key in asked]
+    assert index.count_list(asked) == [index.count(key) for key in asked]
