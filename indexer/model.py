@@ -193,12 +193,14 @@ class Model:
         is_label = cands.features[:, IS_LABEL].tolist()
         corrected = cands.corrected.tolist() if cands.corrected is not None else None
         texts = cands.texts
+        # A blocked term in the prefix's whole words is in every query that starts with it.
+        head_blocked = blocked(prefix[: prefix.rfind(" ") + 1])
         order = np.argsort(-scores, kind="stable")
         for i, score in zip(order.tolist(), scores[order].tolist()):
             text = texts[i]
             exact = text.startswith(prefix)
             # Only the typo sources may propose what does not start with the prefix.
-            if (not exact and (corrected is None or not corrected[i])) or blocked(text):
+            if (exact and head_blocked) or (not exact and (corrected is None or not corrected[i])) or blocked(text):
                 continue
             own = text in mine
             # A generated string that is someone's rare query is theirs alone to see.

@@ -192,6 +192,15 @@ def test_mask_equals_blocks(terms: list[str], queries: list[str]) -> None:
         assert got == any(f" {t} " in padded for t in bl.terms)
 
 
+@settings(max_examples=300, deadline=None)
+@given(terms=st.lists(PHRASES, max_size=6), head=QUERIES, rest=QUERIES)
+def test_a_blocked_head_blocks_every_query_that_starts_with_it(terms: list[str], head: str, rest: str) -> None:
+    # What Model.complete relies on to skip the check of each candidate under such a prefix.
+    bl = Blocklist(terms)
+    if head and bl.blocks(head + " "):
+        assert bl.blocks(head + " " + rest)
+
+
 @settings(max_examples=200, deadline=None)
 @given(text=st.text(max_size=40))
 def test_blocks_prefix_agrees_with_blocks_on_complete_words(text: str) -> None:
