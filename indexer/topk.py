@@ -53,6 +53,7 @@ class PrefixTopK:
         self._count_memo: dict[str, float] = {}  # key -> weight or 0: the answers of counts()
         self._children: dict[str, tuple[int, int, str, tuple[int, ...]]] = {}  # of children()
         self._tops: dict[tuple[int, int, int], list[int]] = {}  # (lo, hi, k) -> top_range()
+        self._ranges: dict[str, tuple[int, int]] = {}  # prefix -> range()
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -136,10 +137,16 @@ class PrefixTopK:
         return float(self.cumulative[hi] - self.cumulative[lo])
 
     def range(self, prefix: str) -> tuple[int, int]:
-        """The ``[lo, hi)`` indices of the keys that start with ``prefix``."""
-        lo = bisect_left(self.keys, prefix)
-        hi = bisect_left(self.keys, prefix + _MAX_CHAR, lo)
-        return lo, hi
+        """The ``[lo, hi)`` indices of the keys that start with ``prefix`` (remembered: one
+        keystroke asks for the same ranges several times)."""
+        found = self._ranges.get(prefix)
+        if found is None:
+            lo = bisect_left(self.keys, prefix)
+            found = lo, bisect_left(self.keys, prefix + _MAX_CHAR, lo)
+            if len(self._ranges) >= MEMO_SIZE:
+                self._ranges.clear()
+            self._ranges[prefix] = found
+        return found
 
     def _argmax(self, lo: int, hi: int) -> int:
         j = (hi - lo).bit_length() - 1
