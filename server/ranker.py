@@ -19,6 +19,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import functools
+import gc
 import logging
 import os
 import secrets
@@ -219,9 +220,14 @@ def release_memory() -> None:
 
 
 def load_warm(index: str | Path) -> Model:
-    """Load a model directory and rank once, so the first real keystroke pays no page faults."""
+    """Load a model directory and rank once, so the first real keystroke pays no page faults.
+
+    The model's objects are then frozen out of the cyclic garbage collector: it has no cycles
+    (reference counting frees a replaced model), and a full collection walking its ~360,000
+    objects stalled a keystroke by ~55 ms (BENCHMARKS.md)."""
     model = indexer.load(index)
     model.complete("a", ("a",))
+    gc.freeze()
     return model
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +17,7 @@ from indexer.model import Completion, Model
 from indexer.personal import PersonalEntry, PersonalHistory
 from server.app import create_app
 from server.config import ServerConfig
-from server.ranker import FreshAnswers, Ranker, announce_reload, read_announcement
+from server.ranker import FreshAnswers, Ranker, announce_reload, load_warm, read_announcement
 from tests.support import recv_json, running
 
 pytestmark = pytest.mark.anyio
@@ -180,3 +181,14 @@ async def test_fresh_answers_are_bounded_and_replaced_with_the_model_or_the_bloc
         assert ranker.fresh is not reloaded and len(ranker.fresh) == 0
     finally:
         ranker.close()
+
+
+def test_a_loaded_model_is_frozen_out_of_the_cyclic_collector(small_model_dir: Path) -> None:
+    gc.unfreeze()
+    try:
+        model = load_warm(small_model_dir)
+        keys = model.labels.keys
+        assert gc.get_freeze_count() > 0 and gc.is_tracked(keys)
+        assert not any(obj is keys for obj in gc.get_objects())  # the collector no longer walks it
+    finally:
+        gc.unfreeze()
