@@ -258,13 +258,15 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
 
 
 async def complete(request: Request) -> Response:
-    """Stateless completion: ``?prefix=...&prev=...`` (``prev`` repeatable, oldest first)."""
+    """Stateless completion: ``?prefix=...&prev=...`` (``prev`` repeatable, oldest first;
+    ``&context=1`` to be told whether ``prev`` changed the list)."""
     state = _state(request)
     config = state.config
     prefix = request.query_params.get("prefix")
     if prefix is None:
         return _error(400, protocol.BAD_MESSAGE, "missing query parameter 'prefix'")
     prev = request.query_params.getlist("prev")
+    want_context = request.query_params.get("context") in ("1", "true")
     longest = max(len(p) for p in [prefix, *prev])
     if longest > config.max_prefix:
         return _error(400, protocol.TOO_LONG, f"a parameter of {longest} characters; the limit is "
@@ -286,13 +288,16 @@ async def complete(request: Request) -> Response:
             return personal
         started = time.perf_counter()
         state.metrics.keystrokes.labels("http").inc()
-        ranked = await state.ranker.complete(prefix, history, personal)
+        ranked = await state.ranker.complete(prefix, history, personal, context=want_context)
     finally:
         state.complete_pending -= 1
     took = time.perf_counter() - started
     state.metrics.latency.labels("http").observe(took)
-    return JSONResponse({"prefix": ranked.prefix, "items": protocol.items(ranked.items),
-                         "index": ranked.version, "took_ms": round(took * 1000, 3), "context": ranked.context})
+    body = {"prefix": ranked.prefix, "items": protocol.items(ranked.items), "index": ranked.version,
+            "took_ms": round(took * 1000, 3)}
+    if ranked.context is not None:
+        body["context"] = ranked.context
+    return JSONResponse(body)
 
 
 async def healthz(request: Request) -> Response:

@@ -365,7 +365,8 @@ class Connection:
             await self._sync()
             personal = await self.user.personal()
             try:
-                ranked = await self.state.ranker.complete(query.prefix, self._history, personal)
+                ranked = await self.state.ranker.complete(query.prefix, self._history, personal,
+                                                          context=query.context)
             except Exception:
                 log.exception("ranking %r failed", query.prefix)
                 metrics.errors.labels(protocol.INTERNAL).inc()

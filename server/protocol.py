@@ -4,7 +4,7 @@ Every frame, error code and close code is described in docs/PROTOCOL.md.
 
 Client to server::
 
-    {"type": "query", "id": <int>, "prefix": "<text as typed>"}
+    {"type": "query", "id": <int>, "prefix": "<text as typed>"}  (+ "context": true to be told)
     {"type": "submit", "query": "<text>"}
     {"type": "user", "token": "<user token>"}      present a user; without "token": be issued one
     {"type": "forget"}                              delete the user's whole personal history
@@ -15,8 +15,8 @@ Server to client::
 
     {"type": "hello", "session": "<id>", "index": "<model version>", "history": <int>,
      "queries": [<normalized>, ...], "limits": {"max_prefix": <int>, "rate": <float>, "burst": <int>}}
-    {"type": "suggestions", "id": <int>, "prefix": "<normalized>", "items": [...], "took_ms": <float>,
-     "context": <bool>}
+    {"type": "suggestions", "id": <int>, "prefix": "<normalized>", "items": [...], "took_ms": <float>}
+     (+ "context": <bool> when the query asked)
     {"type": "ack", "history": <int>, "queries": [...], "added": <bool>}   (+ "stored": false)
     {"type": "user", "token": "<user token>", "history": <int or null>}   (+ "removed" after a remove)
     {"type": "error", "id": <int or null>, "code": "<code>", "message": "<text>"}   (+ "for": "<type>")
@@ -69,10 +69,13 @@ class ProtocolError(Exception):
 
 @dataclass(frozen=True)
 class Query:
-    """A keystroke: rank completions of ``prefix``; ``id`` is echoed in the answer."""
+    """A keystroke: rank completions of ``prefix``; ``id`` is echoed in the answer. ``context``:
+    the client wants to know whether the history changed the list (it costs a second ranking
+    when the answer is not cached)."""
 
     id: int
     prefix: str
+    context: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,10 @@ def parse(text: str, *, max_prefix: int) -> ClientMessage:
             raise ProtocolError(BAD_MESSAGE, f"a query needs an integer 'id', got {qid!r}"[:200], None, kind)
         if not 0 <= qid <= MAX_ID:
             raise ProtocolError(BAD_MESSAGE, f"a query 'id' must be in 0..2**53-1, got {qid}"[:200], None, kind)
-        return Query(qid, _text(data, kind, "prefix", max_prefix, qid))
+        context = data.get("context", False)
+        if not isinstance(context, bool):
+            raise ProtocolError(BAD_MESSAGE, "a query's 'context' is true or false", qid, kind)
+        return Query(qid, _text(data, kind, "prefix", max_prefix, qid), context)
     if kind == "submit":
         return Submit(_text(data, kind, "query", max_prefix, None))
     if kind == "user":
@@ -210,10 +216,15 @@ def hello(session: str, index: str, queries: Sequence[str], *, max_prefix: int, 
                   "queries": list(queries), "limits": {"max_prefix": max_prefix, "rate": float(rate), "burst": burst}})
 
 
-def suggestions(qid: int, prefix: str, completions: Sequence[Completion], took_ms: float, context: bool) -> str:
-    """``context``: the history (session or personal) changed the list a fresh session gets."""
-    return _dump({"type": "suggestions", "id": qid, "prefix": prefix, "items": items(completions),
-                  "took_ms": round(took_ms, 3), "context": context})
+def suggestions(qid: int, prefix: str, completions: Sequence[Completion], took_ms: float,
+                context: bool | None = None) -> str:
+    """``context``: the history (session or personal) changed the list a fresh session gets;
+    left out when the query did not ask (None)."""
+    frame: dict[str, Any] = {"type": "suggestions", "id": qid, "prefix": prefix, "items": items(completions),
+                             "took_ms": round(took_ms, 3)}
+    if context is not None:
+        frame["context"] = context
+    return _dump(frame)
 
 
 def ack(queries: Sequence[str], added: bool, stored: bool = True) -> str:

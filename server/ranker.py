@@ -53,7 +53,7 @@ class Ranked:
     items: list[Completion]
     version: str
     seconds: float
-    context: bool
+    context: bool | None  # None: not asked
 
 
 class FreshAnswers:
@@ -131,15 +131,17 @@ class Ranker:
         self._extra = extra
         self._blocklist, self._fresh = _union(self._model, extra), FreshAnswers(self._fresh_size)
 
-    async def complete(self, prefix: str, history: Sequence[str],
-                       personal: PersonalHistory | None = None) -> Ranked:
+    async def complete(self, prefix: str, history: Sequence[str], personal: PersonalHistory | None = None,
+                       *, context: bool = False) -> Ranked:
         """Rank ``prefix`` after ``history`` (and the user's ``personal`` history) on the pool,
-        with the model current at the call and every blocklist; with a history, rank it for a
-        fresh session too (or find that in the cache) to tell whether the history changed it."""
+        with the model current at the call and every blocklist. With ``context`` and a history,
+        rank it for a fresh session too (or find that in the cache) to tell whether the history
+        changed it; without, ``Ranked.context`` is None."""
         model, blocklist, fresh = self._model, self._blocklist, self._fresh
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
-        call = functools.partial(_rank, model, prefix, tuple(history), personal, self.k, blocklist, fresh)
+        call = functools.partial(_rank, model, prefix, tuple(history), personal, self.k, blocklist,
+                                 fresh if context else None)
         normalized, items, context = await loop.run_in_executor(self._pool, call)
         return Ranked(normalized, items, model.version, time.perf_counter() - started, context)
 
@@ -193,10 +195,13 @@ class Ranker:
 
 
 def _rank(model: Model, prefix: str, history: tuple[str, ...], personal: PersonalHistory | None, k: int,
-          blocklist: Blocklist | None, fresh: FreshAnswers) -> tuple[str, list[Completion], bool]:
-    """One ranking thread's work: (normalized prefix, suggestions, whether the history changed them)."""
+          blocklist: Blocklist | None, fresh: FreshAnswers | None) -> tuple[str, list[Completion], bool | None]:
+    """One ranking thread's work: (normalized prefix, suggestions, whether the history changed
+    them: None without ``fresh``, the cache of fresh-session answers)."""
     normalized = normalize_prefix(prefix)
     items = model.complete(normalized, history, k, personal=personal, blocklist=blocklist)
+    if fresh is None:
+        return normalized, items, None
     if not history and not personal:
         return normalized, items, False
     alone = fresh.get(normalized)

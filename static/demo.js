@@ -45,7 +45,7 @@
   const HISTORY_SHOWN = 8;
   const NARROW = window.matchMedia("(max-width: 560px)");
 
-  const client = new QacClient();
+  const client = new QacClient({ context: true }); // the context line needs the server's flag
   let items = []; // the suggestions in the list
   let prefix = ""; // the normalized prefix they complete
   let listId = null; // the id of the keystroke they answer

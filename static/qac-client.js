@@ -40,15 +40,18 @@
  *   - timing: the server's took_ms and the round trip of each keystroke, in milliseconds.
  *
  * API (all optional arguments):
- *   new QacClient({url, storageKey, minDelay, maxDelay, userToken, anonymous, userStorageKey})
+ *   new QacClient({url, storageKey, minDelay, maxDelay, userToken, anonymous, userStorageKey, context})
  *       url: the WebSocket URL (default: "ws" next to this script, ws: or wss: to match)
+ *       context: true to be told, on each answer, whether the history changed it (the server
+ *                then ranks some keystrokes twice; default false)
  *       userToken: a signed-in user's token from the embedding site (a string, or a function
  *                  returning one, called on every connect); default: an anonymous user
  *       anonymous: false for no anonymous user (and no personal history) without userToken
  *   client.on(type, fn) -> unsubscribe function. Events, each with one object argument:
  *       "suggestions" {id, prefix, items, tookMs, rttMs, context}  prefix is the server's
  *                     normalized one; items: [{query, score, personal?, corrected?}];
- *                     context: true when the session's or the user's history changed the list
+ *                     context (with the option): true when the session's or the user's
+ *                     history changed the list
  *       "status"      {state: "connecting" | "online" | "offline" | "idle", retryInMs, retryAt}
  *                     retryAt: Date.now() of the next attempt while offline
  *       "hello"       {session, index, history, queries, limits, resumed}   index is the model
@@ -138,6 +141,7 @@
       this.userStorageKey = opts.userStorageKey || "qac.user";
       this._userToken = opts.userToken || null; // the site's signed-in token (or a function)
       this._anonymous = opts.anonymous !== false;
+      this._context = opts.context === true;
       this._presented = null; // the token presented on this connection, until answered
       this.history = null; // entries in the user's personal history, from the last "user" frame
       this.state = "connecting";
@@ -368,7 +372,8 @@
         } else {
           latest.sent = true;
           this._sentAt.set(latest.id, performance.now());
-          this._send({ type: "query", id: latest.id, prefix: latest.text });
+          this._send(this._context ? { type: "query", id: latest.id, prefix: latest.text, context: true }
+            : { type: "query", id: latest.id, prefix: latest.text });
         }
       }
     }

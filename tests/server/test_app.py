@@ -34,16 +34,19 @@ def server(config: ServerConfig) -> Iterator[str]:
         yield address
 
 
-def query(qid: int, prefix: str) -> str:
-    return json.dumps({"type": "query", "id": qid, "prefix": prefix})
+def query(qid: int, prefix: str, context: bool = False) -> str:
+    frame: dict[str, Any] = {"type": "query", "id": qid, "prefix": prefix}
+    if context:
+        frame["context"] = True
+    return json.dumps(frame)
 
 
 def submit(text: str) -> str:
     return json.dumps({"type": "submit", "query": text})
 
 
-async def ask(ws: Any, qid: int, prefix: str) -> dict[str, Any]:
-    await ws.send(query(qid, prefix))
+async def ask(ws: Any, qid: int, prefix: str, context: bool = False) -> dict[str, Any]:
+    await ws.send(query(qid, prefix, context))
     return await recv_json(ws)
 
 
@@ -90,14 +93,16 @@ async def test_submitted_queries_change_the_ranking_as_model_complete_does(
     prev, prefix = history_pair
     async with connect(f"ws://{server}/ws") as ws:
         await recv_json(ws)
-        before = await ask(ws, 1, prefix)
+        before = await ask(ws, 1, prefix, context=True)
         await ws.send(submit(prev.upper() + "!"))
         assert await recv_json(ws) == {"type": "ack", "history": 1, "queries": [prev], "added": True}
-        after = await ask(ws, 2, prefix)
+        after = await ask(ws, 2, prefix, context=True)
+        unasked = await ask(ws, 3, prefix)
     assert before["items"] == items_of(small_model, prefix)
     assert after["items"] == items_of(small_model, prefix, [prev])
     assert after["items"] != before["items"]
     assert before["context"] is False and after["context"] is True
+    assert "context" not in unasked and unasked["items"] == after["items"]  # not asked: not computed
 
 
 async def test_a_history_that_leaves_the_list_as_it_was_is_no_context(
@@ -108,7 +113,7 @@ async def test_a_history_that_leaves_the_list_as_it_was_is_no_context(
         await recv_json(ws)
         await ws.send(submit(prev))
         await recv_json(ws)
-        answer = await ask(ws, 1, prefix)
+        answer = await ask(ws, 1, prefix, context=True)
     assert [item["query"] for item in answer["items"]] == queries_of(small_model, prefix)
     assert answer["context"] is False
 
@@ -203,9 +208,9 @@ async def test_the_stateless_endpoint_matches_the_websocket(
         await ws.send(submit("weather"))
         await ws.send(submit(prev))
         await recv_json(ws), await recv_json(ws)
-        ws_answer = await ask(ws, 1, prefix)
+        ws_answer = await ask(ws, 1, prefix, context=True)
     async with httpx.AsyncClient(base_url=f"http://{server}") as http:
-        response = await http.get("/complete", params={"prefix": prefix, "prev": ["Weather?", prev]})
+        response = await http.get("/complete", params={"prefix": prefix, "prev": ["Weather?", prev], "context": "1"})
     assert response.status_code == 200
     body = response.json()
     assert body["items"] == ws_answer["items"] == items_of(small_model, prefix, ["weather", prev])
@@ -219,10 +224,14 @@ async def test_the_stateless_endpoint_says_whether_prev_changed_the_list(
     server: str, history_pair: tuple[str, str], neutral_pair: tuple[str, str]
 ) -> None:
     async with httpx.AsyncClient(base_url=f"http://{server}") as http:
-        alone = await http.get("/complete", params={"prefix": history_pair[1]})
-        changed = await http.get("/complete", params={"prefix": history_pair[1], "prev": history_pair[0]})
-        same = await http.get("/complete", params={"prefix": neutral_pair[1], "prev": neutral_pair[0]})
+        alone = await http.get("/complete", params={"prefix": history_pair[1], "context": "1"})
+        changed = await http.get("/complete", params={"prefix": history_pair[1], "prev": history_pair[0],
+                                                       "context": "1"})
+        same = await http.get("/complete", params={"prefix": neutral_pair[1], "prev": neutral_pair[0],
+                                                    "context": "true"})
+        unasked = await http.get("/complete", params={"prefix": history_pair[1], "prev": history_pair[0]})
     assert [r.json()["context"] for r in (alone, changed, same)] == [False, True, False]
+    assert "context" not in unasked.json()
 
 
 async def test_the_stateless_endpoint_rejects_missing_and_long_prefixes(server: str) -> None:

@@ -19,6 +19,7 @@ def parse_default(text: str) -> protocol.ClientMessage:
 
 def test_a_query_and_a_submit_are_parsed() -> None:
     assert parse_default('{"type": "query", "id": 3, "prefix": "New Y"}') == Query(3, "New Y")
+    assert parse_default('{"type": "query", "id": 3, "prefix": "a", "context": true}') == Query(3, "a", True)
     assert parse_default('{"type": "submit", "query": "weather"}') == Submit("weather")
 
 
@@ -42,6 +43,7 @@ def test_a_query_and_a_submit_are_parsed() -> None:
         ('{"type": "query", "id": 1e3, "prefix": "a"}', "bad_message", None, "query"),
         ('{"type": "query", "id": 4, "prefix": "a\\u0000b"}', "bad_message", 4, "query"),
         ('{"type": "query", "id": 4, "prefix": "a\\nb"}', "bad_message", 4, "query"),
+        ('{"type": "query", "id": 4, "prefix": "a", "context": 1}', "bad_message", 4, "query"),
         ('{"type": "submit", "query": "a\\u009bb"}', "bad_message", None, "submit"),
         ('{"type": "user", "token": 5}', "bad_message", None, "user"),
         ('{"type": "remove"}', "bad_message", None, "remove"),

@@ -111,13 +111,15 @@ async def test_context_says_whether_the_history_changed_what_a_fresh_session_get
 ) -> None:
     ranker = Ranker(small_model, "small", threads=1, k=10)
     try:
-        alone = await ranker.complete(history_pair[1], [], PersonalHistory([], 0.0))
+        unasked = await ranker.complete(history_pair[1], [history_pair[0]])
+        alone = await ranker.complete(history_pair[1], [], PersonalHistory([], 0.0), context=True)
         ranked_fresh = len(ranker.fresh)
-        changed = await ranker.complete(history_pair[1], [history_pair[0]])
-        same = await ranker.complete(neutral_pair[1], [neutral_pair[0]])
+        changed = await ranker.complete(history_pair[1], [history_pair[0]], context=True)
+        same = await ranker.complete(neutral_pair[1], [neutral_pair[0]], context=True)
     finally:
         ranker.close()
-    assert alone.context is False and ranked_fresh == 0  # no history: nothing else is ranked
+    assert unasked.context is None and queries(unasked.items) == queries(changed.items)
+    assert alone.context is False and ranked_fresh == 0  # not asked, or no history: nothing else is ranked
     assert changed.context is True
     assert queries(changed.items) != queries(small_model.complete(history_pair[1]))
     assert same.context is False
@@ -130,7 +132,7 @@ async def test_context_counts_the_users_personal_history(small_model: Model) -> 
     personal = PersonalHistory([PersonalEntry(mine, 5, 1000.0)], 1000.0)
     ranker = Ranker(small_model, "small", threads=1, k=10)
     try:
-        ranked = await ranker.complete("B", [], personal)
+        ranked = await ranker.complete("B", [], personal, context=True)
     finally:
         ranker.close()
     assert mine in queries(ranked.items)
@@ -143,10 +145,10 @@ async def test_the_fresh_answer_comes_from_the_cache_by_normalized_prefix(
     prev, prefix = neutral_pair
     ranker = Ranker(small_model, "small", threads=1, k=10)
     try:
-        first = await ranker.complete(prefix.upper() + "!", [prev])
+        first = await ranker.complete(prefix.upper() + "!", [prev], context=True)
         cached = ranker.fresh.get(prefix)
         ranker.fresh.put(prefix, ("not what the model says",))
-        second = await ranker.complete(prefix, [prev])
+        second = await ranker.complete(prefix, [prev], context=True)
     finally:
         ranker.close()
     assert first.context is False and cached == tuple(queries(first.items))
@@ -169,13 +171,13 @@ async def test_fresh_answers_are_bounded_and_replaced_with_the_model_or_the_bloc
     ranker = Ranker(small_model, "small", threads=1, k=10, fresh_size=3)
     try:
         for prefix in ["a", "b", "c", "d", "e"]:
-            await ranker.complete(prefix, ["weather"])
+            await ranker.complete(prefix, ["weather"], context=True)
         kept = ranker.fresh
         assert len(kept) == 3 and kept.get("a") is None and kept.get("e") is not None
         await ranker.reload(str(other_model_dir))
         reloaded = ranker.fresh
         assert reloaded is not kept and len(reloaded) == 0
-        await ranker.complete("a", ["weather"])
+        await ranker.complete("a", ["weather"], context=True)
         assert len(reloaded) == 1 and len(kept) == 3
         ranker.set_extra_blocklist(Blocklist(["weather"]))
         assert ranker.fresh is not reloaded and len(ranker.fresh) == 0
