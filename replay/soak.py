@@ -246,7 +246,8 @@ async def _abuse_phase(url: str, base: str, cfg: SoakConfig, scripts: Sequence[S
         if not cfg.reload:
             return {}
         await asyncio.sleep(cfg.abuse_seconds / 2)
-        body = json.dumps({"index": str(cfg.reload_index or cfg.index)}).encode()
+        # Absolute: the server reads a relative path under its models root, not our directory.
+        body = json.dumps({"index": str(Path(cfg.reload_index or cfg.index).resolve())}).encode()
         return await asyncio.to_thread(_http, f"{base}/admin/reload", body,
                                        {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
 
