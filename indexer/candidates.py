@@ -89,6 +89,7 @@ class CandidateConfig:
     typo_tree_chars: int = 3  # the fuzzy beam searches labels under these first characters
     typo_tree_k: int = 10  # and offers its best this many
     typo_tree_few: int = 10  # ... and their one-edit variants when fewer labels have them
+    typo_tree_max_chars: int | None = 16  # and runs only on prefixes up to this long (BENCHMARKS.md)
     typo_trusted: int = 3  # no correction when the exact prefix has this many trusted candidates
     typo_pairs: bool = False  # a word pair nobody typed may hold a typo (+0.002 typo MRR, slower)
     typo_margin: float = 0.25  # what a corrected candidate's score must beat an exact one's by
@@ -343,6 +344,7 @@ class CandidateGenerator:
         # corrected prefix was found (or the word sources are off), nothing exact is trusted
         # and some typed word is unknown.
         if ("typo_tree" in on and self.tree is not None and not out and not trusted
+                and (cfg.typo_tree_max_chars is None or len(prefix) <= cfg.typo_tree_max_chars)
                 and (weak or (partial and not words.total(partial)))):
             out, base = self._fuzzy_tree(prefix, prev, history, personal, have, limit)
             tables.append(base)
