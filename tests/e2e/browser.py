@@ -89,6 +89,23 @@ class Frames:
         return next((f for f in reversed(self.received) if ids and f.get("id") == ids[-1]), None)
 
 
+def rewrite_frames(page: Page, rewrite: Callable[[dict[str, Any]], None]) -> None:
+    """Pass every frame the server sends the page through ``rewrite``, which edits it in place."""
+
+    def route(ws: Any) -> None:
+        upstream = ws.connect_to_server()
+        ws.on_message(upstream.send)
+
+        def down(message: str) -> None:
+            frame = json.loads(message)
+            rewrite(frame)
+            ws.send(json.dumps(frame))
+
+        upstream.on_message(down)
+
+    page.route_web_socket(re.compile(r"/ws(\?|$)"), route)
+
+
 def watch_frames(page: Page) -> Frames:
     """Record the frames of the page's WebSockets from now on."""
     out = Frames()

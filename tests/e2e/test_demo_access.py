@@ -5,7 +5,6 @@ server on the small model.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -19,6 +18,7 @@ from tests.e2e.browser import (
     open_demo,
     options_of,
     queries,
+    rewrite_frames,
     tab,
     type_into,
     wait_until,
@@ -125,19 +125,11 @@ def test_down_before_the_answer_arrives_waits_for_it(
 
 
 def test_the_list_is_described_counted_and_announced_in_words(page: Page, server: str, frames: Frames) -> None:
-    def route(ws: Any) -> None:  # one suggestion for "rec", none for "recx"
-        upstream = ws.connect_to_server()
-        ws.on_message(upstream.send)
+    def rewrite(frame: dict[str, Any]) -> None:  # one suggestion for "rec", none for "recx"
+        if frame["type"] == "suggestions":
+            frame["items"] = frame["items"][:1] if frame["prefix"] == "rec" else []
 
-        def down(message: str) -> None:
-            frame = json.loads(message)
-            if frame["type"] == "suggestions":
-                frame["items"] = frame["items"][:1] if frame["prefix"] == "rec" else []
-            ws.send(json.dumps(frame))
-
-        upstream.on_message(down)
-
-    page.route_web_socket(re.compile(r"/ws(\?|$)"), route)
+    rewrite_frames(page, rewrite)
     box = open_demo(page, server)
     expect(box).to_have_attribute("aria-describedby", "hint")
     type_into(page, box, frames, "rec")

@@ -19,7 +19,18 @@ from indexer.model import Model
 from indexer.normalize import normalize
 from server.app import create_app
 from server.config import ServerConfig
-from tests.e2e.browser import ARTIFACTS, Frames, Page, expect, open_demo, options_of, queries, type_into, wait_until
+from tests.e2e.browser import (
+    ARTIFACTS,
+    Frames,
+    Page,
+    expect,
+    open_demo,
+    options_of,
+    queries,
+    rewrite_frames,
+    type_into,
+    wait_until,
+)
 from tests.support import running
 
 
@@ -209,19 +220,11 @@ def test_an_answer_older_than_the_one_shown_is_dropped(page: Page, server: str, 
 def test_suggestions_are_inserted_as_text_never_as_html(page: Page, server: str) -> None:
     evil = 'weat <img src=x onerror="window.pwned=1"><b>not bold</b>'
 
-    def route(ws: Any) -> None:
-        upstream = ws.connect_to_server()
-        ws.on_message(upstream.send)
+    def rewrite(frame: dict[str, Any]) -> None:
+        if frame["type"] == "suggestions" and frame["prefix"] == "weat":
+            frame["items"][0]["query"] = evil
 
-        def down(message: str) -> None:
-            frame = json.loads(message)
-            if frame["type"] == "suggestions" and frame["prefix"] == "weat":
-                frame["items"][0]["query"] = evil
-            ws.send(json.dumps(frame))
-
-        upstream.on_message(down)
-
-    page.route_web_socket(re.compile(r"/ws(\?|$)"), route)
+    rewrite_frames(page, rewrite)
     box = open_demo(page, server)
     box.press_sequentially("weat")
     first = options_of(page, box).first

@@ -6,7 +6,6 @@ server's limits. Debian's headless Chromium against a real server on the small m
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from tests.e2e.browser import (
     open_demo,
     options_of,
     queries,
+    rewrite_frames,
     tab,
     type_into,
     wait_until,
@@ -42,19 +42,11 @@ def widen_max_prefix(page: Page, max_prefix: int) -> None:
     """Make the page believe the server takes longer queries than it does, so that the
     server, not the client, refuses them."""
 
-    def route(ws: Any) -> None:
-        upstream = ws.connect_to_server()
-        ws.on_message(upstream.send)
+    def rewrite(frame: dict[str, Any]) -> None:
+        if frame["type"] == "hello":
+            frame["limits"]["max_prefix"] = max_prefix
 
-        def down(message: str) -> None:
-            frame = json.loads(message)
-            if frame["type"] == "hello":
-                frame["limits"]["max_prefix"] = max_prefix
-            ws.send(json.dumps(frame))
-
-        upstream.on_message(down)
-
-    page.route_web_socket(re.compile(r"/ws(\?|$)"), route)
+    rewrite_frames(page, rewrite)
 
 
 def test_a_submit_the_server_refuses_says_why_and_adds_nothing_even_after_a_reload(
