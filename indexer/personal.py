@@ -157,3 +157,28 @@ def replay_histories(
         for i, history in zip(idx, histories_at(sorted(events[user]), moments)):  # type: ignore[arg-type]
             out[i] = history
     return out
+
+
+def pooled_history(rows: Iterable[tuple[str | None, float | None, str]], entries: int) -> PersonalHistory:
+    """A heavy user's history for benchmarks: the ``entries`` most recent distinct queries of
+    the users with the most distinct queries in ``rows`` (user, time, query), as the history
+    store would hold them (no user of the AOL sample has 1,000)."""
+    rows = list(rows)
+    distinct: dict[str | None, set[str]] = {}
+    for user, _, query in rows:
+        distinct.setdefault(user, set()).add(query)
+    pooled: set[str | None] = set()
+    for user in sorted(distinct, key=lambda u: -len(distinct[u])):
+        if sum(len(distinct[u]) for u in pooled) >= entries:
+            break
+        pooled.add(user)
+    counts: dict[str, int] = {}
+    last: dict[str, float] = {}
+    for user, time, query in rows:
+        if user in pooled:
+            counts[query] = counts.get(query, 0) + 1
+            last[query] = max(last.get(query, 0.0), time or 0.0)
+    recent = sorted(last, key=last.__getitem__)[-entries:]
+    now = max(last.values()) + 3600
+    return PersonalHistory([PersonalEntry(q, counts[q], last[q]) for q in recent], now)
+

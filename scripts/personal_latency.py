@@ -13,13 +13,12 @@ import argparse
 import json
 import sys
 import time
-from collections import Counter
 
 import numpy as np
 
 import indexer
 from indexer.evaluate import read_pairs
-from indexer.personal import PersonalEntry, PersonalHistory
+from indexer.personal import pooled_history
 from indexer.train.logs import read_logs
 
 
@@ -33,24 +32,7 @@ def main() -> int:
     args = ap.parse_args()
     model = indexer.load(args.index)
     rows, _ = read_logs([args.log])
-    distinct: dict[str | None, set[str]] = {}
-    for r in rows:
-        distinct.setdefault(r.user, set()).add(r.query)
-    # No user of the log has 1,000 distinct queries: pool those of the users with the most.
-    pooled: set[str | None] = set()
-    for user in sorted(distinct, key=lambda u: -len(distinct[u])):
-        if sum(len(distinct[u]) for u in pooled) >= args.entries:
-            break
-        pooled.add(user)
-    counts: Counter[str] = Counter()
-    last: dict[str, float] = {}
-    for r in rows:
-        if r.user in pooled:
-            counts[r.query] += 1
-            last[r.query] = max(last.get(r.query, 0.0), r.time or 0.0)
-    recent = sorted(last, key=last.__getitem__)[-args.entries:]
-    now = max(last.values()) + 3600
-    history = PersonalHistory([PersonalEntry(q, counts[q], last[q]) for q in recent], now)
+    history = pooled_history(((r.user, r.time, r.query) for r in rows), args.entries)
     pairs = read_pairs(args.pairs, args.limit)
     result = {"entries": len(history), "pairs": len(pairs)}
     for name, personal in (("no history", None), ("1,000-query history", history)):

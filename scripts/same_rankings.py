@@ -22,46 +22,22 @@ import argparse
 import json
 import sys
 import time
-from collections import Counter
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import indexer  # noqa: E402
 from indexer.evaluate import read_pairs, typo_pairs  # noqa: E402
 from indexer.normalize import normalize, normalize_prefix  # noqa: E402
-from indexer.personal import PersonalEntry, PersonalHistory, replay_histories  # noqa: E402
+from indexer.personal import pooled_history, replay_histories  # noqa: E402
 from indexer.train.logs import read_logs  # noqa: E402
-
-
-def pooled_history(rows: list[Any], entries: int) -> PersonalHistory:
-    """The ``entries`` most recent distinct queries of the users with the most distinct
-    queries, as ``scripts/personal_latency.py`` builds them."""
-    distinct: dict[str | None, set[str]] = {}
-    for r in rows:
-        distinct.setdefault(r.user, set()).add(r.query)
-    pooled: set[str | None] = set()
-    for user in sorted(distinct, key=lambda u: -len(distinct[u])):
-        if sum(len(distinct[u]) for u in pooled) >= entries:
-            break
-        pooled.add(user)
-    counts: Counter[str] = Counter()
-    last: dict[str, float] = {}
-    for r in rows:
-        if r.user in pooled:
-            counts[r.query] += 1
-            last[r.query] = max(last.get(r.query, 0.0), r.time or 0.0)
-    recent = sorted(last, key=last.__getitem__)[-entries:]
-    now = max(last.values()) + 3600
-    return PersonalHistory([PersonalEntry(q, counts[q], last[q]) for q in recent], now)
 
 
 def record(args: argparse.Namespace) -> int:
     model = indexer.load(args.index)
     pairs = read_pairs(args.pairs, args.limit)
     rows, _ = read_logs([args.log])
-    pooled = pooled_history(rows, args.entries)
+    pooled = pooled_history(((r.user, r.time, r.query) for r in rows), args.entries)
     events: dict[str, list[tuple[float, str]]] = {}
     for r in rows:
         if r.user is not None and r.time is not None:

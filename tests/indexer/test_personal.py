@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from indexer.personal import PersonalEntry, PersonalHistory, histories_at, query_words
+from indexer.personal import PersonalEntry, PersonalHistory, histories_at, pooled_history, query_words
 
 DAY = 86400.0
 
@@ -54,3 +54,13 @@ def test_a_query_asked_again_after_expiring_starts_its_count_anew() -> None:
     events = [(0.0, "a"), (1.0, "a"), (95 * DAY, "a")]
     (history,) = histories_at(events, [95 * DAY + 1], ttl=90 * DAY)
     assert history.counts == [1]
+
+
+def test_a_pooled_history_takes_the_latest_queries_of_the_busiest_users() -> None:
+    rows = [("a", 1.0, "one"), ("a", 2.0, "two"), ("a", 3.0, "one"), ("b", 4.0, "three"), ("b", 5.0, "four"),
+            ("b", 6.0, "five"), ("c", 7.0, "six")]
+    history = pooled_history(iter(rows), 4)  # b (3 distinct) then a (2): five queries, the latest four kept
+    assert history.keys == ["five", "four", "one", "three"] and "six" not in history  # c was not needed
+    assert history.counts[history.keys.index("one")] == 2
+    assert history.recent(4) == ["one", "three", "four", "five"] and history.now == 6.0 + 3600
+
