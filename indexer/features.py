@@ -16,6 +16,8 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.exceptions import NotFittedError
 
+from .topk import remember
+
 WEIGHTINGS = ("none", "string", "word")
 
 # A block: sorted feature indices, L2-normalized values (float64), sum of squared values.
@@ -223,9 +225,7 @@ class PrefixFeaturizer:
             block = self._prefix_block(text) if is_prefix else self._prev_block(text)
             block[0].flags.writeable = False
             block[1].flags.writeable = False
-            if len(self._blocks) >= BLOCK_MEMO:
-                self._blocks.clear()
-            self._blocks[is_prefix, text] = block
+            remember(self._blocks, (is_prefix, text), block, BLOCK_MEMO)
         return block
 
     def transform_one(self, prefix: str, prev: str = "") -> tuple[np.ndarray, np.ndarray]:

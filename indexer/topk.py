@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 
 # Sorts after every character a normalized query can hold.
 _MAX_CHAR = "\U0010ffff"
-# Keys whose index :meth:`PrefixTopK.indices` remembers, at most (then it starts over).
+# Answers each memory of a PrefixTopK keeps, at most (then it starts over).
 MEMO_SIZE = 1 << 16
+K = TypeVar("K")
+V = TypeVar("V")
 _UNKNOWN = -2
 # PrefixTopK.top_range sorts a range of up to this many keys, and partitions one of up to
 # this many keys per key asked; larger ranges use the range-argmax heap (timed on 14k words).
@@ -35,6 +38,27 @@ def sparse_table(values: np.ndarray) -> np.ndarray:
         table[j, : n - half] = pick
         table[j, n - half :] = table[j - 1, n - half :]
     return table
+
+
+def remember(memo: dict[K, V], key: K, value: V, size: int = MEMO_SIZE) -> V:
+    """Put ``value`` in ``memo`` and return it; a full memo is emptied first. Plain dict
+    operations only, so threads may share the memo."""
+    if len(memo) >= size:
+        memo.clear()
+    memo[key] = value
+    return value
+
+
+def _looked_up(memo: dict[str, V], keys: Sequence[str], look: Callable[[str], V], missing: V) -> list[V]:
+    """``look`` of each of ``keys``, through ``memo`` (``missing``: not in it)."""
+    found = [memo.get(k, missing) for k in keys]
+    if missing in found:
+        if len(memo) >= MEMO_SIZE:
+            memo.clear()
+        for j, v in enumerate(found):
+            if v == missing:
+                found[j] = memo[keys[j]] = look(keys[j])
+    return found
 
 
 class PrefixTopK:
@@ -68,15 +92,7 @@ class PrefixTopK:
         """:meth:`index` of each of ``keys``, as an int64 array. A keystroke looks up many keys
         that the keystrokes before it did: the last :data:`MEMO_SIZE` answers are remembered
         (a cache, so the index stays safe to share across threads)."""
-        memo = self._memo
-        found = [memo.get(k, _UNKNOWN) for k in keys]
-        if _UNKNOWN in found:
-            if len(memo) >= MEMO_SIZE:
-                memo.clear()
-            for j, i in enumerate(found):
-                if i == _UNKNOWN:
-                    found[j] = memo[keys[j]] = self.index(keys[j])
-        return np.array(found, dtype=np.int64)
+        return np.array(_looked_up(self._memo, keys, self.index, _UNKNOWN), dtype=np.int64)
 
     def children(self, prefix: str) -> tuple[int, int, str, tuple[int, ...]]:
         """The keys under ``prefix`` as a trie node: their range ``lo, hi``, the characters
@@ -97,10 +113,7 @@ class PrefixTopK:
                 starts.append(j)
                 j = bisect_left(keys, prefix + c + _MAX_CHAR, j, hi)
             starts.append(hi)
-            hit = (lo, hi, "".join(chars), tuple(starts))
-            if len(self._children) >= MEMO_SIZE:
-                self._children.clear()
-            self._children[prefix] = hit
+            hit = remember(self._children, prefix, (lo, hi, "".join(chars), tuple(starts)))
         return hit
 
     def counts(self, keys: Sequence[str]) -> np.ndarray:
@@ -116,15 +129,7 @@ class PrefixTopK:
             if hi - lo <= _DICT_RANGE:
                 near = dict(zip(self.keys[lo:hi], self.weights[lo:hi].tolist()))
                 return [near.get(k, 0.0) if k.startswith(within) else self.count(k) for k in keys]
-        memo = self._count_memo
-        found = [memo.get(k, -1.0) for k in keys]
-        if -1.0 in found:
-            if len(memo) >= MEMO_SIZE:
-                memo.clear()
-            for j, c in enumerate(found):
-                if c == -1.0:
-                    found[j] = memo[keys[j]] = self.count(keys[j])
-        return found
+        return _looked_up(self._count_memo, keys, self.count, -1.0)
 
     def count(self, key: str) -> float:
         """The weight of ``key``, 0 when it is absent."""
@@ -142,10 +147,7 @@ class PrefixTopK:
         found = self._ranges.get(prefix)
         if found is None:
             lo = bisect_left(self.keys, prefix)
-            found = lo, bisect_left(self.keys, prefix + _MAX_CHAR, lo)
-            if len(self._ranges) >= MEMO_SIZE:
-                self._ranges.clear()
-            self._ranges[prefix] = found
+            found = remember(self._ranges, prefix, (lo, bisect_left(self.keys, prefix + _MAX_CHAR, lo)))
         return found
 
     def _argmax(self, lo: int, hi: int) -> int:
@@ -166,10 +168,7 @@ class PrefixTopK:
         # The same prefixes (and the first letters of every word) come back on many keystrokes.
         top = self._tops.get((lo, hi, k))
         if top is None:
-            top = self._top_range(lo, hi, k)
-            if len(self._tops) >= MEMO_SIZE:
-                self._tops.clear()
-            self._tops[lo, hi, k] = top
+            top = remember(self._tops, (lo, hi, k), self._top_range(lo, hi, k))
         return list(top)
 
     def _top_range(self, lo: int, hi: int, k: int) -> list[int]:
