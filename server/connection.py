@@ -249,9 +249,9 @@ class Connection:
         self._refused_at = now
         if now - self._over_since >= config.rate_limit_close:
             raise _Drop(1008, f"over the rate limit for {config.rate_limit_close:g} s", "rate_limited")
+        frame = protocol.peek(text) if text else None  # parsed once, for the id and the type
         raise ProtocolError(protocol.RATE_LIMITED, f"more than {config.rate:g} messages per second from this "
-                            "connection or its address; slow down", protocol.peek_id(text) if text else None,
-                            protocol.peek_type(text) if text else None)
+                            "connection or its address; slow down", protocol.peek_id(frame), protocol.peek_type(frame))
 
     async def _read_loop(self) -> None:
         config = self.state.config

@@ -160,24 +160,29 @@ def parse(text: str, *, max_prefix: int) -> ClientMessage:
                         f"got {kind[:40]!r}", peek_id(data))
 
 
-def peek_id(message: str | dict[str, Any]) -> int | None:
-    """The integer ``id`` of a message if it has one, for error frames; never raises."""
+def peek(text: str) -> dict[str, Any] | None:
+    """The JSON object of a frame, or None if it is not one; never raises."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def peek_id(message: str | dict[str, Any] | None) -> int | None:
+    """The integer ``id`` of a message (a frame's text, or its :func:`peek` value) if it has
+    one, for error frames; never raises."""
     if isinstance(message, str):
-        try:
-            message = json.loads(message)
-        except (ValueError, RecursionError):
-            return None
+        message = peek(message)
     qid = message.get("id") if isinstance(message, dict) else None
     return qid if _is_int(qid) and 0 <= qid <= MAX_ID else None
 
 
-def peek_type(message: str | dict[str, Any]) -> str | None:
-    """The ``type`` of a message if it is a client frame's, for error frames; never raises."""
+def peek_type(message: str | dict[str, Any] | None) -> str | None:
+    """The ``type`` of a message (as :func:`peek_id` takes it) if it is a client frame's, for
+    error frames; never raises."""
     if isinstance(message, str):
-        try:
-            message = json.loads(message)
-        except (ValueError, RecursionError):
-            return None
+        message = peek(message)
     kind = message.get("type") if isinstance(message, dict) else None
     return kind if isinstance(kind, str) and kind in CLIENT_TYPES else None
 
