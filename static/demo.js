@@ -110,11 +110,7 @@
       // Not a completion of what was typed: no bold tail, a mark of its own, said aloud.
       text.append(item.query); // a string argument becomes a text node, never markup
       li.classList.add("corrected");
-      const fix = document.createElement("span");
-      fix.className = "fix";
-      fix.id = `suggestion-${i}-fix`;
-      fix.setAttribute("role", "img");
-      fix.setAttribute("aria-label", "spelling corrected");
+      const fix = icon("fix", `suggestion-${i}-fix`, "spelling corrected");
       li.prepend(fix);
       labels.push(fix.id);
     } else {
@@ -130,11 +126,7 @@
     if (labels.length > 1) li.setAttribute("aria-labelledby", labels.join(" "));
     if (item.personal) {
       li.classList.add("mine");
-      const mark = document.createElement("span");
-      mark.className = "mark";
-      mark.id = `suggestion-${i}-mark`;
-      mark.setAttribute("role", "img");
-      mark.setAttribute("aria-label", "from your history");
+      const mark = icon("mark", `suggestion-${i}-mark`, "from your history");
       const remove = document.createElement("button");
       remove.type = "button";
       remove.className = "remove";
@@ -147,6 +139,16 @@
       li.append(remove);
     }
     return li;
+  }
+
+  /** A mark drawn by CSS and named for screen readers (it holds no text node). */
+  function icon(className, id, label) {
+    const span = document.createElement("span");
+    span.className = className;
+    span.id = id;
+    span.setAttribute("role", "img");
+    span.setAttribute("aria-label", label);
+    return span;
   }
 
   /** Remove suggestion ``i`` from the user's history, and from the list at once. */
