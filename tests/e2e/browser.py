@@ -79,9 +79,11 @@ class Frames:
     sent: list[dict[str, Any]] = field(default_factory=list)
     received: list[dict[str, Any]] = field(default_factory=list)
 
-    def answered(self) -> bool:
-        """Whether the last keystroke sent has been answered."""
-        return self.answer() is not None
+    def answered(self, text: str | None = None) -> bool:
+        """Whether the last keystroke sent has been answered (and, given ``text``, was that
+        text: a keystroke typed may not have reached the socket yet when this is asked)."""
+        sent = [f for f in self.sent if f["type"] == "query"]
+        return bool(sent) and text in (None, sent[-1]["prefix"]) and self.answer() is not None
 
     def answer(self) -> dict[str, Any] | None:
         """The answer to the last keystroke sent, if it has come."""
@@ -118,10 +120,11 @@ def watch_frames(page: Page) -> Frames:
     return out
 
 
-def type_into(page: Page, box: Any, frames: Frames, text: str) -> None:
-    """Type ``text`` key by key and wait for the answer to the last key."""
-    box.press_sequentially(text)
-    wait_until(page, frames.answered)
+def type_into(page: Page, box: Any, frames: Frames, text: str, delay: float = 0) -> None:
+    """Type ``text`` key by key and wait for the answer to the box's text after the last key."""
+    box.press_sequentially(text, delay=delay)
+    value = box.input_value()
+    wait_until(page, lambda: frames.answered(value))
 
 
 def wait_until(page: Page, done: Callable[[], bool], timeout: float = 5.0) -> None:

@@ -43,8 +43,7 @@ def test_typing_shows_the_models_suggestions_with_the_completion_in_bold(
     listbox = page.locator(f"#{box.get_attribute('aria-controls')}")
     expect(listbox).to_have_attribute("role", "listbox")
 
-    box.press_sequentially("weat", delay=25)
-    wait_until(page, frames.answered)
+    type_into(page, box, frames, "weat", delay=25)
     want = queries(small_model, "weat")
     options = options_of(page, box)
     expect(options).to_have_text(want)
@@ -80,8 +79,7 @@ def test_a_corrected_suggestion_is_marked_and_announced_as_a_correction(
     typed = meant[:2] + meant[3] + meant[2] + meant[4:]  # two letters swapped
     want = small_model.complete(typed)
     box = open_demo(page, server)
-    box.press_sequentially(typed, delay=25)
-    wait_until(page, frames.answered)
+    type_into(page, box, frames, typed, delay=25)
     options = options_of(page, box)
     expect(options).to_have_text([c.query for c in want])
     for i, c in enumerate(want):
@@ -378,8 +376,7 @@ def test_screenshot_with_the_suggestions_open(page: Page, server: str, frames: F
         box.fill(query)
         box.press("Enter")
     expect(page.locator("#history li")).to_have_count(2)
-    box.press_sequentially("how t", delay=40)
-    wait_until(page, frames.answered)
+    type_into(page, box, frames, "how t", delay=40)
     options = page.locator("[role=option]")
     expect(options).to_have_count(10)
     expect(options.first).to_have_text(re.compile("^how t"))
