@@ -82,6 +82,7 @@ class CandidateConfig:
     history_max: int = 5
     personal_k: int = 10
     personal_words: int = 20  # the user's latest queries whose words finish the prefix
+    personal_word_k: int = 20  # and at most this many such candidates (BENCHMARKS.md)
     sources: tuple[str, ...] = SOURCES
     typo_min_chars: int = 4  # shorter prefixes are never corrected
     typo_fixes: int = 2  # corrected prefixes generated from, at most
@@ -172,7 +173,8 @@ class CandidateGenerator:
         # A corrected prefix offers fewer candidates than the typed one: it is one of several.
         c = self.config
         self._fix_config = dataclasses.replace(c, mpc_k=c.mpc_k // 2, word_k=c.word_k // 2, cont_k=min(1, c.cont_k),
-                                               trans_k=c.trans_k // 2, personal_k=c.personal_k // 2)
+                                               trans_k=c.trans_k // 2, personal_k=c.personal_k // 2,
+                                               personal_word_k=c.personal_word_k // 2)
 
     def _label_ranges(self, start: str) -> np.ndarray:
         """The label ranges of ``start`` and, if it has few labels, of its one-edit variants:
@@ -255,8 +257,8 @@ class CandidateGenerator:
         if personal:
             rows.mark(personal.starting_with(prefix, cfg.personal_k), _F["src_personal"])
             # The user's words: the prefix finished as in their latest queries.
-            rows.mark(_session_candidates(personal.recent_words(cfg.personal_words), prefix, head, partial),
-                      _F["src_personal_word"])
+            rows.mark(_session_candidates(personal.recent_words(cfg.personal_words), prefix, head, partial,
+                                          cfg.personal_word_k), _F["src_personal_word"])
         return rows
 
     def _table(
@@ -507,20 +509,25 @@ def _overlaps(words: set[str], head: list[str], toks: list[list[str]]) -> np.nda
     return len(known) + np.array([len(rest.intersection(t)) for t in toks])
 
 
-def _session_candidates(queries: Iterable[QueryWords], prefix: str, head: str, partial: str) -> list[str]:
+def _session_candidates(
+    queries: Iterable[QueryWords], prefix: str, head: str, partial: str, k: int | None = None
+) -> list[str]:
     """Earlier queries (split by :func:`~indexer.personal.query_words`, newest first) that
     start with the prefix, and the prefix finished with their words.
 
     For ``"salem r"`` after ``"oregon running calendar"``: ``"salem running"`` and
     ``"salem running calendar"`` (a reformulation keeps the tail of the last query).
+    At most ``k`` distinct ones, if given (the newest queries' first).
     """
-    out = []
+    out: dict[str, None] = {}
     for h, words in queries:
         if h.startswith(prefix):
-            out.append(h)
+            out[h] = None
         for w, tail in words:
             if w.startswith(partial):
-                out.append(head + w)
+                out[head + w] = None
                 if tail:
-                    out.append(head + tail)
-    return out
+                    out[head + tail] = None
+        if k is not None and len(out) >= k:
+            return list(out)[:k]
+    return list(out)
