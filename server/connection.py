@@ -1,11 +1,13 @@
 """One WebSocket client, from hello to disconnect.
 
-Two tasks per connection: the reader parses frames, answers submits, user frames
-(``server/users_ws.py``) and errors at once, and puts each keystroke in a one-slot mailbox,
-replacing (superseding) a keystroke not yet ranked; the ranker takes the newest keystroke
-from the mailbox, ranks it with the session's history (and the user's personal history, when
-the connection has a user) and sends the suggestions. Query ids must increase on a
-connection, so answers never go backwards and the last keystroke is always answered.
+Three tasks per connection: the reader parses frames and answers errors at once, puts each
+keystroke in a one-slot mailbox, replacing (superseding) a keystroke not yet ranked, and
+hands submits and user frames (``server/users_ws.py``) to the store writer, which writes them
+to the stores and answers them in order; the ranker takes the newest keystroke from the
+mailbox, ranks it with the session's history (and the user's personal history, when the
+connection has a user) and sends the suggestions. A submit changes the history the ranker
+sees at once, and no keystroke waits for a store. Query ids must increase on a connection, so
+answers never go backwards and the last keystroke is always answered.
 
 What a connection may cost is bounded: one pending keystroke, a token bucket of messages (and
 its address's bucket, ``server/limits.py``), a frame size (binary frames included), a time
@@ -37,7 +39,7 @@ from .config import ServerConfig
 from .limits import AddressLimits, TokenBucket
 from .metrics import Metrics
 from .personal import PersonalHub
-from .protocol import ProtocolError, Query, Remove, Resume, Submit
+from .protocol import Forget, ProtocolError, Query, Remove, Resume, Submit, UserHello
 from .ranker import Ranker
 from .sessions import SessionError, SessionStore, new_session_id, valid_session_id
 from .store_health import StoreHealth
@@ -112,8 +114,12 @@ OVER_LIMIT_GAP = 1.0  # a connection refused again within this many seconds is s
 
 # How long a connection ranks with its own copy of the session's history before reading it
 # from the store again (which also refreshes the session's TTL). The copy follows this
-# connection's own submits at once; only another tab's submits wait for the refresh.
+# connection's own submits at once; only another tab's submits wait for the refresh, which a
+# keystroke starts in the background and never waits for.
 HISTORY_REFRESH_SECONDS = 10.0
+# Frames that write to the stores waiting for them; reading stops while this many wait (each
+# has already spent a token of the rate limit).
+MAX_QUEUED_WRITES = 16
 
 
 class Connection:
@@ -136,7 +142,15 @@ class Connection:
         self._bucket = TokenBucket(state.config.rate, state.config.burst)
         self._history: list[str] = []
         self._history_read = 0.0  # time.monotonic() of the last read from the store
-        self._unsynced: list[str] = []  # submits made while the store was down, oldest first
+        # Submits not in the store yet (taken but not written, or made while it was down),
+        # oldest first, each numbered: what _drop takes out while a write is on its way
+        # leaves the others' numbers as they were.
+        self._unsynced: list[tuple[int, str]] = []
+        self._taken = 0  # submits numbered so far
+        self._refresh: asyncio.Task[bool] | None = None  # a read of the history a keystroke started
+        # Frames that write to the stores, answered in order by _store_loop so that a keystroke
+        # read after one never waits for the store's round trip.
+        self._writes: asyncio.Queue[Submit | UserHello | Forget | Remove] = asyncio.Queue(MAX_QUEUED_WRITES)
         self.user = UserLink(state.users)
 
     async def serve(self) -> None:
@@ -149,7 +163,8 @@ class Connection:
         tasks: set[asyncio.Task[None]] = set()
         try:
             await self._hello()
-            tasks = {asyncio.create_task(self._read_loop()), asyncio.create_task(self._rank_loop())}
+            tasks = {asyncio.create_task(self._read_loop()), asyncio.create_task(self._rank_loop()),
+                     asyncio.create_task(self._store_loop())}
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 task.result()  # what ended the connection, if it was an exception
@@ -173,11 +188,12 @@ class Connection:
         finally:
             metrics.connections.dec()
             self.user.close()
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
+            ending: list[asyncio.Task[object]] = [*tasks, *([self._refresh] if self._refresh else [])]
+            for running in ending:
+                running.cancel()
+            for running in ending:
                 with contextlib.suppress(asyncio.CancelledError, *_Closed, _Drop):
-                    await task
+                    await running
 
     async def _hello(self) -> None:
         config = self.state.config
@@ -279,15 +295,33 @@ class Connection:
                     self._resumable = False
                 if isinstance(msg, Query):
                     self._enqueue(msg, received)
-                elif isinstance(msg, Submit):
-                    await self._submit(msg)
+                    continue
+                # What the session holds changes now, for the next keystroke; the stores, in turn.
+                if isinstance(msg, Submit):
+                    self._add(normalize(msg.query))
+                elif isinstance(msg, Remove):
+                    self._drop(normalize(msg.query))
+                await self._writes.put(msg)
+            except ProtocolError as exc:
+                await self._refuse(exc)
+
+    async def _refuse(self, exc: ProtocolError) -> None:
+        self.state.metrics.errors.labels(exc.code).inc()
+        await self._send(protocol.error(exc.code, exc.message, exc.id, exc.frame_type))
+
+    async def _store_loop(self) -> None:
+        """Answer the frames that write to the stores, one at a time, in the order they came."""
+        while True:
+            msg = await self._writes.get()
+            try:
+                if isinstance(msg, Submit):
+                    await self._submit(normalize(msg.query))
                 else:
                     if isinstance(msg, Remove):
                         await self._discard(normalize(msg.query))
                     await self._send(await self.user.handle(msg))
             except ProtocolError as exc:
-                self.state.metrics.errors.labels(exc.code).inc()
-                await self._send(protocol.error(exc.code, exc.message, exc.id, exc.frame_type))
+                await self._refuse(exc)
 
     def _enqueue(self, query: Query, received: float) -> None:
         if self._last_id is not None and query.id <= self._last_id:
@@ -300,27 +334,33 @@ class Connection:
         self._pending = (query, received)
         self._wake.set()
 
-    async def _submit(self, submit: Submit) -> None:
-        query = normalize(submit.query)
+    def _add(self, query: str) -> None:
+        """A submitted (normalized) query joins this connection's copy of the history."""
         if query:
             limit = self.state.config.max_history
             self._history = (self._history + [query])[-limit:]
-            # Held back while the store is down: never more than the history keeps.
-            self._unsynced.append(query)
+            # Held back until the store takes it: never more than the history keeps.
+            self._taken += 1
+            self._unsynced.append((self._taken, query))
             del self._unsynced[:-limit]
             self.state.metrics.submits.inc()
+
+    def _drop(self, query: str) -> None:
+        """A removed query leaves this session's history too, so nothing suggests it again here."""
+        if query in self._history:
+            self._history = [q for q in self._history if q != query]
+            self._unsynced = [(n, q) for n, q in self._unsynced if q != query]
+
+    async def _submit(self, query: str) -> None:
+        """Write a submit :meth:`_add` took to the stores, then acknowledge it."""
         stored = await self._sync(force=True)
         if query:
             await self.user.record(query)
         await self._send(protocol.ack(self._history, bool(query), stored))
 
     async def _discard(self, query: str) -> None:
-        """A removed query leaves this session's history too, so nothing suggests it again here."""
-        if not query or query not in self._history:
-            return
-        self._history = [q for q in self._history if q != query]
-        self._unsynced = [q for q in self._unsynced if q != query]
-        if self.state.health.up:
+        """A query :meth:`_drop` took out goes from the session store too."""
+        if query and self.state.health.up:
             async with self._store_lock:
                 try:
                     await self.state.store.discard(self.session, query)
@@ -340,11 +380,14 @@ class Connection:
             try:
                 length = -1
                 if self._unsynced:  # one round trip, however many were held back
-                    held = list(self._unsynced)
-                    length = await store.extend(self.session, held)
-                    del self._unsynced[:len(held)]
+                    last = self._unsynced[-1][0]
+                    length = await store.extend(self.session, [q for _, q in self._unsynced])
+                    self._unsynced = [(n, q) for n, q in self._unsynced if n > last]
                 if length != len(self._history):  # nothing written, or another tab wrote meanwhile
-                    self._remember(await store.history(self.session))
+                    # What the store has, and the submits taken since that wait their turn.
+                    stored = await store.history(self.session)
+                    later = [q for _, q in self._unsynced]
+                    self._remember((stored + later)[-self.state.config.max_history:])
                 else:
                     self._history_read = time.monotonic()
             except SessionError as exc:
@@ -352,6 +395,14 @@ class Connection:
                 return False
         health.answered()
         return True
+
+    def _sync_soon(self) -> None:
+        """Start :meth:`_sync` in the background if it is due and not running: a keystroke ranks
+        with the history this connection has (a store round trip under load was a few ms of
+        its p99, BENCHMARKS.md) and the next one gets what the read found."""
+        if (self._refresh is None or self._refresh.done()) and self.state.health.up and (
+                self._unsynced or time.monotonic() - self._history_read >= HISTORY_REFRESH_SECONDS):
+            self._refresh = asyncio.create_task(self._sync())
 
     async def _rank_loop(self) -> None:
         metrics = self.state.metrics
@@ -362,7 +413,7 @@ class Connection:
                 continue
             query, received = self._pending
             self._pending = None
-            await self._sync()
+            self._sync_soon()
             personal = await self.user.personal()
             try:
                 ranked = await self.state.ranker.complete(query.prefix, self._history, personal,

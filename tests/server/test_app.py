@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,11 @@ from websockets.exceptions import InvalidStatus
 
 import indexer
 from indexer.model import Model
+from server import app as app_module
 from server import connection
 from server.app import create_app
 from server.config import ServerConfig
+from server.sessions import MemorySessionStore
 from tests.support import TOKEN, items_of, recv_json, resume, running
 
 pytestmark = pytest.mark.anyio
@@ -105,6 +108,56 @@ async def test_submitted_queries_change_the_ranking_as_model_complete_does(
     assert "context" not in unasked and unasked["items"] == after["items"]  # not asked: not computed
 
 
+class SlowStore(MemorySessionStore):
+    """A memory store whose writes take as long as a store far away under load."""
+
+    def __init__(self, url: str, ttl: float, max_history: int, max_sessions: int, *_: Any) -> None:
+        super().__init__(ttl, max_history, max_sessions)
+
+    async def extend(self, sid: str, queries: list[str]) -> int:
+        await asyncio.sleep(1.0)
+        return await super().extend(sid, queries)
+
+
+async def test_a_keystroke_after_a_submit_does_not_wait_for_the_store(
+    small_model_dir: Path, small_model: Model, history_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app_module, "open_store", SlowStore)
+    prev, prefix = history_pair
+    config = ServerConfig(index=str(small_model_dir), sessions="redis://slow.invalid/0")
+    with running(create_app(config), config) as server:
+        async with connect(f"ws://{server}/ws") as ws:
+            await recv_json(ws)
+            await ws.send(submit(prev))
+            started = time.monotonic()
+            await ws.send(query(1, prefix))
+            first = await recv_json(ws)
+            waited = time.monotonic() - started
+            second = await recv_json(ws)
+    assert first["type"] == "suggestions" and waited < 0.5  # not after the store's second
+    assert first["items"] == items_of(small_model, prefix, [prev])  # ranked with the submit
+    assert second == {"type": "ack", "history": 1, "queries": [prev], "added": True}
+
+
+async def test_submits_on_their_way_to_a_slow_store_stay_in_the_sessions_history(
+    small_model_dir: Path, small_model: Model, history_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app_module, "open_store", SlowStore)
+    prev, prefix = history_pair
+    config = ServerConfig(index=str(small_model_dir), sessions="redis://slow.invalid/0")
+    with running(create_app(config), config) as server:
+        async with connect(f"ws://{server}/ws") as ws:
+            await recv_json(ws)
+            await ws.send(submit("weather"))
+            await ws.send(submit(prev))
+            first = await recv_json(ws, timeout=5)  # the first written; the second on its way
+            answer = await ask(ws, 1, prefix)
+            second = await recv_json(ws, timeout=5)
+    assert first["queries"] == second["queries"] == ["weather", prev]
+    assert answer["items"] == items_of(small_model, prefix, ["weather", prev])
+    assert answer["items"] != items_of(small_model, prefix, ["weather"])
+
+
 async def test_a_history_that_leaves_the_list_as_it_was_is_no_context(
     server: str, small_model: Model, neutral_pair: tuple[str, str]
 ) -> None:
@@ -184,7 +237,9 @@ async def test_another_tabs_submit_reaches_a_connection_at_its_next_history_refr
             await first.send(submit(prev))
             await recv_json(first)
             monkeypatch.setattr(connection, "HISTORY_REFRESH_SECONDS", 0.0)
-            assert (await ask(second, 2, prefix))["items"] == items_of(small_model, prefix, [prev])
+            # The keystroke that finds the refresh due starts it and ranks with what it has.
+            assert (await ask(second, 2, prefix))["items"] == items_of(small_model, prefix, [])
+            assert (await ask(second, 3, prefix))["items"] == items_of(small_model, prefix, [prev])
 
 
 @pytest.mark.parametrize("session", ["no-such-session-000000", "short", ""])

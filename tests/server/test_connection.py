@@ -167,11 +167,24 @@ async def test_connections_over_the_cap_are_refused_with_1013(small_model_dir: P
             await recv_json(two)
             async with connect(f"ws://{server}/ws") as three:
                 assert await closed_code(three) == 1013
-        async with connect(f"ws://{server}/ws") as again:  # room again once they left
-            assert (await recv_json(again))["type"] == "hello"
+        # Room again once they left: the server frees their places just after the closing
+        # handshakes the clients waited for, so a connection made at once may still be refused.
+        refused = 0
+        deadline = time.monotonic() + 5
+        while True:
+            async with connect(f"ws://{server}/ws") as again:
+                try:
+                    first = await recv_json(again)
+                    break
+                except ConnectionClosed as exc:
+                    assert exc.rcvd is not None and exc.rcvd.code == 1013
+            refused += 1
+            assert time.monotonic() < deadline, "no room after the two left"
+            await asyncio.sleep(0.05)
+        assert first["type"] == "hello"
         async with httpx.AsyncClient(base_url=f"http://{server}") as http:
             text = (await http.get("/metrics")).text
-    assert metric(text, 'qac_closed_connections_total{reason="full"}') == 1
+    assert metric(text, 'qac_closed_connections_total{reason="full"}') == 1 + refused
 
 
 async def test_an_idle_connection_is_closed_with_4000(small_model_dir: Path) -> None:
