@@ -51,3 +51,17 @@ def test_transitions_propose_what_followed_the_previous_query():
 def test_candidates_without_history_have_no_session_features():
     cands = generator().generate("new", [])
     assert np.isfinite(cands.features).all()
+
+
+def test_the_users_words_offer_a_bounded_number_of_candidates_newest_queries_first():
+    from indexer.personal import PersonalEntry, PersonalHistory
+
+    # After a space every word of every recent query finishes the prefix.
+    queries = [f"w{i}a w{i}b w{i}c" for i in range(20)]
+    personal = PersonalHistory([PersonalEntry(q, 1, float(i)) for i, q in enumerate(queries)], now=100.0)
+    gen = generator(("personal",))
+    texts = gen.generate("zz ", [], personal).texts
+    assert len(texts) == gen.config.personal_word_k == 20
+    newest = [t for t in texts if t.startswith("zz w19")]
+    assert newest == ["zz w19a", "zz w19a w19b w19c", "zz w19b", "zz w19b w19c", "zz w19c"]
+    assert not any(t.startswith("zz w0") for t in texts)
