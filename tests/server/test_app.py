@@ -119,40 +119,43 @@ class SlowStore(MemorySessionStore):
         return await super().extend(sid, queries)
 
 
-async def test_a_keystroke_after_a_submit_does_not_wait_for_the_store(
-    small_model_dir: Path, small_model: Model, history_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def slow_server(small_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A server whose session store takes a second per write."""
     monkeypatch.setattr(app_module, "open_store", SlowStore)
-    prev, prefix = history_pair
     config = ServerConfig(index=str(small_model_dir), sessions="redis://slow.invalid/0")
     with running(create_app(config), config) as server:
-        async with connect(f"ws://{server}/ws") as ws:
-            await recv_json(ws)
-            await ws.send(submit(prev))
-            started = time.monotonic()
-            await ws.send(query(1, prefix))
-            first = await recv_json(ws)
-            waited = time.monotonic() - started
-            second = await recv_json(ws)
+        yield server
+
+
+async def test_a_keystroke_after_a_submit_does_not_wait_for_the_store(
+    slow_server: str, small_model: Model, history_pair: tuple[str, str]
+) -> None:
+    prev, prefix = history_pair
+    async with connect(f"ws://{slow_server}/ws") as ws:
+        await recv_json(ws)
+        await ws.send(submit(prev))
+        started = time.monotonic()
+        await ws.send(query(1, prefix))
+        first = await recv_json(ws)
+        waited = time.monotonic() - started
+        second = await recv_json(ws)
     assert first["type"] == "suggestions" and waited < 0.5  # not after the store's second
     assert first["items"] == items_of(small_model, prefix, [prev])  # ranked with the submit
     assert second == {"type": "ack", "history": 1, "queries": [prev], "added": True}
 
 
 async def test_submits_on_their_way_to_a_slow_store_stay_in_the_sessions_history(
-    small_model_dir: Path, small_model: Model, history_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+    slow_server: str, small_model: Model, history_pair: tuple[str, str]
 ) -> None:
-    monkeypatch.setattr(app_module, "open_store", SlowStore)
     prev, prefix = history_pair
-    config = ServerConfig(index=str(small_model_dir), sessions="redis://slow.invalid/0")
-    with running(create_app(config), config) as server:
-        async with connect(f"ws://{server}/ws") as ws:
-            await recv_json(ws)
-            await ws.send(submit("weather"))
-            await ws.send(submit(prev))
-            first = await recv_json(ws, timeout=5)  # the first written; the second on its way
-            answer = await ask(ws, 1, prefix)
-            second = await recv_json(ws, timeout=5)
+    async with connect(f"ws://{slow_server}/ws") as ws:
+        await recv_json(ws)
+        await ws.send(submit("weather"))
+        await ws.send(submit(prev))
+        first = await recv_json(ws)  # the first written; the second on its way
+        answer = await ask(ws, 1, prefix)
+        second = await recv_json(ws)
     assert first["queries"] == second["queries"] == ["weather", prev]
     assert answer["items"] == items_of(small_model, prefix, ["weather", prev])
     assert answer["items"] != items_of(small_model, prefix, ["weather"])
