@@ -120,6 +120,9 @@ HISTORY_REFRESH_SECONDS = 10.0
 # Frames that write to the stores waiting for them; reading stops while this many wait (each
 # has already spent a token of the rate limit).
 MAX_QUEUED_WRITES = 16
+# How long a connection whose client left goes on writing what it had submitted (the store
+# client's own timeout is 2 s).
+WRITE_GRACE_SECONDS = 3.0
 
 
 class Connection:
@@ -151,6 +154,7 @@ class Connection:
         # Frames that write to the stores, answered in order by _store_loop so that a keystroke
         # read after one never waits for the store's round trip.
         self._writes: asyncio.Queue[Submit | UserHello | Forget | Remove] = asyncio.Queue(MAX_QUEUED_WRITES)
+        self._gone = False  # the client left: nothing more is sent
         self.user = UserLink(state.users)
 
     async def serve(self) -> None:
@@ -161,6 +165,7 @@ class Connection:
         self._remember([])
         metrics.connections.inc()
         tasks: set[asyncio.Task[None]] = set()
+        dropped = False
         try:
             await self._hello()
             tasks = {asyncio.create_task(self._read_loop()), asyncio.create_task(self._rank_loop()),
@@ -171,6 +176,7 @@ class Connection:
         except _Closed:
             pass
         except _Drop as drop:
+            dropped = True
             metrics.closed.labels(drop.label).inc()
             log.info("closing a connection: %s", drop.reason)
             for task in tasks:
@@ -186,6 +192,12 @@ class Connection:
             except _Closed:
                 pass
         finally:
+            if not dropped:
+                # A page that submits and goes (the usual end of a search) has its query
+                # written all the same.
+                self._gone = True
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._writes.join(), WRITE_GRACE_SECONDS)
             metrics.connections.dec()
             self.user.close()
             ending: list[asyncio.Task[object]] = [*tasks, *([self._refresh] if self._refresh else [])]
@@ -240,6 +252,8 @@ class Connection:
         self._history_read = time.monotonic()
 
     async def _send(self, text: str) -> None:
+        if self._gone:
+            return
         async with self._send_lock:
             try:
                 await asyncio.wait_for(self.ws.send_text(text), self.state.config.send_timeout)
@@ -314,14 +328,19 @@ class Connection:
         while True:
             msg = await self._writes.get()
             try:
-                if isinstance(msg, Submit):
-                    await self._submit(normalize(msg.query))
-                else:
-                    if isinstance(msg, Remove):
-                        await self._discard(normalize(msg.query))
-                    await self._send(await self.user.handle(msg))
-            except ProtocolError as exc:
-                await self._refuse(exc)
+                try:
+                    if isinstance(msg, Submit):
+                        await self._submit(normalize(msg.query))
+                    else:
+                        if isinstance(msg, Remove):
+                            await self._discard(normalize(msg.query))
+                        await self._send(await self.user.handle(msg))
+                except ProtocolError as exc:
+                    await self._refuse(exc)
+            except _Closed:
+                self._gone = True  # the writes still waiting are made all the same, unanswered
+            finally:
+                self._writes.task_done()
 
     def _enqueue(self, query: Query, received: float) -> None:
         if self._last_id is not None and query.id <= self._last_id:

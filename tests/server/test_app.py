@@ -161,6 +161,16 @@ async def test_submits_on_their_way_to_a_slow_store_stay_in_the_sessions_history
     assert answer["items"] != items_of(small_model, prefix, ["weather"])
 
 
+async def test_a_submit_made_just_before_leaving_is_written_all_the_same(slow_server: str) -> None:
+    async with connect(f"ws://{slow_server}/ws") as ws:
+        session = (await recv_json(ws))["session"]
+        await ws.send(submit("weather"))
+    await asyncio.sleep(1.5)  # the store's second
+    async with connect(f"ws://{slow_server}/ws") as ws:
+        hello = await resume(ws, session)
+    assert hello["queries"] == ["weather"]
+
+
 async def test_a_history_that_leaves_the_list_as_it_was_is_no_context(
     server: str, small_model: Model, neutral_pair: tuple[str, str]
 ) -> None:
