@@ -53,11 +53,9 @@ def _looked_up(memo: dict[str, V], keys: Sequence[str], look: Callable[[str], V]
     """``look`` of each of ``keys``, through ``memo`` (``missing``: not in it)."""
     found = [memo.get(k, missing) for k in keys]
     if missing in found:
-        if len(memo) >= MEMO_SIZE:
-            memo.clear()
         for j, v in enumerate(found):
             if v == missing:
-                found[j] = memo[keys[j]] = look(keys[j])
+                found[j] = remember(memo, keys[j], look(keys[j]))
     return found
 
 
