@@ -485,7 +485,7 @@ class CandidateGenerator:
             completed = [t[cut:].split(" ", 1)[0] for t in texts]
         base[:, _F["word_logp"]] = words.word_logps(completed, partial)
         base[:, _F["bigram_logp"]] = words.bigram_logps(prev_word, completed, partial)
-        if prev and words.has_transitions(prev):  # else the column stays log(1 + 0) = 0
+        if prev:  # transition_counts answers zeros at once when nothing followed prev
             base[:, _F["trans_log"]] = np.log1p(words.transition_counts(prev, texts))
         n_toks = np.array([len(t) for t in toks], dtype=np.float64) + len(head_toks)
         for h in hist_set:  # a few queries, each found among the texts (unique) by one scan

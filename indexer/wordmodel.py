@@ -74,11 +74,6 @@ class WordModel:
         """How often ``nxt`` directly followed ``prev`` in a session."""
         return self.transitions.count(prev + TRANSITION_SEP + nxt)
 
-    def has_transitions(self, prev: str) -> bool:
-        """Whether some query followed ``prev`` in a session."""
-        lo, hi = self.transitions.range(prev + TRANSITION_SEP)
-        return hi > lo
-
     def transition_counts(self, prev: str, nexts: Sequence[str]) -> np.ndarray:
         """:meth:`transition_count` of each of ``nexts``: looked up only among the
         transitions from ``prev`` (most queries have none)."""
