@@ -151,9 +151,11 @@ class Connection:
         self._unsynced: list[tuple[int, str]] = []
         self._taken = 0  # submits numbered so far
         self._refresh: asyncio.Task[bool] | None = None  # a read of the history a keystroke started
-        # Frames that write to the stores, answered in order by _store_loop so that a keystroke
-        # read after one never waits for the store's round trip.
-        self._writes: asyncio.Queue[Submit | UserHello | Forget | Remove] = asyncio.Queue(MAX_QUEUED_WRITES)
+        # Frames that write to the stores (with the query of a submit or remove, normalized),
+        # answered in order by _store_loop so that a keystroke read after one never waits for
+        # the store's round trip.
+        self._writes: asyncio.Queue[tuple[Submit | UserHello | Forget | Remove, str]] = asyncio.Queue(
+            MAX_QUEUED_WRITES)
         self._gone = False  # the client left: nothing more is sent
         self.user = UserLink(state.users)
 
@@ -311,11 +313,12 @@ class Connection:
                     self._enqueue(msg, received)
                     continue
                 # What the session holds changes now, for the next keystroke; the stores, in turn.
+                query = normalize(msg.query) if isinstance(msg, (Submit, Remove)) else ""
                 if isinstance(msg, Submit):
-                    self._add(normalize(msg.query))
+                    self._add(query)
                 elif isinstance(msg, Remove):
-                    self._drop(normalize(msg.query))
-                await self._writes.put(msg)
+                    self._drop(query)
+                await self._writes.put((msg, query))
             except ProtocolError as exc:
                 await self._refuse(exc)
 
@@ -326,14 +329,14 @@ class Connection:
     async def _store_loop(self) -> None:
         """Answer the frames that write to the stores, one at a time, in the order they came."""
         while True:
-            msg = await self._writes.get()
+            msg, query = await self._writes.get()
             try:
                 try:
                     if isinstance(msg, Submit):
-                        await self._submit(normalize(msg.query))
+                        await self._submit(query)
                     else:
                         if isinstance(msg, Remove):
-                            await self._discard(normalize(msg.query))
+                            await self._discard(query)
                         await self._send(await self.user.handle(msg))
                 except ProtocolError as exc:
                     await self._refuse(exc)
