@@ -35,7 +35,7 @@ from .config import ConfigError, ServerConfig, normalize_origin
 from .connection import Connection, ServerState, expose_abort
 from .history import open_history
 from .history_routes import forget_route, personal_of, remove_route
-from .limits import AddressLimits, client_address
+from .limits import AddressBuckets, AddressLimits, client_address
 from .metrics import Metrics
 from .personal import PersonalHub
 from .ranker import Ranker, load_warm, read_announcement
@@ -44,6 +44,8 @@ from .store_health import StoreHealth
 from .users import Signer, default_secret_path, load_secret
 
 log = logging.getLogger("qac.server")
+
+COMPLETE_MAX_WAIT = 1.0  # seconds a GET /complete over its address's rate may wait for its turn
 
 # Package data: found the same way in a checkout, an editable and a plain install.
 STATIC_DIR = Path(str(resources.files("static")))
@@ -78,7 +80,9 @@ def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette
             del loaded
             health = StoreHealth(store, metrics, failures=config.store_failures)
             users = PersonalHub(signer, history, metrics)
-            limits = AddressLimits(config.max_connections_per_address, config.address_rate, config.address_burst)
+            limits = AddressLimits(config.max_connections_per_address,
+                                   AddressBuckets(config.address_rate, config.address_burst),
+                                   AddressBuckets(config.complete_rate, config.complete_burst))
             app.state.qac = ServerState(config, ranker, store, metrics, health, users, limits)
             app.state.blocklist = blocklist
             tasks = [asyncio.create_task(job) for job in (
@@ -273,10 +277,16 @@ async def complete(request: Request) -> Response:
                       f"{config.max_prefix}")
     history = [h for h in map(normalize, prev) if h][-config.max_history:]
     address = client_address(request)
-    if not state.limits.take(address):
+    # Over the rate, a request waits its turn (as nginx's limit_req without nodelay): a client
+    # that sends again as soon as it is answered then sends at the rate, instead of spinning
+    # on refusals that cost both sides more than the answers would.
+    wait = state.limits.completes[address].reserve(COMPLETE_MAX_WAIT)
+    if wait is None:
         state.metrics.errors.labels(protocol.RATE_LIMITED).inc()
-        return _error(429, protocol.RATE_LIMITED, f"more than {config.address_rate:g} requests per second from "
-                      "this address; slow down", {"Retry-After": str(state.limits.retry_after(address))})
+        return _error(429, protocol.RATE_LIMITED, f"more than {config.complete_rate:g} requests per second from "
+                      "this address; slow down", {"Retry-After": str(state.limits.completes.retry_after(address))})
+    if wait:
+        await asyncio.sleep(wait)
     if state.complete_pending >= config.complete_queue:
         state.metrics.errors.labels(protocol.OVERLOADED).inc()
         return _error(503, protocol.OVERLOADED, "too many requests waiting to be ranked; try again",

@@ -63,8 +63,8 @@ class ServerConfig:
                            "longest query the indexer keeps)")
     max_message: int = _opt(4096, int, "largest client frame, in bytes; a larger one closes the connection "
                             "with code 1009")
-    rate: float = _opt(50.0, float, "client messages per second per connection, sustained")
-    burst: int = _opt(100, int, "client messages per connection allowed at once above the rate")
+    rate: float = _opt(20.0, float, "client messages per second per connection, sustained")
+    burst: int = _opt(40, int, "client messages per connection allowed at once above the rate")
     max_connections: int = _opt(10_000, int, "open WebSocket connections per process; more are refused "
                                 "(closed with code 1013, try again later)")
     idle_timeout: float = _opt(600.0, float, "seconds without a client message before a connection is closed "
@@ -93,8 +93,12 @@ class ServerConfig:
     max_connections_per_address: int = _opt(
         20, int, "open WebSocket connections per client address and process; more are closed with code 1013")
     address_rate: float = _opt(200.0, float, "client messages per second per client address over all its "
-                               "connections and GET /complete requests, sustained")
+                               "WebSocket connections, sustained")
     address_burst: int = _opt(400, int, "client messages per client address allowed at once above its rate")
+    complete_rate: float = _opt(20.0, float, "GET /complete requests per second per client address, sustained "
+                                "(deploy/nginx.conf's limit); one over it waits its turn up to 1 s, else is "
+                                "answered 429")
+    complete_burst: int = _opt(40, int, "GET /complete requests per client address allowed at once above its rate")
     rate_limit_close: float = _opt(10.0, float, "seconds a connection may stay over its rate limit (refused at "
                                    "least once a second) before it is closed with code 1008")
     complete_queue: int = _opt(32, int, "GET /complete requests waiting or being ranked per process; more "
@@ -119,11 +123,11 @@ class ServerConfig:
             object.__setattr__(self, "rank_threads", 1 if self.workers == 1 else 4)
         for name in ("workers", "max_sessions", "max_history", "max_prefix", "max_message", "burst", "k",
                      "rank_threads", "max_connections", "history_max", "max_connections_per_address",
-                     "address_burst", "complete_queue", "store_failures", "redis_pool"):
+                     "address_burst", "complete_burst", "complete_queue", "store_failures", "redis_pool"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("session_ttl", "rate", "idle_timeout", "send_timeout", "history_days", "blocklist_interval",
-                     "address_rate", "rate_limit_close"):
+                     "address_rate", "complete_rate", "rate_limit_close"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.internal_port is not None and not 0 <= self.internal_port <= 65535:

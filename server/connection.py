@@ -110,6 +110,7 @@ class ServerState:
 
 SESSION_PURPOSE = "session"
 OVER_LIMIT_GAP = 1.0  # a connection refused again within this many seconds is still over its rate limit
+OVER_LIMIT_PAUSE = 0.5  # longest a connection over its rate limit goes unread (< OVER_LIMIT_GAP)
 
 
 # How long a connection ranks with its own copy of the session's history before reading it
@@ -273,7 +274,7 @@ class Connection:
         """Spend a message token of the connection and of its address, or raise ``rate_limited``
         (and end a connection refused at least once a second for ``rate_limit_close`` seconds)."""
         config = self.state.config
-        if self._bucket.take() and self.state.limits.take(self.address):
+        if self._bucket.take() and self.state.limits.messages[self.address].take():
             return
         now = time.monotonic()
         if self._over_since is None or now - self._refused_at > OVER_LIMIT_GAP:
@@ -321,6 +322,15 @@ class Connection:
                 await self._writes.put((msg, query))
             except ProtocolError as exc:
                 await self._refuse(exc)
+                if exc.code == protocol.RATE_LIMITED:
+                    await asyncio.sleep(self._over_limit_pause())
+
+    def _over_limit_pause(self) -> float:
+        """How long a connection just refused for its rate goes unread: until a token is due.
+        A flooder's frames then wait in its own buffers (TCP pushes back) instead of costing
+        this process a refusal each."""
+        due = max(self._bucket.wait(), self.state.limits.messages[self.address].wait())
+        return min(due, OVER_LIMIT_PAUSE)
 
     async def _refuse(self, exc: ProtocolError) -> None:
         self.state.metrics.errors.labels(exc.code).inc()

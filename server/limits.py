@@ -1,4 +1,4 @@
-"""What one client address may cost a process: open connections and messages per second.
+"""What one client address may cost a process: open connections, messages and requests per second.
 
 A client's address is the peer of its TCP connection, or the address in ``X-Forwarded-For``
 when the peer is a proxy trusted with ``--forwarded-allow-ips`` (uvicorn rewrites the ASGI
@@ -33,16 +33,23 @@ class TokenBucket:
 
     def take(self) -> bool:
         """Spend one token if there is one."""
+        return self.reserve(0.0) is not None
+
+    def reserve(self, max_wait: float) -> float | None:
+        """Spend a token that is there or due within ``max_wait`` seconds: how long to wait for
+        it (0: it is there), or None, spending nothing, if it is due later. Waiting callers
+        queue in the bucket's debt, so they go in turn, at the rate."""
         now = self._clock()
         self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
         self._last = now
-        if self._tokens < 1:
-            return False
+        wait = self.wait()
+        if wait > max_wait:
+            return None
         self._tokens -= 1
-        return True
+        return wait
 
     def wait(self) -> float:
-        """Seconds until the next token (0 if there is one)."""
+        """Seconds until the next token (0 if there is one), as of the last call."""
         return max(0.0, (1 - self._tokens) / self.rate)
 
 
@@ -67,18 +74,41 @@ def client_address(conn: HTTPConnection) -> str:
     return address_key(client[0] if client else None)
 
 
-class AddressLimits:
-    """Open connections and a token bucket of messages, per client address."""
+class AddressBuckets:
+    """A token bucket per client address; beyond ``max_addresses`` the least recently seen go."""
 
-    def __init__(self, max_connections: int, rate: float, burst: int, *, max_addresses: int = MAX_ADDRESSES,
+    def __init__(self, rate: float, burst: int, *, max_addresses: int = MAX_ADDRESSES,
                  clock: Callable[[], float] = time.monotonic):
-        self.max_connections = max_connections
         self.rate = rate
         self.burst = burst
         self.max_addresses = max_addresses
         self._clock = clock
-        self._connections: dict[str, int] = {}
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def __getitem__(self, address: str) -> TokenBucket:
+        bucket = self._buckets.get(address)
+        if bucket is None:
+            bucket = self._buckets[address] = TokenBucket(self.rate, self.burst, self._clock)
+            while len(self._buckets) > self.max_addresses:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(address)
+        return bucket
+
+    def retry_after(self, address: str) -> int:
+        """Whole seconds (at least 1) until the address has a token again, for ``Retry-After``."""
+        return max(1, int(-(-self[address].wait() // 1)))
+
+
+class AddressLimits:
+    """What one client address may cost a process: open WebSocket connections, WebSocket
+    messages (over all its connections), and ``GET /complete`` requests, each per second."""
+
+    def __init__(self, max_connections: int, messages: AddressBuckets, completes: AddressBuckets):
+        self.max_connections = max_connections
+        self.messages = messages
+        self.completes = completes
+        self._connections: dict[str, int] = {}
 
     def connect(self, address: str) -> bool:
         """Count a new connection of ``address``, unless it already holds its share."""
@@ -94,24 +124,3 @@ class AddressLimits:
             self._connections[address] = held
         else:
             self._connections.pop(address, None)
-
-    def connections(self, address: str) -> int:
-        return self._connections.get(address, 0)
-
-    def _bucket(self, address: str) -> TokenBucket:
-        bucket = self._buckets.get(address)
-        if bucket is None:
-            bucket = self._buckets[address] = TokenBucket(self.rate, self.burst, self._clock)
-            while len(self._buckets) > self.max_addresses:
-                self._buckets.popitem(last=False)
-        else:
-            self._buckets.move_to_end(address)
-        return bucket
-
-    def take(self, address: str) -> bool:
-        """Spend one of the address's message tokens, if it has one."""
-        return self._bucket(address).take()
-
-    def retry_after(self, address: str) -> int:
-        """Whole seconds (at least 1) until the address may send again, for ``Retry-After``."""
-        return max(1, int(-(-self._bucket(address).wait() // 1)))

@@ -93,7 +93,7 @@
   const IDLE_CLOSE = 4000; // the server's close code for a connection left unused
   const NON_WORD = /[^\p{L}\p{N}_]+/gu;
   // The server's defaults, until its hello says otherwise.
-  const DEFAULT_LIMITS = { maxPrefix: 200, rate: 50, burst: 100 };
+  const DEFAULT_LIMITS = { maxPrefix: 200, rate: 20, burst: 40 };
   const PACE = 0.9; // of the server's rate and burst: its clock and ours differ a little
   const TYPING_RETRY_MS = 1000; // typing while offline reconnects at once, at most this often
   const REFUSED_RETRY_MS = 250; // a keystroke refused as rate limited is sent again after this

@@ -225,7 +225,8 @@ def _masked_text_frame(payload: bytes) -> bytes:
 
 
 async def test_a_client_that_never_reads_is_dropped(small_model_dir: Path) -> None:
-    config = ServerConfig(index=str(small_model_dir), send_timeout=0.5, rate=1e6, burst=1_000_000)
+    config = ServerConfig(index=str(small_model_dir), send_timeout=0.5, rate=1e6, burst=1_000_000,
+                          address_rate=1e6, address_burst=1_000_000)
     with running(create_app(config), config) as server:
         sock = _raw_websocket(server, rcvbuf=4096)
         frame = _masked_text_frame(b'{"type":"ping","id":1}')  # answered at once with an error frame

@@ -282,7 +282,7 @@ async def test_messages_per_address_are_limited_across_its_connections(small_mod
 
 
 async def test_complete_is_rate_limited_per_address(small_model_dir: Path) -> None:
-    config = ServerConfig(index=str(small_model_dir), address_rate=0.01, address_burst=2)
+    config = ServerConfig(index=str(small_model_dir), complete_rate=0.01, complete_burst=2)
     with running(create_app(config), config) as server:
         async with httpx.AsyncClient(base_url=f"http://{server}") as http:
             codes = [(await http.get("/complete", params={"prefix": "a"})) for _ in range(3)]
@@ -291,6 +291,19 @@ async def test_complete_is_rate_limited_per_address(small_model_dir: Path) -> No
     assert int(codes[-1].headers["retry-after"]) >= 1
     assert codes[-1].json()["code"] == "rate_limited"
     assert other.status_code == 200
+
+
+async def test_complete_over_its_rate_waits_its_turn_up_to_a_second(small_model_dir: Path) -> None:
+    config = ServerConfig(index=str(small_model_dir), complete_rate=4, complete_burst=1)
+    with running(create_app(config), config) as server:
+        async with httpx.AsyncClient(base_url=f"http://{server}", timeout=30) as http:
+            started = time.monotonic()
+            answers = await asyncio.gather(*(http.get("/complete", params={"prefix": "a"}) for _ in range(8)))
+            took = time.monotonic() - started
+    codes = [r.status_code for r in answers]
+    # One at once, then one every 1/4 s for as long as a second of waiting allows; the rest 429.
+    assert 4 <= codes.count(200) <= 6 and codes.count(429) == 8 - codes.count(200)
+    assert took >= 0.7
 
 
 async def test_complete_answers_503_when_its_ranking_queue_is_full(small_model_dir: Path) -> None:

@@ -1,0 +1,52 @@
+"""Token buckets and per-address limits, on a clock the tests move."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.limits import AddressBuckets, AddressLimits, TokenBucket
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_bucket_allows_its_burst_then_its_rate() -> None:
+    clock = Clock()
+    bucket = TokenBucket(rate=4, burst=3, clock=clock)
+    assert [bucket.take() for _ in range(4)] == [True, True, True, False]
+    assert bucket.wait() == pytest.approx(0.25)
+    clock.now += 0.25
+    assert bucket.take() and not bucket.take()
+
+
+def test_reserved_tokens_are_handed_out_in_turn_and_only_within_the_wait() -> None:
+    clock = Clock()
+    bucket = TokenBucket(rate=4, burst=1, clock=clock)
+    waits = [bucket.reserve(1.0) for _ in range(7)]
+    assert waits == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0, None, None])
+    assert not bucket.take()  # the reserved tokens are spent
+    clock.now += 1.25
+    assert bucket.reserve(0.0) == 0.0  # the debt is paid: the next token is there
+
+
+def test_addresses_have_buckets_of_their_own_and_the_oldest_are_forgotten() -> None:
+    clock = Clock()
+    buckets = AddressBuckets(rate=1, burst=1, max_addresses=2, clock=clock)
+    assert buckets["a"].take() and not buckets["a"].take()
+    assert buckets.retry_after("a") == 1
+    assert buckets["b"].take()
+    buckets["c"].take()  # "a" was seen least recently: it goes
+    assert buckets["a"].take()
+
+
+def test_connections_per_address_are_counted_and_given_back() -> None:
+    limits = AddressLimits(2, AddressBuckets(1, 1), AddressBuckets(1, 1))
+    assert limits.connect("a") and limits.connect("a") and not limits.connect("a")
+    assert limits.connect("b")
+    limits.disconnect("a")
+    assert limits.connect("a")
