@@ -384,7 +384,8 @@ def run_replay(url: str, scripts: Sequence[Script], options: ReplayOptions | Non
 
     async def run() -> dict[str, Any]:
         await probe(url, (options or ReplayOptions()).timeout)  # fail before drawing a bar
-        with tqdm(total=total, desc="replay", unit="key", disable=quiet or None, leave=False, dynamic_ncols=True) as bar:
+        with tqdm(total=total, desc="replay", unit="key", disable=quiet or None, leave=False,
+                  dynamic_ncols=True) as bar:
             return await replay(url, scripts, options, bar.update)
 
     return asyncio.run(run())
