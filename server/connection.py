@@ -385,7 +385,7 @@ class Connection:
 
     async def _submit(self, query: str) -> None:
         """Write a submit :meth:`_add` took to the stores, then acknowledge it."""
-        stored = await self._sync(force=True)
+        stored = await self._sync()
         if query:
             await self.user.record(query)
         await self._send(protocol.ack(self._history, bool(query), stored))
@@ -399,16 +399,19 @@ class Connection:
                 except SessionError as exc:
                     self.state.health.failed(exc)
 
-    async def _sync(self, force: bool = False) -> bool:
-        """Write held-back submits to the store and read the history back if it is due (or
-        ``force``); whether the store has everything. Never raises for the store."""
+    async def _sync(self) -> bool:
+        """Write held-back submits to the store and read the history back if it is due; whether
+        the store has everything. Never raises for the store."""
         health = self.state.health
         if not health.up:
             return False
-        if not force and not self._unsynced and time.monotonic() - self._history_read < HISTORY_REFRESH_SECONDS:
-            return True
         store = self.state.store
         async with self._store_lock:
+            # Checked once the lock is ours: the sync that held it (the store writer's, or one a
+            # keystroke started) may have done it all. A keystroke right after a submit started
+            # a second sync, which read the whole history back: a Redis round trip per submit.
+            if not self._unsynced and time.monotonic() - self._history_read < HISTORY_REFRESH_SECONDS:
+                return True
             try:
                 length = -1
                 if self._unsynced:  # one round trip, however many were held back

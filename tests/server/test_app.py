@@ -110,20 +110,31 @@ async def test_submitted_queries_change_the_ranking_as_model_complete_does(
 
 
 class SlowStore(MemorySessionStore):
-    """A memory store whose writes take as long as a store far away under load."""
+    """A memory store whose writes take as long as a store far away under load; it notes its
+    calls in ``calls``, and each one made is in ``SlowStore.opened``."""
+
+    opened: list[SlowStore] = []
 
     def __init__(self, url: str, ttl: float, max_history: int, max_sessions: int, *_: Any) -> None:
         super().__init__(ttl, max_history, max_sessions)
+        self.calls: list[str] = []
+        SlowStore.opened.append(self)
 
     async def extend(self, sid: str, queries: list[str]) -> int:
+        self.calls.append("extend")
         await asyncio.sleep(1.0)
         return await super().extend(sid, queries)
+
+    async def history(self, sid: str) -> list[str]:
+        self.calls.append("history")
+        return await super().history(sid)
 
 
 @pytest.fixture
 def slow_server(small_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A server whose session store takes a second per write."""
     monkeypatch.setattr(app_module, "open_store", SlowStore)
+    monkeypatch.setattr(SlowStore, "opened", [])
     config = ServerConfig(index=str(small_model_dir), sessions="redis://slow.invalid/0")
     with running(create_app(config), config) as server:
         yield server
@@ -144,6 +155,18 @@ async def test_a_keystroke_after_a_submit_does_not_wait_for_the_store(
     assert first["type"] == "suggestions" and waited < 0.5  # not after the store's second
     assert first["items"] == items_of(small_model, prefix, [prev])  # ranked with the submit
     assert second == {"type": "ack", "history": 1, "queries": [prev], "added": True}
+
+
+async def test_a_submit_costs_the_store_one_write_and_no_read(slow_server: str, history_pair: tuple[str, str]) -> None:
+    prev, prefix = history_pair
+    async with connect(f"ws://{slow_server}/ws") as ws:
+        await recv_json(ws)
+        await ws.send(submit(prev))
+        await ws.send(query(1, prefix))  # starts a sync of its own while the submit is written
+        frames = [await recv_json(ws), await recv_json(ws)]
+        await asyncio.sleep(0.2)  # a read that followed the write would have begun
+    assert sorted(f["type"] for f in frames) == ["ack", "suggestions"]
+    assert SlowStore.opened[-1].calls == ["extend"]
 
 
 async def test_submits_on_their_way_to_a_slow_store_stay_in_the_sessions_history(
