@@ -36,6 +36,7 @@ from .replay import open_ws
 from .scripts import Script, scripts_from_pairs
 
 TOKEN = "soak-admin-token"
+RAMP = 2.0  # seconds over which the typists start, before they are measured
 
 
 @dataclass(frozen=True)
@@ -241,8 +242,10 @@ async def _abuse_phase(url: str, base: str, cfg: SoakConfig, scripts: Sequence[S
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     ready = [ctx.Event() for _ in range(2 if cfg.complete_flooders else 1)]
-    abusers = [ctx.Process(target=_abuse_process, args=(url, cfg, cfg.abuse_seconds + 2, out, event, http),
-                           daemon=True)
+    # The abusers outlast the typists' window (2 s of ramp, then the phase) by a little, so that
+    # what they do when they stop (closing every connection, exiting) falls outside it too.
+    seconds = RAMP + cfg.abuse_seconds + 3
+    abusers = [ctx.Process(target=_abuse_process, args=(url, cfg, seconds, out, event, http), daemon=True)
                for event, http in zip(ready, [False, True])]
     for process in abusers:
         process.start()
@@ -262,7 +265,7 @@ async def _abuse_phase(url: str, base: str, cfg: SoakConfig, scripts: Sequence[S
                                        {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
 
     typists, reloaded = await asyncio.gather(
-        load(url, scripts, users=cfg.users, duration=cfg.abuse_seconds, ramp=2.0, addresses=True), reload_midway()
+        load(url, scripts, users=cfg.users, duration=cfg.abuse_seconds, ramp=RAMP, addresses=True), reload_midway()
     )
     abused: Counter[str] = Counter()
     for _ in abusers:
@@ -282,7 +285,7 @@ def run_soak(cfg: SoakConfig, say: Any = print) -> dict[str, Any]:
         base = f"http://127.0.0.1:{server.port}"
         memory_start = server.memory()
         say(f"soak: quiet phase, {cfg.users} typists for {cfg.quiet_seconds:g} s")
-        quiet = asyncio.run(load(server.url, scripts, users=cfg.users, duration=cfg.quiet_seconds, ramp=2.0,
+        quiet = asyncio.run(load(server.url, scripts, users=cfg.users, duration=cfg.quiet_seconds, ramp=RAMP,
                                  addresses=True))
         say(f"soak: abuse phase, {cfg.abuse_seconds:g} s: {cfg.flooders} flooders, {cfg.garbage_senders} "
             f"garbage senders, a reconnect storm of {cfg.storm_rate:g}/s, a connection hoarder, "
