@@ -7,12 +7,13 @@ expired meanwhile revives it.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeGuard
 
 from indexer.errors import QacError
@@ -193,17 +194,23 @@ class RedisSessionStore(SessionStore):
     def _key(self, sid: str) -> str:
         return f"{self.prefix}h:{sid}"
 
-    async def _run(self, build: Callable[[Any], object]) -> list[Any]:
-        """Queue commands with ``build(pipeline)`` and run them as one transaction: their results."""
+    @contextlib.contextmanager
+    def _failures(self) -> Iterator[None]:
+        """Redis's errors as :class:`SessionError`, without the URL's password."""
         from redis.exceptions import RedisError
 
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                build(pipe)
-                return list(await pipe.execute())
+            yield
         except (RedisError, OSError) as exc:
             raise SessionError(scrub(f"session store {self.url}: {exc.__class__.__name__}: {exc}",
                                      self._raw_url)) from None
+
+    async def _run(self, build: Callable[[Any], object]) -> list[Any]:
+        """Queue commands with ``build(pipeline)`` and run them as one transaction: their results."""
+        with self._failures():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                build(pipe)
+                return list(await pipe.execute())
 
     def _touch(self, pipe: Any, sid: str) -> Any:
         """Queue marking the session as used now (pipeline commands chain)."""
@@ -227,16 +234,11 @@ class RedisSessionStore(SessionStore):
         return list(result[0])
 
     async def extend(self, sid: str, queries: list[str]) -> int:
-        from redis.exceptions import RedisError
-
         # One script, not a transaction of five commands: a submit's write is most of what this
         # store costs a worker's event loop (0.2 against 0.35 ms of its CPU, BENCHMARKS.md).
         args = [self.max_history, max(1, round(self.ttl)), repr(self._clock()), sid, *queries[-self.max_history:]]
-        try:
+        with self._failures():
             return int(await self._extend(keys=[self._key(sid), self._live], args=args))
-        except (RedisError, OSError) as exc:
-            raise SessionError(scrub(f"session store {self.url}: {exc.__class__.__name__}: {exc}",
-                                     self._raw_url)) from None
 
     async def discard(self, sid: str, query: str) -> int:
         key = self._key(sid)
