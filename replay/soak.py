@@ -241,12 +241,13 @@ async def _abuse_phase(url: str, base: str, cfg: SoakConfig, scripts: Sequence[S
     """Typists measured while the abusers run and a reload happens half-way."""
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    ready = [ctx.Event() for _ in range(2 if cfg.complete_flooders else 1)]
+    kinds = [False, True] if cfg.complete_flooders else [False]  # http: the /complete flooder's process
+    ready = [ctx.Event() for _ in kinds]
     # The abusers outlast the typists' window (2 s of ramp, then the phase) by a little, so that
     # what they do when they stop (closing every connection, exiting) falls outside it too.
     seconds = RAMP + cfg.abuse_seconds + 3
     abusers = [ctx.Process(target=_abuse_process, args=(url, cfg, seconds, out, event, http), daemon=True)
-               for event, http in zip(ready, [False, True])]
+               for event, http in zip(ready, kinds)]
     for process in abusers:
         process.start()
     # The typists are measured from when the abusers are there: a new interpreter and its
