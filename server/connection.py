@@ -410,7 +410,7 @@ class Connection:
             # Checked once the lock is ours: the sync that held it (the store writer's, or one a
             # keystroke started) may have done it all. A keystroke right after a submit started
             # a second sync, which read the whole history back: a Redis round trip per submit.
-            if not self._unsynced and time.monotonic() - self._history_read < HISTORY_REFRESH_SECONDS:
+            if self._synced():
                 return True
             try:
                 length = -1
@@ -435,9 +435,13 @@ class Connection:
         """Start :meth:`_sync` in the background if it is due and not running: a keystroke ranks
         with the history this connection has (a store round trip under load was a few ms of
         its p99, BENCHMARKS.md) and the next one gets what the read found."""
-        if (self._refresh is None or self._refresh.done()) and self.state.health.up and (
-                self._unsynced or time.monotonic() - self._history_read >= HISTORY_REFRESH_SECONDS):
+        if (self._refresh is None or self._refresh.done()) and self.state.health.up and not self._synced():
             self._refresh = asyncio.create_task(self._sync())
+
+    def _synced(self) -> bool:
+        """Whether the store has every submit and the history was read less than
+        :data:`HISTORY_REFRESH_SECONDS` ago: nothing for a sync to do."""
+        return not self._unsynced and time.monotonic() - self._history_read < HISTORY_REFRESH_SECONDS
 
     async def _rank_loop(self) -> None:
         metrics = self.state.metrics
