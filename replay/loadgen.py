@@ -43,6 +43,7 @@ class LoadStats:
     superseded: int = 0
     unanswered: int = 0
     latencies: list[float] = field(default_factory=list)
+    after_submit: list[float] = field(default_factory=list)  # the latencies of first keystrokes after a submit
     server_ms: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
 
@@ -61,6 +62,8 @@ class LoadStats:
             "answered_per_s": round(self.answered / seconds, 1),
             **percentiles(self.latencies),
             **percentiles(self.server_ms, "server_"),
+            "after_submit_answered": len(self.after_submit),
+            **percentiles(self.after_submit, "after_submit_"),
             "errors": sum(self.errors.values()),
             "errors_by_kind": dict(sorted(self.errors.items())),
         }
@@ -72,7 +75,8 @@ class _Session:
     def __init__(self, ws: ClientConnection, stats: LoadStats):
         self.ws = ws
         self.stats = stats
-        self.pending: dict[int, tuple[float, bool]] = {}  # id: (sent at, counted)
+        self.pending: dict[int, tuple[float, bool, bool]] = {}  # id: (sent at, counted, first after a submit)
+        self.submitted = False  # the last frame sent was a submit
         self.idle = asyncio.Event()
         self.idle.set()
         self.closed = False
@@ -81,10 +85,15 @@ class _Session:
     async def send_query(self, prefix: str) -> None:
         self.last_id += 1
         counted = time.monotonic() >= self.stats.measure_from
-        self.pending[self.last_id] = (time.perf_counter(), counted)
+        self.pending[self.last_id] = (time.perf_counter(), counted, self.submitted)
+        self.submitted = False
         self.idle.clear()
         await self.ws.send(json.dumps({"type": "query", "id": self.last_id, "prefix": prefix}))
         self.stats.sent += counted
+
+    async def submit(self, query: str) -> None:
+        await self.ws.send(json.dumps({"type": "submit", "query": query}))
+        self.submitted = True
 
     async def read(self) -> None:
         """Until the connection closes: record answers; an answer supersedes older keystrokes."""
@@ -107,9 +116,11 @@ class _Session:
                 stats.errors[str(frame.get("code"))] += 1
                 self.pending.pop(qid, None)
             elif kind == "suggestions" and qid in self.pending:
-                sent, counted = self.pending.pop(qid)
+                sent, counted, after_submit = self.pending.pop(qid)
                 if counted:
                     stats.latencies.append(now - sent)
+                    if after_submit:
+                        stats.after_submit.append(now - sent)
                     stats.answered += 1
                     if isinstance(frame.get("took_ms"), (int, float)):
                         stats.server_ms.append(frame["took_ms"] / 1000)
@@ -138,7 +149,7 @@ async def _type(session: _Session, script: Script, pause: tuple[float, float] | 
                 await asyncio.sleep(rng.uniform(*pause))
         if step.keystrokes and pause is None:
             await session.settle(timeout)
-        await session.ws.send(json.dumps({"type": "submit", "query": step.target}))
+        await session.submit(step.target)
 
 
 async def _user(url: str, scripts: Iterator[Script], stats: LoadStats, pause: tuple[float, float] | None,
@@ -164,7 +175,7 @@ async def _user(url: str, scripts: Iterator[Script], stats: LoadStats, pause: tu
         except (ConnectionClosed, OSError):
             stats.errors["dropped"] += 1
         finally:
-            stats.unanswered += sum(counted for _, counted in session.pending.values())
+            stats.unanswered += sum(counted for _, counted, _ in session.pending.values())
             reader.cancel()
             try:
                 await reader

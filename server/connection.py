@@ -6,7 +6,8 @@ hands submits and user frames (``server/users_ws.py``) to the store writer, whic
 to the stores and answers them in order; the ranker takes the newest keystroke from the
 mailbox, ranks it with the session's history (and the user's personal history, when the
 connection has a user) and sends the suggestions. A submit changes the history the ranker
-sees at once, and no keystroke waits for a store. Query ids must increase on a connection, so
+sees at once, and no keystroke waits for a store: the writer writes a submit once the
+keystrokes received after it are answered. Query ids must increase on a connection, so
 answers never go backwards and the last keystroke is always answered.
 
 What a connection may cost is bounded: one pending keystroke, a token bucket of messages (and
@@ -124,6 +125,13 @@ MAX_QUEUED_WRITES = 16
 # How long a connection whose client left goes on writing what it had submitted (the store
 # client's own timeout is 2 s).
 WRITE_GRACE_SECONDS = 3.0
+# A submit is written once the keystroke typed right after it is answered: a store round trip
+# and the ack after it, on the event loop while that keystroke was ranked, made it ~1.5 ms
+# slower at the median under load (BENCHMARKS.md). The store writer first lets the frames
+# already received be read (WRITE_DELAY_SECONDS), then waits for the answers, at most
+# WRITE_DEFER_SECONDS (a client that never pauses still gets its submits written).
+WRITE_DELAY_SECONDS = 0.005
+WRITE_DEFER_SECONDS = 0.5
 
 
 class Connection:
@@ -140,6 +148,8 @@ class Connection:
         self._refused_at = 0.0
         self._pending: tuple[Query, float] | None = None
         self._wake = asyncio.Event()
+        self._answered = asyncio.Event()  # set while no keystroke waits for its answer
+        self._answered.set()
         self._send_lock = asyncio.Lock()
         self._store_lock = asyncio.Lock()  # one store call sequence at a time per connection
         self._last_id: int | None = None
@@ -157,6 +167,7 @@ class Connection:
         # the store's round trip.
         self._writes: asyncio.Queue[tuple[Submit | UserHello | Forget | Remove, str]] = asyncio.Queue(
             MAX_QUEUED_WRITES)
+        self._queued_writes = 0  # frames put in _writes and not answered yet
         self._gone = False  # the client left: nothing more is sent
         self.user = UserLink(state.users)
 
@@ -319,6 +330,7 @@ class Connection:
                     self._add(query)
                 elif isinstance(msg, Remove):
                     self._drop(query)
+                self._queued_writes += 1
                 await self._writes.put((msg, query))
             except ProtocolError as exc:
                 await self._refuse(exc)
@@ -343,6 +355,7 @@ class Connection:
             try:
                 try:
                     if isinstance(msg, Submit):
+                        await self._keystrokes_first()
                         await self._submit(query)
                     else:
                         if isinstance(msg, Remove):
@@ -353,7 +366,18 @@ class Connection:
             except _Closed:
                 self._gone = True  # the writes still waiting are made all the same, unanswered
             finally:
+                self._queued_writes -= 1
                 self._writes.task_done()
+
+    async def _keystrokes_first(self) -> None:
+        """Wait until the keystrokes received so far are answered, at most
+        :data:`WRITE_DEFER_SECONDS` (none of it once the client has left)."""
+        if self._gone:
+            return
+        await asyncio.sleep(WRITE_DELAY_SECONDS)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(WRITE_DEFER_SECONDS):
+                await self._answered.wait()
 
     def _enqueue(self, query: Query, received: float) -> None:
         if self._last_id is not None and query.id <= self._last_id:
@@ -364,6 +388,7 @@ class Connection:
         if self._pending is not None:
             self.state.metrics.superseded.inc()
         self._pending = (query, received)
+        self._answered.clear()
         self._wake.set()
 
     def _add(self, query: str) -> None:
@@ -434,8 +459,10 @@ class Connection:
     def _sync_soon(self) -> None:
         """Start :meth:`_sync` in the background if it is due and not running: a keystroke ranks
         with the history this connection has (a store round trip under load was a few ms of
-        its p99, BENCHMARKS.md) and the next one gets what the read found."""
-        if (self._refresh is None or self._refresh.done()) and self.state.health.up and not self._synced():
+        its p99, BENCHMARKS.md) and the next one gets what the read found. Not while the store
+        writer has frames to answer: it syncs after this keystroke is answered."""
+        if (self._refresh is None or self._refresh.done()) and self.state.health.up and not self._queued_writes \
+                and not self._synced():
             self._refresh = asyncio.create_task(self._sync())
 
     def _synced(self) -> bool:
@@ -444,7 +471,6 @@ class Connection:
         return not self._unsynced and time.monotonic() - self._history_read < HISTORY_REFRESH_SECONDS
 
     async def _rank_loop(self) -> None:
-        metrics = self.state.metrics
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -452,17 +478,24 @@ class Connection:
                 continue
             query, received = self._pending
             self._pending = None
-            self._sync_soon()
-            personal = await self.user.personal()
             try:
-                ranked = await self.state.ranker.complete(query.prefix, self._history, personal,
-                                                          context=query.context)
-            except Exception:
-                log.exception("ranking %r failed", query.prefix)
-                metrics.errors.labels(protocol.INTERNAL).inc()
-                await self._send(protocol.error(protocol.INTERNAL, "ranking failed", query.id, "query"))
-                continue
-            took = time.perf_counter() - received
-            metrics.latency.labels("ws").observe(took)
-            await self._send(protocol.suggestions(query.id, ranked.prefix, ranked.items, took * 1000,
-                                                  ranked.context))
+                await self._answer(query, received)
+            finally:
+                if self._pending is None:
+                    self._answered.set()
+
+    async def _answer(self, query: Query, received: float) -> None:
+        """Rank one keystroke and send its suggestions (or an ``internal`` error)."""
+        metrics = self.state.metrics
+        self._sync_soon()
+        personal = await self.user.personal()
+        try:
+            ranked = await self.state.ranker.complete(query.prefix, self._history, personal, context=query.context)
+        except Exception:
+            log.exception("ranking %r failed", query.prefix)
+            metrics.errors.labels(protocol.INTERNAL).inc()
+            await self._send(protocol.error(protocol.INTERNAL, "ranking failed", query.id, "query"))
+            return
+        took = time.perf_counter() - received
+        metrics.latency.labels("ws").observe(took)
+        await self._send(protocol.suggestions(query.id, ranked.prefix, ranked.items, took * 1000, ranked.context))

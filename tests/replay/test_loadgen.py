@@ -47,6 +47,17 @@ async def test_saturation_counts_keystrokes_the_server_skipped_as_superseded() -
 
 
 @pytest.mark.anyio
+async def test_the_first_keystrokes_after_submits_are_timed_apart_too() -> None:
+    async with fake_server(starts_with) as (url, received):
+        report = await load(url, [pair("new york", "new york times")], users=1, duration=0.6,
+                            pause=(0.005, 0.01), ramp=0.0)
+    # One user: what the server received is that user's frames in order.
+    after_submit = sum(a["type"] == "submit" and b["type"] == "query" for a, b in zip(received, received[1:]))
+    assert after_submit > 2 and report["after_submit_answered"] == after_submit
+    assert report["answered"] > after_submit and report["after_submit_p50_ms"] is not None
+
+
+@pytest.mark.anyio
 async def test_dropped_connections_are_counted_and_the_users_reconnect() -> None:
     async with fake_server(starts_with, answers_per_connection=2, abort=True) as (url, _):
         report = await load(url, [TYPE_NEW_YORK], users=2, duration=0.4, pause=(0.01, 0.02), ramp=0.0)

@@ -19,6 +19,7 @@ import indexer
 from indexer.model import Model
 from server import app as app_module
 from server import connection
+from server import ranker as ranker_module
 from server.app import create_app
 from server.config import ServerConfig
 from server.sessions import MemorySessionStore
@@ -118,10 +119,12 @@ class SlowStore(MemorySessionStore):
     def __init__(self, url: str, ttl: float, max_history: int, max_sessions: int, *_: Any) -> None:
         super().__init__(ttl, max_history, max_sessions)
         self.calls: list[str] = []
+        self.written_at: list[float] = []  # time.monotonic() of each extend call
         SlowStore.opened.append(self)
 
     async def extend(self, sid: str, queries: list[str]) -> int:
         self.calls.append("extend")
+        self.written_at.append(time.monotonic())
         await asyncio.sleep(1.0)
         return await super().extend(sid, queries)
 
@@ -167,6 +170,28 @@ async def test_a_submit_costs_the_store_one_write_and_no_read(slow_server: str, 
         await asyncio.sleep(0.2)  # a read that followed the write would have begun
     assert sorted(f["type"] for f in frames) == ["ack", "suggestions"]
     assert SlowStore.opened[-1].calls == ["extend"]
+
+
+async def test_a_submit_is_written_once_the_keystroke_after_it_is_answered(
+    slow_server: str, history_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rank = ranker_module._rank
+
+    def slow_rank(*args: Any) -> Any:  # half a second per keystroke, in the ranking thread
+        time.sleep(0.5)
+        return rank(*args)
+
+    monkeypatch.setattr(ranker_module, "_rank", slow_rank)
+    prev, prefix = history_pair
+    async with connect(f"ws://{slow_server}/ws") as ws:
+        await recv_json(ws)
+        sent = time.monotonic()
+        await ws.send(submit(prev))
+        await ws.send(query(1, prefix))
+        frames = [await recv_json(ws), await recv_json(ws)]
+    assert [f["type"] for f in frames] == ["suggestions", "ack"]
+    # The store round trip and the ack after it no longer share the event loop with that ranking.
+    assert SlowStore.opened[-1].written_at[0] - sent >= 0.45
 
 
 async def test_submits_on_their_way_to_a_slow_store_stay_in_the_sessions_history(
