@@ -43,7 +43,7 @@ def main() -> int:
         plain.append(time.perf_counter() - started)
         hits += fresh.get(normalize_prefix(prefix)) is not None
         started = time.perf_counter()
-        changed += _rank(model, prefix, history, None, args.k, None, fresh)[2]
+        changed += bool(_rank(model, prefix, history, None, args.k, None, fresh, True)[2])
         flagged.append(time.perf_counter() - started)
 
     def ms(xs: list[float]) -> dict[str, float]:

@@ -4,9 +4,10 @@ A request takes a reference to the current model when it starts and finishes on 
 reload loads the new directory in a thread and then replaces the reference in one
 assignment, so in-flight requests never see a half-loaded model.
 
-A keystroke ranked with a history (session or personal) is also ranked as a fresh session
-would have it, to tell whether the history changed the list; those answers are cached by
-prefix, per model and blocklist.
+What a fresh session (no history, no user) gets for a prefix is cached, per model and
+blocklist: a keystroke without a history is answered from it (the first keystrokes of new
+sessions, ``GET /complete``, a flood of one prefix), and a keystroke with one is compared with
+it, to tell whether the history changed the list.
 
 With several worker processes, the one that receives a reload announces it in a small file
 (``reload_file``: a nonce and the directory); the others poll it and follow.
@@ -57,25 +58,25 @@ class Ranked:
 
 
 class FreshAnswers:
-    """The queries a fresh session (no history, no user) gets, by normalized prefix, for one
+    """The suggestions a fresh session (no history, no user) gets, by normalized prefix, for one
     model and blocklist; the least recently used go beyond ``size``."""
 
     def __init__(self, size: int = FRESH_ANSWERS):
         self.size = size
-        self._answers: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+        self._answers: OrderedDict[str, tuple[Completion, ...]] = OrderedDict()
         self._lock = threading.Lock()  # the ranking threads share it
 
     def __len__(self) -> int:
         return len(self._answers)
 
-    def get(self, prefix: str) -> tuple[str, ...] | None:
+    def get(self, prefix: str) -> tuple[Completion, ...] | None:
         with self._lock:
             answer = self._answers.get(prefix)
             if answer is not None:
                 self._answers.move_to_end(prefix)
             return answer
 
-    def put(self, prefix: str, answer: tuple[str, ...]) -> None:
+    def put(self, prefix: str, answer: tuple[Completion, ...]) -> None:
         with self._lock:
             self._answers[prefix] = answer
             self._answers.move_to_end(prefix)
@@ -134,14 +135,12 @@ class Ranker:
     async def complete(self, prefix: str, history: Sequence[str], personal: PersonalHistory | None = None,
                        *, context: bool = False) -> Ranked:
         """Rank ``prefix`` after ``history`` (and the user's ``personal`` history) on the pool,
-        with the model current at the call and every blocklist. With ``context`` and a history,
-        rank it for a fresh session too (or find that in the cache) to tell whether the history
-        changed it; without, ``Ranked.context`` is None."""
+        with the model current at the call and every blocklist. With ``context``, tell whether
+        the history changed what a fresh session gets; without, ``Ranked.context`` is None."""
         model, blocklist, fresh = self._model, self._blocklist, self._fresh
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
-        call = functools.partial(_rank, model, prefix, tuple(history), personal, self.k, blocklist,
-                                 fresh if context else None)
+        call = functools.partial(_rank, model, prefix, tuple(history), personal, self.k, blocklist, fresh, context)
         normalized, items, context = await loop.run_in_executor(self._pool, call)
         return Ranked(normalized, items, model.version, time.perf_counter() - started, context)
 
@@ -195,20 +194,27 @@ class Ranker:
 
 
 def _rank(model: Model, prefix: str, history: tuple[str, ...], personal: PersonalHistory | None, k: int,
-          blocklist: Blocklist | None, fresh: FreshAnswers | None) -> tuple[str, list[Completion], bool | None]:
+          blocklist: Blocklist | None, fresh: FreshAnswers, context: bool) -> tuple[str, list[Completion], bool | None]:
     """One ranking thread's work: (normalized prefix, suggestions, whether the history changed
-    them: None without ``fresh``, the cache of fresh-session answers)."""
+    them: None unless ``context``). ``fresh`` caches what a fresh session gets."""
     normalized = normalize_prefix(prefix)
-    items = model.complete(normalized, history, k, personal=personal, blocklist=blocklist)
-    if fresh is None:
-        return normalized, items, None
     if not history and not personal:
-        return normalized, items, False
+        return normalized, list(_fresh(model, normalized, k, blocklist, fresh)), False if context else None
+    items = model.complete(normalized, history, k, personal=personal, blocklist=blocklist)
+    if not context:
+        return normalized, items, None
+    alone = _fresh(model, normalized, k, blocklist, fresh)
+    return normalized, items, [c.query for c in alone] != [c.query for c in items]
+
+
+def _fresh(model: Model, normalized: str, k: int, blocklist: Blocklist | None,
+           fresh: FreshAnswers) -> tuple[Completion, ...]:
+    """What a fresh session gets for a normalized prefix: from the cache, or ranked and kept."""
     alone = fresh.get(normalized)
     if alone is None:
-        alone = tuple(c.query for c in model.complete(normalized, (), k, blocklist=blocklist))
+        alone = tuple(model.complete(normalized, (), k, blocklist=blocklist))
         fresh.put(normalized, alone)
-    return normalized, items, alone != tuple(c.query for c in items)
+    return alone
 
 
 def _union(model: Model, extra: Blocklist) -> Blocklist | None:

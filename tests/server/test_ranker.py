@@ -113,13 +113,12 @@ async def test_context_says_whether_the_history_changed_what_a_fresh_session_get
     try:
         unasked = await ranker.complete(history_pair[1], [history_pair[0]])
         alone = await ranker.complete(history_pair[1], [], PersonalHistory([], 0.0), context=True)
-        ranked_fresh = len(ranker.fresh)
         changed = await ranker.complete(history_pair[1], [history_pair[0]], context=True)
         same = await ranker.complete(neutral_pair[1], [neutral_pair[0]], context=True)
     finally:
         ranker.close()
     assert unasked.context is None and queries(unasked.items) == queries(changed.items)
-    assert alone.context is False and ranked_fresh == 0  # not asked, or no history: nothing else is ranked
+    assert alone.context is False
     assert changed.context is True
     assert queries(changed.items) != queries(small_model.complete(history_pair[1]))
     assert same.context is False
@@ -147,22 +146,37 @@ async def test_the_fresh_answer_comes_from_the_cache_by_normalized_prefix(
     try:
         first = await ranker.complete(prefix.upper() + "!", [prev], context=True)
         cached = ranker.fresh.get(prefix)
-        ranker.fresh.put(prefix, ("not what the model says",))
+        ranker.fresh.put(prefix, (Completion("not what the model says", 1.0),))
         second = await ranker.complete(prefix, [prev], context=True)
     finally:
         ranker.close()
-    assert first.context is False and cached == tuple(queries(first.items))
+    assert first.context is False and cached is not None and queries(cached) == queries(first.items)
     assert second.context is True  # compared with the cached answer, not ranked again
 
 
+async def test_a_keystroke_without_history_is_answered_from_the_cache(small_model: Model) -> None:
+    ranker = Ranker(small_model, "small", threads=1, k=10)
+    try:
+        first = await ranker.complete("We", [], context=True)
+        assert first.items == small_model.complete("we") and ranker.fresh.get("we") == tuple(first.items)
+        ranker.fresh.put("we", (Completion("what the cache holds", 1.0),))
+        again = await ranker.complete("we", [], PersonalHistory([], 0.0))
+        with_history = await ranker.complete("we", ["weather"])
+    finally:
+        ranker.close()
+    assert queries(again.items) == ["what the cache holds"] and again.context is None
+    assert "what the cache holds" not in queries(with_history.items)  # a history is ranked, not cached
+
+
 def test_fresh_answers_drop_the_least_recently_used() -> None:
+    x, y, z = (Completion(q, 1.0) for q in "xyz")
     fresh = FreshAnswers(2)
-    fresh.put("a", ("x",))
-    fresh.put("b", ("y",))
-    assert fresh.get("a") == ("x",)
-    fresh.put("c", ("z",))
+    fresh.put("a", (x,))
+    fresh.put("b", (y,))
+    assert fresh.get("a") == (x,)
+    fresh.put("c", (z,))
     assert len(fresh) == 2
-    assert (fresh.get("a"), fresh.get("b"), fresh.get("c")) == (("x",), None, ("z",))
+    assert (fresh.get("a"), fresh.get("b"), fresh.get("c")) == ((x,), None, (z,))
 
 
 async def test_fresh_answers_are_bounded_and_replaced_with_the_model_or_the_blocklist(
