@@ -268,16 +268,20 @@ class Connection:
     async def _send(self, text: str) -> None:
         if self._gone:
             return
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps the call in a task of
+        # its own, an extra task and loop turn per frame.
         async with self._send_lock:
             try:
-                await asyncio.wait_for(self.ws.send_text(text), self.state.config.send_timeout)
+                async with asyncio.timeout(self.state.config.send_timeout):
+                    await self.ws.send_text(text)
             except TimeoutError:
                 raise _Drop(1008, "client does not read its messages", "slow_client") from None
 
     async def _receive(self) -> Message:
         config = self.state.config
         try:
-            return await asyncio.wait_for(self.ws.receive(), config.idle_timeout)
+            async with asyncio.timeout(config.idle_timeout):
+                return await self.ws.receive()
         except TimeoutError:
             raise _Drop(protocol.CLOSE_IDLE, f"idle for {config.idle_timeout:g} s", "idle") from None
 
