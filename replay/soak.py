@@ -10,7 +10,9 @@ The report: keystrokes answered, errors by kind on both sides, the
 typists' p99 in both phases, and the server's memory before and after.
 
 The abusers run in a process of their own so that their Python does not slow the typists'
-measuring loop; all of it shares this machine's cores with the server.
+measuring loop; all of it shares this machine's cores with the server. With ``abuser_nice``
+their processes yield the cores to the server and the typists, as abusers on other machines
+would not compete for them at all.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
+import os
 import random
 import tempfile
 import time
@@ -58,6 +61,7 @@ class SoakConfig:
     storm_rate: float = 20.0  # connections opened and dropped per second (0: none)
     hoarder: bool = True  # opens connections from one address until refused, holds them
     complete_flooders: int = 8  # concurrent GET /complete loops from one address (0: none)
+    abuser_nice: int = 0  # os.nice() of the abusers' processes: > 0 stands for abusers on other machines
     pairs_limit: int = 2000
 
 
@@ -146,7 +150,7 @@ async def _storm(url: str, deadline: float, rate: float, counts: Counter[str]) -
 async def _hoarder(url: str, deadline: float, counts: Counter[str], limit: int = 1000) -> None:
     """Connections from one address, opened one after the other until the server refuses one
     (1013), then held (reading, so that none is cut as a slow client) until the deadline."""
-    held = []
+    held: list[Any] = []
     try:
         while len(held) < limit and time.monotonic() < deadline:
             try:
@@ -204,6 +208,8 @@ async def _abuse(url: str, cfg: SoakConfig, seconds: float, http: bool) -> dict[
 
 
 def _abuse_process(url: str, cfg: SoakConfig, seconds: float, out: Any, ready: Any, http: bool = False) -> None:
+    if cfg.abuser_nice:
+        os.nice(cfg.abuser_nice)
     if http:
         import httpx  # noqa: F401 (imported before saying ready: a new interpreter's imports take seconds)
     ready.set()

@@ -38,6 +38,9 @@ def main() -> int:
                     help="no client opening connections from one address until refused")
     ap.add_argument("--complete-flooders", type=int, default=d.complete_flooders,
                     help="concurrent GET /complete loops from one address")
+    ap.add_argument("--abuser-nice", type=int, default=d.abuser_nice,
+                    help="run the abusers' processes at this niceness: they then take the cores only when the "
+                         "server and the typists leave them, as abusers on other machines would (default 0)")
     ap.add_argument("--json", type=Path, help="also write the whole report here")
     args = vars(ap.parse_args())
     out = args.pop("json")
