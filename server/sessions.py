@@ -189,6 +189,7 @@ class RedisSessionStore(SessionStore):
         self._clock = clock
         self._redis: Any = redis_client(url, pool, SessionError, "session store")
         self._live = prefix + "live"
+        self._expire_seconds = max(1, round(ttl))  # the key's EXPIRE, in whole seconds
         self._extend = self._redis.register_script(_EXTEND)
 
     def _key(self, sid: str) -> str:
@@ -214,7 +215,7 @@ class RedisSessionStore(SessionStore):
 
     def _touch(self, pipe: Any, sid: str) -> Any:
         """Queue marking the session as used now (pipeline commands chain)."""
-        return pipe.zadd(self._live, {sid: self._clock()}).expire(self._key(sid), max(1, round(self.ttl)))
+        return pipe.zadd(self._live, {sid: self._clock()}).expire(self._key(sid), self._expire_seconds)
 
     async def open(self, requested: str | None = None, create: bool = False) -> tuple[str, list[str]]:
         if valid_session_id(requested):
@@ -236,7 +237,7 @@ class RedisSessionStore(SessionStore):
     async def extend(self, sid: str, queries: list[str]) -> int:
         # One script, not a transaction of five commands: a submit's write is most of what this
         # store costs a worker's event loop (0.2 against 0.35 ms of its CPU, BENCHMARKS.md).
-        args = [self.max_history, max(1, round(self.ttl)), repr(self._clock()), sid, *queries[-self.max_history:]]
+        args = [self.max_history, self._expire_seconds, repr(self._clock()), sid, *queries[-self.max_history:]]
         with self._failures():
             return int(await self._extend(keys=[self._key(sid), self._live], args=args))
 
