@@ -190,6 +190,9 @@ class Connection:
         except _Closed:
             pass
         except _Drop as drop:
+            # Raised again here, the exception holds this frame, whose tasks hold it: a cycle
+            # that only the cyclic collector would free, and its pauses stall every keystroke.
+            drop.__traceback__ = None
             dropped = True
             metrics.closed.labels(drop.label).inc()
             log.info("closing a connection: %s", drop.reason)
@@ -217,9 +220,14 @@ class Connection:
             ending: list[asyncio.Task[object]] = [*tasks, *([self._refresh] if self._refresh else [])]
             for running in ending:
                 running.cancel()
+            if ending:
+                # Waited for, not awaited: an awaited task raises its exception again here,
+                # and that exception would hold this frame (the cycle above).
+                await asyncio.wait(ending)
             for running in ending:
-                with contextlib.suppress(asyncio.CancelledError, *_Closed, _Drop):
-                    await running
+                error = None if running.cancelled() else running.exception()
+                if error is not None and not isinstance(error, (*_Closed, _Drop)):
+                    raise error
 
     async def _hello(self) -> None:
         config = self.state.config

@@ -20,6 +20,7 @@ from indexer.errors import QacError
 from .app import create_app, generated_warning, secret_source
 from .blocklists import read as read_blocklist
 from .config import ServerConfig
+from .http_protocol import HttpProtocol
 from .metrics import MULTIPROC_ENV
 from .ranker import announce_reload, load_warm, release_memory
 from .sessions import SessionError, open_store
@@ -78,9 +79,11 @@ def uvicorn_config(config: ServerConfig, app: Any) -> uvicorn.Config:
     """uvicorn's settings for ``app`` (an ASGI app, or an import string of an app factory)."""
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     log_config["loggers"]["qac"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    log_config["filters"] = {"client_noise": {"()": "server.log_filters.ClientNoise"}}
+    log_config["loggers"]["uvicorn.error"]["filters"] = ["client_noise"]
     return uvicorn.Config(
         app, host=config.host, port=config.port, workers=config.workers, factory=isinstance(app, str),
-        log_config=log_config,
+        log_config=log_config, http=HttpProtocol,
         # Frames up to this size reach the app, which closes over-limit ones with 1009 and counts
         # them; uvicorn cuts anything larger before buffering it (also 1009).
         ws_max_size=max(1 << 16, 4 * config.max_message),

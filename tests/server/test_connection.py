@@ -6,6 +6,7 @@ import asyncio
 import base64
 import gc
 import json
+import logging
 import shutil
 import socket
 import subprocess
@@ -86,11 +87,22 @@ def test_the_app_itself_closes_with_1009_when_the_server_does_not(small_model_di
     assert closed.value.code == 1009
 
 
-async def test_invalid_utf8_closes_the_connection_with_1007(server: str) -> None:
+async def test_invalid_utf8_closes_the_connection_with_1007_and_one_log_line(
+    server: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="uvicorn.error")
     async with connect(f"ws://{server}/ws") as ws:
         await recv_json(ws)
         await ws.send(b'{"type":"query","id":1,"prefix":"\xff\xfe"}', text=True)
         assert await closed_code(ws) == 1007
+    # A client chooses how often this happens: an INFO line, not an ERROR with a traceback.
+    ours = [r for r in caplog.records if r.name == "uvicorn.error"]
+    assert [r.getMessage() for r in ours if "UTF-8" in r.getMessage()] == [
+        "closing a connection: a text frame is not valid UTF-8"]
+    assert all(r.levelno == logging.INFO and r.exc_info is None for r in ours)
+    # One line per connection accepted: uvicorn's, without websockets' "connection open".
+    assert sum("[accepted]" in r.getMessage() for r in ours) == 1
+    assert not any(r.getMessage() == "connection open" for r in ours)
 
 
 _json = st.recursive(
@@ -280,6 +292,45 @@ async def test_one_session_never_sees_another_ones_history(
     async with connect(f"ws://{server}/ws") as c:
         refused = await resume(c, guess)
     assert (refused["type"], refused["code"]) == ("error", "bad_session")
+
+
+# -- what a connection leaves behind -------------------------------------------------------
+
+
+async def test_connections_leave_no_garbage_for_the_cycle_collector(server: str) -> None:
+    """A connection's objects, whether its client closed it or the server dropped it, are freed
+    as it ends; none waits for the cyclic collector, whose pauses stall every keystroke of the
+    process and grow with the garbage there is to walk."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    from server.connection import Connection
+
+    server_side = (HttpToolsProtocol, WebSocketsSansIOProtocol, Connection)
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # the collector keeps what it finds, for us to look at
+    try:
+        async with httpx.AsyncClient(base_url=f"http://{server}", trust_env=False) as http:
+            for _ in range(3):
+                async with connect(f"ws://{server}/ws") as ws:  # closed by its client
+                    await recv_json(ws)
+                    await ws.send(query(1, "a"))
+                    await recv_json(ws)
+                async with connect(f"ws://{server}/ws") as ws:  # dropped by the server
+                    await recv_json(ws)
+                    await ws.send(query(1, "a" * 10_000))
+                    assert await closed_code(ws) == 1009
+            deadline = time.monotonic() + 10
+            while metric((await http.get("/metrics")).text, "qac_open_connections") > 0:
+                assert time.monotonic() < deadline, "the server did not end the connections"
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)  # the last connection's tasks, after it left the count
+        gc.collect()
+        left = sorted(type(o).__name__ for o in gc.garbage if issubclass(type(o), server_side))
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert left == []
 
 
 # -- faults: the session store goes away, a damaged model is offered ----------------------
