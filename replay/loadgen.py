@@ -47,6 +47,16 @@ class LoadStats:
     server_ms: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
 
+    def merged(self, other: LoadStats) -> LoadStats:
+        """The two runs' keystrokes pooled, as one run of their summed length."""
+        return LoadStats(
+            self.users, self.paced, seconds=self.seconds + other.seconds, sessions=self.sessions + other.sessions,
+            sent=self.sent + other.sent, answered=self.answered + other.answered,
+            superseded=self.superseded + other.superseded, unanswered=self.unanswered + other.unanswered,
+            latencies=self.latencies + other.latencies, after_submit=self.after_submit + other.after_submit,
+            server_ms=self.server_ms + other.server_ms, errors=self.errors + other.errors,
+        )
+
     def report(self) -> dict[str, Any]:
         seconds = max(self.seconds, 1e-9)
         return {
@@ -184,10 +194,15 @@ async def _user(url: str, scripts: Iterator[Script], stats: LoadStats, pause: tu
             await ws.close()
 
 
-async def load(url: str, scripts: Sequence[Script], *, users: int, duration: float,
-               pause: tuple[float, float] | None = HUMAN_PAUSE, ramp: float = 1.0, timeout: float = 10.0,
-               seed: int = 0, addresses: bool = False) -> dict[str, Any]:
-    """Drive ``url`` with ``users`` concurrent sessions for ``duration`` seconds; the report.
+async def load(url: str, scripts: Sequence[Script], **kwargs: Any) -> dict[str, Any]:
+    """:func:`measure`'s report: one row of the bench."""
+    return (await measure(url, scripts, **kwargs)).report()
+
+
+async def measure(url: str, scripts: Sequence[Script], *, users: int, duration: float,
+                  pause: tuple[float, float] | None = HUMAN_PAUSE, ramp: float = 1.0, timeout: float = 10.0,
+                  seed: int = 0, addresses: bool = False) -> LoadStats:
+    """Drive ``url`` with ``users`` concurrent sessions for ``duration`` seconds; what they saw.
 
     ``pause`` is the range of seconds between one session's keystrokes (``None``: saturation).
     Users start spread over ``ramp`` seconds, which is warm-up: only keystrokes sent in the
@@ -212,7 +227,7 @@ async def load(url: str, scripts: Sequence[Script], *, users: int, duration: flo
         for i in range(users)
     ))
     stats.seconds = duration
-    return stats.report()
+    return stats
 
 
 def user_address(i: int) -> str:

@@ -1,13 +1,14 @@
 """A soak run: normal typists while others abuse the server, against its own ``qac serve``.
 
-First a quiet phase (typists alone) gives the reference latency; then the abuse phase runs the
-same typists beside a flooder (far above the rate limit), garbage senders (bad JSON, binary
-frames, bad ids, control characters, oversized frames, invalid UTF-8), a reconnect storm, a
-hoarder that opens connections from one address until it is refused, a ``GET /complete``
-flooder, and a model reload half-way. Every client claims an address of its own in
-``X-Forwarded-For`` (the server trusts 127.0.0.1 as its proxy), the abusers one each.
-The report: keystrokes answered, errors by kind on both sides, the
-typists' p99 in both phases, and the server's memory before and after.
+Quiet phases (typists alone) before and after the abuse give the reference latency, pooled:
+the machine's speed drifts over minutes, and a reference taken on both sides of the abuse
+phase drifts with it. The abuse phase runs the same typists beside a flooder (far above the
+rate limit), garbage senders (bad JSON, binary frames, bad ids, control characters, oversized
+frames, invalid UTF-8), a reconnect storm, a hoarder that opens connections from one address
+until it is refused, a ``GET /complete`` flooder, and a model reload half-way. Every client
+claims an address of its own in ``X-Forwarded-For`` (the server trusts 127.0.0.1 as its
+proxy), the abusers one each. The report: keystrokes answered, errors by kind on both sides,
+the typists' p99 in each phase, and the server's memory before and after.
 
 The abusers run in a process of their own so that their Python does not slow the typists'
 measuring loop; all of it shares this machine's cores with the server. With ``abuser_nice``
@@ -34,7 +35,7 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from .bench import ServerProcess
-from .loadgen import chain_pairs, load
+from .loadgen import LoadStats, chain_pairs, load, measure
 from .replay import open_ws
 from .scripts import Script, scripts_from_pairs
 
@@ -291,20 +292,27 @@ def run_soak(cfg: SoakConfig, say: Any = print) -> dict[str, Any]:
             ServerProcess(cfg.index, Path(work) / "serve.log", workers=cfg.workers, env=env) as server:
         base = f"http://127.0.0.1:{server.port}"
         memory_start = server.memory()
-        say(f"soak: quiet phase, {cfg.users} typists for {cfg.quiet_seconds:g} s")
-        quiet = asyncio.run(load(server.url, scripts, users=cfg.users, duration=cfg.quiet_seconds, ramp=RAMP,
-                                 addresses=True))
+        def quiet_phase(when: str) -> LoadStats:
+            say(f"soak: quiet phase {when} the abuse, {cfg.users} typists for {cfg.quiet_seconds:g} s")
+            return asyncio.run(measure(server.url, scripts, users=cfg.users, duration=cfg.quiet_seconds,
+                                       ramp=RAMP, addresses=True))
+
+        before = quiet_phase("before")
         say(f"soak: abuse phase, {cfg.abuse_seconds:g} s: {cfg.flooders} flooders, {cfg.garbage_senders} "
             f"garbage senders, a reconnect storm of {cfg.storm_rate:g}/s, a connection hoarder, "
             f"{cfg.complete_flooders} /complete flooders, a reload half-way")
         abuse = asyncio.run(_abuse_phase(server.url, base, cfg, scripts))
+        after = quiet_phase("after")
         memory_end = server.memory()
         metrics = _metrics(base)
         health = _http(f"{base}/healthz")
+    quiet = before.merged(after).report()
     quiet_p99, abuse_p99 = quiet["p99_ms"], abuse["typists"]["p99_ms"]
     return {
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in cfg.__dict__.items()},
         "quiet": quiet,
+        "quiet_before": before.report(),
+        "quiet_after": after.report(),
         "abuse": abuse,
         "closed_by_server": _closed_by_server(metrics),
         "memory_start": memory_start,
@@ -312,20 +320,19 @@ def run_soak(cfg: SoakConfig, say: Any = print) -> dict[str, Any]:
         "health_after": health,
         "p99_ratio": round(abuse_p99 / quiet_p99, 2) if quiet_p99 and abuse_p99 else None,
         "ok": bool(quiet_p99 and abuse_p99 and abuse_p99 <= 2 * quiet_p99
-                   and abuse["typists"]["errors"] == 0 and "error" not in abuse["reload"]),
+                   and quiet["errors"] == 0 and abuse["typists"]["errors"] == 0 and "error" not in abuse["reload"]),
     }
 
 
 def markdown(report: dict[str, Any]) -> str:
     """The report as the lines BENCHMARKS.md records."""
-    q, a = report["quiet"], report["abuse"]["typists"]
+    phases = [("quiet, before", report["quiet_before"]), ("abuse", report["abuse"]["typists"]),
+              ("quiet, after", report["quiet_after"]), ("quiet, both", report["quiet"])]
     lines = [
         "| phase | typists | keystrokes answered | answered/s | p50 ms | p99 ms | typist errors |",
         "|---|---:|---:|---:|---:|---:|---:|",
-        f"| quiet | {q['users']} | {q['answered']:,} | {q['answered_per_s']:,.0f} | {q['p50_ms']} | {q['p99_ms']} | "
-        f"{q['errors']} |",
-        f"| abuse | {a['users']} | {a['answered']:,} | {a['answered_per_s']:,.0f} | {a['p50_ms']} | {a['p99_ms']} | "
-        f"{a['errors']} |",
+        *(f"| {name} | {r['users']} | {r['answered']:,} | {r['answered_per_s']:,.0f} | {r['p50_ms']} | "
+          f"{r['p99_ms']} | {r['errors']} |" for name, r in phases),
         "",
         f"- p99 under abuse / quiet: {report['p99_ratio']} ({'within' if report['ok'] else 'NOT within'} 2x)",
         f"- abusers saw: {report['abuse']['abusers']}",

@@ -5,7 +5,8 @@ replay/soak.py).
     python scripts/soak.py --index models/aol --pairs ../shared/data/aol-top1000/dev.pairs.jsonl
 
 Prints the table BENCHMARKS.md records; exits 1 if the typists' p99 under abuse is over twice
-the quiet one, or a typist saw an error, or the reload failed.
+the quiet one (both quiet phases, before and after the abuse, pooled), or a typist saw an
+error, or the reload failed.
 """
 
 from __future__ import annotations

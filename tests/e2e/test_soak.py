@@ -23,6 +23,10 @@ def test_a_short_soak_meets_each_abuse_and_keeps_the_typists_served(
     report = run_soak(cfg, say=lambda text: None)
     abusers, typists = report["abuse"]["abusers"], report["abuse"]["typists"]
     assert typists["answered"] > 0 and typists["errors"] == 0
+    # The quiet reference is taken on both sides of the abuse, and pooled.
+    before, after = report["quiet_before"], report["quiet_after"]
+    assert before["answered"] > 0 and after["answered"] > 0 and before["errors"] == after["errors"] == 0
+    assert report["quiet"]["answered"] == before["answered"] + after["answered"]
     assert abusers["error:rate_limited"] > 0  # the flooder
     assert abusers["error:bad_json"] > 0 and abusers["error:bad_message"] > 0
     assert abusers["closed:1009"] > 0 and abusers["closed:1007"] > 0  # oversized frames, bad UTF-8
@@ -36,4 +40,4 @@ def test_a_short_soak_meets_each_abuse_and_keeps_the_typists_served(
     assert report["closed_by_server"]["frame_too_big"] > 0
     assert report["abuse"]["reload"]["index"]  # the reload half-way went through
     assert report["health_after"]["status"] == "ok"
-    assert "p99 under abuse / quiet" in markdown(report)
+    assert "p99 under abuse / quiet" in markdown(report) and "| quiet, after |" in markdown(report)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from replay.loadgen import chain_pairs, load
+from replay.loadgen import LoadStats, chain_pairs, load
 from replay.scripts import Typed, keystrokes_of
 from tests.replay.fake_server import VOCAB, fake_server, starts_with
 
@@ -19,6 +19,17 @@ def test_pairs_of_one_session_are_chained_into_it() -> None:
     scripts = [pair("a", "b"), pair("b", "c"), pair("x", "y"), (Typed("z", ("z",), 0),), pair("z", "w")]
     assert [[s.target for s in script] for script in chain_pairs(scripts)] == [
         ["a", "b", "c"], ["x", "y"], ["z", "w"]]
+
+
+def test_two_runs_pool_into_one_report() -> None:
+    fast = LoadStats(2, True, seconds=10, sent=3, answered=3, latencies=[0.001] * 3)
+    slow = LoadStats(2, True, seconds=10, sent=2, answered=1, superseded=1, latencies=[0.1])
+    slow.errors["timeout"] += 1
+    pooled = fast.merged(slow).report()
+    assert (pooled["seconds"], pooled["sent"], pooled["answered"], pooled["superseded"]) == (20, 5, 4, 1)
+    assert pooled["answered_per_s"] == 0.2 and pooled["errors_by_kind"] == {"timeout": 1}
+    assert pooled["p50_ms"] == 1.0 and pooled["p99_ms"] > 90  # the slow run's keystroke is in the tail
+    assert fast.report()["answered"] == 3  # neither run is changed
 
 
 @pytest.mark.anyio
