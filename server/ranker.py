@@ -5,9 +5,10 @@ reload loads the new directory in a thread and then replaces the reference in on
 assignment, so in-flight requests never see a half-loaded model.
 
 What a fresh session (no history, no user) gets for a prefix is cached, per model and
-blocklist: a keystroke without a history is answered from it (the first keystrokes of new
-sessions, ``GET /complete``, a flood of one prefix), and a keystroke with one is compared with
-it, to tell whether the history changed the list.
+blocklist: a keystroke without a history is answered from it on the event loop, without a
+ranking thread (the first keystrokes of new sessions, ``GET /complete``, a flood of one
+prefix), and a keystroke with one is compared with it, to tell whether the history changed the
+list.
 
 With several worker processes, the one that receives a reload announces it in a small file
 (``reload_file``: a nonce and the directory); the others poll it and follow.
@@ -139,6 +140,14 @@ class Ranker:
         the history changed what a fresh session gets; without, ``Ranked.context`` is None."""
         model, blocklist, fresh = self._model, self._blocklist, self._fresh
         started = time.perf_counter()
+        if not history and not personal:
+            # A cached answer is a dictionary lookup: it skips the trip to a ranking thread and
+            # back, two thread switches that wait for the GIL while the event loop is busy.
+            normalized = normalize_prefix(prefix)
+            cached = fresh.get(normalized)
+            if cached is not None:
+                return Ranked(normalized, list(cached), model.version, time.perf_counter() - started,
+                              False if context else None)
         loop = asyncio.get_running_loop()
         call = functools.partial(_rank, model, prefix, tuple(history), personal, self.k, blocklist, fresh, context)
         normalized, items, context = await loop.run_in_executor(self._pool, call)

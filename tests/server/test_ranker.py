@@ -6,7 +6,9 @@ import asyncio
 import gc
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Executor, Future
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
@@ -152,6 +154,26 @@ async def test_the_fresh_answer_comes_from_the_cache_by_normalized_prefix(
         ranker.close()
     assert first.context is False and cached is not None and queries(cached) == queries(first.items)
     assert second.context is True  # compared with the cached answer, not ranked again
+
+
+async def test_a_cached_answer_is_given_without_a_ranking_thread(small_model: Model) -> None:
+    class NoThreads(Executor):
+        def submit(self, *args: Any, **kwargs: Any) -> Future[Any]:
+            raise AssertionError("sent to a ranking thread")
+
+    ranker = Ranker(small_model, "small", threads=1, k=10)
+    try:
+        first = await ranker.complete("we", [])
+        ranker._pool, pool = NoThreads(), ranker._pool
+        again = await ranker.complete("We", [], context=True)
+        with pytest.raises(AssertionError, match="ranking thread"):
+            await ranker.complete("we", ["weather"])  # a history is ranked
+        with pytest.raises(AssertionError, match="ranking thread"):
+            await ranker.complete("wf", [])  # not in the cache yet
+    finally:
+        ranker._pool = pool
+        ranker.close()
+    assert again.items == first.items and again.context is False
 
 
 async def test_a_keystroke_without_history_is_answered_from_the_cache(small_model: Model) -> None:
