@@ -140,18 +140,19 @@ class Ranker:
         the history changed what a fresh session gets; without, ``Ranked.context`` is None."""
         model, blocklist, fresh = self._model, self._blocklist, self._fresh
         started = time.perf_counter()
+        loop = asyncio.get_running_loop()
         if not history and not personal:
             # A cached answer is a dictionary lookup: it skips the trip to a ranking thread and
             # back, two thread switches that wait for the GIL while the event loop is busy.
             normalized = normalize_prefix(prefix)
-            cached = fresh.get(normalized)
-            if cached is not None:
-                return Ranked(normalized, list(cached), model.version, time.perf_counter() - started,
-                              False if context else None)
-        loop = asyncio.get_running_loop()
+            alone = fresh.get(normalized)
+            if alone is None:
+                alone = await loop.run_in_executor(self._pool, _fresh, model, normalized, self.k, blocklist, fresh)
+            return Ranked(normalized, list(alone), model.version, time.perf_counter() - started,
+                          False if context else None)
         call = functools.partial(_rank, model, prefix, tuple(history), personal, self.k, blocklist, fresh, context)
-        normalized, items, context = await loop.run_in_executor(self._pool, call)
-        return Ranked(normalized, items, model.version, time.perf_counter() - started, context)
+        normalized, items, changed = await loop.run_in_executor(self._pool, call)
+        return Ranked(normalized, items, model.version, time.perf_counter() - started, changed)
 
     async def reload(self, index: str, *, announce: bool = True) -> tuple[str, str]:
         """Load ``index`` and swap it in: (old version, new version).
@@ -204,11 +205,10 @@ class Ranker:
 
 def _rank(model: Model, prefix: str, history: tuple[str, ...], personal: PersonalHistory | None, k: int,
           blocklist: Blocklist | None, fresh: FreshAnswers, context: bool) -> tuple[str, list[Completion], bool | None]:
-    """One ranking thread's work: (normalized prefix, suggestions, whether the history changed
-    them: None unless ``context``). ``fresh`` caches what a fresh session gets."""
+    """One ranking thread's work for a keystroke with a history (session or personal):
+    (normalized prefix, suggestions, whether the history changed them: None unless
+    ``context``). ``fresh`` caches what a fresh session gets."""
     normalized = normalize_prefix(prefix)
-    if not history and not personal:
-        return normalized, list(_fresh(model, normalized, k, blocklist, fresh)), False if context else None
     items = model.complete(normalized, history, k, personal=personal, blocklist=blocklist)
     if not context:
         return normalized, items, None
