@@ -72,8 +72,8 @@ class ServerConfig:
     send_timeout: float = _opt(10.0, float, "seconds a send may wait on a client that does not read before "
                                "the connection is dropped")
     k: int = _opt(10, int, "suggestions per keystroke")
-    rank_threads: int = _opt(0, int, "threads per process ranking keystrokes off the event loop (default: "
-                             "1 with one worker, whose p99 more threads hurt; 4 with several, for throughput)")
+    rank_threads: int = _opt(0, int, "threads per process ranking keystrokes off the event loop; 0: rank on "
+                             "the event loop, which is faster (ranking holds the GIL either way)")
     static_dir: str | None = _opt(None, str, "directory of the demo page (default: the repository's static/)")
     admin_token: str | None = _opt(None, str, "bearer token of POST /admin/reload; unset disables it",
                                    repr=False)
@@ -119,13 +119,13 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be in 0..65535, got {self.port}")
-        if self.rank_threads == 0:  # measured: BENCHMARKS.md, "ranking threads"
-            object.__setattr__(self, "rank_threads", 1 if self.workers == 1 else 4)
         for name in ("workers", "max_sessions", "max_history", "max_prefix", "max_message", "burst", "k",
-                     "rank_threads", "max_connections", "history_max", "max_connections_per_address",
+                     "max_connections", "history_max", "max_connections_per_address",
                      "address_burst", "complete_burst", "complete_queue", "store_failures", "redis_pool"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.rank_threads < 0:
+            raise ConfigError(f"rank_threads must be >= 0, got {self.rank_threads}")
         for name in ("session_ttl", "rate", "idle_timeout", "send_timeout", "history_days", "blocklist_interval",
                      "address_rate", "complete_rate", "rate_limit_close"):
             if not getattr(self, name) > 0:

@@ -1,14 +1,19 @@
-"""The model being served: ranking off the event loop, and atomic swaps to a new model.
+"""The model being served: ranking keystrokes, and atomic swaps to a new model.
+
+Keystrokes are ranked on the event loop by default. Ranking is Python code that holds the GIL,
+so a thread would not run beside the loop anyway: it would only add two thread switches per
+keystroke and make the loop wait for the GIL, up to the switch interval (5 ms) at a time. In
+the soak, the typists' p99 under abuse was 47-116 ms with threads and 16-17 ms without
+(BENCHMARKS.md, "Ranking on the event loop"). A pool of ranking threads remains an option.
 
 A request takes a reference to the current model when it starts and finishes on it; a
 reload loads the new directory in a thread and then replaces the reference in one
 assignment, so in-flight requests never see a half-loaded model.
 
 What a fresh session (no history, no user) gets for a prefix is cached, per model and
-blocklist: a keystroke without a history is answered from it on the event loop, without a
-ranking thread (the first keystrokes of new sessions, ``GET /complete``, a flood of one
-prefix), and a keystroke with one is compared with it, to tell whether the history changed the
-list.
+blocklist: a keystroke without a history is answered from it at once, without ranking (the
+first keystrokes of new sessions, ``GET /complete``, a flood of one prefix), and a keystroke
+with one is compared with it, to tell whether the history changed the list.
 
 With several worker processes, the one that receives a reload announces it in a small file
 (``reload_file``: a nonce and the directory); the others poll it and follow.
@@ -33,6 +38,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import indexer
 from indexer.blocklist import Blocklist
@@ -44,6 +50,8 @@ log = logging.getLogger("qac.server")
 
 LOADING_SWITCH_INTERVAL = 0.0002  # seconds; sys.getswitchinterval() while a reload loads
 FRESH_ANSWERS = 4096  # prefixes whose fresh-session answer is kept
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -86,13 +94,14 @@ class FreshAnswers:
 
 
 class Ranker:
-    """Holds the current model; ranks on a small thread pool; swaps models on reload."""
+    """Holds the current model; ranks on the event loop or a small thread pool; swaps models on reload."""
 
     def __init__(self, model: Model, index: str, *, threads: int, k: int,
                  on_swap: Callable[[Model, str], None] | None = None, reload_file: str | None = None,
                  announced: tuple[str, str] | None = None, fresh_size: int = FRESH_ANSWERS):
-        """``announced`` is the announcement ``model`` was loaded after, if any; ``fresh_size``
-        how many prefixes' fresh-session answers are kept."""
+        """``threads``: ranking threads, 0 to rank on the event loop; ``announced``: the
+        announcement ``model`` was loaded after, if any; ``fresh_size``: how many prefixes'
+        fresh-session answers are kept."""
         self._model = model
         self._index = index
         self._extra = Blocklist()  # the --blocklist files
@@ -100,7 +109,7 @@ class Ranker:
         self._fresh_size = fresh_size
         self._fresh = FreshAnswers(fresh_size)  # replaced with the model or the blocklist
         self.k = k
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="qac-rank")
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="qac-rank") if threads else None
         self._lock = asyncio.Lock()
         self._on_swap = on_swap
         self._reload_file = Path(reload_file) if reload_file else None
@@ -135,24 +144,34 @@ class Ranker:
 
     async def complete(self, prefix: str, history: Sequence[str], personal: PersonalHistory | None = None,
                        *, context: bool = False) -> Ranked:
-        """Rank ``prefix`` after ``history`` (and the user's ``personal`` history) on the pool,
-        with the model current at the call and every blocklist. With ``context``, tell whether
-        the history changed what a fresh session gets; without, ``Ranked.context`` is None."""
+        """Rank ``prefix`` after ``history`` (and the user's ``personal`` history) with the
+        model current at the call and every blocklist. With ``context``, tell whether the
+        history changed what a fresh session gets; without, ``Ranked.context`` is None."""
         model, blocklist, fresh = self._model, self._blocklist, self._fresh
         started = time.perf_counter()
-        loop = asyncio.get_running_loop()
         if not history and not personal:
-            # A cached answer is a dictionary lookup: it skips the trip to a ranking thread and
-            # back, two thread switches that wait for the GIL while the event loop is busy.
+            # A cached answer is a dictionary lookup, given at once (and, with ranking threads,
+            # without the trip to one and back).
             normalized = normalize_prefix(prefix)
             alone = fresh.get(normalized)
             if alone is None:
-                alone = await loop.run_in_executor(self._pool, _fresh, model, normalized, self.k, blocklist, fresh)
+                alone = await self._run(functools.partial(_fresh, model, normalized, self.k, blocklist, fresh))
             return Ranked(normalized, list(alone), model.version, time.perf_counter() - started,
                           False if context else None)
         call = functools.partial(_rank, model, prefix, tuple(history), personal, self.k, blocklist, fresh, context)
-        normalized, items, changed = await loop.run_in_executor(self._pool, call)
+        normalized, items, changed = await self._run(call)
         return Ranked(normalized, items, model.version, time.perf_counter() - started, changed)
+
+    async def _run(self, call: Callable[[], _T]) -> _T:
+        """``call()`` on the event loop, after one turn of it, or on a ranking thread."""
+        if self._pool is None:
+            # One turn first: the frames and requests already received are read, and wait
+            # their turn here too, so that GET /complete's bounded queue (complete_pending)
+            # counts them. Without it, each would be ranked as soon as read, and the backlog
+            # would wait unseen in the loop.
+            await asyncio.sleep(0)
+            return call()
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
     async def reload(self, index: str, *, announce: bool = True) -> tuple[str, str]:
         """Load ``index`` and swap it in: (old version, new version).
@@ -200,12 +219,13 @@ class Ranker:
                 log.exception("could not follow the reload to %s", token[1])
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _rank(model: Model, prefix: str, history: tuple[str, ...], personal: PersonalHistory | None, k: int,
           blocklist: Blocklist | None, fresh: FreshAnswers, context: bool) -> tuple[str, list[Completion], bool | None]:
-    """One ranking thread's work for a keystroke with a history (session or personal):
+    """The ranking of a keystroke with a history (session or personal):
     (normalized prefix, suggestions, whether the history changed them: None unless
     ``context``). ``fresh`` caches what a fresh session gets."""
     normalized = normalize_prefix(prefix)

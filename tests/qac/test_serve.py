@@ -82,8 +82,9 @@ def test_help_names_each_default_and_variable(capsys: pytest.CaptureFixture[str]
         assert words in text
 
 
-def test_ranking_threads_default_by_the_number_of_workers() -> None:
-    assert ServerConfig().rank_threads == 1
-    assert ServerConfig(workers=2).rank_threads == 4
+def test_keystrokes_are_ranked_on_the_event_loop_unless_threads_are_asked_for() -> None:
+    assert ServerConfig().rank_threads == 0 and ServerConfig(workers=2).rank_threads == 0
     assert ServerConfig(workers=2, rank_threads=2).rank_threads == 2
     assert ServerConfig.from_env({"QAC_RANK_THREADS": "3"}).rank_threads == 3
+    with pytest.raises(ConfigError, match="rank_threads"):
+        ServerConfig(rank_threads=-1)

@@ -177,7 +177,7 @@ async def test_a_submit_is_written_once_the_keystroke_after_it_is_answered(
 ) -> None:
     rank = ranker_module._rank
 
-    def slow_rank(*args: Any) -> Any:  # half a second per keystroke, in the ranking thread
+    def slow_rank(*args: Any) -> Any:  # half a second per keystroke
         time.sleep(0.5)
         return rank(*args)
 

@@ -1,4 +1,4 @@
-"""The served model: ranking off the loop, atomic swaps, reloads followed across workers."""
+"""The served model: ranking on the loop or off it, atomic swaps, reloads followed across workers."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 import indexer
+import server.ranker as ranker_module
 from indexer.blocklist import Blocklist
 from indexer.model import Completion, Model
 from indexer.personal import PersonalEntry, PersonalHistory
@@ -60,7 +61,7 @@ async def test_a_request_in_flight_finishes_on_its_model_while_the_next_gets_the
 
 
 async def test_a_failed_reload_keeps_the_model(small_model: Model) -> None:
-    ranker = Ranker(small_model, "small", threads=1, k=10)
+    ranker = Ranker(small_model, "small", threads=0, k=10)
     try:
         with pytest.raises(indexer.ModelError):
             await ranker.reload("/no/such/model")
@@ -74,8 +75,8 @@ async def test_workers_follow_a_reload_announced_by_another(
 ) -> None:
     announcements = tmp_path / "reload"
     start = announce_reload(announcements, "small")
-    one = Ranker(small_model, "small", threads=1, k=10, reload_file=str(announcements), announced=start)
-    two = Ranker(small_model, "small", threads=1, k=10, reload_file=str(announcements), announced=start)
+    one = Ranker(small_model, "small", threads=0, k=10, reload_file=str(announcements), announced=start)
+    two = Ranker(small_model, "small", threads=0, k=10, reload_file=str(announcements), announced=start)
     following = asyncio.create_task(two.follow(interval=0.02))
     try:
         await one.reload(str(other_model_dir))
@@ -111,7 +112,7 @@ def queries(completions: Sequence[Completion]) -> list[str]:
 async def test_context_says_whether_the_history_changed_what_a_fresh_session_gets(
     small_model: Model, history_pair: tuple[str, str], neutral_pair: tuple[str, str]
 ) -> None:
-    ranker = Ranker(small_model, "small", threads=1, k=10)
+    ranker = Ranker(small_model, "small", threads=0, k=10)
     try:
         unasked = await ranker.complete(history_pair[1], [history_pair[0]])
         alone = await ranker.complete(history_pair[1], [], PersonalHistory([], 0.0), context=True)
@@ -131,7 +132,7 @@ async def test_context_counts_the_users_personal_history(small_model: Model) -> 
     fresh = queries(small_model.complete("b"))
     mine = next(q for q in small_model.labels.keys if q.startswith("b") and q not in fresh)
     personal = PersonalHistory([PersonalEntry(mine, 5, 1000.0)], 1000.0)
-    ranker = Ranker(small_model, "small", threads=1, k=10)
+    ranker = Ranker(small_model, "small", threads=0, k=10)
     try:
         ranked = await ranker.complete("B", [], personal, context=True)
     finally:
@@ -144,7 +145,7 @@ async def test_the_fresh_answer_comes_from_the_cache_by_normalized_prefix(
     small_model: Model, neutral_pair: tuple[str, str]
 ) -> None:
     prev, prefix = neutral_pair
-    ranker = Ranker(small_model, "small", threads=1, k=10)
+    ranker = Ranker(small_model, "small", threads=0, k=10)
     try:
         first = await ranker.complete(prefix.upper() + "!", [prev], context=True)
         cached = ranker.fresh.get(prefix)
@@ -176,8 +177,29 @@ async def test_a_cached_answer_is_given_without_a_ranking_thread(small_model: Mo
     assert again.items == first.items and again.context is False
 
 
+async def test_by_default_keystrokes_are_ranked_on_the_event_loops_thread(
+    small_model: Model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ranked_on: list[int] = []
+    for name in ("_rank", "_fresh"):
+        real = getattr(ranker_module, name)
+
+        def spy(*args: Any, real: Any = real) -> Any:
+            ranked_on.append(threading.get_ident())
+            return real(*args)
+
+        monkeypatch.setattr(ranker_module, name, spy)
+    ranker = Ranker(small_model, "small", threads=ServerConfig().rank_threads, k=10)
+    try:
+        answers = [await ranker.complete("we", []), await ranker.complete("we", ["weather"])]
+    finally:
+        ranker.close()
+    assert ranked_on == [threading.get_ident()] * 2
+    assert [a.items for a in answers] == [small_model.complete("we"), small_model.complete("we", ["weather"])]
+
+
 async def test_a_keystroke_without_history_is_answered_from_the_cache(small_model: Model) -> None:
-    ranker = Ranker(small_model, "small", threads=1, k=10)
+    ranker = Ranker(small_model, "small", threads=0, k=10)
     try:
         first = await ranker.complete("We", [], context=True)
         assert first.items == small_model.complete("we") and ranker.fresh.get("we") == tuple(first.items)
@@ -204,7 +226,7 @@ def test_fresh_answers_drop_the_least_recently_used() -> None:
 async def test_fresh_answers_are_bounded_and_replaced_with_the_model_or_the_blocklist(
     small_model: Model, other_model_dir: Path
 ) -> None:
-    ranker = Ranker(small_model, "small", threads=1, k=10, fresh_size=3)
+    ranker = Ranker(small_model, "small", threads=0, k=10, fresh_size=3)
     try:
         for prefix in ["a", "b", "c", "d", "e"]:
             await ranker.complete(prefix, ["weather"], context=True)

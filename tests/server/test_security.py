@@ -24,6 +24,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 import server.app as app_module
+import server.ranker as ranker_module
 from indexer.model import Model
 from server.app import create_app
 from server.config import ServerConfig, redact_url
@@ -304,6 +305,27 @@ async def test_complete_over_its_rate_waits_its_turn_up_to_a_second(small_model_
     # One at once, then one every 1/4 s for as long as a second of waiting allows; the rest 429.
     assert 4 <= codes.count(200) <= 6 and codes.count(429) == 8 - codes.count(200)
     assert took >= 0.7
+
+
+async def test_complete_requests_ranked_on_the_event_loop_wait_their_turn_in_the_bounded_queue(
+    small_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = ServerConfig(index=str(small_model_dir), complete_queue=2)
+    assert config.rank_threads == 0
+    app = create_app(config)
+    real = ranker_module._fresh
+
+    def slow(*args: Any) -> Any:  # a ranking that holds the event loop for 0.1 s
+        time.sleep(0.1)
+        return real(*args)
+
+    monkeypatch.setattr(ranker_module, "_fresh", slow)
+    with running(app, config) as server:
+        async with httpx.AsyncClient(base_url=f"http://{server}", timeout=30) as http:
+            answers = await asyncio.gather(*(http.get("/complete", params={"prefix": p}) for p in "abcdefghijkl"))
+    codes = [r.status_code for r in answers]
+    # Requests read while one is ranked queue up to the bound; the others are refused at once.
+    assert set(codes) == {200, 503} and codes.count(200) >= 2
 
 
 async def test_complete_answers_503_when_its_ranking_queue_is_full(small_model_dir: Path) -> None:
