@@ -50,6 +50,7 @@ log = logging.getLogger("qac.server")
 
 LOADING_SWITCH_INTERVAL = 0.0002  # seconds; sys.getswitchinterval() while a reload loads
 FRESH_ANSWERS = 4096  # prefixes whose fresh-session answer is kept
+FULL_COLLECTION_AFTER = 100  # generation-1 collections between full ones (CPython's default: 10)
 
 _T = TypeVar("_T")
 
@@ -264,10 +265,15 @@ def load_warm(index: str | Path) -> Model:
 
     The model's objects are then frozen out of the cyclic garbage collector: it has no cycles
     (reference counting frees a replaced model), and a full collection walking its ~360,000
-    objects stalled a keystroke by ~55 ms (BENCHMARKS.md)."""
+    objects stalled a keystroke by ~55 ms (BENCHMARKS.md). Full collections of what came
+    after (sessions, caches, connections) still took 20-30 ms, 2-3 a minute per worker under
+    abuse; what the server drops has no cycles either (tests/server/test_connection.py), so
+    they are made rarer: one every :data:`FULL_COLLECTION_AFTER` younger ones, not 10."""
     model = indexer.load(index)
     model.complete("a", ("a",))
     gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, FULL_COLLECTION_AFTER)
     return model
 
 
