@@ -224,6 +224,8 @@ async def measure(url: str, scripts: Sequence[Script], *, users: int, duration: 
     deadline = started + ramp + duration
     # A full collection of this process walks every module's objects: about 50 ms in a soak,
     # during which no answer is read, a pause of the client counted as the server's latency.
+    # A freeze the caller made stays: gc.unfreeze() cannot tell its objects from ours.
+    frozen_before = gc.get_freeze_count()
     gc.freeze()
     try:
         await asyncio.gather(*(
@@ -232,7 +234,8 @@ async def measure(url: str, scripts: Sequence[Script], *, users: int, duration: 
             for i in range(users)
         ))
     finally:
-        gc.unfreeze()
+        if not frozen_before:
+            gc.unfreeze()
     stats.seconds = duration
     return stats
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from replay.loadgen import LoadStats, chain_pairs, load
@@ -41,6 +43,20 @@ async def test_human_paced_sessions_get_every_keystroke_answered() -> None:
     # three sessions, a keystroke every 150-250 ms each: 4 to 7 a second
     assert 3 * 4 * 0.6 * 0.7 <= report["sent_per_s"] * 0.6 <= 3 * 7 * 0.6 * 1.5 + 3
     assert {m["type"] for m in received} == {"query"}  # time ran out before a query was finished
+
+
+@pytest.mark.anyio
+async def test_the_client_freezes_its_objects_while_it_measures_and_leaves_a_callers_freeze() -> None:
+    gc.unfreeze()
+    try:
+        async with fake_server(starts_with) as (url, _):
+            await load(url, [TYPE_NEW_YORK], users=1, duration=0.2, ramp=0.0)
+            assert gc.get_freeze_count() == 0  # what it froze is let go
+            gc.freeze()
+            await load(url, [TYPE_NEW_YORK], users=1, duration=0.2, ramp=0.0)
+            assert gc.get_freeze_count() > 0  # the caller's freeze is still there
+    finally:
+        gc.unfreeze()
 
 
 @pytest.mark.anyio
