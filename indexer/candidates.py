@@ -110,14 +110,13 @@ class _Rows:
     """Candidate texts in the order their sources first offer them, and the feature cells
     the sources set: one table built at once, not a row array per candidate."""
 
-    __slots__ = ("at", "rows", "cols", "vals", "marks")
+    __slots__ = ("at", "rows", "cols", "vals")
 
     def __init__(self) -> None:
         self.at: dict[str, int] = {}  # text -> its row
         self.rows: list[int] = []
         self.cols: list[int] = []
         self.vals: list[float] = []
-        self.marks: list[tuple[list[int], int]] = []  # (rows, feature) set to 1
 
     def __len__(self) -> int:
         return len(self.at)
@@ -136,14 +135,15 @@ class _Rows:
         """Feature ``col`` (a source's flag) of each of ``texts`` is 1."""
         at = self.at
         setdefault = at.setdefault
-        self.marks.append(([setdefault(t, len(at)) for t in texts], col))
+        rows = [setdefault(t, len(at)) for t in texts]
+        self.rows += rows
+        self.cols += [col] * len(rows)
+        self.vals += [1.0] * len(rows)
 
     def table(self) -> tuple[list[str], np.ndarray]:
         """The texts and their (len, N_BASE) feature rows, zero where no source set one."""
         base = np.zeros((len(self.at), N_BASE))
         base[self.rows, self.cols] = self.vals
-        for rows, col in self.marks:
-            base[rows, col] = 1.0
         return list(self.at), base
 
 
@@ -252,7 +252,7 @@ class CandidateGenerator:
         if "transitions" in on and prev:
             rows.mark([q for q, _ in self.words.next_queries(prev, prefix, cfg.trans_k)], _F["src_trans"])
         if "session" in on:
-            session = [query_words(h) for h in reversed(history)]
+            session = [_query_words(h) for h in reversed(history)]
             rows.mark(_session_candidates(session, prefix, head, partial), _F["src_session"])
         if personal:
             rows.mark(personal.starting_with(prefix, cfg.personal_k), _F["src_personal"])
@@ -499,6 +499,10 @@ class CandidateGenerator:
         elif hist_words:
             base[:, _F["overlap_history"]] = _overlaps(hist_words, head_toks, toks) / n_toks
         base[:, _F["changes_partial"]] = [c != partial for c in completed]
+
+
+# A session's queries come back on each of its keystrokes: split once each.
+_query_words = lru_cache(1 << 14)(query_words)
 
 
 def _overlaps(words: set[str], head: list[str], toks: list[list[str]]) -> np.ndarray:

@@ -16,6 +16,10 @@ NORMALIZATION = 2
 
 _SPLIT = re.compile(r"[\s.]+")
 _NON_WORD = re.compile(r"\W+")
+# An ASCII text that normalize() leaves as it is (with one trailing space: normalize_prefix());
+# the server's session histories and most typed prefixes already are.
+_NORMAL = re.compile(r"[0-9a-z_]+(?: [0-9a-z_]+)*")
+_NORMAL_PREFIX = re.compile(r"[0-9a-z_]+(?: [0-9a-z_]+)* ?")
 
 
 def normalize(query: str) -> str:
@@ -26,7 +30,10 @@ def normalize(query: str) -> str:
     from each piece, drop empty pieces, join with single spaces, lowercase. ``"St. Louis Cardinals!"`` becomes
     ``"st louis cardinals"``; a query with nothing left becomes ``""``.
     """
-    if not query.isascii():
+    if query.isascii():
+        if _NORMAL.fullmatch(query):
+            return query
+    else:
         query = unicodedata.normalize("NFKC", query)
     pieces = (_NON_WORD.sub("", piece) for piece in _SPLIT.split(query))
     return " ".join(piece for piece in pieces if piece).lower()
@@ -38,6 +45,8 @@ def normalize_prefix(prefix: str) -> str:
     ``"new y"`` stays ``"new y"`` and ``"new "`` stays ``"new "``: the trailing space says the
     last word is finished, which ranking needs to know.
     """
+    if prefix.isascii() and _NORMAL_PREFIX.fullmatch(prefix):
+        return prefix
     norm = normalize(prefix)
     if norm and prefix and _SPLIT.fullmatch(prefix[-1]):
         return norm + " "

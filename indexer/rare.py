@@ -14,6 +14,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from .topk import remember
+
 _HASHES = 7  # with 10 bits a key: about 1% false positives
 _BITS_PER_KEY = 10
 _MASK64 = (1 << 64) - 1
@@ -28,12 +30,13 @@ def _hash_pairs(keys: Iterable[str]) -> np.ndarray:
 class RareFilter:
     """Membership test for the rare queries of a build; immutable."""
 
-    __slots__ = ("bits", "n_keys", "_bytes")
+    __slots__ = ("bits", "n_keys", "_bytes", "_memo")
 
     def __init__(self, bits: np.ndarray, n_keys: int):
         self.bits = np.asarray(bits, dtype=np.uint8)
         self.n_keys = n_keys
         self._bytes = self.bits.tobytes()  # a byte of it is a Python int: no numpy scalar per probe
+        self._memo: dict[str, bool] = {}  # key -> answer
 
     @classmethod
     def of(cls, keys: Iterable[str]) -> RareFilter:
@@ -55,6 +58,11 @@ class RareFilter:
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, str) or not self.n_keys:
             return False
+        # Remembered: a session's keystrokes test many of the same candidates.
+        found = self._memo.get(key)
+        return remember(self._memo, key, self._probe(key)) if found is None else found
+
+    def _probe(self, key: str) -> bool:
         # The positions of _positions, in plain integers: one key is faster without numpy.
         digest = hashlib.blake2b(key.encode("utf-8"), digest_size=16).digest()
         h1 = int.from_bytes(digest[:8], "little")

@@ -19,8 +19,6 @@ _UNKNOWN = -2
 # PrefixTopK.top_range sorts a range of up to this many keys, and partitions one of up to
 # this many keys per key asked; larger ranges use the range-argmax heap (timed on 14k words).
 _SORT_RANGE = 256
-# PrefixTopK.count_list reads the keys under a prefix into a dict when at most this many.
-_DICT_RANGE = 256
 _PARTITION_RANGE_PER_K = 1000
 
 
@@ -120,14 +118,19 @@ class PrefixTopK:
         return np.array(self.count_list(keys), dtype=np.float64)
 
     def count_list(self, keys: Sequence[str], within: str | None = None) -> list[float]:
-        """:meth:`counts` as a list. ``within``: a prefix most of ``keys`` start with; when
-        few keys of the index do, those are read at once and looked up in a dict."""
-        if within is not None:
-            lo, hi = self.range(within)
-            if hi - lo <= _DICT_RANGE:
-                near = dict(zip(self.keys[lo:hi], self.weights[lo:hi].tolist()))
-                return [near.get(k, 0.0) if k.startswith(within) else self.count(k) for k in keys]
-        return _looked_up(self._count_memo, keys, self.count, -1.0)
+        """:meth:`counts` as a list. ``within``: a prefix most of ``keys`` start with; a key
+        not remembered that starts with it is searched for among the keys under it only."""
+        memo = self._count_memo
+        found = [memo.get(k, -1.0) for k in keys]
+        if -1.0 in found:
+            lo, hi = self.range(within) if within is not None else (0, len(self.keys))
+            weights = self.weights
+            for j, v in enumerate(found):
+                if v == -1.0:
+                    key = keys[j]
+                    i = self.index(key, lo, hi) if within is None or key.startswith(within) else self.index(key)
+                    found[j] = remember(memo, key, float(weights[i]) if i >= 0 else 0.0)
+        return found
 
     def count(self, key: str) -> float:
         """The weight of ``key``, 0 when it is absent."""

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from .topk import PrefixTopK
+from .topk import PrefixTopK, remember
 
 TRANSITION_SEP = "\t"
 
@@ -30,6 +30,11 @@ class WordModel:
     words: PrefixTopK
     bigrams: PrefixTopK
     transitions: PrefixTopK
+    # The answers of complete_word() and followers(): most keystrokes ask what earlier ones did.
+    _completions: dict[tuple[str, str, int], tuple[str, ...]] = field(default_factory=dict, init=False,
+                                                                      repr=False, compare=False)
+    _followers: dict[tuple[str, int], tuple[str, ...]] = field(default_factory=dict, init=False, repr=False,
+                                                               compare=False)
 
     @classmethod
     def from_counts(cls, words: Counter[str], bigrams: Counter[str], transitions: Counter[str]) -> WordModel:
@@ -39,6 +44,13 @@ class WordModel:
     def complete_word(self, previous_word: str, partial: str, k: int) -> list[str]:
         """Up to ``2 k`` words starting with ``partial``: the ``k`` most frequent followers of
         ``previous_word`` first, then the ``k`` most frequent words."""
+        found = self._completions.get((previous_word, partial, k))
+        if found is None:
+            found = remember(self._completions, (previous_word, partial, k),
+                             self._complete_word(previous_word, partial, k))
+        return list(found)
+
+    def _complete_word(self, previous_word: str, partial: str, k: int) -> tuple[str, ...]:
         seen: dict[str, None] = {}
         if previous_word:
             key = previous_word + " "
@@ -46,7 +58,7 @@ class WordModel:
                 seen[self.bigrams.keys[i][len(key) :]] = None
         for i in self.words.top(partial, k):
             seen.setdefault(self.words.keys[i], None)
-        return list(seen)
+        return tuple(seen)
 
     def word_logps(self, words: Sequence[str], partial: str) -> np.ndarray:
         """log P(word | the word starts with ``partial``) under the unigram counts, per word."""
@@ -61,8 +73,12 @@ class WordModel:
 
     def followers(self, word: str, k: int) -> list[str]:
         """The ``k`` words that most often follow ``word``."""
-        key = word + " "
-        return [self.bigrams.keys[i][len(key) :] for i in self.bigrams.top(key, k)]
+        found = self._followers.get((word, k))
+        if found is None:
+            key = word + " "
+            found = remember(self._followers, (word, k),
+                             tuple(self.bigrams.keys[i][len(key) :] for i in self.bigrams.top(key, k)))
+        return list(found)
 
     def next_queries(self, prev: str, prefix: str, k: int) -> list[tuple[str, float]]:
         """Queries that followed ``prev`` in a session and start with ``prefix``, with counts."""
