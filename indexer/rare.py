@@ -19,6 +19,7 @@ from .topk import remember
 _HASHES = 7  # with 10 bits a key: about 1% false positives
 _BITS_PER_KEY = 10
 _MASK64 = (1 << 64) - 1
+_MEMO_SIZE = 1 << 14  # answers remembered, at most (about 2 MB)
 
 
 def _hash_pairs(keys: Iterable[str]) -> np.ndarray:
@@ -60,7 +61,7 @@ class RareFilter:
             return False
         # Remembered: a session's keystrokes test many of the same candidates.
         found = self._memo.get(key)
-        return remember(self._memo, key, self._probe(key)) if found is None else found
+        return remember(self._memo, key, self._probe(key), _MEMO_SIZE) if found is None else found
 
     def _probe(self, key: str) -> bool:
         # The positions of _positions, in plain integers: one key is faster without numpy.

@@ -15,6 +15,8 @@ import numpy as np
 from .topk import PrefixTopK, remember
 
 TRANSITION_SEP = "\t"
+# complete_word() answers remembered, at most: each holds up to 2 k words of its own.
+COMPLETIONS_MEMO = 1 << 13
 
 
 def counted_index(counts: Counter[str]) -> PrefixTopK:
@@ -47,7 +49,7 @@ class WordModel:
         found = self._completions.get((previous_word, partial, k))
         if found is None:
             found = remember(self._completions, (previous_word, partial, k),
-                             self._complete_word(previous_word, partial, k))
+                             self._complete_word(previous_word, partial, k), COMPLETIONS_MEMO)
         return list(found)
 
     def _complete_word(self, previous_word: str, partial: str, k: int) -> tuple[str, ...]:

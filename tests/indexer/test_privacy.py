@@ -97,6 +97,13 @@ def test_a_generated_string_that_is_someones_rare_query_is_held_back(model: inde
     assert others < 20000 * 0.03  # about 1% false positives
     loaded = RareFilter.from_arrays(rare.to_arrays())
     assert all(k in loaded for k in keys[:50]) and len(loaded) == 2000
+    # Asked again, the filter answers from what it remembers: the same, in bounded memory.
+    import indexer.rare
+
+    asked = [*keys, *(f"other {i}" for i in range(20000))]
+    first = [k in rare for k in asked]
+    assert [k in rare for k in asked] == first == [rare._probe(k) for k in asked]
+    assert 0 < len(rare._memo) <= indexer.rare._MEMO_SIZE < len(asked)
 
 
 def test_no_suggestion_for_any_one_or_two_letter_prefix_holds_a_default_list_term(small_model_dir: Path) -> None:

@@ -23,6 +23,21 @@ def test_completes_a_partial_last_word_with_followers_first():
     assert words == ["times", "tickets"]
 
 
+def test_word_completions_and_followers_asked_again_are_the_same_and_remembered_in_bounded_memory(monkeypatch):
+    import indexer.wordmodel
+
+    monkeypatch.setattr(indexer.wordmodel, "COMPLETIONS_MEMO", 3)
+    m = model()
+    asked = [("york", "p"), ("", "ti"), ("", "n"), ("new", ""), ("", ""), ("york", "p")]
+    first = [m.complete_word(w, p, 5) for w, p in asked]
+    assert first == [list(m._complete_word(w, p, 5)) for w, p in asked]
+    assert [m.complete_word(w, p, 5) for w, p in asked] == first
+    assert 0 < len(m._completions) <= 3
+    first[0].append("changed by a caller")  # a copy: what is remembered stays as it was
+    assert m.complete_word("york", "p", 5) == first[0][:-1]
+    assert m.followers("new", 2) == ["york"] and m.followers("new", 2) == ["york"]
+
+
 def test_word_probability_is_among_words_with_the_same_start():
     m = model()
     # "times" occurs 5 + 3 + 4 = 12 times, "tickets" once: P(times | "ti") = 12 / 13.
