@@ -10,10 +10,14 @@ claims an address of its own in ``X-Forwarded-For`` (the server trusts 127.0.0.1
 proxy), the abusers one each. The report: keystrokes answered, errors by kind on both sides,
 the typists' p99 in each phase, and the server's memory before and after.
 
-The abusers run in a process of their own so that their Python does not slow the typists'
-measuring loop; all of it shares this machine's cores with the server. With ``abuser_nice``
-their processes yield the cores to the server and the typists, as abusers on other machines
-would not compete for them at all.
+The abusers run in processes of their own so that their Python does not slow the typists'
+measuring loop. Everything shares this machine's cores with the server, but abusers stand for
+clients on other machines: by default (``abuser_nice`` 19) their processes take the cores only
+when the server and the typists leave them. The server handles the same abuse either way
+(the same errors answered, connections closed and refused, ``/complete`` requests answered);
+only the frames a paused flooder never gets read wait less in its socket. ``abuser_nice=0``
+makes the abusers compete with the server's workers for the cores, as on a single box
+(BENCHMARKS.md, "Eighth session of 2026-11-29").
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ class SoakConfig:
     storm_rate: float = 20.0  # connections opened and dropped per second (0: none)
     hoarder: bool = True  # opens connections from one address until refused, holds them
     complete_flooders: int = 8  # concurrent GET /complete loops from one address (0: none)
-    abuser_nice: int = 0  # os.nice() of the abusers' processes: > 0 stands for abusers on other machines
+    abuser_nice: int = 19  # os.nice() of the abusers' processes: > 0 stands for abusers on other machines
     pairs_limit: int = 2000
 
 
@@ -308,6 +312,7 @@ def run_soak(cfg: SoakConfig, say: Any = print) -> dict[str, Any]:
         health = _http(f"{base}/healthz")
     quiet = before.merged(after).report()
     quiet_p99, abuse_p99 = quiet["p99_ms"], abuse["typists"]["p99_ms"]
+    server_quiet, server_abuse = quiet.get("server_p99_ms"), abuse["typists"].get("server_p99_ms")
     return {
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in cfg.__dict__.items()},
         "quiet": quiet,
@@ -319,6 +324,8 @@ def run_soak(cfg: SoakConfig, say: Any = print) -> dict[str, Any]:
         "memory_end": memory_end,
         "health_after": health,
         "p99_ratio": round(abuse_p99 / quiet_p99, 2) if quiet_p99 and abuse_p99 else None,
+        # The same for the server's own time (frame read to answer ready, the frames' took_ms).
+        "server_p99_ratio": round(server_abuse / server_quiet, 2) if server_quiet and server_abuse else None,
         "ok": bool(quiet_p99 and abuse_p99 and abuse_p99 <= 2 * quiet_p99
                    and quiet["errors"] == 0 and abuse["typists"]["errors"] == 0 and "error" not in abuse["reload"]),
     }
@@ -335,6 +342,8 @@ def markdown(report: dict[str, Any]) -> str:
           f"{r['p99_ms']} | {r['errors']} |" for name, r in phases),
         "",
         f"- p99 under abuse / quiet: {report['p99_ratio']} ({'within' if report['ok'] else 'NOT within'} 2x)",
+        f"- the server's own p99 (frame read to answer ready) under abuse / quiet: {report['server_p99_ratio']}",
+        f"- abusers' niceness: {report['config']['abuser_nice']}",
         f"- abusers saw: {report['abuse']['abusers']}",
         f"- server closed or refused: {report['closed_by_server']}",
         f"- reload half-way: {report['abuse']['reload']}",

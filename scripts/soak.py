@@ -41,7 +41,8 @@ def main() -> int:
                     help="concurrent GET /complete loops from one address")
     ap.add_argument("--abuser-nice", type=int, default=d.abuser_nice,
                     help="run the abusers' processes at this niceness: they then take the cores only when the "
-                         "server and the typists leave them, as abusers on other machines would (default 0)")
+                         "server and the typists leave them, as abusers on other machines would (default 19; "
+                         "0 makes them compete with the server for this machine's cores)")
     ap.add_argument("--json", type=Path, help="also write the whole report here")
     args = vars(ap.parse_args())
     out = args.pop("json")

@@ -41,3 +41,5 @@ def test_a_short_soak_meets_each_abuse_and_keeps_the_typists_served(
     assert report["abuse"]["reload"]["index"]  # the reload half-way went through
     assert report["health_after"]["status"] == "ok"
     assert "p99 under abuse / quiet" in markdown(report) and "| quiet, after |" in markdown(report)
+    assert report["server_p99_ratio"] > 0 and "the server's own p99" in markdown(report)
+    assert report["config"]["abuser_nice"] == 19  # abusers stand for other machines
