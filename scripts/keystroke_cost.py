@@ -1,0 +1,72 @@
+"""What ranking one keystroke costs in process: ``Model.complete`` over the typists' keystrokes.
+
+    python scripts/keystroke_cost.py --index models/head2 \\
+        --pairs ../shared/data/aol-top1000/dev.pairs.jsonl [--limit 1000] [--passes 3]
+
+The keystrokes are those ``scripts/typists.py`` sends: the dev pairs chained into sessions,
+each query typed character by character after the session's earlier queries. They are ranked
+in order, ``--passes`` times. The first pass meets the model's memories empty, as a server
+fresh from a reload does; later passes find in them what earlier keystrokes left. Prints one
+JSON line: microseconds per keystroke of each pass, and the process's resident memory before
+the first pass and after the last (what the memories grew to). Pair with ``scripts/same_rankings.py``
+to check that a speed change leaves the answers as they were.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import indexer  # noqa: E402
+from replay.loadgen import chain_pairs  # noqa: E402
+from replay.scripts import scripts_from_pairs  # noqa: E402
+
+
+def _rss_mb() -> float | None:
+    """This process's resident memory (Linux), in MB."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--index", required=True, help="model directory")
+    ap.add_argument("--pairs", required=True, help="dev pairs (JSON lines), as scripts/typists.py reads them")
+    ap.add_argument("--limit", type=int, default=1000, help="pairs read (default 1000)")
+    ap.add_argument("--passes", type=int, default=3, help="times the keystrokes are ranked (default 3)")
+    args = ap.parse_args()
+    model = indexer.load(args.index)
+    keystrokes: list[tuple[str, tuple[str, ...]]] = []
+    for script in chain_pairs(scripts_from_pairs(args.pairs, args.limit)):
+        earlier: list[str] = []
+        for typed in script:
+            keystrokes += [(prefix, tuple(earlier)) for prefix in typed.keystrokes]
+            earlier.append(typed.target)
+    gc.freeze()  # the model and the keystrokes: no full collection walks them while timed
+    rss_before = _rss_mb()
+    passes = []
+    for _ in range(args.passes):
+        start = time.perf_counter()
+        for prefix, history in keystrokes:
+            model.complete(prefix, history, 10)
+        passes.append(round((time.perf_counter() - start) / max(1, len(keystrokes)) * 1e6))
+    gc.collect()
+    print(json.dumps({"index": args.index, "keystrokes": len(keystrokes), "us_per_keystroke": passes,
+                      "rss_mb": [rss_before, _rss_mb()]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
