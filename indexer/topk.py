@@ -120,17 +120,15 @@ class PrefixTopK:
     def count_list(self, keys: Sequence[str], within: str | None = None) -> list[float]:
         """:meth:`counts` as a list. ``within``: a prefix most of ``keys`` start with; a key
         not remembered that starts with it is searched for among the keys under it only."""
-        memo = self._count_memo
-        found = [memo.get(k, -1.0) for k in keys]
-        if -1.0 in found:
-            lo, hi = self.range(within) if within is not None else (0, len(self.keys))
-            weights = self.weights
-            for j, v in enumerate(found):
-                if v == -1.0:
-                    key = keys[j]
-                    i = self.index(key, lo, hi) if within is None or key.startswith(within) else self.index(key)
-                    found[j] = remember(memo, key, float(weights[i]) if i >= 0 else 0.0)
-        return found
+        if within is None:
+            return _looked_up(self._count_memo, keys, self.count, -1.0)
+        lo, hi = self.range(within)
+
+        def look(key: str) -> float:
+            i = self.index(key, lo, hi) if key.startswith(within) else self.index(key)
+            return float(self.weights[i]) if i >= 0 else 0.0
+
+        return _looked_up(self._count_memo, keys, look, -1.0)
 
     def count(self, key: str) -> float:
         """The weight of ``key``, 0 when it is absent."""

@@ -13,11 +13,11 @@ the typists' p99 in each phase, and the server's memory before and after.
 The abusers run in processes of their own so that their Python does not slow the typists'
 measuring loop. Everything shares this machine's cores with the server, but abusers stand for
 clients on other machines: by default (``abuser_nice`` 19) their processes take the cores only
-when the server and the typists leave them. The server handles the same abuse either way
-(the same errors answered, connections closed and refused, ``/complete`` requests answered);
-only the frames a paused flooder never gets read wait less in its socket. ``abuser_nice=0``
-makes the abusers compete with the server's workers for the cores, as on a single box
-(BENCHMARKS.md, "Eighth session of 2026-11-29").
+when the server and the typists leave them. The server handles the same abuse either way,
+within a few percent (errors answered, connections closed and refused, ``/complete`` requests
+answered); only the frames a paused flooder pushes into its socket, never read, are fewer.
+``abuser_nice=0`` makes the abusers compete with the server's workers for the cores, as on a
+single box (BENCHMARKS.md, "Eighth session of 2026-11-29").
 """
 
 from __future__ import annotations
