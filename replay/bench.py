@@ -123,7 +123,7 @@ def build_measured(logs: Sequence[Path], out: Path, args: Sequence[str], log_pat
     }
 
 
-def _rss_mb(pid: int) -> dict[str, float]:
+def rss_mb(pid: int) -> dict[str, float]:
     """Current and peak resident memory of a process and its children (Linux /proc)."""
     pids = [pid]
     try:
@@ -184,7 +184,7 @@ class ServerProcess:
 
     def memory(self) -> dict[str, float]:
         assert self.proc is not None
-        return _rss_mb(self.proc.pid)
+        return rss_mb(self.proc.pid)
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is None or self.proc.poll() is not None:

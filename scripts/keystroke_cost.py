@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,20 +25,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import indexer  # noqa: E402
+from replay.bench import rss_mb  # noqa: E402
 from replay.loadgen import chain_pairs  # noqa: E402
 from replay.scripts import scripts_from_pairs  # noqa: E402
-
-
-def _rss_mb() -> float | None:
-    """This process's resident memory (Linux), in MB."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
 
 
 def main() -> int:
@@ -55,7 +45,7 @@ def main() -> int:
             keystrokes += [(prefix, tuple(earlier)) for prefix in typed.keystrokes]
             earlier.append(typed.target)
     gc.freeze()  # the model and the keystrokes: no full collection walks them while timed
-    rss_before = _rss_mb()
+    rss_before = rss_mb(os.getpid())["rss_mb"]
     passes = []
     for _ in range(args.passes):
         start = time.perf_counter()
@@ -64,7 +54,7 @@ def main() -> int:
         passes.append(round((time.perf_counter() - start) / max(1, len(keystrokes)) * 1e6))
     gc.collect()
     print(json.dumps({"index": args.index, "keystrokes": len(keystrokes), "us_per_keystroke": passes,
-                      "rss_mb": [rss_before, _rss_mb()]}))
+                      "rss_mb": [rss_before, rss_mb(os.getpid())["rss_mb"]]}))
     return 0
 
 
