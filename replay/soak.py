@@ -312,7 +312,7 @@ def run_soak(cfg: SoakConfig, say: Any = print) -> dict[str, Any]:
         health = _http(f"{base}/healthz")
     quiet = before.merged(after).report()
     quiet_p99, abuse_p99 = quiet["p99_ms"], abuse["typists"]["p99_ms"]
-    server_quiet, server_abuse = quiet.get("server_p99_ms"), abuse["typists"].get("server_p99_ms")
+    server_quiet, server_abuse = quiet["server_p99_ms"], abuse["typists"]["server_p99_ms"]
     return {
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in cfg.__dict__.items()},
         "quiet": quiet,
