@@ -47,16 +47,35 @@ class LoadStats:
     after_submit: list[float] = field(default_factory=list)  # the latencies of first keystrokes after a submit
     server_ms: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
+    # When each answered keystroke was sent (time.monotonic()), its latency and the server's
+    # own time (NaN if not given); and when each error came: what :meth:`during` selects from.
+    timeline: list[tuple[float, float, float]] = field(default_factory=list)
+    error_times: list[tuple[float, str]] = field(default_factory=list)
 
-    def merged(self, other: LoadStats) -> LoadStats:
-        """The two runs' keystrokes pooled, as one run of their summed length."""
-        return LoadStats(
-            self.users, self.paced, seconds=self.seconds + other.seconds, sessions=self.sessions + other.sessions,
-            sent=self.sent + other.sent, answered=self.answered + other.answered,
-            superseded=self.superseded + other.superseded, unanswered=self.unanswered + other.unanswered,
-            latencies=self.latencies + other.latencies, after_submit=self.after_submit + other.after_submit,
-            server_ms=self.server_ms + other.server_ms, errors=self.errors + other.errors,
-        )
+    def error(self, kind: str) -> None:
+        """Count an error of ``kind``, now."""
+        self.errors[kind] += 1
+        self.error_times.append((time.monotonic(), kind))
+
+    def during(self, windows: Sequence[tuple[float, float]]) -> dict[str, Any]:
+        """What the keystrokes sent within ``windows`` (``time.monotonic()`` intervals, start
+        included) saw, pooled: answered, their latency and the server's, and the errors."""
+        def inside(t: float) -> bool:
+            return any(start <= t < end for start, end in windows)
+
+        kept = [(latency, server) for t, latency, server in self.timeline if inside(t)]
+        errors = Counter(kind for t, kind in self.error_times if inside(t))
+        seconds = max(sum(end - start for start, end in windows), 1e-9)
+        return {
+            "users": self.users,
+            "seconds": round(seconds, 2),
+            "answered": len(kept),
+            "answered_per_s": round(len(kept) / seconds, 1),
+            **percentiles([latency for latency, _ in kept]),
+            **percentiles([server for _, server in kept if server == server], "server_"),  # NaN != NaN
+            "errors": sum(errors.values()),
+            "errors_by_kind": dict(sorted(errors.items())),
+        }
 
     def report(self) -> dict[str, Any]:
         seconds = max(self.seconds, 1e-9)
@@ -86,7 +105,8 @@ class _Session:
     def __init__(self, ws: ClientConnection, stats: LoadStats):
         self.ws = ws
         self.stats = stats
-        self.pending: dict[int, tuple[float, bool, bool]] = {}  # id: (sent at, counted, first after a submit)
+        # id: (sent at, by perf_counter and monotonic, counted, first after a submit)
+        self.pending: dict[int, tuple[float, float, bool, bool]] = {}
         self.submitted = False  # the last frame sent was a submit
         self.idle = asyncio.Event()
         self.idle.set()
@@ -95,8 +115,9 @@ class _Session:
 
     async def send_query(self, prefix: str) -> None:
         self.last_id += 1
-        counted = time.monotonic() >= self.stats.measure_from
-        self.pending[self.last_id] = (time.perf_counter(), counted, self.submitted)
+        now = time.monotonic()
+        counted = now >= self.stats.measure_from
+        self.pending[self.last_id] = (time.perf_counter(), now, counted, self.submitted)
         self.submitted = False
         self.idle.clear()
         await self.ws.send(json.dumps({"type": "query", "id": self.last_id, "prefix": prefix}))
@@ -124,19 +145,22 @@ class _Session:
                 continue
             kind, qid = frame.get("type"), frame.get("id")
             if kind == "error":
-                stats.errors[str(frame.get("code"))] += 1
+                stats.error(str(frame.get("code")))
                 self.pending.pop(qid, None)
             elif kind == "suggestions" and qid in self.pending:
-                sent, counted, after_submit = self.pending.pop(qid)
+                sent, sent_at, counted, after_submit = self.pending.pop(qid)
                 if counted:
                     stats.latencies.append(now - sent)
                     if after_submit:
                         stats.after_submit.append(now - sent)
                     stats.answered += 1
-                    if isinstance(frame.get("took_ms"), (int, float)):
-                        stats.server_ms.append(frame["took_ms"] / 1000)
+                    took = frame.get("took_ms")
+                    server = took / 1000 if isinstance(took, (int, float)) else float("nan")
+                    if server == server:
+                        stats.server_ms.append(server)
+                    stats.timeline.append((sent_at, now - sent, server))
                 older = [k for k in self.pending if k < qid]
-                stats.superseded += sum(self.pending.pop(k)[1] for k in older)
+                stats.superseded += sum(self.pending.pop(k)[2] for k in older)
             if not self.pending:
                 self.idle.set()
 
@@ -172,7 +196,7 @@ async def _user(url: str, scripts: Iterator[Script], stats: LoadStats, pause: tu
         try:
             ws = await open_ws(url, timeout, address)
         except (OSError, InvalidHandshake, TimeoutError):
-            stats.errors["connect"] += 1
+            stats.error("connect")
             await asyncio.sleep(0.5)
             continue
         stats.sessions += 1
@@ -182,11 +206,11 @@ async def _user(url: str, scripts: Iterator[Script], stats: LoadStats, pause: tu
             await _type(session, next(scripts), pause, deadline, timeout, rng)
             await session.settle(min(GRACE, timeout) if time.monotonic() >= deadline else timeout)
         except TimeoutError:
-            stats.errors["timeout"] += 1
+            stats.error("timeout")
         except (ConnectionClosed, OSError):
-            stats.errors["dropped"] += 1
+            stats.error("dropped")
         finally:
-            stats.unanswered += sum(counted for _, counted, _ in session.pending.values())
+            stats.unanswered += sum(counted for _, _, counted, _ in session.pending.values())
             reader.cancel()
             try:
                 await reader

@@ -23,15 +23,19 @@ def test_pairs_of_one_session_are_chained_into_it() -> None:
         ["a", "b", "c"], ["x", "y"], ["z", "w"]]
 
 
-def test_two_runs_pool_into_one_report() -> None:
-    fast = LoadStats(2, True, seconds=10, sent=3, answered=3, latencies=[0.001] * 3)
-    slow = LoadStats(2, True, seconds=10, sent=2, answered=1, superseded=1, latencies=[0.1])
-    slow.errors["timeout"] += 1
-    pooled = fast.merged(slow).report()
-    assert (pooled["seconds"], pooled["sent"], pooled["answered"], pooled["superseded"]) == (20, 5, 4, 1)
-    assert pooled["answered_per_s"] == 0.2 and pooled["errors_by_kind"] == {"timeout": 1}
-    assert pooled["p50_ms"] == 1.0 and pooled["p99_ms"] > 90  # the slow run's keystroke is in the tail
-    assert fast.report()["answered"] == 3  # neither run is changed
+def test_the_keystrokes_sent_within_windows_are_reported_pooled() -> None:
+    stats = LoadStats(2, True)
+    stats.timeline = [(1.0, 0.001, 0.0005), (2.5, 0.002, float("nan")), (3.0, 0.1, 0.09), (5.0, 0.003, 0.002)]
+    stats.error_times = [(1.5, "timeout"), (3.5, "dropped"), (9.0, "dropped")]
+    pooled = stats.during([(0.0, 2.0), (4.0, 6.0)])  # the first and the last keystroke
+    assert (pooled["seconds"], pooled["answered"], pooled["answered_per_s"]) == (4.0, 2, 0.5)
+    assert pooled["p50_ms"] == 2.0 and pooled["p99_ms"] < 3.1
+    assert pooled["errors_by_kind"] == {"timeout": 1} and pooled["errors"] == 1
+    window = stats.during([(2.5, 3.5)])  # start included, end not
+    assert window["answered"] == 2 and window["p99_ms"] > 90
+    assert window["server_p50_ms"] == 90.0  # a keystroke without the server's time counts only in latency
+    assert window["errors"] == 0
+    assert stats.during([(6.0, 8.0)])["p99_ms"] is None
 
 
 @pytest.mark.anyio
