@@ -31,9 +31,9 @@ def test_a_short_soak_meets_each_abuse_and_keeps_the_typists_served(
     assert report["quiet"]["answered"] == sum(w["answered"] for w in windows if w["kind"] == "quiet")
     assert typists["answered"] == sum(w["answered"] for w in windows if w["kind"] == "abuse")
     # A quiet window after abuse starts SETTLE s after the abusers closed everything, which
-    # takes them well under a second (a flooder just leaves: its close would wait its turn).
+    # takes them under a second (a flooder just leaves: its close would wait 2 s for its turn).
     assert windows[0]["seconds"] == 2
-    assert all(2 - SETTLE - 0.8 < w["seconds"] <= 2 - SETTLE for w in windows[2::2]), windows
+    assert all(2 - SETTLE - 1.2 < w["seconds"] <= 2 - SETTLE for w in windows[2::2]), windows
     assert abusers["error:rate_limited"] > 0  # the flooder
     assert abusers["error:bad_json"] > 0 and abusers["error:bad_message"] > 0
     assert abusers["closed:1009"] > 0 and abusers["closed:1007"] > 0  # oversized frames, bad UTF-8
