@@ -40,17 +40,14 @@ class LoadStats:
     seconds: float = 0.0
     sessions: int = 0
     sent: int = 0
-    answered: int = 0
     superseded: int = 0
     unanswered: int = 0
-    latencies: list[float] = field(default_factory=list)
-    after_submit: list[float] = field(default_factory=list)  # the latencies of first keystrokes after a submit
-    server_ms: list[float] = field(default_factory=list)
-    errors: Counter[str] = field(default_factory=Counter)
-    # When each answered keystroke was sent (time.monotonic()), its latency and the server's
-    # own time (NaN if not given); and when each error came: what :meth:`during` selects from.
+    # Each answered keystroke: when it was sent (time.monotonic()), its latency and the
+    # server's own time (NaN if not given), all in seconds.
     timeline: list[tuple[float, float, float]] = field(default_factory=list)
-    error_times: list[tuple[float, str]] = field(default_factory=list)
+    after_submit: list[float] = field(default_factory=list)  # the latencies of first keystrokes after a submit
+    errors: Counter[str] = field(default_factory=Counter)
+    error_times: list[tuple[float, str]] = field(default_factory=list)  # when each error came, and its kind
 
     def error(self, kind: str) -> None:
         """Count an error of ``kind``, now."""
@@ -63,7 +60,7 @@ class LoadStats:
         def inside(t: float) -> bool:
             return any(start <= t < end for start, end in windows)
 
-        kept = [(latency, server) for t, latency, server in self.timeline if inside(t)]
+        kept = [answer for answer in self.timeline if inside(answer[0])]
         errors = Counter(kind for t, kind in self.error_times if inside(t))
         seconds = max(sum(end - start for start, end in windows), 1e-9)
         return {
@@ -71,8 +68,7 @@ class LoadStats:
             "seconds": round(seconds, 2),
             "answered": len(kept),
             "answered_per_s": round(len(kept) / seconds, 1),
-            **percentiles([latency for latency, _ in kept]),
-            **percentiles([server for _, server in kept if server == server], "server_"),  # NaN != NaN
+            **_latencies(kept),
             "errors": sum(errors.values()),
             "errors_by_kind": dict(sorted(errors.items())),
         }
@@ -85,18 +81,23 @@ class LoadStats:
             "seconds": round(self.seconds, 2),
             "sessions": self.sessions,
             "sent": self.sent,
-            "answered": self.answered,
+            "answered": len(self.timeline),
             "superseded": self.superseded,
             "unanswered": self.unanswered,
             "sent_per_s": round(self.sent / seconds, 1),
-            "answered_per_s": round(self.answered / seconds, 1),
-            **percentiles(self.latencies),
-            **percentiles(self.server_ms, "server_"),
+            "answered_per_s": round(len(self.timeline) / seconds, 1),
+            **_latencies(self.timeline),
             "after_submit_answered": len(self.after_submit),
             **percentiles(self.after_submit, "after_submit_"),
             "errors": sum(self.errors.values()),
             "errors_by_kind": dict(sorted(self.errors.items())),
         }
+
+
+def _latencies(answered: Sequence[tuple[float, float, float]]) -> dict[str, float | None]:
+    """Percentiles of the answers' latencies, and of the server's own times where given."""
+    return {**percentiles([latency for _, latency, _ in answered]),
+            **percentiles([server for _, _, server in answered if server == server], "server_")}  # NaN != NaN
 
 
 class _Session:
@@ -150,15 +151,11 @@ class _Session:
             elif kind == "suggestions" and qid in self.pending:
                 sent, sent_at, counted, after_submit = self.pending.pop(qid)
                 if counted:
-                    stats.latencies.append(now - sent)
-                    if after_submit:
-                        stats.after_submit.append(now - sent)
-                    stats.answered += 1
                     took = frame.get("took_ms")
                     server = took / 1000 if isinstance(took, (int, float)) else float("nan")
-                    if server == server:
-                        stats.server_ms.append(server)
                     stats.timeline.append((sent_at, now - sent, server))
+                    if after_submit:
+                        stats.after_submit.append(now - sent)
                 older = [k for k in self.pending if k < qid]
                 stats.superseded += sum(self.pending.pop(k)[2] for k in older)
             if not self.pending:
