@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from bisect import bisect_right
-from collections.abc import Callable, Container, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -51,12 +51,11 @@ FEATURES = (
     "src_fix",
     "src_typo_tree",
     "prefix_unknown",
-    "prefix_rare",
+    "prefix_own",
     "src_personal_word",
 )
 _F = {name: i for i, name in enumerate(FEATURES)}
 N_BASE = len(FEATURES)
-IS_LABEL = _F["is_label"]
 # What makes an exact candidate good enough that no corrected one ranks above it: logged by
 # several people, or asked before by the user (in the session or ever).
 TRUSTED = [_F[name] for name in ("is_label", "src_personal", "in_history")]
@@ -161,13 +160,11 @@ class CandidateGenerator:
         words: WordModel,
         tree: TreeSearch | None = None,
         config: CandidateConfig | None = None,
-        rare_words: Container[str] = (),
     ):
         self.labels = labels
         self.words = words
         self.tree = tree
         self.config = config or CandidateConfig()
-        self.rare_words = rare_words
         self.corrector = WordCorrector(words.words, words.bigrams)
         self._start_ranges = lru_cache(4096)(self._label_ranges)
         # A corrected prefix offers fewer candidates than the typed one: it is one of several.
@@ -279,17 +276,18 @@ class CandidateGenerator:
         # None when no label starts with the prefix (nor so any of the texts).
         found = None if hi == lo and under_prefix else self.labels.indices(texts)
         self._generic_features(base, texts, found, prefix, head, prev_word, partial, prev, history, under_prefix)
-        # Words of the prefix the vocabulary lacks (and a partial word it has no word for),
-        # apart from those someone typed: what tells a typed prefix with a typo from its
-        # correction.
+        # Words of the prefix the vocabulary lacks (and a partial word it has no word for):
+        # what tells a typed prefix with a typo from its correction. The vocabulary holds what
+        # at least K people typed: a word fewer typed is unknown like one nobody typed, unless
+        # this user typed it before (in the session or ever), which makes a typo less likely.
         words = self.words.words
         unknown = [w for w in head.split() if not words.count(w)]
-        if partial and not words.total(partial):
-            unknown.append(partial)
-        if unknown:  # else both columns stay 0
-            rare = sum(w in self.rare_words for w in unknown)
-            base[:, _F["prefix_unknown"]] = len(unknown) - rare
-            base[:, _F["prefix_rare"]] = rare
+        weak_partial = bool(partial) and not words.total(partial)
+        if unknown or weak_partial:  # else both columns stay 0
+            mine = _own_words(history, personal)
+            own = sum(w in mine for w in unknown) + (weak_partial and any(w.startswith(partial) for w in mine))
+            base[:, _F["prefix_unknown"]] = len(unknown) + weak_partial - own
+            base[:, _F["prefix_own"]] = own
         if personal and texts:
             base[:, _F["own_log_count"] : _F["own_recency"] + 1] = personal.features_of(texts)
 
@@ -503,6 +501,14 @@ class CandidateGenerator:
 
 # A session's queries come back on each of its keystrokes: split once each.
 _query_words = lru_cache(1 << 14)(query_words)
+
+
+def _own_words(history: Sequence[str], personal: PersonalHistory | None) -> set[str] | frozenset[str]:
+    """The words of the session's queries and of the user's history."""
+    mine = {w for h in history for w in h.split()}
+    if not personal:
+        return mine
+    return personal.vocabulary().union(mine) if mine else personal.vocabulary()
 
 
 def _overlaps(words: set[str], head: list[str], toks: list[list[str]]) -> np.ndarray:

@@ -21,8 +21,10 @@ from .normalize import normalize, normalize_prefix
 from .personal import PersonalHistory, replay_histories
 from .typos import TYPO_MIN_CHARS, add_typo
 
-# A shown suggestion that is a logged query fewer people typed, not the user's own and not
-# what they typed, is a leak (docs/METHOD.md, "Privacy").
+# A shown suggestion that is a logged query fewer people typed, not the user's own (their
+# history or this session) and not what they typed, is counted as a leak. No source consults
+# those queries, so each is a coincidence: a string made of what at least K people typed that
+# would be shown whatever anyone typed (docs/METHOD.md, "Privacy").
 LEAK_USERS = 3
 
 
@@ -179,17 +181,18 @@ def pair_histories(
 
 @dataclass
 class Leaks:
-    """Shown suggestions that reveal another person's rare query."""
+    """Shown suggestions that equal another person's rare query (see :data:`LEAK_USERS`)."""
 
     users: Mapping[str, int]  # distinct users per logged query
     shown: int = 0
     leaked: int = 0
 
-    def add(self, prefix: str, suggestions: Sequence[str], personal: PersonalHistory | None) -> None:
+    def add(self, prefix: str, suggestions: Sequence[str], personal: PersonalHistory | None,
+            session: Sequence[str] = ()) -> None:
         typed = normalize(prefix)
         for s in suggestions:
             self.shown += 1
-            self.leaked += (0 < self.users.get(s, 0) < LEAK_USERS and s != typed
+            self.leaked += (0 < self.users.get(s, 0) < LEAK_USERS and s != typed and s not in session
                             and (personal is None or s not in personal))
 
     def report(self) -> dict[str, float]:
@@ -239,7 +242,7 @@ def evaluate(
         for s in systems:
             total[s].add(pair.next_query, got[s], shown[s][1])
             if leaks is not None:
-                leaks[s].add(pair.prefix, got[s], mine if s == "model" else None)
+                leaks[s].add(pair.prefix, got[s], mine if s == "model" else None, [normalize(h) for h in history])
         if dump is not None:
             record = {k: v for k, v in asdict(pair).items() if k != "time"}
             dump.write(json.dumps({**record, "shown": {s: [asdict(c) for c in items]

@@ -12,12 +12,11 @@ import scipy.sparse as sp
 
 from . import storage
 from .blocklist import Blocklist
-from .candidates import IS_LABEL, N_BASE, N_BUCKETS, TRUSTED, CandidateConfig, CandidateGenerator, Candidates
+from .candidates import N_BASE, N_BUCKETS, TRUSTED, CandidateConfig, CandidateGenerator, Candidates
 from .features import PrefixFeaturizer
 from .normalize import normalize, normalize_prefix
 from .params import BuildParams
 from .personal import PersonalHistory
-from .rare import RareFilter
 from .search import SearchIndex, beam_search
 from .topk import PrefixTopK
 from .tree import LabelTree
@@ -78,8 +77,6 @@ class Model:
         tree: TreeRanker | None = None,
         manifest: dict[str, Any] | None = None,
         blocklist: Blocklist | None = None,
-        rare: RareFilter | None = None,
-        rare_words: RareFilter | None = None,
     ):
         self.params = params
         self.labels = labels
@@ -88,16 +85,11 @@ class Model:
         self.tree = tree
         self.manifest = manifest or {}
         self.blocklist = blocklist if blocklist is not None else Blocklist()
-        self.rare = rare if rare is not None else RareFilter.of(())
-        # Words typed by fewer than min_users people (a Bloom filter, never suggested from):
-        # a typed word the vocabulary lacks but someone typed is less likely a typo.
-        self.rare_words = rare_words if rare_words is not None else RareFilter.of(())
         self.generator = CandidateGenerator(
             labels,
             words,
             tree.search if tree is not None else None,
             CandidateConfig(sources=params.sources),
-            self.rare_words,
         )
 
     @property
@@ -190,7 +182,6 @@ class Model:
         """The first ``k`` candidates by score (ties: the first) that may be shown."""
         out: list[Completion] = []
         # Plain lists: the loop reads a few of each, and a numpy scalar costs more to read.
-        is_label = cands.features[:, IS_LABEL].tolist()
         corrected = cands.corrected.tolist() if cands.corrected is not None else None
         texts = cands.texts
         # A blocked term in the prefix's whole words is in every query that starts with it.
@@ -202,11 +193,7 @@ class Model:
             # Only the typo sources may propose what does not start with the prefix.
             if (exact and head_blocked) or (not exact and (corrected is None or not corrected[i])) or blocked(text):
                 continue
-            own = text in mine
-            # A generated string that is someone's rare query is theirs alone to see.
-            if not own and not is_label[i] and text != prefix and text in self.rare:
-                continue
-            out.append(Completion(text, score, own, not exact))
+            out.append(Completion(text, score, text in mine, not exact))
             if len(out) == k:
                 break
         return out
@@ -231,8 +218,6 @@ class Model:
             storage.save_sparse(directory, "weights", self.tree.weights)
             assert self.tree.index is not None
             np.savez(directory / "search.npz", **self.tree.index.to_arrays())  # type: ignore[arg-type]
-        np.savez(directory / "rare.npz", **self.rare.to_arrays())  # type: ignore[arg-type]
-        np.savez(directory / "rare_words.npz", **self.rare_words.to_arrays())  # type: ignore[arg-type]
         (directory / "blocklist.txt").write_text(self.blocklist.to_text(), encoding="utf-8")
         storage.write_manifest(directory, {**manifest, "params": self.params.to_json(),
                                            "blocklist": {"terms": len(self.blocklist),
@@ -256,23 +241,8 @@ def load(directory: str | Path) -> Model:
         storage.load_prefix_index(directory, "transitions"),
     )
     reranker = storage.load_arrays(directory, "reranker").get("weights")
-    if reranker is not None and reranker.shape[0] == N_BUCKETS and reranker.shape[1] < N_BASE:
-        # Built before the newer features: they weigh nothing.
-        reranker = np.pad(reranker, ((0, 0), (0, N_BASE - reranker.shape[1])))
     if reranker is None or reranker.shape != (N_BUCKETS, N_BASE):
         raise storage.ModelError(f"reranker.npz in {directory} does not fit {N_BUCKETS}x{N_BASE} features")
-    rare = None
-    if (directory / "rare.npz").is_file():  # older models have none
-        try:
-            rare = RareFilter.from_arrays(storage.load_arrays(directory, "rare"))
-        except (KeyError, ValueError, TypeError) as exc:
-            raise storage.ModelError(f"model file damaged: {directory / 'rare.npz'} ({exc})") from exc
-    rare_words = None
-    if (directory / "rare_words.npz").is_file():  # models before issue 13 have none
-        try:
-            rare_words = RareFilter.from_arrays(storage.load_arrays(directory, "rare_words"))
-        except (KeyError, ValueError, TypeError) as exc:
-            raise storage.ModelError(f"model file damaged: {directory / 'rare_words.npz'} ({exc})") from exc
     blocklist = Blocklist()
     if (directory / "blocklist.txt").is_file():  # older models have none
         try:
@@ -287,11 +257,9 @@ def load(directory: str | Path) -> Model:
         )
         label_tree = LabelTree.from_arrays(storage.load_arrays(directory, "tree"))
         weights = storage.load_sparse(directory, "weights")
-        search = None
-        if (directory / "search.npz").is_file():  # models built before it was saved lack it
-            try:
-                search = SearchIndex.from_arrays(storage.load_arrays(directory, "search"))
-            except (KeyError, ValueError, TypeError) as exc:
-                raise storage.ModelError(f"model file damaged: {directory / 'search.npz'} ({exc})") from exc
+        try:
+            search = SearchIndex.from_arrays(storage.load_arrays(directory, "search"))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise storage.ModelError(f"model file damaged: {directory / 'search.npz'} ({exc})") from exc
         tree = TreeRanker(featurizer, label_tree, weights, params.beam, index=search)
-    return Model(params, labels, words, reranker, tree, manifest, blocklist, rare, rare_words)
+    return Model(params, labels, words, reranker, tree, manifest, blocklist)

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: no rare-query filters, no prefix_rare feature (docs/METHOD.md, "Privacy")
 WEIGHTINGS = ("none", "string", "word")
 SOURCES = ("tree", "mpc", "prefix", "word", "session", "transitions", "personal", "typo_words", "typo_tree")
 

@@ -61,7 +61,7 @@ class PersonalEntry:
 class PersonalHistory:
     """One user's queries at one moment ``now``: sorted, with count and last use. Read-only."""
 
-    __slots__ = ("keys", "counts", "last_used", "now", "_at", "_by_recency", "_features", "_words")
+    __slots__ = ("keys", "counts", "last_used", "now", "_at", "_by_recency", "_features", "_words", "_vocabulary")
 
     def __init__(self, entries: Iterable[Entry], now: float):
         ordered = sorted((e.query, e.count, e.last_used) for e in entries if e.query)
@@ -77,6 +77,7 @@ class PersonalHistory:
         self._features[:-1, 0] = [math.log1p(c) for c in self.counts]
         self._features[:-1, 1] = 1.0 / (1.0 + days / 7.0)
         self._words: dict[int, list[QueryWords]] = {}  # recent_words(n), once asked
+        self._vocabulary: frozenset[str] | None = None  # vocabulary(), once asked
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -103,6 +104,12 @@ class PersonalHistory:
         if out is None:
             out = self._words[n] = [query_words(q) for q in reversed(self.recent(n))]
         return out
+
+    def vocabulary(self) -> frozenset[str]:
+        """Every word of the user's queries; computed once."""
+        if self._vocabulary is None:
+            self._vocabulary = frozenset(w for q in self.keys for w in q.split(" "))
+        return self._vocabulary
 
     def features(self, query: str) -> tuple[float, float]:
         """(log(1 + count), recency in (0, 1]: 1 for just now, 1/2 a week ago), or zeros."""

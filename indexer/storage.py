@@ -274,6 +274,6 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     version = manifest.get("format_version") if isinstance(manifest, dict) else None
     if version != FORMAT_VERSION:
         raise ModelError(
-            f"{directory} has model format {version!r}; this version reads {FORMAT_VERSION}"
+            f"{directory} has model format {version!r}; this version reads {FORMAT_VERSION}: rebuild it with qac build"
         )
     return manifest

@@ -194,6 +194,28 @@ class PrefixTopK:
                     heapq.heappush(heap, (-float(self.weights[m]), m, x, y))
         return out
 
+    def heaviest_prefixes(self, n: int) -> list[str]:
+        """The ``n`` non-empty prefixes whose keys weigh most in total, heaviest first (ties:
+        the first in key order). A prefix weighs at least as much as any longer one, so a
+        best-first walk down the trie finds them, expanding one node per prefix taken."""
+        found: list[str] = []
+        if n <= 0:
+            return found
+        cum = self.cumulative
+        heap: list[tuple[float, int, str]] = []
+
+        def push_children(prefix: str) -> None:
+            _, _, chars, starts = self.children(prefix)
+            for c, lo, hi in zip(chars, starts, starts[1:]):
+                heapq.heappush(heap, (-float(cum[hi] - cum[lo]), lo, prefix + c))
+
+        push_children("")
+        while heap and len(found) < n:
+            _, _, prefix = heapq.heappop(heap)
+            found.append(prefix)
+            push_children(prefix)
+        return found
+
     def top(self, prefix: str, k: int) -> list[int]:
         """Indices of the ``k`` heaviest keys that start with ``prefix``, heaviest first."""
         lo, hi = self.range(prefix)

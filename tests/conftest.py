@@ -48,6 +48,20 @@ def small_model(small_model_dir: Path) -> Model:
 
 
 @pytest.fixture(scope="session")
+def sample_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The model ``qac serve`` builds by default: the shipped sample with the default build
+    parameters (at least 3 people per suggestion), about half a minute of CPU."""
+    out = tmp_path_factory.mktemp("models") / "sample"
+    build([SAMPLE], out, BuildParams(), quiet=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def sample_model(sample_model_dir: Path) -> Model:
+    return indexer.load(sample_model_dir)
+
+
+@pytest.fixture(scope="session")
 def other_model_dir(tmp_path_factory: pytest.TempPathFactory, small_log: Path) -> Path:
     """A second model of the same log, with another version, to reload to."""
     out = tmp_path_factory.mktemp("models") / "other"

@@ -24,7 +24,6 @@ from ..model import Model, TreeRanker
 from ..normalize import normalize_prefix
 from ..params import BuildParams
 from ..personal import PersonalHistory, replay_histories
-from ..rare import RareFilter
 from ..storage import atomic_directory
 from ..topk import PrefixTopK
 from ..typos import TYPO_MIN_CHARS, add_typo
@@ -212,9 +211,6 @@ def fit_model(
         kept = counts.kept(params.min_users, blocklist)
         labels = counted_index(kept.queries)
         words = kept.word_model()
-        rare = RareFilter.of(counts.rare_queries(params.min_users))
-        # Words too few typed to complete to, yet typed: what tells a rare word from a typo.
-        rare_words = RareFilter.of([w for w, n in counts.words.items() if n < params.min_users])
     if summary is not None:
         summary.distinct_queries = len(counts.queries)
     del counts
@@ -223,7 +219,7 @@ def fit_model(
         examples = [e for e in training_examples(sessions, params.prefixes_per_query, params.seed)
                     if e.target in kept.queries]
         tree = fit_tree(labels, examples, params, stages, summary, executor)
-    return Model(params, labels, words, reranker, tree, blocklist=blocklist, rare=rare, rare_words=rare_words)
+    return Model(params, labels, words, reranker, tree, blocklist=blocklist)
 
 
 def split_for_reranker(

@@ -46,10 +46,6 @@ class PeopleCounts:
             self.by_people,
         )
 
-    def rare_queries(self, min_users: int) -> list[str]:
-        """The queries fewer than ``min_users`` people typed."""
-        return [q for q, n in self.queries.items() if n < min_users]
-
     def word_model(self) -> WordModel:
         return WordModel.from_counts(self.words, self.bigrams, self.transitions)
 

@@ -13,7 +13,7 @@ from .examples import Example
 # The features only typos give values (docs/METHOD.md, "Typo tolerance"): fitted after the
 # others, which are fitted as before them.
 TYPO_FEATURES = {FEATURES.index(name) for name in ("edit_dist", "src_fix", "src_typo_tree", "prefix_unknown",
-                                                      "prefix_rare")}
+                                                      "prefix_own")}
 EDIT_DIST = FEATURES.index("edit_dist")
 
 

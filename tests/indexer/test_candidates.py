@@ -65,3 +65,25 @@ def test_the_users_words_offer_a_bounded_number_of_candidates_newest_queries_fir
     newest = [t for t in texts if t.startswith("zz w19")]
     assert newest == ["zz w19a", "zz w19a w19b w19c", "zz w19b", "zz w19b w19c", "zz w19c"]
     assert not any(t.startswith("zz w0") for t in texts)
+
+
+def test_unknown_prefix_words_count_apart_when_the_user_typed_them_before():
+    from indexer.candidates import FEATURES
+    from indexer.personal import PersonalEntry, PersonalHistory
+
+    unknown, own = FEATURES.index("prefix_unknown"), FEATURES.index("prefix_own")
+
+    def columns(prefix, history=(), personal=None):
+        cols = generator().generate(prefix, list(history), personal).features[:, [unknown, own]]
+        assert (cols == cols[0]).all()  # a property of the prefix: the same on every row
+        return cols[0].tolist()
+
+    # "zanzib" and "qux": no word of the log; "new" and "y" (partial of "york"): known.
+    assert columns("new y") == [0, 0]
+    assert columns("zanzib qux new y") == [2, 0]
+    assert columns("zanzib qux new y", ["zanzib beach"]) == [1, 1]
+    mine = PersonalHistory([PersonalEntry("qux pictures", 1, 0.0)], now=1.0)
+    assert columns("zanzib qux new y", ["zanzib beach"], mine) == [0, 2]
+    # A partial word no word of the log starts with, but one of the user's does.
+    assert columns("new pictu") == [1, 0]
+    assert columns("new pictu", [], mine) == [0, 1]

@@ -77,4 +77,5 @@ def test_leaks_count_other_peoples_rare_queries_only() -> None:
     mine = PersonalHistory([PersonalEntry("rare two", 1, 0.0)], now=1.0)
     leaks.add("rare o", ["rare one", "rare two", "common", "never logged"], mine)
     leaks.add("rare one", ["rare one"], None)  # what the user typed is no leak
-    assert leaks.report() == {"leak_rate": 0.2, "shown": 5, "leaked": 1}
+    leaks.add("r", ["rare one"], None, ["rare one"])  # nor what this session asked
+    assert leaks.report() == {"leak_rate": round(1 / 6, 4), "shown": 6, "leaked": 1}

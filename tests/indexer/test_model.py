@@ -1,3 +1,4 @@
+import json
 import shutil
 import threading
 from pathlib import Path
@@ -6,6 +7,7 @@ import pytest
 
 import indexer
 from indexer import ModelError
+from indexer.params import FORMAT_VERSION
 
 
 @pytest.fixture(scope="module")
@@ -93,9 +95,18 @@ def test_not_a_model_directory(tmp_path: Path):
         indexer.load(tmp_path / "nope")
 
 
+def test_a_model_of_an_older_format_is_refused_with_the_way_out(small_model_dir, tmp_path):
+    copy = tmp_path / "old"
+    shutil.copytree(small_model_dir, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "format_version": 1}))
+    with pytest.raises(ModelError, match="model format 1; this version reads 2: rebuild it with qac build"):
+        indexer.load(copy)
+
+
 def test_manifest_describes_the_build(model):
     m = model.manifest
-    assert m["format_version"] == 1
+    assert m["format_version"] == FORMAT_VERSION == 2
     assert m["params"]["trie_depth"] == 3
     assert m["counts"]["labels"] == len(model.labels)
     assert all(len(v) == 64 for v in m["inputs"].values())

@@ -90,3 +90,20 @@ def test_count_list_within_a_prefix_is_count_of_each_key(counts, asked, within):
     index = PrefixTopK(keys, np.array([counts[key] for key in keys], dtype=float))
     assert index.count_list(asked, within) == [index.count(key) for key in asked]
     assert index.count_list(asked) == [index.count(key) for key in asked]
+
+
+@given(
+    st.dictionaries(st.text("abc ", min_size=1, max_size=5), st.integers(1, 5), min_size=1, max_size=60),
+    st.integers(0, 40),
+)
+def test_heaviest_prefixes_are_those_of_most_weight_in_key_order_on_ties(counts, n):
+    keys = sorted(counts)
+    index = PrefixTopK(keys, np.array([counts[key] for key in keys], dtype=float))
+    totals: dict[str, float] = {}
+    for key in keys:
+        for end in range(1, len(key) + 1):
+            totals[key[:end]] = totals.get(key[:end], 0.0) + counts[key]
+    first = {p: next(i for i, key in enumerate(keys) if key.startswith(p)) for p in totals}
+    # Equal weights: the prefix whose keys come first; a prefix before its extensions.
+    expected = sorted(totals, key=lambda p: (-totals[p], first[p], len(p)))[:n]
+    assert index.heaviest_prefixes(n) == expected

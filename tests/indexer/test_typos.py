@@ -198,9 +198,6 @@ class CandidatesSwap:
 
 def test_corrected_suggestions_keep_the_privacy_rules(small_model):
     for typed, _ in typo_prefixes(small_model, 60):
-        for c in small_model.complete(typed):
-            if c.corrected:
-                assert small_model.labels.index(c.query) >= 0 or c.query not in small_model.rare
         blocked = {c.query.split()[0] for c in small_model.complete(typed) if c.corrected}
         if blocked:
             block = Blocklist.from_text("\n".join(blocked))
