@@ -1,11 +1,12 @@
 """What the suggestions' "context" flag costs a keystroke: dev keystrokes typed character by
 character after the pair's previous query, ranked as the server ranks them (``_rank``: the
-answer, and the fresh session's answer from a cache that starts empty), against
+answer, and the fresh session's answer, ranked ahead for the most typed prefixes or ranked
+on the spot), against
 ``Model.complete`` alone on the same keystrokes, interleaved.
 
     python scripts/context_cost.py --index DIR --pairs DEV.pairs.jsonl [--limit N] [--cache N]
 
-Prints the cache's hit rate over the keystrokes, how often the flag is true, and p50/p99.
+Prints how many keystrokes' fresh answers were ranked ahead, how often the flag is true, and p50/p99.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def main() -> int:
     ap.add_argument("--index", required=True, help="model directory")
     ap.add_argument("--pairs", required=True, help="evaluation pairs (JSON lines)")
     ap.add_argument("--limit", type=int, default=2000, help="pairs to replay, in file order")
-    ap.add_argument("--cache", type=int, default=FRESH_ANSWERS, help="fresh answers kept")
+    ap.add_argument("--cache", type=int, default=FRESH_ANSWERS,
+                    help="most typed prefixes whose fresh answer is ranked ahead")
     ap.add_argument("--k", type=int, default=10)
     args = ap.parse_args()
     model = indexer.load(args.index)
@@ -35,7 +37,7 @@ def main() -> int:
     keystrokes = [(p.next_query[:n], (p.prev_query,)) for p in pairs for n in range(1, len(p.next_query) + 1)]
     for prefix, history in keystrokes[:300]:  # page the model in
         model.complete(prefix, history, args.k)
-    fresh = FreshAnswers(args.cache)
+    fresh = FreshAnswers.ranked(model, None, args.k, args.cache)
     plain, flagged, hits, changed = [], [], 0, 0
     for prefix, history in keystrokes:
         started = time.perf_counter()

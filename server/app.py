@@ -70,7 +70,8 @@ def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette
         try:
             await store.ping()
             ranker = Ranker(
-                loaded, index, threads=config.rank_threads, k=config.k, reload_file=config.reload_file,
+                loaded, index, threads=config.rank_threads, k=config.k, fresh_size=config.fresh_answers,
+                reload_file=config.reload_file,
                 announced=announced, on_swap=lambda m, i: metrics.set_model(m.version),
             )
             blocklist = ServeBlocklist(config.blocklist, metrics, ranker.set_extra_blocklist)
@@ -304,7 +305,7 @@ async def complete(request: Request) -> Response:
     took = time.perf_counter() - started
     state.metrics.latency.labels("http").observe(took)
     body = {"prefix": ranked.prefix, "items": protocol.items(ranked.items), "index": ranked.version,
-            "took_ms": round(took * 1000, 3)}
+            "took_ms": protocol.coarse_ms(took * 1000)}
     if ranked.context is not None:
         body["context"] = ranked.context
     return JSONResponse(body)

@@ -72,6 +72,8 @@ class ServerConfig:
     send_timeout: float = _opt(10.0, float, "seconds a send may wait on a client that does not read before "
                                "the connection is dropped")
     k: int = _opt(10, int, "suggestions per keystroke")
+    fresh_answers: int = _opt(1024, int, "most typed prefixes whose answer without history is ranked when a model "
+                              "or blocklist is set, and given at once (never filled by traffic)")
     rank_threads: int = _opt(0, int, "threads per process ranking keystrokes off the event loop; 0: rank on "
                              "the event loop, which is faster (ranking holds the GIL either way)")
     static_dir: str | None = _opt(None, str, "directory of the demo page (default: the repository's static/)")
@@ -124,8 +126,9 @@ class ServerConfig:
                      "address_burst", "complete_burst", "complete_queue", "store_failures", "redis_pool"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.rank_threads < 0:
-            raise ConfigError(f"rank_threads must be >= 0, got {self.rank_threads}")
+        for name in ("rank_threads", "fresh_answers"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("session_ttl", "rate", "idle_timeout", "send_timeout", "history_days", "blocklist_interval",
                      "address_rate", "complete_rate", "rate_limit_close"):
             if not getattr(self, name) > 0:

@@ -15,7 +15,7 @@ Server to client::
 
     {"type": "hello", "session": "<id>", "index": "<model version>", "history": <int>,
      "queries": [<normalized>, ...], "limits": {"max_prefix": <int>, "rate": <float>, "burst": <int>}}
-    {"type": "suggestions", "id": <int>, "prefix": "<normalized>", "items": [...], "took_ms": <float>}
+    {"type": "suggestions", "id": <int>, "prefix": "<normalized>", "items": [...], "took_ms": <int>}
      (+ "context": <bool> when the query asked)
     {"type": "ack", "history": <int>, "queries": [...], "added": <bool>}   (+ "stored": false)
     {"type": "user", "token": "<user token>", "history": <int or null>}   (+ "removed" after a remove)
@@ -25,6 +25,7 @@ Server to client::
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -221,12 +222,22 @@ def hello(session: str, index: str, queries: Sequence[str], *, max_prefix: int, 
                   "queries": list(queries), "limits": {"max_prefix": max_prefix, "rate": float(rate), "burst": burst}})
 
 
+TOOK_MS_STEP = 5
+"""``took_ms`` is given in steps this coarse (rounded up): an answer ranked ahead and one ranked
+on the spot look alike (docs/PROTOCOL.md)."""
+
+
+def coarse_ms(ms: float) -> int:
+    """``ms`` rounded up to a whole :data:`TOOK_MS_STEP` (at least one)."""
+    return TOOK_MS_STEP * max(1, math.ceil(ms / TOOK_MS_STEP))
+
+
 def suggestions(qid: int, prefix: str, completions: Sequence[Completion], took_ms: float,
                 context: bool | None = None) -> str:
     """``context``: the history (session or personal) changed the list a fresh session gets;
     left out when the query did not ask (None)."""
     frame: dict[str, Any] = {"type": "suggestions", "id": qid, "prefix": prefix, "items": items(completions),
-                             "took_ms": round(took_ms, 3)}
+                             "took_ms": coarse_ms(took_ms)}
     if context is not None:
         frame["context"] = context
     return _dump(frame)

@@ -10,10 +10,13 @@ A request takes a reference to the current model when it starts and finishes on 
 reload loads the new directory in a thread and then replaces the reference in one
 assignment, so in-flight requests never see a half-loaded model.
 
-What a fresh session (no history, no user) gets for a prefix is cached, per model and
-blocklist: a keystroke without a history is answered from it at once, without ranking (the
-first keystrokes of new sessions, ``GET /complete``, a flood of one prefix), and a keystroke
-with one is compared with it, to tell whether the history changed the list.
+What a fresh session (no history, no user) gets is ranked ahead, per model and blocklist, for the
+most typed prefixes (those whose logged queries most people typed, :data:`FRESH_ANSWERS` of
+them): a keystroke without a history on one of them is answered from it at once, without
+ranking (the first keystrokes of new sessions, ``GET /complete``). The set is fixed when the
+model or the blocklist is set, never filled by traffic, so how fast a prefix is answered tells
+nothing about what anyone else typed (docs/METHOD.md, "Privacy"). A keystroke with a history,
+when asked, is compared with the fresh answer to tell whether the history changed the list.
 
 With several worker processes, the one that receives a reload announces it in a small file
 (``reload_file``: a nonce and the directory); the others poll it and follow.
@@ -31,9 +34,7 @@ import logging
 import os
 import secrets
 import sys
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ from indexer.personal import PersonalHistory
 log = logging.getLogger("qac.server")
 
 LOADING_SWITCH_INTERVAL = 0.0002  # seconds; sys.getswitchinterval() while a reload loads
-FRESH_ANSWERS = 4096  # prefixes whose fresh-session answer is kept
+FRESH_ANSWERS = 1024  # the most typed prefixes, whose fresh-session answer is ranked ahead
 FULL_COLLECTION_AFTER = 100  # generation-1 collections between full ones (CPython's default: 10)
 
 _T = TypeVar("_T")
@@ -68,30 +69,24 @@ class Ranked:
 
 
 class FreshAnswers:
-    """The suggestions a fresh session (no history, no user) gets, by normalized prefix, for one
-    model and blocklist; the least recently used go beyond ``size``."""
+    """The suggestions a fresh session (no history, no user) gets, by normalized prefix; read-only."""
 
-    def __init__(self, size: int = FRESH_ANSWERS):
-        self.size = size
-        self._answers: OrderedDict[str, tuple[Completion, ...]] = OrderedDict()
-        self._lock = threading.Lock()  # the ranking threads share it
+    def __init__(self, answers: dict[str, tuple[Completion, ...]] | None = None):
+        self._answers = answers or {}
+
+    @classmethod
+    def ranked(cls, model: Model, blocklist: Blocklist | None, k: int, size: int = FRESH_ANSWERS) -> FreshAnswers:
+        """The answers for the ``size`` most typed prefixes of ``model``, with ``blocklist``."""
+        if size <= 0:
+            return cls()
+        return cls({p: tuple(model.complete(p, (), k, blocklist=blocklist))
+                    for p in model.labels.heaviest_prefixes(size)})
 
     def __len__(self) -> int:
         return len(self._answers)
 
     def get(self, prefix: str) -> tuple[Completion, ...] | None:
-        with self._lock:
-            answer = self._answers.get(prefix)
-            if answer is not None:
-                self._answers.move_to_end(prefix)
-            return answer
-
-    def put(self, prefix: str, answer: tuple[Completion, ...]) -> None:
-        with self._lock:
-            self._answers[prefix] = answer
-            self._answers.move_to_end(prefix)
-            if len(self._answers) > self.size:
-                self._answers.popitem(last=False)
+        return self._answers.get(prefix)
 
 
 class Ranker:
@@ -101,15 +96,16 @@ class Ranker:
                  on_swap: Callable[[Model, str], None] | None = None, reload_file: str | None = None,
                  announced: tuple[str, str] | None = None, fresh_size: int = FRESH_ANSWERS):
         """``threads``: ranking threads, 0 to rank on the event loop; ``announced``: the
-        announcement ``model`` was loaded after, if any; ``fresh_size``: how many prefixes'
-        fresh-session answers are kept."""
+        announcement ``model`` was loaded after, if any; ``fresh_size``: for how many of the most
+        typed prefixes the fresh-session answer is ranked ahead (here, before it returns)."""
         self._model = model
         self._index = index
         self._extra = Blocklist()  # the --blocklist files
         self._blocklist: Blocklist | None = None  # the model's list and the files', None: the model's alone
-        self._fresh_size = fresh_size
-        self._fresh = FreshAnswers(fresh_size)  # replaced with the model or the blocklist
         self.k = k
+        self._fresh_size = fresh_size
+        self._fresh = FreshAnswers.ranked(model, None, k, fresh_size)  # replaced with the model or the blocklist
+        self._filling: asyncio.Task[None] | None = None
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="qac-rank") if threads else None
         self._lock = asyncio.Lock()
         self._on_swap = on_swap
@@ -139,9 +135,28 @@ class Ranker:
         return self._blocklist if self._blocklist is not None else self._model.blocklist
 
     def set_extra_blocklist(self, extra: Blocklist) -> None:
-        """Apply ``extra`` (the ``--blocklist`` files) on top of every model's own list from now on."""
+        """Apply ``extra`` (the ``--blocklist`` files) on top of every model's own list from now on.
+
+        The fresh answers are ranked again in a thread (at once without an event loop); until
+        they are, every fresh keystroke is ranked."""
         self._extra = extra
-        self._blocklist, self._fresh = _union(self._model, extra), FreshAnswers(self._fresh_size)
+        blocklist = _union(self._model, extra)
+        if blocklist == self._blocklist:
+            return
+        self._blocklist, self._fresh = blocklist, FreshAnswers()
+        model = self._model
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._fresh = FreshAnswers.ranked(model, blocklist, self.k, self._fresh_size)
+            return
+
+        async def fill() -> None:
+            fresh = await asyncio.to_thread(FreshAnswers.ranked, model, blocklist, self.k, self._fresh_size)
+            if self._model is model and self._blocklist is blocklist:
+                self._fresh = fresh
+
+        self._filling = loop.create_task(fill())
 
     async def complete(self, prefix: str, history: Sequence[str], personal: PersonalHistory | None = None,
                        *, context: bool = False) -> Ranked:
@@ -190,10 +205,12 @@ class Ranker:
                 sys.setswitchinterval(switch)
             extra = self._extra
             union = await asyncio.to_thread(_union, model, extra)
+            fresh = await asyncio.to_thread(FreshAnswers.ranked, model, union, self.k, self._fresh_size)
             if self._extra is not extra:  # the files changed meanwhile
                 union = _union(model, self._extra)
+                fresh = FreshAnswers.ranked(model, union, self.k, self._fresh_size)
             old, self._model, self._index = self._model, model, index
-            self._blocklist, self._fresh = union, FreshAnswers(self._fresh_size)
+            self._blocklist, self._fresh = union, fresh
             if announce and self._reload_file is not None:
                 self._token = announce_reload(self._reload_file, index)
         if self._on_swap is not None:
@@ -220,6 +237,8 @@ class Ranker:
                 log.exception("could not follow the reload to %s", token[1])
 
     def close(self) -> None:
+        if self._filling is not None:
+            self._filling.cancel()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -228,7 +247,7 @@ def _rank(model: Model, prefix: str, history: tuple[str, ...], personal: Persona
           blocklist: Blocklist | None, fresh: FreshAnswers, context: bool) -> tuple[str, list[Completion], bool | None]:
     """The ranking of a keystroke with a history (session or personal):
     (normalized prefix, suggestions, whether the history changed them: None unless
-    ``context``). ``fresh`` caches what a fresh session gets."""
+    ``context``). ``fresh``: what a fresh session gets, ranked ahead."""
     normalized = normalize_prefix(prefix)
     items = model.complete(normalized, history, k, personal=personal, blocklist=blocklist)
     if not context:
@@ -239,12 +258,9 @@ def _rank(model: Model, prefix: str, history: tuple[str, ...], personal: Persona
 
 def _fresh(model: Model, normalized: str, k: int, blocklist: Blocklist | None,
            fresh: FreshAnswers) -> tuple[Completion, ...]:
-    """What a fresh session gets for a normalized prefix: from the cache, or ranked and kept."""
+    """What a fresh session gets for a normalized prefix: ranked ahead, or ranked now."""
     alone = fresh.get(normalized)
-    if alone is None:
-        alone = tuple(model.complete(normalized, (), k, blocklist=blocklist))
-        fresh.put(normalized, alone)
-    return alone
+    return tuple(model.complete(normalized, (), k, blocklist=blocklist)) if alone is None else alone
 
 
 def _union(model: Model, extra: Blocklist) -> Blocklist | None:

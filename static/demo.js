@@ -340,7 +340,7 @@
     render(m);
     if (m.tookMs != null) {
       const rtt = m.rttMs != null ? ` · round trip ${ms(m.rttMs)} ms` : "";
-      timing.textContent = `server ${ms(m.tookMs)} ms${rtt}`;
+      timing.textContent = `server ≤ ${m.tookMs} ms${rtt}`;  // took_ms is rounded up to 5 ms
     }
   });
   client.on("status", showStatus);

@@ -37,7 +37,7 @@
  *     closed for being idle (code 4000) reconnects on the next use.
  *   - refusals: a submit or keystroke the server (or the client, knowing the server's limits)
  *     refuses is reported as a "refused" event saying why; nothing is recorded.
- *   - timing: the server's took_ms and the round trip of each keystroke, in milliseconds.
+ *   - timing: the server's took_ms (rounded up to 5 ms) and the round trip of each keystroke, in milliseconds.
  *
  * API (all optional arguments):
  *   new QacClient({url, storageKey, minDelay, maxDelay, userToken, anonymous, userStorageKey, context})

@@ -80,7 +80,7 @@ def test_server_frames_are_compact_json() -> None:
     frame = protocol.suggestions(4, "new y", [Completion("new york", 1.23456789)], 0.12345, True)
     assert json.loads(frame) == {
         "type": "suggestions", "id": 4, "prefix": "new y",
-        "items": [{"query": "new york", "score": 1.234568}], "took_ms": 0.123, "context": True,
+        "items": [{"query": "new york", "score": 1.234568}], "took_ms": 5, "context": True,
     }
     assert json.loads(protocol.error("too_long", "x")) == {
         "type": "error", "id": None, "code": "too_long", "message": "x"
@@ -127,3 +127,8 @@ def test_items_say_personal_and_corrected_only_when_true() -> None:
                  Completion("weather", 0.25, corrected=True)])
     assert got == [{"query": "new york", "score": 1.0}, {"query": "news", "score": 0.5, "personal": True},
                    {"query": "weather", "score": 0.25, "corrected": True}]
+
+
+def test_took_ms_is_rounded_up_to_5_ms_so_that_fast_and_slow_answers_look_alike() -> None:
+    took = [json.loads(protocol.suggestions(1, "a", [], ms))["took_ms"] for ms in (0.08, 1.3, 4.99, 5.0, 5.01, 12)]
+    assert took == [5, 5, 5, 5, 10, 15]

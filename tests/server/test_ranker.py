@@ -45,7 +45,7 @@ async def test_a_request_in_flight_finishes_on_its_model_while_the_next_gets_the
     other_model_dir: Path,
 ) -> None:
     slow = SlowModel()
-    ranker = Ranker(slow, "slow", threads=2, k=10)  # type: ignore[arg-type]
+    ranker = Ranker(slow, "slow", threads=2, k=10, fresh_size=0)  # type: ignore[arg-type]
     try:
         in_flight = asyncio.create_task(ranker.complete("a", []))
         await asyncio.to_thread(slow.started.wait, 5)
@@ -141,28 +141,29 @@ async def test_context_counts_the_users_personal_history(small_model: Model) -> 
     assert ranked.context is True
 
 
-async def test_the_fresh_answer_comes_from_the_cache_by_normalized_prefix(
+async def test_the_fresh_answer_comes_from_the_table_by_normalized_prefix(
     small_model: Model, neutral_pair: tuple[str, str]
 ) -> None:
     prev, prefix = neutral_pair
     ranker = Ranker(small_model, "small", threads=0, k=10)
     try:
         first = await ranker.complete(prefix.upper() + "!", [prev], context=True)
-        cached = ranker.fresh.get(prefix)
-        ranker.fresh.put(prefix, (Completion("not what the model says", 1.0),))
+        ranked_ahead = ranker.fresh.get(prefix)
+        ranker._fresh = FreshAnswers({prefix: (Completion("not what the model says", 1.0),)})
         second = await ranker.complete(prefix, [prev], context=True)
     finally:
         ranker.close()
-    assert first.context is False and cached is not None and queries(cached) == queries(first.items)
-    assert second.context is True  # compared with the cached answer, not ranked again
+    assert first.context is False and ranked_ahead is not None and queries(ranked_ahead) == queries(first.items)
+    assert second.context is True  # compared with the table's answer, not ranked again
 
 
-async def test_a_cached_answer_is_given_without_a_ranking_thread(small_model: Model) -> None:
+async def test_an_answer_ranked_ahead_is_given_without_a_ranking_thread(small_model: Model) -> None:
     class NoThreads(Executor):
         def submit(self, *args: Any, **kwargs: Any) -> Future[Any]:
             raise AssertionError("sent to a ranking thread")
 
     ranker = Ranker(small_model, "small", threads=1, k=10)
+    assert ranker.fresh.get("we") is not None and ranker.fresh.get("wezq") is None
     try:
         first = await ranker.complete("we", [])
         ranker._pool, pool = NoThreads(), ranker._pool
@@ -170,11 +171,11 @@ async def test_a_cached_answer_is_given_without_a_ranking_thread(small_model: Mo
         with pytest.raises(AssertionError, match="ranking thread"):
             await ranker.complete("we", ["weather"])  # a history is ranked
         with pytest.raises(AssertionError, match="ranking thread"):
-            await ranker.complete("wf", [])  # not in the cache yet
+            await ranker.complete("wezq", [])  # not ranked ahead
     finally:
         ranker._pool = pool
         ranker.close()
-    assert again.items == first.items and again.context is False
+    assert again.items == first.items == small_model.complete("we") and again.context is False
 
 
 async def test_by_default_keystrokes_are_ranked_on_the_event_loops_thread(
@@ -191,54 +192,69 @@ async def test_by_default_keystrokes_are_ranked_on_the_event_loops_thread(
         monkeypatch.setattr(ranker_module, name, spy)
     ranker = Ranker(small_model, "small", threads=ServerConfig().rank_threads, k=10)
     try:
-        answers = [await ranker.complete("we", []), await ranker.complete("we", ["weather"])]
+        answers = [await ranker.complete("wezq", []), await ranker.complete("we", ["weather"])]
     finally:
         ranker.close()
     assert ranked_on == [threading.get_ident()] * 2
-    assert [a.items for a in answers] == [small_model.complete("we"), small_model.complete("we", ["weather"])]
+    assert [a.items for a in answers] == [small_model.complete("wezq"), small_model.complete("we", ["weather"])]
 
 
-async def test_a_keystroke_without_history_is_answered_from_the_cache(small_model: Model) -> None:
+async def test_a_keystroke_without_history_is_answered_from_the_table(small_model: Model) -> None:
     ranker = Ranker(small_model, "small", threads=0, k=10)
     try:
         first = await ranker.complete("We", [], context=True)
         assert first.items == small_model.complete("we") and ranker.fresh.get("we") == tuple(first.items)
-        ranker.fresh.put("we", (Completion("what the cache holds", 1.0),))
+        ranker._fresh = FreshAnswers({"we": (Completion("what the table holds", 1.0),)})
         again = await ranker.complete("we", [], PersonalHistory([], 0.0))
         with_history = await ranker.complete("we", ["weather"])
     finally:
         ranker.close()
-    assert queries(again.items) == ["what the cache holds"] and again.context is None
-    assert "what the cache holds" not in queries(with_history.items)  # a history is ranked, not cached
+    assert queries(again.items) == ["what the table holds"] and again.context is None
+    assert "what the table holds" not in queries(with_history.items)  # a history is ranked
 
 
-def test_fresh_answers_drop_the_least_recently_used() -> None:
-    x, y, z = (Completion(q, 1.0) for q in "xyz")
-    fresh = FreshAnswers(2)
-    fresh.put("a", (x,))
-    fresh.put("b", (y,))
-    assert fresh.get("a") == (x,)
-    fresh.put("c", (z,))
-    assert len(fresh) == 2
-    assert (fresh.get("a"), fresh.get("b"), fresh.get("c")) == ((x,), None, (z,))
+def test_fresh_answers_are_those_of_the_most_typed_prefixes(small_model: Model) -> None:
+    fresh = FreshAnswers.ranked(small_model, None, 10, 50)
+    prefixes = small_model.labels.heaviest_prefixes(50)
+    assert len(fresh) == 50 and len(prefixes) == 50 and {"a", "w"} <= set(prefixes)
+    assert all(fresh.get(p) == tuple(small_model.complete(p)) for p in prefixes)
+    assert fresh.get(small_model.labels.heaviest_prefixes(51)[-1]) is None
 
 
-async def test_fresh_answers_are_bounded_and_replaced_with_the_model_or_the_blocklist(
+async def test_no_traffic_changes_which_answers_are_ranked_ahead(small_model: Model) -> None:
+    # Were a stranger's keystrokes to fill the table, how fast a probe is answered would tell
+    # what others typed (docs/METHOD.md, "Privacy").
+    ranker = Ranker(small_model, "small", threads=0, k=10, fresh_size=20)
+    fresh = ranker.fresh
+    ahead = {p: fresh.get(p) for p in small_model.labels.heaviest_prefixes(40)}
+    try:
+        for prefix in [*ahead, "wezq", "zanzibar f", "new yo"]:
+            for history in ([], ["weather"]):
+                await ranker.complete(prefix, history, context=True)
+    finally:
+        ranker.close()
+    assert ranker.fresh is fresh and len(fresh) == 20
+    assert {p: fresh.get(p) for p in ahead} == ahead and fresh.get("wezq") is None
+
+
+async def test_fresh_answers_are_ranked_again_for_a_new_model_or_blocklist(
     small_model: Model, other_model_dir: Path
 ) -> None:
-    ranker = Ranker(small_model, "small", threads=0, k=10, fresh_size=3)
+    ranker = Ranker(small_model, "small", threads=0, k=10, fresh_size=30)
     try:
-        for prefix in ["a", "b", "c", "d", "e"]:
-            await ranker.complete(prefix, ["weather"], context=True)
         kept = ranker.fresh
-        assert len(kept) == 3 and kept.get("a") is None and kept.get("e") is not None
         await ranker.reload(str(other_model_dir))
         reloaded = ranker.fresh
-        assert reloaded is not kept and len(reloaded) == 0
-        await ranker.complete("a", ["weather"], context=True)
-        assert len(reloaded) == 1 and len(kept) == 3
+        assert reloaded is not kept and len(reloaded) == 30
+        assert reloaded.get("a") == tuple(ranker.model.complete("a"))
         ranker.set_extra_blocklist(Blocklist(["weather"]))
-        assert ranker.fresh is not reloaded and len(ranker.fresh) == 0
+        assert len(ranker.fresh) == 0  # ranked in a thread meanwhile; every keystroke is ranked
+        assert not any("weather" in c.query for c in (await ranker.complete("w", [])).items)
+        assert ranker._filling is not None
+        await ranker._filling
+        assert len(ranker.fresh) == 30 and ranker.fresh.get("w") == tuple(
+            ranker.model.complete("w", blocklist=ranker.blocklist))
+        assert not any("weather" in c.query for c in ranker.fresh.get("w") or ())
     finally:
         ranker.close()
 

@@ -322,7 +322,10 @@ async def test_complete_requests_ranked_on_the_event_loop_wait_their_turn_in_the
     monkeypatch.setattr(ranker_module, "_fresh", slow)
     with running(app, config) as server:
         async with httpx.AsyncClient(base_url=f"http://{server}", timeout=30) as http:
-            answers = await asyncio.gather(*(http.get("/complete", params={"prefix": p}) for p in "abcdefghijkl"))
+            # Prefixes nobody logged: none is ranked ahead, each is ranked on the spot.
+            prefixes = [f"xq{c}" for c in "abcdefghijkl"]
+            assert not any(app.state.qac.ranker.fresh.get(p) for p in prefixes)
+            answers = await asyncio.gather(*(http.get("/complete", params={"prefix": p}) for p in prefixes))
     codes = [r.status_code for r in answers]
     # Requests read while one is ranked queue up to the bound; the others are refused at once.
     assert set(codes) == {200, 503} and codes.count(200) >= 2
