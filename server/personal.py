@@ -26,7 +26,7 @@ from indexer.personal import PersonalEntry, PersonalHistory
 
 from .history import ALL_USERS, HistoryEntry, HistoryError, HistoryStore
 from .metrics import Metrics
-from .users import Signer, TokenError, User, issue_anonymous
+from .users import ANONYMOUS, ANONYMOUS_LIFETIME, Signer, TokenError, User, issue_anonymous, renew_anonymous
 
 log = logging.getLogger("qac.server")
 
@@ -53,16 +53,18 @@ class PersonalHub:
     signer: Signer
     store: HistoryStore
     metrics: Metrics
+    anonymous_lifetime: float = ANONYMOUS_LIFETIME  # seconds; every identify renews an anonymous token
     _copies: dict[str, _Copy] = field(default_factory=dict)
     _retry_at: float = 0.0  # time.monotonic() before which the store is not tried again
 
     # -- users ------------------------------------------------------------------------
 
     def identify(self, token: str | None) -> tuple[str, User]:
-        """The token to use and its user: ``token`` verified, or a new anonymous user if None.
-        Raises :class:`TokenError` for a forged, expired or malformed token."""
+        """The token to use and its user: ``token`` verified (an anonymous one renewed for
+        :attr:`anonymous_lifetime` once a day old), or a new anonymous user if None. Raises
+        :class:`TokenError` for a forged, expired or malformed token."""
         if token is None:
-            token, user = issue_anonymous(self.signer)
+            token, user = issue_anonymous(self.signer, self.anonymous_lifetime)
             self.metrics.user_tokens.labels("issued").inc()
             return token, user
         try:
@@ -71,6 +73,8 @@ class PersonalHub:
             self.metrics.user_tokens.labels("refused").inc()
             raise
         self.metrics.user_tokens.labels("verified").inc()
+        if user.kind == ANONYMOUS:
+            token = renew_anonymous(self.signer, token, user, self.anonymous_lifetime)
         return token, user
 
     def from_header(self, authorization: str | None) -> User | None:

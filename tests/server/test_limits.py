@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.limits import AddressBuckets, AddressLimits, TokenBucket
+from server.limits import AddressBuckets, AddressLimits, SubmitLimits, TokenBucket
 
 
 class Clock:
@@ -45,7 +45,7 @@ def test_addresses_have_buckets_of_their_own_and_the_oldest_are_forgotten() -> N
 
 
 def test_connections_per_address_are_counted_and_given_back() -> None:
-    limits = AddressLimits(2, AddressBuckets(1, 1), AddressBuckets(1, 1))
+    limits = AddressLimits(2, AddressBuckets(1, 1), AddressBuckets(1, 1), SubmitLimits(1, 1, 1, 1))
     assert limits.connect("a") and limits.connect("a") and not limits.connect("a")
     assert limits.connect("b")
     limits.disconnect("a")
