@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Protocol
 
 import numpy as np
@@ -59,9 +61,12 @@ class PersonalEntry:
 
 
 class PersonalHistory:
-    """One user's queries at one moment ``now``: sorted, with count and last use. Read-only."""
+    """One user's queries at one moment ``now``: sorted, with count and last use.
 
-    __slots__ = ("keys", "counts", "last_used", "now", "_at", "_by_recency", "_features", "_words")
+    Ranking only reads it; :meth:`record` counts a submit into it as a history store does,
+    without rebuilding it (the server's copy follows its user's own submits that way)."""
+
+    __slots__ = ("keys", "counts", "last_used", "now", "_at", "_by_recency", "_features", "_free", "_words")
 
     def __init__(self, entries: Iterable[Entry], now: float):
         ordered = sorted((e.query, e.count, e.last_used) for e in entries if e.query)
@@ -69,14 +74,78 @@ class PersonalHistory:
         self.counts = [c for _, c, _ in ordered]
         self.last_used = [t for _, _, t in ordered]
         self.now = now
-        self._at = {q: i for i, q in enumerate(self.keys)}
-        self._by_recency = sorted(self.keys, key=lambda q: self.last_used[self._at[q]])
-        # The features of every query, computed once: a keystroke only gathers them.
+        # The features of every query, computed once (a keystroke only gathers them), a row
+        # each: row 0 stands for any query not in the history; a query keeps its row.
+        self._at = {q: i + 1 for i, q in enumerate(self.keys)}
         days = np.maximum(0.0, now - np.array(self.last_used, dtype=np.float64)) / 86400
-        self._features = np.zeros((len(self.keys) + 1, 2))  # the last row: not a query of the user
-        self._features[:-1, 0] = [math.log1p(c) for c in self.counts]
-        self._features[:-1, 1] = 1.0 / (1.0 + days / 7.0)
+        self._features = np.zeros((len(self.keys) + 1, 2))
+        self._features[1:, 0] = [math.log1p(c) for c in self.counts]
+        self._features[1:, 1] = 1.0 / (1.0 + days / 7.0)
+        self._free: list[int] = []  # rows of queries that left
+        # The queries least recently used first (ties: in code point order).
+        by_recency = sorted(range(len(self.keys)), key=self.last_used.__getitem__)
+        self._by_recency = OrderedDict((self.keys[i], None) for i in by_recency)
         self._words: dict[int, list[QueryWords]] = {}  # recent_words(n), once asked
+
+    def record(self, query: str, when: float, max_entries: int = MAX_ENTRIES, ttl: float = TTL_SECONDS) -> None:
+        """Count ``query`` once more, used at ``when``, as the server's history store does: a
+        query expired by then starts anew, and beyond ``max_entries`` the least recently used
+        query goes (ties: the smallest), never ``query``. Binary searches and a few moves
+        within lists, not a rebuild."""
+        i = bisect_left(self.keys, query)
+        if i < len(self.keys) and self.keys[i] == query:
+            self.counts[i] = 1 if self.last_used[i] <= when - ttl else self.counts[i] + 1
+            self.last_used[i] = when
+            row = self._at[query]
+        else:
+            self.keys.insert(i, query)
+            self.counts.insert(i, 1)
+            self.last_used.insert(i, when)
+            row = self._at[query] = self._free.pop() if self._free else self._new_row()
+        self._features[row] = (math.log1p(self.counts[i]), 1.0 / (1.0 + max(0.0, self.now - when) / 86400 / 7.0))
+        recency = self._by_recency
+        newest = next(reversed(recency), None)
+        recency[query] = None
+        recency.move_to_end(query)
+        if newest is not None and self._used(newest) > when:  # the clock went back: order anew
+            self._by_recency = OrderedDict((q, None) for q in sorted(recency, key=self._used))
+        while len(self.keys) > max_entries:
+            self._drop(self._victim(query))
+        self._words.clear()
+
+    def _used(self, query: str) -> float:
+        return self.last_used[bisect_left(self.keys, query)]
+
+    def _new_row(self) -> int:
+        """A row at the end of the features, which double in size when full."""
+        row = len(self._at) + 1  # rows 1.. are all in use while none is free
+        if row >= len(self._features):
+            grown = np.zeros((2 * len(self._features), 2))
+            grown[: len(self._features)] = self._features
+            self._features = grown
+        return row
+
+    def _victim(self, keep: str) -> str:
+        """The least recently used query but ``keep`` (ties: the smallest); only the queries
+        used at the same time as the least recent one are looked at."""
+        victim, first = "", None
+        for query in self._by_recency:
+            if query == keep:
+                continue
+            used = self._used(query)
+            if first is not None and used != first:
+                break
+            if first is None or query < victim:
+                victim, first = query, used
+        return victim
+
+    def _drop(self, query: str) -> None:
+        i = bisect_left(self.keys, query)
+        del self.keys[i], self.counts[i], self.last_used[i]
+        row = self._at.pop(query)
+        self._features[row] = 0.0
+        self._free.append(row)
+        del self._by_recency[query]
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -94,7 +163,7 @@ class PersonalHistory:
 
     def recent(self, n: int) -> list[str]:
         """The ``n`` queries used last, oldest first."""
-        return self._by_recency[-n:] if n > 0 else []
+        return list(islice(reversed(self._by_recency), n))[::-1] if n > 0 else []
 
     def recent_words(self, n: int) -> list[QueryWords]:
         """The ``n`` queries used last, newest first, each split into words (see
@@ -106,13 +175,13 @@ class PersonalHistory:
 
     def features(self, query: str) -> tuple[float, float]:
         """(log(1 + count), recency in (0, 1]: 1 for just now, 1/2 a week ago), or zeros."""
-        log_count, recency = self._features[self._at.get(query, -1)].tolist()
+        log_count, recency = self._features[self._at.get(query, 0)].tolist()
         return log_count, recency
 
     def features_of(self, queries: Sequence[str]) -> np.ndarray:
         """:meth:`features` of each query, as an (n, 2) array."""
-        at, missing = self._at, len(self.keys)
-        return self._features[[at.get(q, missing) for q in queries]]
+        at = self._at
+        return self._features[[at.get(q, 0) for q in queries]]
 
 
 def histories_at(

@@ -77,8 +77,7 @@ class UserLink:
             self.hub.metrics.submits_refused.labels("history").inc()
             return
         self._held = (self._held + [query])[-MAX_HELD:]
-        if await self._write_held():
-            await self.hub.refresh(self.user.key)  # the next keystroke ranks with it
+        await self._write_held()  # the copy counts it: the next keystroke ranks with it
 
     async def _write_held(self) -> bool:
         """Record the held submits; whether all went in."""
