@@ -113,6 +113,15 @@ class PersonalHistory:
             self._drop(self._victim(query))
         self._words.clear()
 
+    def copy(self) -> PersonalHistory:
+        """An independent copy: its lists and tables copied, nothing computed again."""
+        new = PersonalHistory.__new__(PersonalHistory)
+        new.keys, new.counts, new.last_used, new.now = self.keys.copy(), self.counts.copy(), self.last_used.copy(), \
+            self.now
+        new._at, new._by_recency, new._features = self._at.copy(), self._by_recency.copy(), self._features.copy()
+        new._free, new._words = self._free.copy(), {}
+        return new
+
     def _used(self, query: str) -> float:
         return self.last_used[bisect_left(self.keys, query)]
 

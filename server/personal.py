@@ -55,7 +55,8 @@ class PersonalHub:
     signer: Signer
     store: HistoryStore
     metrics: Metrics
-    anonymous_lifetime: float = ANONYMOUS_LIFETIME  # seconds; every identify renews an anonymous token
+    anonymous_lifetime: float = ANONYMOUS_LIFETIME  # seconds an anonymous token is valid
+    copy_on_write: bool = False  # ranking threads may be reading a copy: a submit changes a copy of it
     _copies: dict[str, _Copy] = field(default_factory=dict)
     _retry_at: float = 0.0  # time.monotonic() before which the store is not tried again
 
@@ -221,6 +222,8 @@ class PersonalHub:
             self._failed(exc)
             return False
         if personal is not None and self._copies.get(key) is copy and copy.personal is personal:
+            if self.copy_on_write:
+                personal = copy.personal = personal.copy()
             personal.record(query, now, self.store.max_entries, self.store.ttl)
         else:  # no copy, or one read meanwhile that may or may not have it: read it again
             self.changed(key)

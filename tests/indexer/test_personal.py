@@ -116,3 +116,11 @@ def test_a_recorded_submit_joins_the_features_the_recent_queries_and_the_prefixe
     for i in range(10):  # more rows than the table had: it grows
         history.record(f"q{i}", 30.0 + i, max_entries=20)
     assert len(history) == 12 and history.features("q9") == (math.log1p(1), 1.0)
+
+
+def test_a_copy_is_independent_of_its_original() -> None:
+    history = PersonalHistory([PersonalEntry("a", 1, 5.0), PersonalEntry("b", 2, 6.0)], now=10.0)
+    copy = history.copy()
+    copy.record("c", 10.0, max_entries=2)
+    assert history.keys == ["a", "b"] and history.recent(2) == ["a", "b"] and history.features("c") == (0.0, 0.0)
+    assert copy.keys == ["b", "c"] and copy.recent(2) == ["b", "c"] and copy.features("a") == (0.0, 0.0)

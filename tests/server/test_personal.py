@@ -436,3 +436,19 @@ async def test_submits_have_a_rate_per_user_and_per_address(small_model_dir: Pat
         async with httpx.AsyncClient(base_url=f"http://{server}") as http:
             metrics = (await http.get("/metrics")).text
         assert 'qac_submits_refused_total{at="read"} 3.0' in metrics
+
+
+async def test_with_ranking_threads_a_submit_changes_a_copy_of_the_history_a_thread_may_be_reading() -> None:
+    from server.history import MemoryHistoryStore
+    from server.metrics import Metrics
+    from server.personal import PersonalHub
+
+    hub = PersonalHub(Signer(SECRET.encode()), MemoryHistoryStore(), Metrics(), copy_on_write=True)
+    key = "a:" + "1" * 32
+    await hub.store.record(key, "before")
+    hub.attach(key)
+    read = await hub.personal(key)
+    assert read is not None and await hub.record(key, MINE)
+    after = await hub.personal(key)
+    assert after is not read and after is not None
+    assert read.keys == ["before"] and after.keys == ["before", MINE] and after.features(MINE)[0] > 0
