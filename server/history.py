@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 from abc import ABC, abstractmethod
@@ -37,6 +38,8 @@ from typing import Any
 from indexer.errors import QacError
 
 from .users import ANONYMOUS
+
+log = logging.getLogger("qac.server")
 
 ALL_USERS = "*"  # yielded by changes(): forget everything cached (never a user key)
 MAX_ENTRIES = 1000
@@ -385,7 +388,10 @@ class RedisHistoryStore(HistoryStore):
         args: list[Any] = [query, repr(float(now)), repr(float(now - self.ttl)), self.max_entries,
                 max(1, math.ceil(self.ttl)), self.channel, user_key]
         size = int(await self._run("record", lambda: self._record(keys=self._keys(user_key), args=args)))
-        await self._count(user_key, size, now)
+        try:
+            await self._count(user_key, size, now)
+        except HistoryError as exc:  # recorded all the same: a retry would count the query twice
+            log.warning("%s; the anonymous bound applies from the user's next submit", exc)
         return size
 
     async def _count(self, user_key: str, size: int, now: float | None) -> None:
@@ -395,7 +401,7 @@ class RedisHistoryStore(HistoryStore):
             return
         args: list[Any] = [user_key, size, "" if now is None else repr(float(now)),
                            repr(float(self._clock() - self.ttl)), self.anonymous_max]
-        victims = await self._run("record", lambda: self._account(keys=self._anonymous_keys, args=args))
+        victims = await self._run("count", lambda: self._account(keys=self._anonymous_keys, args=args))
         for victim in victims:
             await self._transaction("evict", lambda p, v=victim: p.delete(*self._keys(v)).publish(self.channel, v))
 
