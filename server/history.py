@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -403,7 +404,10 @@ class RedisHistoryStore(HistoryStore):
                            repr(float(self._clock() - self.ttl)), self.anonymous_max]
         victims = await self._run("count", lambda: self._account(keys=self._anonymous_keys, args=args))
         for victim in victims:
-            await self._transaction("evict", lambda p, v=victim: p.delete(*self._keys(v)).publish(self.channel, v))
+            await self._transaction("evict", functools.partial(self._evict, victim))
+
+    def _evict(self, user_key: str, pipe: Any) -> None:
+        pipe.delete(*self._keys(user_key)).publish(self.channel, user_key)
 
     async def entries(self, user_key: str) -> list[HistoryEntry]:
         _check(user_key)

@@ -221,7 +221,7 @@ class PersonalHub:
             self.changed(key)
             self._failed(exc)
             return False
-        if personal is not None and self._copies.get(key) is copy and copy.personal is personal:
+        if copy is not None and personal is not None and self._copies.get(key) is copy and copy.personal is personal:
             if self.copy_on_write:
                 personal = copy.personal = personal.copy()
             personal.record(query, now, self.store.max_entries, self.store.ttl)
