@@ -18,7 +18,7 @@ from functools import lru_cache
 import numpy as np
 
 from .params import SOURCES
-from .personal import PersonalHistory, QueryWords, query_words
+from .personal import PersonalHistory, QueryWords, Vocabulary, query_words
 from .topk import PrefixTopK
 from .typos import WordCorrector, max_edits, one_edit_variants, prefix_distance, session_fixes
 from .wordmodel import WordModel, split_prefix
@@ -284,8 +284,10 @@ class CandidateGenerator:
         unknown = [w for w in head.split() if not words.count(w)]
         weak_partial = bool(partial) and not words.total(partial)
         if unknown or weak_partial:  # else both columns stay 0
-            mine = _own_words(history, personal)
-            own = sum(w in mine for w in unknown) + (weak_partial and any(w.startswith(partial) for w in mine))
+            session = {w for h in history for w in h.split()}
+            vocabulary = personal.vocabulary() if personal else Vocabulary()
+            own = sum(w in session or w in vocabulary for w in unknown)
+            own += weak_partial and (vocabulary.starts(partial) or any(w.startswith(partial) for w in session))
             base[:, _F["prefix_unknown"]] = len(unknown) + weak_partial - own
             base[:, _F["prefix_own"]] = own
         if personal and texts:
@@ -501,14 +503,6 @@ class CandidateGenerator:
 
 # A session's queries come back on each of its keystrokes: split once each.
 _query_words = lru_cache(1 << 14)(query_words)
-
-
-def _own_words(history: Sequence[str], personal: PersonalHistory | None) -> set[str] | frozenset[str]:
-    """The words of the session's queries and of the user's history."""
-    mine = {w for h in history for w in h.split()}
-    if not personal:
-        return mine
-    return personal.vocabulary().union(mine) if mine else personal.vocabulary()
 
 
 def _overlaps(words: set[str], head: list[str], toks: list[list[str]]) -> np.ndarray:

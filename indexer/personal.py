@@ -9,9 +9,11 @@ how often the user asked it and when last. See docs/METHOD.md, "Privacy".
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
+from bisect import bisect_left, insort
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Protocol
 
 import numpy as np
@@ -58,10 +60,56 @@ class PersonalEntry:
     last_used: float
 
 
-class PersonalHistory:
-    """One user's queries at one moment ``now``: sorted, with count and last use. Read-only."""
+class Vocabulary:
+    """The words of some queries, each counted over them (a query's words leave with the last
+    query that has them), and sorted for prefix look-ups."""
 
-    __slots__ = ("keys", "counts", "last_used", "now", "_at", "_by_recency", "_features", "_words", "_vocabulary")
+    __slots__ = ("_counts", "_sorted")
+
+    def __init__(self, queries: Iterable[str] = ()):
+        self._counts = Counter(w for q in queries for w in q.split(" "))
+        self._sorted = sorted(self._counts)
+
+    def __contains__(self, word: object) -> bool:
+        return word in self._counts
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    def starts(self, partial: str) -> bool:
+        """Whether a word starts with ``partial``."""
+        i = bisect_left(self._sorted, partial)
+        return i < len(self._sorted) and self._sorted[i].startswith(partial)
+
+    def add(self, query: str) -> None:
+        for w in query.split(" "):
+            if w not in self._counts:
+                insort(self._sorted, w)
+            self._counts[w] += 1
+
+    def discard(self, query: str) -> None:
+        for w in query.split(" "):
+            left = self._counts[w] - 1
+            if left > 0:
+                self._counts[w] = left
+            elif w in self._counts:
+                del self._counts[w]
+                del self._sorted[bisect_left(self._sorted, w)]
+
+    def copy(self) -> Vocabulary:
+        new = Vocabulary()
+        new._counts, new._sorted = self._counts.copy(), self._sorted.copy()
+        return new
+
+
+class PersonalHistory:
+    """One user's queries at one moment ``now``: sorted, with count and last use.
+
+    Ranking only reads it; :meth:`record` counts a submit into it as a history store does,
+    without rebuilding it (the server's copy follows its user's own submits that way)."""
+
+    __slots__ = ("keys", "counts", "last_used", "now", "_at", "_by_recency", "_features", "_free", "_words",
+                 "_vocabulary")
 
     def __init__(self, entries: Iterable[Entry], now: float):
         ordered = sorted((e.query, e.count, e.last_used) for e in entries if e.query)
@@ -69,15 +117,93 @@ class PersonalHistory:
         self.counts = [c for _, c, _ in ordered]
         self.last_used = [t for _, _, t in ordered]
         self.now = now
-        self._at = {q: i for i, q in enumerate(self.keys)}
-        self._by_recency = sorted(self.keys, key=lambda q: self.last_used[self._at[q]])
-        # The features of every query, computed once: a keystroke only gathers them.
+        # The features of every query, computed once (a keystroke only gathers them), a row
+        # each: row 0 stands for any query not in the history; a query keeps its row.
+        self._at = {q: i + 1 for i, q in enumerate(self.keys)}
         days = np.maximum(0.0, now - np.array(self.last_used, dtype=np.float64)) / 86400
-        self._features = np.zeros((len(self.keys) + 1, 2))  # the last row: not a query of the user
-        self._features[:-1, 0] = [math.log1p(c) for c in self.counts]
-        self._features[:-1, 1] = 1.0 / (1.0 + days / 7.0)
+        self._features = np.zeros((len(self.keys) + 1, 2))
+        self._features[1:, 0] = [math.log1p(c) for c in self.counts]
+        self._features[1:, 1] = 1.0 / (1.0 + days / 7.0)
+        self._free: list[int] = []  # rows of queries that left
+        # The queries least recently used first (ties: in code point order).
+        by_recency = sorted(range(len(self.keys)), key=self.last_used.__getitem__)
+        self._by_recency = OrderedDict((self.keys[i], None) for i in by_recency)
         self._words: dict[int, list[QueryWords]] = {}  # recent_words(n), once asked
-        self._vocabulary: frozenset[str] | None = None  # vocabulary(), once asked
+        self._vocabulary: Vocabulary | None = None  # vocabulary(), once asked; then kept up to date
+
+    def record(self, query: str, when: float, max_entries: int = MAX_ENTRIES, ttl: float = TTL_SECONDS) -> None:
+        """Count ``query`` once more, used at ``when``, as the server's history store does: a
+        query expired by then starts anew, and beyond ``max_entries`` the least recently used
+        query goes (ties: the smallest), never ``query``. Binary searches and a few moves
+        within lists, not a rebuild."""
+        i = bisect_left(self.keys, query)
+        if i < len(self.keys) and self.keys[i] == query:
+            self.counts[i] = 1 if self.last_used[i] <= when - ttl else self.counts[i] + 1
+            self.last_used[i] = when
+            row = self._at[query]
+        else:
+            self.keys.insert(i, query)
+            self.counts.insert(i, 1)
+            self.last_used.insert(i, when)
+            row = self._at[query] = self._free.pop() if self._free else self._new_row()
+            if self._vocabulary is not None:
+                self._vocabulary.add(query)
+        self._features[row] = (math.log1p(self.counts[i]), 1.0 / (1.0 + max(0.0, self.now - when) / 86400 / 7.0))
+        recency = self._by_recency
+        newest = next(reversed(recency), None)
+        recency[query] = None
+        recency.move_to_end(query)
+        if newest is not None and self._used(newest) > when:  # the clock went back: order anew
+            self._by_recency = OrderedDict((q, None) for q in sorted(recency, key=self._used))
+        while len(self.keys) > max_entries:
+            self._drop(self._victim(query))
+        self._words.clear()
+
+    def copy(self) -> PersonalHistory:
+        """An independent copy: its lists and tables copied, nothing computed again."""
+        new = PersonalHistory.__new__(PersonalHistory)
+        new.keys, new.counts, new.last_used, new.now = self.keys.copy(), self.counts.copy(), self.last_used.copy(), \
+            self.now
+        new._at, new._by_recency, new._features = self._at.copy(), self._by_recency.copy(), self._features.copy()
+        new._free, new._words = self._free.copy(), {}
+        new._vocabulary = None if self._vocabulary is None else self._vocabulary.copy()
+        return new
+
+    def _used(self, query: str) -> float:
+        return self.last_used[bisect_left(self.keys, query)]
+
+    def _new_row(self) -> int:
+        """A row at the end of the features, which double in size when full."""
+        row = len(self._at) + 1  # rows 1.. are all in use while none is free
+        if row >= len(self._features):
+            grown = np.zeros((2 * len(self._features), 2))
+            grown[: len(self._features)] = self._features
+            self._features = grown
+        return row
+
+    def _victim(self, keep: str) -> str:
+        """The least recently used query but ``keep`` (ties: the smallest); only the queries
+        used at the same time as the least recent one are looked at."""
+        victim, first = "", None
+        for query in self._by_recency:
+            if query == keep:
+                continue
+            used = self._used(query)
+            if first is not None and used != first:
+                break
+            if first is None or query < victim:
+                victim, first = query, used
+        return victim
+
+    def _drop(self, query: str) -> None:
+        i = bisect_left(self.keys, query)
+        del self.keys[i], self.counts[i], self.last_used[i]
+        row = self._at.pop(query)
+        self._features[row] = 0.0
+        self._free.append(row)
+        del self._by_recency[query]
+        if self._vocabulary is not None:
+            self._vocabulary.discard(query)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -95,7 +221,7 @@ class PersonalHistory:
 
     def recent(self, n: int) -> list[str]:
         """The ``n`` queries used last, oldest first."""
-        return self._by_recency[-n:] if n > 0 else []
+        return list(islice(reversed(self._by_recency), n))[::-1] if n > 0 else []
 
     def recent_words(self, n: int) -> list[QueryWords]:
         """The ``n`` queries used last, newest first, each split into words (see
@@ -105,21 +231,21 @@ class PersonalHistory:
             out = self._words[n] = [query_words(q) for q in reversed(self.recent(n))]
         return out
 
-    def vocabulary(self) -> frozenset[str]:
-        """Every word of the user's queries; computed once."""
+    def vocabulary(self) -> Vocabulary:
+        """Every word of the user's queries; computed once, then followed by :meth:`record`."""
         if self._vocabulary is None:
-            self._vocabulary = frozenset(w for q in self.keys for w in q.split(" "))
+            self._vocabulary = Vocabulary(self.keys)
         return self._vocabulary
 
     def features(self, query: str) -> tuple[float, float]:
         """(log(1 + count), recency in (0, 1]: 1 for just now, 1/2 a week ago), or zeros."""
-        log_count, recency = self._features[self._at.get(query, -1)].tolist()
+        log_count, recency = self._features[self._at.get(query, 0)].tolist()
         return log_count, recency
 
     def features_of(self, queries: Sequence[str]) -> np.ndarray:
         """:meth:`features` of each query, as an (n, 2) array."""
-        at, missing = self._at, len(self.keys)
-        return self._features[[at.get(q, missing) for q in queries]]
+        at = self._at
+        return self._features[[at.get(q, 0) for q in queries]]
 
 
 def histories_at(

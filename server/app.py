@@ -35,7 +35,7 @@ from .config import ConfigError, ServerConfig, normalize_origin
 from .connection import Connection, ServerState, expose_abort
 from .history import open_history
 from .history_routes import forget_route, personal_of, remove_route
-from .limits import AddressBuckets, AddressLimits, client_address
+from .limits import AddressBuckets, AddressLimits, SubmitLimits, client_address
 from .metrics import Metrics
 from .personal import PersonalHub
 from .ranker import Ranker, load_warm, read_announcement
@@ -66,7 +66,7 @@ def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette
         store = open_store(config.sessions, config.session_ttl, config.max_history, config.max_sessions,
                            config.redis_pool)
         history = open_history(config.sessions, max_entries=config.history_max, ttl=config.history_days * 86400,
-                               pool=config.redis_pool)
+                               anonymous_max=config.history_anonymous_max, pool=config.redis_pool)
         try:
             await store.ping()
             ranker = Ranker(
@@ -80,10 +80,13 @@ def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette
                      os.getpid())
             del loaded
             health = StoreHealth(store, metrics, failures=config.store_failures)
-            users = PersonalHub(signer, history, metrics)
+            users = PersonalHub(signer, history, metrics, config.anonymous_days * 86400,
+                                copy_on_write=config.rank_threads > 0)
             limits = AddressLimits(config.max_connections_per_address,
                                    AddressBuckets(config.address_rate, config.address_burst),
-                                   AddressBuckets(config.complete_rate, config.complete_burst))
+                                   AddressBuckets(config.complete_rate, config.complete_burst),
+                                   SubmitLimits(config.submit_rate, config.submit_burst,
+                                                config.address_submit_rate, config.address_submit_burst))
             app.state.qac = ServerState(config, ranker, store, metrics, health, users, limits)
             app.state.blocklist = blocklist
             tasks = [asyncio.create_task(job) for job in (

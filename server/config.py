@@ -88,6 +88,18 @@ class ServerConfig:
                             flag="--history-max")
     history_days: float = _opt(90.0, float, "days a personal history entry lives after its last use",
                                flag="--history-days")
+    anonymous_days: float = _opt(30.0, float, "days an anonymous user token lives; every 'user' frame that "
+                                 "presents one renews it for as long", flag="--anonymous-days")
+    history_anonymous_max: int = _opt(
+        500_000, int, "distinct queries kept over all anonymous users' personal histories in the store; beyond "
+        "it the least recently active anonymous users' histories go first (signed-in users' never do)",
+        flag="--history-anonymous-max")
+    submit_rate: float = _opt(6.0, float, "submits per minute per user, sustained (a submit writes history); "
+                              "one over it is refused with rate_limited")
+    submit_burst: int = _opt(10, int, "submits per user allowed at once above its rate")
+    address_submit_rate: float = _opt(30.0, float, "submits per minute per client address over all its "
+                                      "WebSocket connections and users, sustained")
+    address_submit_burst: int = _opt(30, int, "submits per client address allowed at once above its rate")
     blocklist: tuple[str, ...] = _opt(
         (), _paths, "blocklist file applied at serve time on top of the model's own list (a term or phrase "
         "a line; repeatable; re-read when it changes)", flag="--blocklist")
@@ -123,14 +135,16 @@ class ServerConfig:
             raise ConfigError(f"port must be in 0..65535, got {self.port}")
         for name in ("workers", "max_sessions", "max_history", "max_prefix", "max_message", "burst", "k",
                      "max_connections", "history_max", "max_connections_per_address",
-                     "address_burst", "complete_burst", "complete_queue", "store_failures", "redis_pool"):
+                     "address_burst", "complete_burst", "complete_queue", "store_failures", "redis_pool",
+                     "history_anonymous_max", "submit_burst", "address_submit_burst"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("rank_threads", "fresh_answers"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("session_ttl", "rate", "idle_timeout", "send_timeout", "history_days", "blocklist_interval",
-                     "address_rate", "complete_rate", "rate_limit_close"):
+                     "address_rate", "complete_rate", "rate_limit_close", "anonymous_days", "submit_rate",
+                     "address_submit_rate"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.internal_port is not None and not 0 <= self.internal_port <= 65535:

@@ -169,7 +169,7 @@ class Connection:
             MAX_QUEUED_WRITES)
         self._queued_writes = 0  # frames put in _writes and not answered yet
         self._gone = False  # the client left: nothing more is sent
-        self.user = UserLink(state.users)
+        self.user = UserLink(state.users, state.limits.submits.take_user)
 
     async def serve(self) -> None:
         """Say hello, then read and answer frames until the client disconnects."""
@@ -339,6 +339,7 @@ class Connection:
                 # What the session holds changes now, for the next keystroke; the stores, in turn.
                 query = normalize(msg.query) if isinstance(msg, (Submit, Remove)) else ""
                 if isinstance(msg, Submit):
+                    self._take_submit(query)
                     self._add(query)
                 elif isinstance(msg, Remove):
                     self._drop(query)
@@ -348,6 +349,18 @@ class Connection:
                 await self._refuse(exc)
                 if exc.code == protocol.RATE_LIMITED:
                     await asyncio.sleep(self._over_limit_pause())
+
+    def _take_submit(self, query: str) -> None:
+        """Spend a submit of the address (and check the user's), or raise ``rate_limited``: a
+        submit writes history, so it has a rate of its own (``server/limits.py``)."""
+        user = self.user.user
+        if not query or self.state.limits.submits.take(self.address, user.key if user else None):
+            return
+        self.state.metrics.submits_refused.labels("read").inc()
+        config = self.state.config
+        raise ProtocolError(protocol.RATE_LIMITED, f"more than {config.submit_rate:g} submits per minute from this "
+                            f"user or {config.address_submit_rate:g} from its address; slow down",
+                            frame_type="submit")
 
     def _over_limit_pause(self) -> float:
         """How long a connection just refused for its rate goes unread: until a token is due.

@@ -6,6 +6,13 @@ its last use. Beyond the bound the least recently used entry goes (ties: the sma
 code point order, never the query just recorded). Any tab or replica records into the same
 history when the store is Redis.
 
+Storage as a whole is bounded too: anonymous users' histories hold at most ``anonymous_max``
+entries together. Beyond it whole histories go, the least recently active anonymous user's
+(the one whose last record is oldest) first, never the one just recorded into; a signed-in
+user's history never goes to make room (the site vouches for those users, and each has its
+own bound). A memory store also keeps at most ``max_users`` histories, and there too the
+anonymous go first. An evicted user's copies are dropped like any change.
+
 Changes are announced so replicas can drop cached copies: :meth:`HistoryStore.changes` yields
 the key of every user whose history changed, and :data:`ALL_USERS` whenever notifications may
 have been missed -- first once the subscription is live, again after a reconnection or an
@@ -19,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import logging
 import math
 import time
 from abc import ABC, abstractmethod
@@ -29,9 +38,14 @@ from typing import Any
 
 from indexer.errors import QacError
 
+from .users import ANONYMOUS
+
+log = logging.getLogger("qac.server")
+
 ALL_USERS = "*"  # yielded by changes(): forget everything cached (never a user key)
 MAX_ENTRIES = 1000
 TTL = 90 * 86400.0
+ANONYMOUS_MAX = 500_000  # entries over all anonymous users' histories
 _QUEUE = 1024  # undelivered notifications per subscriber of a memory store
 
 
@@ -48,6 +62,11 @@ class HistoryEntry:
     last_used: float
 
 
+def _anonymous(user_key: str) -> bool:
+    """Whether a user key (:attr:`server.users.User.key`) names an anonymous user."""
+    return user_key.startswith(ANONYMOUS + ":")
+
+
 def _check(user_key: str, query: str | None = None) -> None:
     if not isinstance(user_key, str) or not user_key or user_key == ALL_USERS:
         raise ValueError("bad user key")
@@ -61,11 +80,12 @@ class HistoryStore(ABC):
     kind: str
 
     def __init__(self, max_entries: int = MAX_ENTRIES, ttl: float = TTL,
-                 clock: Callable[[], float] = time.time):
-        if max_entries < 1 or ttl <= 0:
-            raise ValueError("max_entries and ttl must be positive")
+                 clock: Callable[[], float] = time.time, anonymous_max: int = ANONYMOUS_MAX):
+        if max_entries < 1 or ttl <= 0 or anonymous_max < 1:
+            raise ValueError("max_entries, ttl and anonymous_max must be positive")
         self.max_entries = max_entries
         self.ttl = ttl
+        self.anonymous_max = anonymous_max
         self._clock = clock
 
     @abstractmethod
@@ -96,16 +116,21 @@ class HistoryStore(ABC):
 
 
 class MemoryHistoryStore(HistoryStore):
-    """Histories in this process; at most ``max_users`` of them, least recently used go first."""
+    """Histories in this process; at most ``max_users`` of them, least recently used go first
+    (anonymous users before signed-in ones)."""
 
     kind = "memory"
 
     def __init__(self, max_entries: int = MAX_ENTRIES, ttl: float = TTL,
-                 clock: Callable[[], float] = time.time, max_users: int = 100_000):
-        super().__init__(max_entries, ttl, clock)
+                 clock: Callable[[], float] = time.time, max_users: int = 100_000,
+                 anonymous_max: int = ANONYMOUS_MAX):
+        super().__init__(max_entries, ttl, clock, anonymous_max)
         self.max_users = max_users
         # user key -> query -> (count, last use); users least recently used first, queries too
         self._users: OrderedDict[str, OrderedDict[str, tuple[int, float]]] = OrderedDict()
+        # anonymous user key -> entries held, least recently active (recorded) first
+        self._anonymous: OrderedDict[str, int] = OrderedDict()
+        self._anonymous_total = 0
         self._subscribers: set[asyncio.Queue[str | None]] = set()
 
     def _notify(self, user_key: str) -> None:
@@ -115,6 +140,34 @@ class MemoryHistoryStore(HistoryStore):
                 queue.get_nowait()
             queue.put_nowait(ALL_USERS if overflow else user_key)
 
+    def _resize(self, user_key: str, active: bool = False) -> None:
+        """Count what an anonymous user holds now (``active``: they just recorded)."""
+        if not _anonymous(user_key):
+            return
+        size = len(self._users.get(user_key) or ())
+        self._anonymous_total += size - self._anonymous.get(user_key, 0)
+        if not size:
+            self._anonymous.pop(user_key, None)
+            return
+        self._anonymous[user_key] = size
+        if active:
+            self._anonymous.move_to_end(user_key)
+
+    def _drop_user(self, user_key: str) -> None:
+        self._users.pop(user_key, None)
+        self._resize(user_key)
+
+    def _evict(self, keep: str) -> None:
+        """Whole histories go while the store is over a bound (the module's docstring)."""
+        while self._anonymous_total > self.anonymous_max or len(self._users) > self.max_users:
+            victim = next((key for key in self._anonymous if key != keep), None)
+            if victim is None:
+                if self._anonymous_total > self.anonymous_max:
+                    return  # only ``keep`` is left to take from
+                victim = next(key for key in self._users if key != keep)  # signed-in, for max_users only
+            self._drop_user(victim)
+            self._notify(victim)
+
     def _live(self, user_key: str, now: float) -> OrderedDict[str, tuple[int, float]] | None:
         """The user's history without expired entries (and users without any) at ``now``."""
         cutoff = now - self.ttl
@@ -123,13 +176,15 @@ class MemoryHistoryStore(HistoryStore):
             key, oldest = next(iter(users.items()))
             if oldest and next(reversed(oldest.values()))[1] > cutoff:
                 break
-            del users[key]
+            self._drop_user(key)
         history = users.get(user_key)
         if history is None:
             return None
         users.move_to_end(user_key)
-        while history and next(iter(history.values()))[1] <= cutoff:
-            history.popitem(last=False)
+        if history and next(iter(history.values()))[1] <= cutoff:
+            while history and next(iter(history.values()))[1] <= cutoff:
+                history.popitem(last=False)
+            self._resize(user_key)
         return history
 
     async def record(self, user_key: str, query: str, now: float | None = None) -> int:
@@ -138,8 +193,6 @@ class MemoryHistoryStore(HistoryStore):
         history = self._live(user_key, now)
         if history is None:
             history = self._users[user_key] = OrderedDict()
-            while len(self._users) > self.max_users:
-                self._users.popitem(last=False)
         count = history.pop(query, (0, now))[0] + 1
         out_of_order = bool(history) and next(reversed(history.values()))[1] > now
         history[query] = (count, now)
@@ -149,13 +202,24 @@ class MemoryHistoryStore(HistoryStore):
             history.update(ordered)
         while len(history) > self.max_entries:
             del history[self._victim(history, query)]
+        self._resize(user_key, active=True)
+        self._evict(user_key)
         self._notify(user_key)
         return len(history)
 
     @staticmethod
     def _victim(history: OrderedDict[str, tuple[int, float]], keep: str) -> str:
-        """The least recently used query but ``keep`` (ties: the smallest query)."""
-        return min((used, query) for query, (_, used) in history.items() if query != keep)[1]
+        """The least recently used query but ``keep`` (ties: the smallest query). ``history`` is
+        in order of last use, so only its first entries, those used at the same time, are read."""
+        victim, first = "", None
+        for query, (_, used) in history.items():
+            if query == keep:
+                continue
+            if first is not None and used != first:
+                break
+            if first is None or query < victim:
+                victim, first = query, used
+        return victim
 
     async def entries(self, user_key: str) -> list[HistoryEntry]:
         _check(user_key)
@@ -167,7 +231,7 @@ class MemoryHistoryStore(HistoryStore):
 
     async def forget(self, user_key: str) -> None:
         _check(user_key)
-        self._users.pop(user_key, None)
+        self._drop_user(user_key)
         self._notify(user_key)
 
     async def remove(self, user_key: str, query: str) -> bool:
@@ -175,6 +239,7 @@ class MemoryHistoryStore(HistoryStore):
         history = self._live(user_key, self._clock())
         if history is None or history.pop(query, None) is None:
             return False
+        self._resize(user_key)
         self._notify(user_key)
         return True
 
@@ -234,20 +299,59 @@ return 1
 """
 
 
+# KEYS: active (zset anonymous user key -> last record), sizes (hash user key -> entries), total
+# ARGV: user key, its entries now, now (or '' when it did not record), cutoff, anonymous max
+# Counts what an anonymous user holds and returns the users whose histories must go, least
+# recently active first; users whose histories expired (by TTL) are no longer counted.
+_ACCOUNT = """
+local function uncount(user)
+  redis.call('ZREM', KEYS[1], user)
+  redis.call('INCRBY', KEYS[3], -tonumber(redis.call('HGET', KEYS[2], user) or '0'))
+  redis.call('HDEL', KEYS[2], user)
+end
+for _, user in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[4], 'LIMIT', 0, 100)) do
+  uncount(user)
+end
+local size = tonumber(ARGV[2])
+redis.call('INCRBY', KEYS[3], size - tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0'))
+if size > 0 then
+  redis.call('HSET', KEYS[2], ARGV[1], size)
+  if ARGV[3] ~= '' then redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1]) end
+else
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+end
+local victims = {}
+while tonumber(redis.call('GET', KEYS[3]) or '0') > tonumber(ARGV[5]) do
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 1)
+  local victim = oldest[1]
+  if victim == ARGV[1] then victim = oldest[2] end
+  if not victim then break end
+  uncount(victim)
+  victims[#victims + 1] = victim
+end
+return victims
+"""
+
+
 class RedisHistoryStore(HistoryStore):
     """Histories in Redis, shared by replicas.
 
     Per user a sorted set ``<prefix>u:{<user key>}:t`` of query -> last use and a hash
     ``...:c`` of query -> count (one hash slot, so Redis Cluster can run the scripts), both
     expiring ``ttl`` after the last record. Changes are published on ``<prefix>history``.
+    What anonymous users hold is counted in ``<prefix>{anonymous}:active`` (a sorted set of user
+    keys by last record), ``...:sizes`` (a hash of their entries) and ``...:total``, one hash
+    slot of their own; the store deletes the histories :data:`_ACCOUNT` names beyond the bound.
     Error messages name the error class only, never the URL (it may hold a password).
     """
 
     kind = "redis"
 
     def __init__(self, url: str, max_entries: int = MAX_ENTRIES, ttl: float = TTL,
-                 clock: Callable[[], float] = time.time, prefix: str = "qac:", pool: int = 64):
-        super().__init__(max_entries, ttl, clock)
+                 clock: Callable[[], float] = time.time, prefix: str = "qac:", pool: int = 64,
+                 anonymous_max: int = ANONYMOUS_MAX):
+        super().__init__(max_entries, ttl, clock, anonymous_max)
         from .sessions import redis_client
 
         self.prefix = prefix
@@ -256,6 +360,8 @@ class RedisHistoryStore(HistoryStore):
         self._redis: Any = redis_client(url, pool, HistoryError, "history store")
         self._record = self._redis.register_script(_RECORD)
         self._remove = self._redis.register_script(_REMOVE)
+        self._account = self._redis.register_script(_ACCOUNT)
+        self._anonymous_keys = [f"{prefix}{{anonymous}}:{name}" for name in ("active", "sizes", "total")]
 
     def _keys(self, user_key: str) -> list[str]:
         base = f"{self.prefix}u:{{{user_key}}}:"
@@ -282,7 +388,26 @@ class RedisHistoryStore(HistoryStore):
         now = self._clock() if now is None else now
         args: list[Any] = [query, repr(float(now)), repr(float(now - self.ttl)), self.max_entries,
                 max(1, math.ceil(self.ttl)), self.channel, user_key]
-        return int(await self._run("record", lambda: self._record(keys=self._keys(user_key), args=args)))
+        size = int(await self._run("record", lambda: self._record(keys=self._keys(user_key), args=args)))
+        try:
+            await self._count(user_key, size, now)
+        except HistoryError as exc:  # recorded all the same: a retry would count the query twice
+            log.warning("%s; the anonymous bound applies from the user's next submit", exc)
+        return size
+
+    async def _count(self, user_key: str, size: int, now: float | None) -> None:
+        """Count what an anonymous user holds now (``now``: when they recorded) and delete the
+        histories beyond the bound, announcing each."""
+        if not _anonymous(user_key):
+            return
+        args: list[Any] = [user_key, size, "" if now is None else repr(float(now)),
+                           repr(float(self._clock() - self.ttl)), self.anonymous_max]
+        victims = await self._run("count", lambda: self._account(keys=self._anonymous_keys, args=args))
+        for victim in victims:
+            await self._transaction("evict", functools.partial(self._evict, victim))
+
+    def _evict(self, user_key: str, pipe: Any) -> None:
+        pipe.delete(*self._keys(user_key)).publish(self.channel, user_key)
 
     async def entries(self, user_key: str) -> list[HistoryEntry]:
         _check(user_key)
@@ -296,6 +421,7 @@ class RedisHistoryStore(HistoryStore):
     async def forget(self, user_key: str) -> None:
         _check(user_key)
         await self._transaction("forget", lambda p: p.delete(*self._keys(user_key)).publish(self.channel, user_key))
+        await self._count(user_key, 0, None)
 
     async def remove(self, user_key: str, query: str) -> bool:
         _check(user_key, query)
@@ -336,10 +462,11 @@ class RedisHistoryStore(HistoryStore):
         await self._redis.aclose()
 
 
-def open_history(url: str, *, max_entries: int = MAX_ENTRIES, ttl: float = TTL, pool: int = 64) -> HistoryStore:
+def open_history(url: str, *, max_entries: int = MAX_ENTRIES, ttl: float = TTL, anonymous_max: int = ANONYMOUS_MAX,
+                 pool: int = 64) -> HistoryStore:
     """The store named by ``url``: ``memory`` or a ``redis://`` (``rediss://``, ``unix://``) URL."""
     if url == "memory":
-        return MemoryHistoryStore(max_entries, ttl)
+        return MemoryHistoryStore(max_entries, ttl, anonymous_max=anonymous_max)
     if url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisHistoryStore(url, max_entries, ttl, pool=pool)
+        return RedisHistoryStore(url, max_entries, ttl, pool=pool, anonymous_max=anonymous_max)
     raise HistoryError("history store: expected 'memory' or a redis:// URL")

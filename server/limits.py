@@ -1,4 +1,5 @@
-"""What one client address may cost a process: open connections, messages and requests per second.
+"""What one client address may cost a process: open connections, messages and requests per second,
+and submits (which write history) per minute, per address and per user.
 
 A client's address is the peer of its TCP connection, or the address in ``X-Forwarded-For``
 when the peer is a proxy trusted with ``--forwarded-allow-ips`` (uvicorn rewrites the ASGI
@@ -34,6 +35,13 @@ class TokenBucket:
     def take(self) -> bool:
         """Spend one token if there is one."""
         return self.reserve(0.0) is not None
+
+    def ready(self) -> bool:
+        """Whether a token is there, spending none."""
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        return self._tokens >= 1
 
     def reserve(self, max_wait: float) -> float | None:
         """Spend a token that is there or due within ``max_wait`` seconds: how long to wait for
@@ -100,14 +108,38 @@ class AddressBuckets:
         return max(1, int(-(-self[address].wait() // 1)))
 
 
+class SubmitLimits:
+    """Submits that write history, per client address and per user (rates per minute): a person
+    submits a few queries a minute, far fewer than the keystrokes the message rate allows."""
+
+    def __init__(self, user_rate: float, user_burst: int, address_rate: float, address_burst: int, *,
+                 clock: Callable[[], float] = time.monotonic):
+        self.users = AddressBuckets(user_rate / 60, user_burst, clock=clock)
+        self.addresses = AddressBuckets(address_rate / 60, address_burst, clock=clock)
+
+    def take(self, address: str, user_key: str | None) -> bool:
+        """When a submit is read: spend one of the address's, unless it or the connection's user
+        (if any; spent when the submit is recorded, :meth:`take_user`) has none left."""
+        if user_key is not None and not self.users[user_key].ready():
+            return False
+        return self.addresses[address].take()
+
+    def take_user(self, user_key: str) -> bool:
+        """When a submit goes into the user's personal history: spend one of the user's."""
+        return self.users[user_key].take()
+
+
 class AddressLimits:
     """What one client address may cost a process: open WebSocket connections, WebSocket
-    messages (over all its connections), and ``GET /complete`` requests, each per second."""
+    messages (over all its connections), and ``GET /complete`` requests, each per second, and
+    submits per minute (with those of each user)."""
 
-    def __init__(self, max_connections: int, messages: AddressBuckets, completes: AddressBuckets):
+    def __init__(self, max_connections: int, messages: AddressBuckets, completes: AddressBuckets,
+                 submits: SubmitLimits):
         self.max_connections = max_connections
         self.messages = messages
         self.completes = completes
+        self.submits = submits
         self._connections: dict[str, int] = {}
 
     def connect(self, address: str) -> bool:

@@ -57,6 +57,11 @@ class Metrics:
         self.sessions = Gauge("qac_live_sessions", "Sessions alive in the session store", registry=r,
                               **mode("livemax" if shared_sessions else "livesum"))
         self.submits = Counter("qac_submits", "Queries appended to a session history", registry=r)
+        self.submits_refused = Counter(
+            "qac_submits_refused", "Submits over their rate: refused when read (address or user: rate_limited), "
+            "or left out of the personal history when recorded (user)", ["at"], registry=r)
+        for at in ("read", "history"):
+            self.submits_refused.labels(at)
         self.reloads = Counter("qac_model_reloads", "Model reloads, by result", ["result"], registry=r)
         self.user_tokens = Counter(
             "qac_user_tokens", "User tokens: issued (anonymous), verified, refused (forged, expired, malformed)",

@@ -4,9 +4,10 @@ A connection names its user with a signed token (``server/users.py``), never a b
 The user's history lives in a :class:`~server.history.HistoryStore` (memory, or Redis shared
 by replicas); ranking uses a :class:`~indexer.personal.PersonalHistory` copy kept here, one
 per user with open connections in this process, so the store is read once per change and
-not on every keystroke. One task per process follows the store's change notifications and
-drops the copies they name (all of them when notifications may have been missed); the next
-keystroke of that user reads the history again. A removal on any replica therefore reaches
+not on every keystroke. A submit of the user on this process updates the copy in place;
+one task per process follows the store's change notifications and drops the copies they name
+(but for those of this process's own submits, all of them when notifications may have been
+missed); the next keystroke of that user reads the history again. A removal on any replica therefore reaches
 every other one as fast as Redis publishes it.
 
 If the store does not answer, users are served without personal history: reads are skipped
@@ -26,7 +27,7 @@ from indexer.personal import PersonalEntry, PersonalHistory
 
 from .history import ALL_USERS, HistoryEntry, HistoryError, HistoryStore
 from .metrics import Metrics
-from .users import Signer, TokenError, User, issue_anonymous
+from .users import ANONYMOUS, ANONYMOUS_LIFETIME, Signer, TokenError, User, issue_anonymous, renew_anonymous
 
 log = logging.getLogger("qac.server")
 
@@ -43,6 +44,7 @@ class _Copy:
     personal: PersonalHistory | None = None
     built: float = 0.0  # time.monotonic() of the copy
     version: int = 0  # bumped by every change: a read that began before one is discarded
+    own: int = 0  # notifications still to come of this process's records, already in the copy
     loading: asyncio.Task[None] | None = None
 
 
@@ -53,16 +55,19 @@ class PersonalHub:
     signer: Signer
     store: HistoryStore
     metrics: Metrics
+    anonymous_lifetime: float = ANONYMOUS_LIFETIME  # seconds an anonymous token is valid
+    copy_on_write: bool = False  # ranking threads may be reading a copy: a submit changes a copy of it
     _copies: dict[str, _Copy] = field(default_factory=dict)
     _retry_at: float = 0.0  # time.monotonic() before which the store is not tried again
 
     # -- users ------------------------------------------------------------------------
 
     def identify(self, token: str | None) -> tuple[str, User]:
-        """The token to use and its user: ``token`` verified, or a new anonymous user if None.
-        Raises :class:`TokenError` for a forged, expired or malformed token."""
+        """The token to use and its user: ``token`` verified (an anonymous one renewed for
+        :attr:`anonymous_lifetime` once a day old), or a new anonymous user if None. Raises
+        :class:`TokenError` for a forged, expired or malformed token."""
         if token is None:
-            token, user = issue_anonymous(self.signer)
+            token, user = issue_anonymous(self.signer, self.anonymous_lifetime)
             self.metrics.user_tokens.labels("issued").inc()
             return token, user
         try:
@@ -71,6 +76,8 @@ class PersonalHub:
             self.metrics.user_tokens.labels("refused").inc()
             raise
         self.metrics.user_tokens.labels("verified").inc()
+        if user.kind == ANONYMOUS:
+            token = renew_anonymous(self.signer, token, user, self.anonymous_lifetime)
         return token, user
 
     def from_header(self, authorization: str | None) -> User | None:
@@ -107,6 +114,17 @@ class PersonalHub:
             if copy is not None:
                 copy.version += 1
                 copy.personal = None
+                if key == ALL_USERS:
+                    copy.own = 0  # the notifications awaited may never come
+
+    def _notified(self, key: str) -> None:
+        """The store announced a change: one this process's copy already has (its own record,
+        announced in order with the others) is skipped; any other drops the copy."""
+        copy = self._copies.get(key)
+        if copy is not None and copy.own > 0:
+            copy.own -= 1
+        else:
+            self.changed(key)
 
     async def personal(self, key: str) -> PersonalHistory | None:
         """The copy of a connected user's history for ranking: read from the store if there is
@@ -162,7 +180,7 @@ class PersonalHub:
         while True:
             try:
                 async for key in self.store.changes():
-                    self.changed(key)
+                    self._notified(key)
             except HistoryError as exc:
                 self._failed(exc)
             self.changed(ALL_USERS)
@@ -188,13 +206,27 @@ class PersonalHub:
             return None
 
     async def record(self, key: str, query: str) -> bool:
-        """Count a submitted query in the user's history; whether the store took it."""
+        """Count a submitted query in the user's history; whether the store took it. The copy
+        of a connected user counts it too (:meth:`PersonalHistory.record`), not rebuilt."""
+        copy = self._copies.get(key)
+        personal = copy.personal if copy is not None else None
+        if copy is not None:
+            copy.own += 1
+        now = time.time()
         try:
-            await self.store.record(key, query)
+            await self.store.record(key, query, now)
         except HistoryError as exc:
+            if copy is not None:
+                copy.own = max(0, copy.own - 1)
+            self.changed(key)
             self._failed(exc)
             return False
-        self.changed(key)
+        if copy is not None and personal is not None and self._copies.get(key) is copy and copy.personal is personal:
+            if self.copy_on_write:
+                personal = copy.personal = personal.copy()
+            personal.record(query, now, self.store.max_entries, self.store.ttl)
+        else:  # no copy, or one read meanwhile that may or may not have it: read it again
+            self.changed(key)
         return True
 
     async def forget(self, key: str) -> None:

@@ -10,10 +10,12 @@ Token format (ASCII, at most :data:`MAX_TOKEN` characters, five dot-separated fi
     v1.<kind>.<b64 user id>.<expires>.<b64 signature>
 
 ``b64`` is URL-safe base64 of UTF-8 without ``=`` padding; ``expires`` is unix seconds in
-decimal, ``0`` for none; the signature is HMAC-SHA256 under the secret (its UTF-8 bytes) over
-the ASCII text before the last dot. Signed-in tokens must expire (the site picks how soon);
-anonymous ones carry ``0``: they only name a random id the server made up, the cookie holding
-them sets their lifetime and the data behind them expires by itself.
+decimal; the signature is HMAC-SHA256 under the secret (its UTF-8 bytes) over the ASCII text
+before the last dot. Every token expires: the site picks how soon for its signed-in users; an
+anonymous token lives :data:`ANONYMOUS_LIFETIME` (or what the server is configured with) and
+the server renews it when it is presented a day or more after it was issued
+(:func:`renew_anonymous`). An anonymous token with ``0`` (never expiring, as issued before) is
+refused as expired.
 
 :meth:`Signer.sign_value` signs other values (such as session ids) as ``v1.p.<b64 value>.<b64
 signature>`` with the MAC over ``v1.p.<b64 purpose>.<b64 value>``: the second field of what is
@@ -39,6 +41,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 import os
 import re
 import secrets
@@ -57,6 +60,8 @@ KINDS = (ANONYMOUS, SIGNED_IN)
 MAX_TOKEN = 512
 MAX_USER_ID = 256  # UTF-8 bytes of a signed-in user id
 MIN_SECRET = 16
+ANONYMOUS_LIFETIME = 30 * 86400.0  # seconds an anonymous token lives after it was last renewed
+RENEW_AFTER = 86400.0  # an anonymous token presented this long after it was issued is renewed
 
 _TEXT = re.compile(r"[A-Za-z0-9_.-]+")
 _B64 = re.compile(r"[A-Za-z0-9_-]*")
@@ -113,6 +118,10 @@ class Signer:
         self._secret = secret
         self._clock = clock
 
+    def now(self) -> float:
+        """The signer's clock: unix seconds."""
+        return self._clock()
+
     def _mac(self, text: str) -> str:
         return _b64(hmac.new(self._secret, text.encode("ascii"), hashlib.sha256).digest())
 
@@ -133,11 +142,11 @@ class Signer:
         return fields
 
     def sign(self, kind: str, user: str, expires: int = 0) -> str:
-        """A token for ``user`` of ``kind``; ``expires`` is unix seconds (0: never, anonymous only)."""
+        """A token for ``user`` of ``kind``, valid until ``expires`` (unix seconds, > 0)."""
         if kind not in KINDS:
             raise ValueError(f"unknown user kind {kind!r}")
-        if kind == SIGNED_IN and expires <= 0:
-            raise ValueError("a signed-in token must expire")
+        if expires <= 0:
+            raise ValueError("a token must expire")
         if kind == ANONYMOUS and _ANONYMOUS_ID.fullmatch(user) is None:
             raise ValueError("an anonymous id is 32 hex digits")
         raw = user.encode("utf-8")
@@ -168,6 +177,8 @@ class Signer:
             raise TokenError("malformed", "a signed-in token without expiry")
         if kind == ANONYMOUS and _ANONYMOUS_ID.fullmatch(user) is None:
             raise TokenError("malformed", "bad anonymous id")
+        if expires == 0:  # issued before anonymous tokens expired: no longer honoured
+            raise TokenError("expired", "an anonymous token without expiry")
         if expires and (self._clock() if now is None else now) >= expires:
             raise TokenError("expired", "token expired")
         return User(user, kind)
@@ -201,10 +212,24 @@ class Signer:
             raise TokenError("malformed", "bad value") from None
 
 
-def issue_anonymous(signer: Signer) -> tuple[str, User]:
-    """A new anonymous user (128 random bits) and its token, which never expires."""
-    user = User(secrets.token_hex(16), ANONYMOUS)
-    return signer.sign(ANONYMOUS, user.id), user
+def issue_anonymous(signer: Signer, lifetime: float = ANONYMOUS_LIFETIME,
+                    user: User | None = None) -> tuple[str, User]:
+    """A token valid ``lifetime`` seconds from now for ``user`` (renewed), or for a new anonymous
+    user (128 random bits) without one."""
+    if user is None:
+        user = User(secrets.token_hex(16), ANONYMOUS)
+    elif user.kind != ANONYMOUS:
+        raise ValueError("only anonymous tokens are issued by the server")
+    return signer.sign(ANONYMOUS, user.id, math.ceil(signer.now() + lifetime)), user
+
+
+def renew_anonymous(signer: Signer, token: str, user: User, lifetime: float = ANONYMOUS_LIFETIME) -> str:
+    """``token``, a verified token of anonymous ``user``; or, once it was issued
+    :data:`RENEW_AFTER` (at most half its lifetime) ago, a new one valid ``lifetime`` from now."""
+    expires = int(token.split(".")[3])
+    if expires - signer.now() > lifetime - min(RENEW_AFTER, lifetime / 2):
+        return token
+    return issue_anonymous(signer, lifetime, user)[0]
 
 
 def default_secret_path() -> Path:

@@ -8,6 +8,8 @@ minus personal history. Every answer here is a frame to send; errors are
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from indexer.normalize import normalize
 from indexer.personal import PersonalHistory
 
@@ -23,8 +25,9 @@ MAX_HELD = 20  # submits kept by a connection while the history store does not a
 class UserLink:
     """The user of one connection, if any."""
 
-    def __init__(self, hub: PersonalHub):
+    def __init__(self, hub: PersonalHub, allow: Callable[[str], bool] = lambda key: True):
         self.hub = hub
+        self._allow = allow  # whether a user key may record one more submit now (its rate)
         self.user: User | None = None
         self._token = ""
         self._held: list[str] = []  # submits the store did not take yet, oldest first
@@ -66,12 +69,15 @@ class UserLink:
         return protocol.user(token, await self.hub.refresh(user.key))
 
     async def record(self, query: str) -> None:
-        """A submitted (normalized, non-empty) query goes into the user's history."""
+        """A submitted (normalized, non-empty) query goes into the user's history, unless the
+        user is over their submit rate."""
         if self.user is None:
             return
+        if not self._allow(self.user.key):
+            self.hub.metrics.submits_refused.labels("history").inc()
+            return
         self._held = (self._held + [query])[-MAX_HELD:]
-        if await self._write_held():
-            await self.hub.refresh(self.user.key)  # the next keystroke ranks with it
+        await self._write_held()  # the copy counts it: the next keystroke ranks with it
 
     async def _write_held(self) -> bool:
         """Record the held submits; whether all went in."""

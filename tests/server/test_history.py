@@ -327,3 +327,49 @@ def test_memory_and_redis_stores_agree(redis_server: str, ops: list[tuple[str, s
 
     run(body, lambda: MemoryHistoryStore(max_entries=3, ttl=10, clock=clock),
         lambda: RedisHistoryStore(redis_server, max_entries=3, ttl=10, clock=clock, prefix=prefix))
+
+
+ANON = [f"a:{i:032x}" for i in range(6)]
+
+
+def test_the_anonymous_bound_evicts_the_least_recently_active_anonymous_users_first(make: Make) -> None:
+    clock = Clock()
+
+    async def body(store: HistoryStore) -> None:
+        changes = store.changes()
+        assert await next_change(changes) == ALL_USERS
+        await store.record(ALICE, "signed in, active long ago")
+        for user in ANON[:3]:  # two entries each: the bound of 6 is reached
+            clock.now += 1
+            await store.record(user, "one")
+            await store.record(user, "two")
+        clock.now += 1
+        await store.record(ANON[0], "one")  # ANON[0] active again: ANON[1] is now the least recent
+        clock.now += 1
+        assert await store.record(ANON[3], "junk") == 1  # 7 entries: ANON[1] goes, whole
+        assert [len(await store.entries(u)) for u in ANON[:4]] == [2, 0, 2, 1]
+        seen = [await next_change(changes) for _ in range(10)]  # 9 records, 1 eviction: announced
+        assert seen.count(ANON[1]) == 3 and seen.count(ANON[3]) == 1
+        for i in range(5):  # one address's junk under one user: other anonymous users go, never ALICE
+            clock.now += 1
+            await store.record(ANON[4], f"junk {i}")
+        assert await store.entries(ALICE) == [HistoryEntry("signed in, active long ago", 1, T0)]
+        assert [len(await store.entries(u)) for u in ANON[:5]] == [0, 0, 0, 1, 5]  # bound: 6
+        await store.forget(ANON[4])  # what is forgotten no longer counts
+        for i in range(6):
+            clock.now += 1
+            await store.record(ANON[5], f"q {i}")
+        assert len(await store.entries(ANON[5])) == 6
+
+    run(body, lambda: make(clock=clock, anonymous_max=6))
+
+
+def test_a_memory_store_full_of_anonymous_users_never_evicts_a_signed_in_one() -> None:
+    async def body(store: HistoryStore) -> None:
+        await store.record(ALICE, "mine")
+        for user in ANON:  # junk users, each more recent than ALICE
+            await store.record(user, "junk")
+        assert await store.entries(ALICE) != []
+        assert [bool(await store.entries(u)) for u in ANON] == [False] * 4 + [True] * 2
+
+    run(body, lambda: MemoryHistoryStore(max_users=3))

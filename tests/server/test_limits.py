@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.limits import AddressBuckets, AddressLimits, TokenBucket
+from server.limits import AddressBuckets, AddressLimits, SubmitLimits, TokenBucket
 
 
 class Clock:
@@ -45,8 +45,43 @@ def test_addresses_have_buckets_of_their_own_and_the_oldest_are_forgotten() -> N
 
 
 def test_connections_per_address_are_counted_and_given_back() -> None:
-    limits = AddressLimits(2, AddressBuckets(1, 1), AddressBuckets(1, 1))
+    limits = AddressLimits(2, AddressBuckets(1, 1), AddressBuckets(1, 1), SubmitLimits(1, 1, 1, 1))
     assert limits.connect("a") and limits.connect("a") and not limits.connect("a")
     assert limits.connect("b")
     limits.disconnect("a")
     assert limits.connect("a")
+
+
+def test_one_address_adds_at_most_a_human_scale_amount_of_history_an_hour() -> None:
+    """The figure in docs/OPERATIONS.md: with the default limits, one address that submits ten
+    200-character queries a second, each under a new anonymous user (the cheapest identity),
+    stores at most 30 + 30 * 60 = 1,830 queries an hour: 366,000 characters."""
+    import asyncio
+
+    from server.config import ServerConfig
+    from server.history import MemoryHistoryStore
+
+    config = ServerConfig()
+    now = [0.0]
+    limits = SubmitLimits(config.submit_rate, config.submit_burst, config.address_submit_rate,
+                          config.address_submit_burst, clock=lambda: now[0])
+    store = MemoryHistoryStore(clock=lambda: 1_700_000_000 + now[0])
+
+    async def attack() -> None:
+        for i in range(36_000):
+            now[0] = i / 10
+            user = f"a:{i:032x}"
+            if limits.take("203.0.113.9", user) and limits.take_user(user):
+                await store.record(user, f"{i:08d}".ljust(200, "x"))
+
+    asyncio.run(attack())
+    stored = [e.query for u in list(store._users) for e in asyncio.run(store.entries(u))]
+    assert 1800 <= len(stored) <= 1830 and sum(map(len, stored)) <= 366_000
+    now[0] = 0.0
+    limits = SubmitLimits(config.submit_rate, config.submit_burst, config.address_submit_rate,
+                          config.address_submit_burst, clock=lambda: now[0])
+    taken = 0
+    for second in range(3600):  # one user, a submit a second, from addresses of its own
+        now[0] = float(second)
+        taken += limits.take(f"198.51.100.{second % 250}", "s:bob") and limits.take_user("s:bob")
+    assert taken <= 10 + 6 * 60  # 370 an hour, whatever the addresses

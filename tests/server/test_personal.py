@@ -4,6 +4,9 @@ them alone, forget and remove, the bound, and the serve-time blocklist over ever
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
 import time
 from collections.abc import Iterator
@@ -44,7 +47,8 @@ async def hello(ws: ClientConnection, token: str | None = None) -> dict[str, Any
 
 async def submit(ws: ClientConnection, text: str) -> None:
     await ws.send(json.dumps({"type": "submit", "query": text}))
-    assert (await recv_json(ws))["type"] == "ack"
+    answer = await recv_json(ws)
+    assert answer["type"] == "ack", answer
 
 
 async def suggest(ws: ClientConnection, qid: int, prefix: str) -> list[dict[str, Any]]:
@@ -117,7 +121,13 @@ def forged_expired_and_bare() -> dict[str, str]:
         "empty signature": text + ".",
         "value signed for another purpose": ours.sign_value("session", user.id),
         "too long": "v1." + "a" * 600,
+        "anonymous without expiry": _signed(f"v1.a.{anonymous.split('.')[2]}.0"),  # as issued before
     }
+
+
+def _signed(text: str) -> str:
+    mac = hmac.new(SECRET.encode(), text.encode("ascii"), hashlib.sha256).digest()
+    return f"{text}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode('ascii')}"
 
 
 async def test_forged_expired_and_bare_tokens_are_refused_and_the_connection_goes_on(server: str) -> None:
@@ -349,3 +359,96 @@ def test_the_new_serve_flags(tmp_path: Path) -> None:
     assert ServerConfig.from_env(config.to_env()) == config
     assert config_from_args(parser.parse_args(["serve"]), {"QAC_BLOCKLIST": "a.txt, b.txt"}).blocklist == (
         "a.txt", "b.txt")
+
+
+async def test_a_submit_updates_the_copy_in_place_and_a_change_elsewhere_still_drops_it() -> None:
+    from server.history import MemoryHistoryStore
+    from server.metrics import Metrics
+    from server.personal import PersonalHub
+
+    store = MemoryHistoryStore()
+    hub = PersonalHub(Signer(SECRET.encode()), store, Metrics())
+    follow = asyncio.create_task(hub.follow())
+    key = "a:" + "0" * 32
+    try:
+        await store.record(key, "before")
+        await asyncio.sleep(0.01)
+        hub.attach(key)
+        copy = await hub.personal(key)
+        assert copy is not None and copy.keys == ["before"]
+        assert await hub.record(key, MINE)
+        await asyncio.sleep(0.01)  # the store's notice of this record reached the follower: skipped
+        assert await hub.personal(key) is copy and copy.keys == ["before", MINE]
+        await store.remove(key, MINE)  # as another replica would: the notice drops the copy
+        await asyncio.sleep(0.01)
+        again = await hub.personal(key)
+        assert again is not copy and again is not None and again.keys == ["before"]
+        assert await hub.record(key, "x")  # a change elsewhere while a record is on its way
+        await store.forget(key)
+        await asyncio.sleep(0.01)
+        late = await hub.personal(key)
+        assert late is not None and late.keys == []
+    finally:
+        follow.cancel()
+
+
+async def test_an_anonymous_token_a_day_old_is_renewed_by_the_user_frame(server: str) -> None:
+    old, _ = issue_anonymous(Signer(SECRET.encode(), clock=lambda: time.time() - 2 * 86400))
+    async with connect(f"ws://{server}/ws") as ws:
+        answer = await hello(ws, old)
+        renewed = answer["token"]
+        assert renewed != old and renewed.split(".")[2] == old.split(".")[2]  # the same user
+        assert int(renewed.split(".")[3]) >= time.time() + 30 * 86400 - 60
+        await submit(ws, MINE)
+    async with connect(f"ws://{server}/ws") as ws:
+        assert await hello(ws, renewed) == {"type": "user", "token": renewed, "history": 1}  # fresh: kept
+
+
+async def test_submits_have_a_rate_per_user_and_per_address(small_model_dir: Path) -> None:
+    config = ServerConfig(index=str(small_model_dir), secret=SECRET, rate=100_000, burst=100_000,
+                          submit_rate=0.6, submit_burst=3, address_submit_rate=0.6, address_submit_burst=5)
+
+    async def refused(ws: ClientConnection, text: str) -> None:
+        await ws.send(json.dumps({"type": "submit", "query": text}))
+        error = await recv_json(ws)
+        assert (error["type"], error["code"], error["for"]) == ("error", "rate_limited", "submit"), error
+        assert "submits per minute" in error["message"]
+
+    with running(create_app(config), config) as server:
+        async with connect(f"ws://{server}/ws") as ws:
+            alice = (await hello(ws))["token"]
+            for text in ("zqxj one", "zqxj two", "zqxj three"):
+                await submit(ws, text)
+            await refused(ws, "zqxj four")  # alice's 3 are spent
+            await submit(ws, "   ")  # writes nothing: not counted
+            await ws.send(json.dumps({"type": "query", "id": 1, "prefix": "zqxj"}))
+            assert (await recv_json(ws))["type"] == "suggestions"  # keystrokes go on
+        async with connect(f"ws://{server}/ws") as ws:  # another user at the same address
+            await hello(ws)
+            for text in ("zqxj five", "zqxj six"):
+                await submit(ws, text)
+            await refused(ws, "zqxj seven")  # the address's 5 are spent (this user has 1 left)
+        async with connect(f"ws://{server}/ws") as ws:
+            await recv_json(ws)
+            await refused(ws, "zqxj eight")  # without a user too
+            await ws.send(json.dumps({"type": "user", "token": alice}))
+            assert await recv_json(ws) == {"type": "user", "token": alice, "history": 3}
+        async with httpx.AsyncClient(base_url=f"http://{server}") as http:
+            metrics = (await http.get("/metrics")).text
+        assert 'qac_submits_refused_total{at="read"} 3.0' in metrics
+
+
+async def test_with_ranking_threads_a_submit_changes_a_copy_of_the_history_a_thread_may_be_reading() -> None:
+    from server.history import MemoryHistoryStore
+    from server.metrics import Metrics
+    from server.personal import PersonalHub
+
+    hub = PersonalHub(Signer(SECRET.encode()), MemoryHistoryStore(), Metrics(), copy_on_write=True)
+    key = "a:" + "1" * 32
+    await hub.store.record(key, "before")
+    hub.attach(key)
+    read = await hub.personal(key)
+    assert read is not None and await hub.record(key, MINE)
+    after = await hub.personal(key)
+    assert after is not read and after is not None
+    assert read.keys == ["before"] and after.keys == ["before", MINE] and after.features(MINE)[0] > 0

@@ -26,6 +26,7 @@ from server.users import (
     default_secret_path,
     issue_anonymous,
     load_secret,
+    renew_anonymous,
 )
 
 SECRET = "correct horse battery staple"
@@ -82,13 +83,36 @@ def test_a_signed_in_token_verifies_until_it_expires() -> None:
         signer().sign("s", "bob", 0)
 
 
-def test_anonymous_users_are_random_and_never_expire() -> None:
-    token, user = issue_anonymous(signer())
-    other_token, other = issue_anonymous(signer())
+def test_anonymous_users_are_random_and_expire_after_their_lifetime() -> None:
+    s = Signer(SECRET.encode(), clock=lambda: NOW)
+    token, user = issue_anonymous(s, 3600)
+    other_token, other = issue_anonymous(s, 3600)
     assert user.kind == "a" and len(user.id) == 32 and int(user.id, 16) >= 0
     assert user != other and token != other_token
-    assert signer().verify(token, 4e9) == user
+    assert token.split(".")[3] == str(NOW + 3600)
+    assert s.verify(token, NOW + 3599) == user
+    assert code_of(token, NOW + 3600, s) == "expired"
     assert user.key == "a:" + user.id
+    assert issue_anonymous(s)[0].split(".")[3] == str(NOW + 30 * 86400)  # the documented default
+
+
+def test_an_anonymous_token_is_renewed_for_the_same_user() -> None:
+    clock = [float(NOW)]
+    s = Signer(SECRET.encode(), clock=lambda: clock[0])
+    token, user = issue_anonymous(s, 3600)
+    clock[0] += 3000
+    renewed, again = issue_anonymous(s, 3600, s.verify(token))
+    assert again == user and s.verify(renewed, NOW + 6000) == user
+    assert code_of(token, NOW + 6000, s) == "expired"
+    with pytest.raises(ValueError):
+        issue_anonymous(s, 3600, User("bob", "s"))  # the site signs its users, never the server
+
+
+def test_an_anonymous_token_without_expiry_is_refused() -> None:
+    forever = f"v1.a.{b64(b'0123456789abcdef0123456789abcdef')}.0"  # as issued before they expired
+    assert code_of(f"{forever}.{mac_of(forever)}", 4e9) == "expired"
+    with pytest.raises(ValueError):
+        signer().sign("a", "0123456789abcdef0123456789abcdef", 0)
 
 
 def test_keys_of_anonymous_and_signed_in_users_never_collide() -> None:
@@ -219,3 +243,20 @@ def test_the_default_secret_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     monkeypatch.delenv("XDG_STATE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert default_secret_path() == tmp_path / "home" / ".local" / "state" / "qac" / "secret"
+
+
+def test_an_anonymous_token_a_day_old_is_renewed_when_presented() -> None:
+    clock = [float(NOW)]
+    s = Signer(SECRET.encode(), clock=lambda: clock[0])
+    token, user = issue_anonymous(s, 30 * 86400)
+    clock[0] += 86400 - 1
+    assert renew_anonymous(s, token, user, 30 * 86400) == token  # fresh: the same token
+    clock[0] += 1
+    renewed = renew_anonymous(s, token, user, 30 * 86400)
+    assert renewed != token and s.verify(renewed, NOW + 31 * 86400 - 1) == user
+    assert code_of(token, NOW + 30 * 86400, s) == "expired"
+    short, short_user = issue_anonymous(s, 600)  # a short lifetime renews after half of it
+    clock[0] += 299
+    assert renew_anonymous(s, short, short_user, 600) == short
+    clock[0] += 1
+    assert renew_anonymous(s, short, short_user, 600) != short
