@@ -124,12 +124,13 @@ class Model:
 
         ``prefix`` is normalized as typed; ``history`` holds the session's earlier queries,
         newest last; ``personal`` the user's own past queries. Nothing that ``blocklist``
-        (default: the model's own) blocks is returned, whatever its source. Fewer than ``k``
+        (default: the model's own) blocks is returned, whatever its source, nor any of its
+        sensitive terms that the prefix does not hold whole. Fewer than ``k``
         candidates are topped up with the most popular logged queries that start with the prefix.
         """
         prefix = normalize_prefix(prefix)
         history = [h for h in (normalize(q) for q in history) if h]
-        blocked = (self.blocklist if blocklist is None else blocklist).blocks
+        blocked = (self.blocklist if blocklist is None else blocklist).hider(prefix)
         mine = personal if personal is not None and "personal" in self.params.sources else ()
         shown: list[Completion] | None = None
 
@@ -234,9 +235,12 @@ class Model:
         np.savez(directory / "rare.npz", **self.rare.to_arrays())  # type: ignore[arg-type]
         np.savez(directory / "rare_words.npz", **self.rare_words.to_arrays())  # type: ignore[arg-type]
         (directory / "blocklist.txt").write_text(self.blocklist.to_text(), encoding="utf-8")
+        (directory / "sensitive.txt").write_text(self.blocklist.sensitive_text(), encoding="utf-8")
         storage.write_manifest(directory, {**manifest, "params": self.params.to_json(),
                                            "blocklist": {"terms": len(self.blocklist),
-                                                         "sha256": self.blocklist.digest()}})
+                                                         "sha256": self.blocklist.digest()},
+                                           "sensitive": {"terms": len(self.blocklist.sensitive),
+                                                         "sha256": self.blocklist.sensitive_digest()}})
         self.manifest = storage.read_manifest(directory)
 
 
@@ -273,12 +277,7 @@ def load(directory: str | Path) -> Model:
             rare_words = RareFilter.from_arrays(storage.load_arrays(directory, "rare_words"))
         except (KeyError, ValueError, TypeError) as exc:
             raise storage.ModelError(f"model file damaged: {directory / 'rare_words.npz'} ({exc})") from exc
-    blocklist = Blocklist()
-    if (directory / "blocklist.txt").is_file():  # older models have none
-        try:
-            blocklist = Blocklist.from_text((directory / "blocklist.txt").read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise storage.ModelError(f"model file damaged: {directory / 'blocklist.txt'} ({exc})") from exc
+    blocklist = _load_blocklist(directory, params)
     tree = None
     if params.use_tree:
         featurizer = PrefixFeaturizer.from_arrays(
@@ -295,3 +294,22 @@ def load(directory: str | Path) -> Model:
                 raise storage.ModelError(f"model file damaged: {directory / 'search.npz'} ({exc})") from exc
         tree = TreeRanker(featurizer, label_tree, weights, params.beam, index=search)
     return Model(params, labels, words, reranker, tree, manifest, blocklist, rare, rare_words)
+
+
+def _load_blocklist(directory: Path, params: BuildParams) -> Blocklist:
+    """The model's blocked and sensitive terms. Older models have no blocklist.txt (nothing
+    blocked) or no sensitive.txt: they get the default sensitive terms unless they were built
+    without the default lists."""
+    texts = []
+    for name in ("blocklist.txt", "sensitive.txt"):
+        try:
+            texts.append((directory / name).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            texts.append(None)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise storage.ModelError(f"model file damaged: {directory / name} ({exc})") from exc
+    blocked, sensitive = texts
+    if sensitive is None:
+        default = Blocklist.default().sensitive if params.default_blocklist else ()
+        return Blocklist(Blocklist.from_text(blocked or "").terms, default)
+    return Blocklist.from_text(blocked or "", sensitive)
