@@ -300,7 +300,7 @@ def _load_blocklist(directory: Path, params: BuildParams) -> Blocklist:
     """The model's blocked and sensitive terms. Older models have no blocklist.txt (nothing
     blocked) or no sensitive.txt: they get the default sensitive terms unless they were built
     without the default lists."""
-    texts = []
+    texts: list[str | None] = []
     for name in ("blocklist.txt", "sensitive.txt"):
         try:
             texts.append((directory / name).read_text(encoding="utf-8"))
