@@ -27,7 +27,7 @@ import numpy as np
 
 from .errors import QacError
 from .normalize import normalize
-from .skeleton import skeleton
+from .skeleton import skeleton, skeleton_words
 
 __all__ = ["Blocklist", "BlocklistError", "DEFAULT_NAME", "SENSITIVE_NAME"]
 
@@ -74,9 +74,10 @@ def _default_terms(name: str = "blocklist.txt") -> tuple[str, ...]:
 
 
 class _Terms:
-    """One tier: normalized terms, matched on the skeletons of whole, consecutive words."""
+    """One tier: normalized terms, matched on the skeletons of whole, consecutive words;
+    ``words`` holds every skeleton word of every term."""
 
-    __slots__ = ("terms", "_set", "_words", "_max_words")
+    __slots__ = ("terms", "words", "_set", "_max_words")
 
     def __init__(self, terms: Iterable[str]) -> None:
         normed = {normalize(t) for t in terms}
@@ -85,12 +86,12 @@ class _Terms:
         skeletons.discard("")
         self.terms = tuple(sorted(normed))
         self._set = frozenset(skeletons)
-        self._words = frozenset(w for t in skeletons for w in t.split(" "))
+        self.words = frozenset(w for t in skeletons for w in t.split(" "))
         self._max_words = max((t.count(" ") + 1 for t in skeletons), default=0)
 
     def found(self, words: Sequence[str]) -> Iterator[str]:
         """The terms that are runs of consecutive ``words`` (skeleton words), in order."""
-        known, terms, longest = self._words, self._set, self._max_words
+        known, terms, longest = self.words, self._set, self._max_words
         n = len(words)
         for i in range(n):
             if words[i] not in known:
@@ -107,11 +108,7 @@ class _Terms:
 
     def holds(self, words: Sequence[str]) -> bool:
         """Whether some term is a run of consecutive ``words``."""
-        return self.touches(words) and next(self.found(words), None) is not None
-
-    def touches(self, words: Sequence[str]) -> bool:
-        """Whether some of ``words`` is a word of some term (what most words are not)."""
-        return not self._words.isdisjoint(words)
+        return not self.words.isdisjoint(words) and next(self.found(words), None) is not None
 
     def digest(self) -> str:
         return hashlib.sha256("".join(f"{t}\n" for t in self.terms).encode("utf-8")).hexdigest()
@@ -228,7 +225,7 @@ class Blocklist:
 
     def blocks(self, query: str) -> bool:
         """Whether a normalized query contains a blocked term as whole, consecutive words."""
-        return self._blocked.holds(skeleton(query).split())
+        return self._blocked.holds(skeleton_words(query))
 
     def blocks_prefix(self, prefix: str) -> bool:
         """Whether the complete words of a typed prefix contain a blocked term.
@@ -239,24 +236,22 @@ class Blocklist:
         words = normalize(prefix).split()
         if words and not (prefix[-1:].isspace() or prefix.endswith(".")):
             words.pop()
-        return self._blocked.holds(skeleton(" ".join(words)).split())
+        return self._blocked.holds(skeleton_words(" ".join(words)))
 
     def hider(self, prefix: str) -> Callable[[str], bool]:
         """Whether a normalized suggestion must be hidden from someone who typed ``prefix``
         (normalized): it holds a blocked term, or a sensitive term that the prefix does not
         hold whole (its last word counts: ``naked`` may complete to ``naked news``)."""
-        blocked = self._blocked
-        if not self._sensitive.terms:
-            return lambda text: blocked.holds(skeleton(text).split())
-        sensitive = self._sensitive
-        typed = frozenset(sensitive.found(skeleton(normalize(prefix)).split()))
-        touches = sensitive.touches
+        blocked, sensitive = self._blocked, self._sensitive
+        typed = frozenset(sensitive.found(skeleton_words(normalize(prefix))))
+        # Most texts share no word with any term: two set checks, no call.
+        blocked_words, sensitive_words = blocked.words, sensitive.words
 
         def hidden(text: str) -> bool:
-            words = skeleton(text).split()
-            if blocked.holds(words):
+            words = skeleton_words(text)
+            if not blocked_words.isdisjoint(words) and blocked.holds(words):
                 return True
-            return touches(words) and any(term not in typed for term in sensitive.found(words))
+            return not sensitive_words.isdisjoint(words) and any(t not in typed for t in sensitive.found(words))
 
         return hidden
 
@@ -267,5 +262,5 @@ class Blocklist:
             return out
         holds = self._blocked.holds
         for i, q in enumerate(queries):
-            out[i] = holds(skeleton(q).split())
+            out[i] = holds(skeleton_words(q))
         return out

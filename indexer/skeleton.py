@@ -17,7 +17,7 @@ import unicodedata
 from functools import lru_cache
 from importlib.resources import files
 
-__all__ = ["skeleton"]
+__all__ = ["skeleton", "skeleton_words"]
 
 # Default_Ignorable_Code_Point of Unicode 15.0's DerivedCoreProperties.txt. normalize()
 # already drops the format characters among them (they are not word characters); the Hangul
@@ -27,8 +27,6 @@ _IGNORABLE = re.compile(
     "\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
     "\U000e0000-\U000e0fff]"
 )
-# Two single characters in a row, each between separators: "f u", "f_u".
-_SINGLES = re.compile(r"(?:^|[ _])[^ _][ _][^ _](?:[ _]|$)")
 
 
 def _table() -> dict[int, str]:
@@ -46,26 +44,34 @@ _CONFUSABLES = _table()
 
 def skeleton(text: str) -> str:
     """The look-alike skeleton of a normalized text (see the module's docstring)."""
-    if text.isascii():
-        if "_" not in text and not _SINGLES.search(text):
-            return text  # most texts: nothing to fold
-        return _joined(text.replace("_", " "))
+    return " ".join(skeleton_words(text))
+
+
+def skeleton_words(text: str) -> list[str] | tuple[str, ...]:
+    """The words of :func:`skeleton` (what matching runs on every candidate of every keystroke)."""
+    if text.isascii() and "_" not in text:
+        words = text.split()
+        if not words or min(map(len, words)) > 1:
+            return words  # most texts: nothing to fold
+        return _joined(words)
     return _folded(text)
 
 
 @lru_cache(maxsize=65536)
-def _folded(text: str) -> str:
-    """The skeleton of a text with other than ASCII in it (few texts: cached)."""
-    text = _IGNORABLE.sub("", unicodedata.normalize("NFKD", text))
-    text = "".join(c for c in text if not unicodedata.category(c).startswith("M"))
-    return _joined(text.translate(_CONFUSABLES).lower().replace("_", " "))
+def _folded(text: str) -> tuple[str, ...]:
+    """The skeleton words of a text with ``_`` or other than ASCII in it (few texts: cached)."""
+    if not text.isascii():
+        text = _IGNORABLE.sub("", unicodedata.normalize("NFKD", text))
+        text = "".join(c for c in text if not unicodedata.category(c).startswith("M"))
+        text = text.translate(_CONFUSABLES).lower()
+    return tuple(_joined(text.replace("_", " ").split()))
 
 
-def _joined(text: str) -> str:
-    """Words of one character in a row joined into one word: ``"a f u c k"`` is ``"afuck"``."""
+def _joined(words: list[str]) -> list[str]:
+    """Words of one character in a row joined into one word: ``a f u c k`` is ``afuck``."""
     out: list[str] = []
     run = ""
-    for word in text.split():
+    for word in words:
         if len(word) == 1:
             run += word
             continue
@@ -75,4 +81,4 @@ def _joined(text: str) -> str:
         out.append(word)
     if run:
         out.append(run)
-    return " ".join(out)
+    return out
