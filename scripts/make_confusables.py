@@ -54,10 +54,11 @@ def main() -> int:
     with open(sys.argv[1], encoding="utf-8-sig") as f:
         lines = f.readlines()
     version = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("# Version:")), "?")
+    notice = next((ln[2:].strip() for ln in lines if ln.startswith("# ©")), "© Unicode, Inc.")
     rows = table(lines)
     print(f"# Latin look-alikes of Unicode TR39 confusables.txt version {version}, derived by")
     print("# scripts/make_confusables.py: code point ; ASCII it is matched as  # the character, its name.")
-    print("# Copyright (c) Unicode, Inc.; Unicode License (see CONFUSABLES-SOURCE.md beside this file).")
+    print(f"# {notice} Unicode License (see CONFUSABLES-SOURCE.md beside this file).")
     print(f"# {len(rows)} characters.")
     for c, target in rows.items():
         print(f"{ord(c):04X} ; {target}  # {c} {unicodedata.name(c, '?')}")
