@@ -129,3 +129,15 @@ def test_the_model_keeps_its_sensitive_terms(small_model_dir: Path, tmp_path: Pa
     (old / "sensitive.txt").unlink()
     storage.write_manifest(old, {k: v for k, v in storage.read_manifest(old).items() if k != "files"})
     assert indexer.load(old).blocklist == Blocklist.default()
+
+
+def test_the_default_sensitive_list_is_clean() -> None:
+    from importlib.resources import files
+
+    text = (files("indexer") / "data" / "sensitive.txt").read_text(encoding="utf-8")
+    terms = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert terms == [normalize(t) for t in terms] and len(terms) == len(set(terms))
+    default = Blocklist.default()
+    assert tuple(sorted(terms)) == default.sensitive and len(terms) >= 100
+    # None is blocked already, and none is short enough for a two-letter prefix to hold it.
+    assert not [t for t in terms if default.blocks(t) or len(t.replace(" ", "")) < 3]
