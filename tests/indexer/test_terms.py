@@ -141,3 +141,23 @@ def test_the_default_sensitive_list_is_clean() -> None:
     assert tuple(sorted(terms)) == default.sensitive and len(terms) >= 100
     # None is blocked already, and none is short enough for a two-letter prefix to hold it.
     assert not [t for t in terms if default.blocks(t) or len(t.replace(" ", "")) < 3]
+
+
+def _corrected_into(items: list, term: str) -> list[str]:
+    return [c.query for c in items if c.corrected and f" {term} " in f" {c.query} "]
+
+
+def test_a_correction_never_completes_into_a_sensitive_term(small_model: Model) -> None:
+    # A typo in the sensitive word ("11 inch pneis"): the corrections source proposes the word,
+    # but the prefix does not hold it whole.
+    default = Blocklist.default()
+    blocked_only = Blocklist(default.terms)
+    tried = 0
+    for q in small_model.labels.keys:
+        for term in (t for t in default.sensitive if len(t) >= 5 and " " not in t and f" {t} " in f" {q} "):
+            at = f" {q} ".index(f" {term} ")
+            typed = q[:at] + term[0] + term[2] + term[1] + term[3:] + q[at + len(term):][:2]
+            if _corrected_into(small_model.complete(typed, blocklist=blocked_only), term):
+                tried += 1
+                assert not _corrected_into(small_model.complete(typed), term), typed
+    assert tried > 10, "the corrections source proposed too few sensitive terms to test"
