@@ -146,7 +146,7 @@ class Blocklist:
     @classmethod
     def from_files(
         cls, paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str], *, default: bool = True,
-        sensitive: Iterable[str | os.PathLike[str]] = (),
+        sensitive: Iterable[str | os.PathLike[str]] | str | os.PathLike[str] = (),
     ) -> Blocklist:
         """Blocked terms from the files ``paths`` and sensitive ones from the files
         ``sensitive``, plus the default lists when ``default`` is true.
@@ -155,6 +155,8 @@ class Blocklist:
         """
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
+        if isinstance(sensitive, (str, os.PathLike)):
+            sensitive = [sensitive]
         blocked: list[str] = list(_default_terms()) if default else []
         careful: list[str] = list(_default_terms("sensitive.txt")) if default else []
         for path in paths:

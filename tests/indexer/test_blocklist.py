@@ -126,6 +126,7 @@ def test_default_round_trip(tmp_path: Path) -> None:
     sensitive.write_text(bl.sensitive_text(), encoding="utf-8")
     assert Blocklist.from_files([path], default=False, sensitive=[sensitive]) == bl
     assert Blocklist.from_files([path], default=False) == Blocklist(bl.terms)
+    assert Blocklist.from_files(path, default=False, sensitive=str(sensitive)) == bl
     assert Blocklist.from_text(bl.to_text(), bl.sensitive_text()) == bl
 
 
