@@ -116,12 +116,13 @@ class Model:
 
         ``prefix`` is normalized as typed; ``history`` holds the session's earlier queries,
         newest last; ``personal`` the user's own past queries. Nothing that ``blocklist``
-        (default: the model's own) blocks is returned, whatever its source. Fewer than ``k``
+        (default: the model's own) blocks is returned, whatever its source, nor any of its
+        sensitive terms that the prefix does not hold whole. Fewer than ``k``
         candidates are topped up with the most popular logged queries that start with the prefix.
         """
         prefix = normalize_prefix(prefix)
         history = [h for h in (normalize(q) for q in history) if h]
-        blocked = (self.blocklist if blocklist is None else blocklist).blocks
+        blocked = (self.blocklist if blocklist is None else blocklist).hider(prefix)
         mine = personal if personal is not None and "personal" in self.params.sources else ()
         shown: list[Completion] | None = None
 
@@ -219,9 +220,12 @@ class Model:
             assert self.tree.index is not None
             np.savez(directory / "search.npz", **self.tree.index.to_arrays())  # type: ignore[arg-type]
         (directory / "blocklist.txt").write_text(self.blocklist.to_text(), encoding="utf-8")
+        (directory / "sensitive.txt").write_text(self.blocklist.sensitive_text(), encoding="utf-8")
         storage.write_manifest(directory, {**manifest, "params": self.params.to_json(),
                                            "blocklist": {"terms": len(self.blocklist),
-                                                         "sha256": self.blocklist.digest()}})
+                                                         "sha256": self.blocklist.digest()},
+                                           "sensitive": {"terms": len(self.blocklist.sensitive),
+                                                         "sha256": self.blocklist.sensitive_digest()}})
         self.manifest = storage.read_manifest(directory)
 
 
@@ -243,12 +247,11 @@ def load(directory: str | Path) -> Model:
     reranker = storage.load_arrays(directory, "reranker").get("weights")
     if reranker is None or reranker.shape != (N_BUCKETS, N_BASE):
         raise storage.ModelError(f"reranker.npz in {directory} does not fit {N_BUCKETS}x{N_BASE} features")
-    blocklist = Blocklist()
-    if (directory / "blocklist.txt").is_file():  # older models have none
-        try:
-            blocklist = Blocklist.from_text((directory / "blocklist.txt").read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise storage.ModelError(f"model file damaged: {directory / 'blocklist.txt'} ({exc})") from exc
+    try:
+        blocklist = Blocklist.from_text(*((directory / name).read_text(encoding="utf-8")
+                                          for name in ("blocklist.txt", "sensitive.txt")))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise storage.ModelError(f"model file damaged or missing: {exc}") from exc
     tree = None
     if params.use_tree:
         featurizer = PrefixFeaturizer.from_arrays(

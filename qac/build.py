@@ -59,8 +59,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     arg("--blocklist", action="append", type=Path, default=[], metavar="FILE",
         help="terms or phrases never to suggest, one per line, matched on whole words; repeatable; "
         "added to the shipped default list")
+    arg("--sensitive", action="append", type=Path, default=[], metavar="FILE",
+        help="terms or phrases shown only when the typed prefix holds the whole term, never as a "
+        "completion of a shorter prefix, one per line; repeatable; added to the shipped default list")
     arg("--no-default-blocklist", action="store_true",
-        help="do not use the shipped default blocklist (adult, hateful and violent terms)")
+        help="do not use the shipped default lists (blocked: adult, hateful and violent terms; sensitive: "
+        "sexual, drug, violence and self-harm terms)")
     arg("--typo-share", type=float, default=_DEFAULTS.typo_share, metavar="SHARE",
         help="share of the reranker's keystrokes of 5+ characters copied with a synthetic typo, so "
         "that it learns to rank corrected candidates; 0 trains on clean keystrokes only (default: %(default)s)")
@@ -86,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
     logs = args.log or [SAMPLE_LOG]
-    blocklist = Blocklist.from_files(args.blocklist, default=params.default_blocklist)
+    blocklist = Blocklist.from_files(args.blocklist, default=params.default_blocklist, sensitive=args.sensitive)
     with sigterm_exits(), open_executor(args.dask, params.workers) as executor:
         summary = build(logs, args.out, params, quiet=args.quiet, executor=executor, blocklist=blocklist)
     skipped = {why: n for why, n in summary.skipped.items() if why not in REPAIRS}

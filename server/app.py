@@ -74,7 +74,7 @@ def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette
                 reload_file=config.reload_file,
                 announced=announced, on_swap=lambda m, i: metrics.set_model(m.version),
             )
-            blocklist = ServeBlocklist(config.blocklist, metrics, ranker.set_extra_blocklist)
+            blocklist = ServeBlocklist(config.blocklist, config.sensitive, metrics, ranker.set_extra_blocklist)
             metrics.set_model(loaded.version)
             log.info("serving model %s from %s, sessions in %s (pid %d)", loaded.version, index, store.kind,
                      os.getpid())
@@ -358,7 +358,7 @@ async def admin_reload(request: Request) -> Response:
         body = json.loads(await request.body())
     except ValueError as exc:
         return _error(400, protocol.BAD_JSON, f"not JSON: {exc}")
-    await request.app.state.blocklist.check(force=True)  # a reload also re-reads the --blocklist files
+    await request.app.state.blocklist.check(force=True)  # a reload also re-reads the --blocklist and --sensitive files
     given = body.get("index") if isinstance(body, dict) else None
     if not isinstance(given, str) or not given or "\x00" in given:
         return _error(400, protocol.BAD_MESSAGE, 'expected {"index": "DIR"}')

@@ -103,7 +103,12 @@ class ServerConfig:
     blocklist: tuple[str, ...] = _opt(
         (), _paths, "blocklist file applied at serve time on top of the model's own list (a term or phrase "
         "a line; repeatable; re-read when it changes)", flag="--blocklist")
-    blocklist_interval: float = _opt(2.0, float, "seconds between checks of the --blocklist files for changes")
+    sensitive: tuple[str, ...] = _opt(
+        (), _paths, "sensitive-terms file applied at serve time on top of the model's own: a suggestion holding "
+        "one is shown only when the typed prefix holds the whole term (a term or phrase a line; repeatable; "
+        "re-read when it changes)", flag="--sensitive")
+    blocklist_interval: float = _opt(2.0, float, "seconds between checks of the --blocklist and --sensitive "
+                                     "files for changes")
     max_connections_per_address: int = _opt(
         20, int, "open WebSocket connections per client address and process; more are closed with code 1013")
     address_rate: float = _opt(200.0, float, "client messages per second per client address over all its "

@@ -39,7 +39,7 @@ def run(config: ServerConfig, *, say: Callable[[str], None] = print) -> None:
     if not config.index:
         raise ServeError("no model to serve: give --index DIR")
     index = Path(config.index).expanduser().resolve()
-    read_blocklist(config.blocklist)  # a bad --blocklist file stops here (BlocklistError)
+    read_blocklist(config.blocklist, config.sensitive)  # a bad --blocklist or --sensitive file stops here
     model = load_warm(index)
     _check_secret(config, say)
     _check_sessions(config)

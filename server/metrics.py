@@ -76,8 +76,10 @@ class Metrics:
                                       "(suggestions then come without personal history)", registry=r)
         self.blocklist_terms = Gauge("qac_blocklist_terms", "Terms of the --blocklist files applied at serve "
                                      "time (besides the model's own list)", registry=r, **mode("livemax"))
-        self.blocklist_reloads = Counter("qac_blocklist_reloads", "Re-reads of changed --blocklist files, by "
-                                         "result", ["result"], registry=r)
+        self.sensitive_terms = Gauge("qac_sensitive_terms", "Terms of the --sensitive files applied at serve "
+                                     "time (besides the model's own list)", registry=r, **mode("livemax"))
+        self.blocklist_reloads = Counter("qac_blocklist_reloads", "Re-reads of changed --blocklist or --sensitive "
+                                         "files, by result", ["result"], registry=r)
         # By version only: the model's directory is the operator's business, not the scraper's.
         self.model = Gauge("qac_model_info", "The model being served (1), by version",
                            ["version"], registry=r, **mode("liveall"))

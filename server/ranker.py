@@ -100,7 +100,7 @@ class Ranker:
         typed prefixes the fresh-session answer is ranked ahead (here, before it returns)."""
         self._model = model
         self._index = index
-        self._extra = Blocklist()  # the --blocklist files
+        self._extra = Blocklist()  # the --blocklist and --sensitive files
         self._blocklist: Blocklist | None = None  # the model's list and the files', None: the model's alone
         self.k = k
         self._fresh_size = fresh_size
@@ -131,11 +131,12 @@ class Ranker:
 
     @property
     def blocklist(self) -> Blocklist:
-        """What is never suggested: the model's own list and the ``--blocklist`` files."""
+        """What is never suggested: the model's own lists and the ``--blocklist`` and ``--sensitive`` files."""
         return self._blocklist if self._blocklist is not None else self._model.blocklist
 
     def set_extra_blocklist(self, extra: Blocklist) -> None:
-        """Apply ``extra`` (the ``--blocklist`` files) on top of every model's own list from now on.
+        """Apply ``extra`` (the ``--blocklist`` and ``--sensitive`` files) on top of every model's own
+        lists from now on.
 
         The fresh answers are ranked again in a thread (at once without an event loop); until
         they are, every fresh keystroke is ranked."""
@@ -265,7 +266,7 @@ def _fresh(model: Model, normalized: str, k: int, blocklist: Blocklist | None,
 
 def _union(model: Model, extra: Blocklist) -> Blocklist | None:
     """The model's list and ``extra``; None when ``extra`` is empty (the model applies its own)."""
-    return model.blocklist.union(extra) if len(extra) else None
+    return model.blocklist.union(extra) if extra.terms or extra.sensitive else None
 
 
 def release_memory() -> None:

@@ -316,8 +316,9 @@ def build(
 ) -> BuildSummary:
     """Build a model from ``logs`` into directory ``out``, atomically.
 
-    Nothing that ``blocklist`` blocks is suggested (default: the shipped list when
-    ``params.default_blocklist``, else none); the model keeps the list and applies it when serving.
+    Nothing that ``blocklist`` blocks is suggested (default: the shipped lists when
+    ``params.default_blocklist``, else none); the model keeps the list and applies it when serving,
+    with its sensitive terms (which the build keeps: they are shown when typed whole).
 
     The costly stages run as tasks on ``executor`` (default: ``params.workers`` local
     processes; see :func:`~indexer.train.executors.open_executor` for a Dask cluster); the model
