@@ -64,6 +64,13 @@ def test_run_refuses_an_unreachable_session_store(small_model_dir: Path) -> None
         run(config, say=lambda _: None)
 
 
+def test_run_refuses_several_workers_on_memory_stores(small_model_dir: Path) -> None:
+    """A forget on one worker would leave the user's queries on the others (issue 26)."""
+    config = ServerConfig(index=str(small_model_dir), workers=2, port=free_port())
+    with pytest.raises(ServeError, match="--sessions redis://"):
+        run(config, say=lambda _: None)
+
+
 def test_run_refuses_a_directory_that_is_not_a_model(tmp_path: Path) -> None:
     with pytest.raises(indexer.ModelError):
         run(ServerConfig(index=str(tmp_path)), say=lambda _: None)
@@ -80,9 +87,11 @@ def test_the_demo_url_is_one_a_browser_can_open(host: str, url: str) -> None:
 
 @pytest.fixture
 def qac_serve(small_model_dir: Path, request: pytest.FixtureRequest) -> Iterator[str]:
-    """``qac serve`` in a subprocess with ``request.param`` workers; yields ``host:port``."""
+    """``qac serve`` in a subprocess with ``request.param`` workers (sharing a Redis); yields ``host:port``."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "QAC_ADMIN_TOKEN": TOKEN, "QAC_WORKERS": str(request.param),
            "QAC_MODELS_ROOT": str(small_model_dir.parent.parent)}
+    if request.param > 1:
+        env["QAC_SESSIONS"] = request.getfixturevalue("redis_url")
     proc = subprocess.Popen(
         [sys.executable, "-m", "qac", "serve", "--index", str(small_model_dir), "--port", "0"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
