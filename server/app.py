@@ -79,7 +79,7 @@ def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette
                      os.getpid())
             del loaded
             health = StoreHealth(store, metrics, failures=config.store_failures)
-            users = PersonalHub(signer, history, metrics)
+            users = PersonalHub(signer, history, metrics, sessions=store)
             limits = AddressLimits(config.max_connections_per_address,
                                    AddressBuckets(config.address_rate, config.address_burst),
                                    AddressBuckets(config.complete_rate, config.complete_burst))

@@ -20,6 +20,13 @@ it is used). A client resumes one with a first frame ``{"type": "resume", "sessi
 never in the URL (which access logs keep). The ids clients see are signed by the server
 (``Signer.sign_value("session", id)``), so an id the server never issued is refused, whatever
 the store's state: nobody can make a victim adopt a session they chose.
+
+A session belongs to the user it was opened under (its owner in the store). A session nothing
+was written to yet becomes the first user's; once used, a ``user`` frame naming someone else
+starts a new session, and so does a ``forget``: the ``user`` frame answering it carries the
+new id. A resume finds only the sessions of the connection's user (send ``user`` first). When
+the user is forgotten on another connection or replica, this one drops its copy of the
+session's queries at once.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from dataclasses import dataclass
 
@@ -143,6 +151,8 @@ class Connection:
         self.address = address
         self.session = ""  # the store's id; clients see it signed
         self._issued = 0.0  # time.time() when the session id was issued
+        self._owner: str | None = None  # the key of the user the session was opened under
+        self._claimed = False  # the session was resumed or written to: it keeps its owner
         self._resumable = True  # until the first query or submit
         self._over_since: float | None = None  # time.monotonic() since which frames are refused
         self._refused_at = 0.0
@@ -255,7 +265,7 @@ class Connection:
         if health.up:
             try:
                 async with self._store_lock:
-                    session, history = await self.state.store.open(requested, create=young)
+                    session, history = await self.state.store.open(requested, create=young, owner=self._owner)
                 health.answered()
                 self.session = session
                 self._issued = issued if session == requested else time.time()
@@ -267,6 +277,7 @@ class Connection:
             self.session, self._issued = (requested, issued) if young else (new_session_id(), time.time())
             self._remember([])
         self._unsynced.clear()
+        self._claimed = True
         await self._hello()
 
     def _remember(self, history: list[str]) -> None:
@@ -372,7 +383,7 @@ class Connection:
                     else:
                         if isinstance(msg, Remove):
                             await self._discard(query)
-                        await self._send(await self.user.handle(msg))
+                        await self._send(await self._user_frame(msg))
                 except ProtocolError as exc:
                     await self._refuse(exc)
             except _Closed:
@@ -380,6 +391,41 @@ class Connection:
             finally:
                 self._queued_writes -= 1
                 self._writes.task_done()
+
+    async def _user_frame(self, msg: UserHello | Forget | Remove) -> str:
+        """The answer to a ``user``, ``forget`` or ``remove`` frame; the session follows the user."""
+        async with self._store_lock:  # no write of this session's queries is on its way meanwhile
+            answer = await self.user.handle(msg)
+            session = None if isinstance(msg, Remove) else self._follow_user(isinstance(msg, Forget))
+        return protocol.user(*answer, session=session)
+
+    def _follow_user(self, forgot: bool) -> str | None:
+        """After a ``user`` or ``forget`` frame: a new session unless this one is the user's (or
+        unused, and becomes theirs); the new session's signed id, if one began."""
+        user = self.user.user
+        key = user.key if user is not None else None
+        if not forgot and (key is None or key == self._owner):
+            return None
+        if not forgot and not self._claimed:
+            self._owner = key
+            return None
+        self._owner = key
+        if forgot:
+            self.user.news = None  # this forget's own announcement, if it came already
+        self.session, self._issued, self._claimed = new_session_id(), time.time(), False
+        self._remember([])
+        self._unsynced.clear()
+        return self.state.sign_session(self.session, self._issued)
+
+    def _hear(self) -> None:
+        """If the user was forgotten on another connection or replica, the copy of the session's
+        queries goes; if they may have been, it is read again before long."""
+        news, self.user.news = self.user.news, None
+        if news:
+            self._history = []
+            self._unsynced.clear()
+        if news is not None:
+            self._history_read = -math.inf
 
     async def _keystrokes_first(self) -> None:
         """Wait until the keystrokes received so far are answered, at most
@@ -405,7 +451,9 @@ class Connection:
 
     def _add(self, query: str) -> None:
         """A submitted (normalized) query joins this connection's copy of the history."""
+        self._hear()
         if query:
+            self._claimed = True
             limit = self.state.config.max_history
             self._history = (self._history + [query])[-limit:]
             # Held back until the store takes it: never more than the history keeps.
@@ -432,7 +480,7 @@ class Connection:
         if query and self.state.health.up:
             async with self._store_lock:
                 try:
-                    await self.state.store.discard(self.session, query)
+                    await self.state.store.discard(self.session, query, self._owner)
                 except SessionError as exc:
                     self.state.health.failed(exc)
 
@@ -447,17 +495,18 @@ class Connection:
             # Checked once the lock is ours: the sync that held it (the store writer's, or one a
             # keystroke started) may have done it all. A keystroke right after a submit started
             # a second sync, which read the whole history back: a Redis round trip per submit.
+            self._hear()
             if self._synced():
                 return True
             try:
                 length = -1
                 if self._unsynced:  # one round trip, however many were held back
                     last = self._unsynced[-1][0]
-                    length = await store.extend(self.session, [q for _, q in self._unsynced])
+                    length = await store.extend(self.session, [q for _, q in self._unsynced], self._owner)
                     self._unsynced = [(n, q) for n, q in self._unsynced if n > last]
                 if length != len(self._history):  # nothing written, or another tab wrote meanwhile
                     # What the store has, and the submits taken since that wait their turn.
-                    stored = await store.history(self.session)
+                    stored = await store.history(self.session, self._owner)
                     later = [q for _, q in self._unsynced]
                     self._remember((stored + later)[-self.state.config.max_history:])
                 else:
@@ -499,6 +548,7 @@ class Connection:
     async def _answer(self, query: Query, received: float) -> None:
         """Rank one keystroke and send its suggestions (or an ``internal`` error)."""
         metrics = self.state.metrics
+        self._hear()
         self._sync_soon()
         personal = await self.user.personal()
         try:

@@ -164,16 +164,22 @@ async def test_remove_and_forget_over_the_socket_and_http(server: str) -> None:
             answer = await http.post("/history/remove", json={"query": "zqxj quux"}, headers=auth)
             assert answer.json() == {"history": 1, "removed": True}
             assert personal(await suggest(ws, 3, "zqxj")) == ["zqxj xyzzy"]
-            assert (await http.post("/history/forget", headers=auth)).json() == {"history": 0}
-            assert personal(await suggest(ws, 4, "zqxj")) == []
             bad = await http.post("/history/remove", content=b"{", headers=auth)
             assert (bad.status_code, bad.json()["code"]) == (400, "bad_json")
+            forgotten = (await http.post("/history/forget", headers=auth)).json()
+            assert forgotten.keys() == {"history", "token"} and forgotten["history"] == 0
+            assert personal(await suggest(ws, 4, "zqxj")) == []
+            token = forgotten["token"]  # the old one is refused from now on
+            assert (await http.post("/history/forget", headers=auth)).status_code == 401
 
+        await ws.send(json.dumps({"type": "user", "token": token}))
+        assert (await recv_json(ws))["history"] == 0
         await submit(ws, "zqxj again")
         assert personal(await suggest(ws, 5, "zqxj")) == ["zqxj again"]
         await ws.send(json.dumps({"type": "forget"}))
-        assert await recv_json(ws) == {"type": "user", "token": token, "history": 0}
-        assert personal(await suggest(ws, 6, "zqxj")) == []
+        answer = await recv_json(ws)
+        assert answer["token"] != token and (answer["history"], answer["queries"]) == (0, [])
+        assert all(item["query"] != "zqxj again" for item in await suggest(ws, 6, "zqxj"))
 
 
 async def test_the_server_keeps_the_last_history_max_queries_of_a_user(small_model_dir: Path) -> None:
