@@ -340,6 +340,7 @@ class Connection:
                 self._take(text)
                 msg = protocol.parse(text, max_prefix=config.max_prefix)
                 if isinstance(msg, Resume):
+                    await self._writes.join()  # a user frame sent before it names whose session it is
                     await self._resume(msg)
                     continue
                 if isinstance(msg, (Query, Submit)):

@@ -160,5 +160,10 @@ async def test_a_session_belongs_to_the_user_who_opened_it(server: str) -> None:
     await mine.user(alice)
     await mine.resume(session)
     assert (mine.hello["session"], mine.hello["queries"]) == (session, [SECRETS[0]])
-    for client in (one, mine):
+    fast = await open_client(server)  # as qac-client.js does: the resume right after the user frame
+    await fast.ws.send(json.dumps({"type": "user", "token": alice}))
+    await fast.ws.send(json.dumps({"type": "resume", "session": session}))
+    answers = [await recv_json(fast.ws), await recv_json(fast.ws)]
+    assert [a["type"] for a in answers] == ["user", "hello"] and answers[1]["queries"] == [SECRETS[0]]
+    for client in (one, mine, fast):
         await client.ws.close()
