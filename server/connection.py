@@ -171,11 +171,12 @@ class Connection:
         # leaves the others' numbers as they were.
         self._unsynced: list[tuple[int, str]] = []
         self._taken = 0  # submits numbered so far
+        self._forgotten_upto = 0  # submits numbered up to this one were taken before a forget
         self._refresh: asyncio.Task[bool] | None = None  # a read of the history a keystroke started
-        # Frames that write to the stores (with the query of a submit or remove, normalized),
-        # answered in order by _store_loop so that a keystroke read after one never waits for
-        # the store's round trip.
-        self._writes: asyncio.Queue[tuple[Submit | UserHello | Forget | Remove, str]] = asyncio.Queue(
+        # Frames that write to the stores (with the query of a submit or remove, normalized, and
+        # a submit's number), answered in order by _store_loop so that a keystroke read after
+        # one never waits for the store's round trip.
+        self._writes: asyncio.Queue[tuple[Submit | UserHello | Forget | Remove, str, int]] = asyncio.Queue(
             MAX_QUEUED_WRITES)
         self._queued_writes = 0  # frames put in _writes and not answered yet
         self._gone = False  # the client left: nothing more is sent
@@ -355,7 +356,7 @@ class Connection:
                 elif isinstance(msg, Remove):
                     self._drop(query)
                 self._queued_writes += 1
-                await self._writes.put((msg, query))
+                await self._writes.put((msg, query, self._taken if isinstance(msg, Submit) and query else 0))
             except ProtocolError as exc:
                 await self._refuse(exc)
                 if exc.code == protocol.RATE_LIMITED:
@@ -375,12 +376,12 @@ class Connection:
     async def _store_loop(self) -> None:
         """Answer the frames that write to the stores, one at a time, in the order they came."""
         while True:
-            msg, query = await self._writes.get()
+            msg, query, number = await self._writes.get()
             try:
                 try:
                     if isinstance(msg, Submit):
                         await self._keystrokes_first()
-                        await self._submit(query)
+                        await self._submit(query, number)
                     else:
                         if isinstance(msg, Remove):
                             await self._discard(query)
@@ -425,6 +426,7 @@ class Connection:
         if news:
             self._history = []
             self._unsynced.clear()
+            self._forgotten_upto = self._taken
         if news is not None:
             self._history_read = -math.inf
 
@@ -469,10 +471,12 @@ class Connection:
             self._history = [q for q in self._history if q != query]
             self._unsynced = [(n, q) for n, q in self._unsynced if q != query]
 
-    async def _submit(self, query: str) -> None:
-        """Write a submit :meth:`_add` took to the stores, then acknowledge it."""
+    async def _submit(self, query: str, number: int) -> None:
+        """Write a submit :meth:`_add` took to the stores, then acknowledge it (a forget heard
+        since it was taken keeps it out of both)."""
         stored = await self._sync()
-        if query:
+        self._hear()
+        if query and number > self._forgotten_upto:
             await self.user.record(query)
         await self._send(protocol.ack(self._history, bool(query), stored))
 
@@ -503,8 +507,13 @@ class Connection:
                 length = -1
                 if self._unsynced:  # one round trip, however many were held back
                     last = self._unsynced[-1][0]
-                    length = await store.extend(self.session, [q for _, q in self._unsynced], self._owner)
+                    batch = [q for _, q in self._unsynced]
+                    length = await store.extend(self.session, batch, self._owner)
                     self._unsynced = [(n, q) for n, q in self._unsynced if n > last]
+                    self._hear()
+                    if self._forgotten_upto >= last:  # forgotten while on their way: they may have landed after
+                        for forgotten in set(batch):
+                            length = await store.discard(self.session, forgotten, self._owner)
                 if length != len(self._history):  # nothing written, or another tab wrote meanwhile
                     # What the store has, and the submits taken since that wait their turn.
                     stored = await store.history(self.session, self._owner)

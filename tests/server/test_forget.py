@@ -4,7 +4,9 @@ attacker would, on one process with the memory stores (replicas: tests/e2e/test_
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +16,10 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from server import app as app_module
 from server.app import create_app
 from server.config import ServerConfig
+from server.sessions import MemorySessionStore
 from server.users import Signer
 from tests.support import recv_json, running
 
@@ -167,3 +171,46 @@ async def test_a_session_belongs_to_the_user_who_opened_it(server: str) -> None:
     assert [a["type"] for a in answers] == ["user", "hello"] and answers[1]["queries"] == [SECRETS[0]]
     for client in (one, mine, fast):
         await client.ws.close()
+
+
+class GatedStore(MemorySessionStore):
+    """A memory session store whose writes wait until the test opens ``gate``: a submit on its
+    way to the store while the user is forgotten."""
+
+    writing = threading.Event()
+    gate = threading.Event()
+
+    def __init__(self, url: str, ttl: float, max_history: int, max_sessions: int, *_: Any) -> None:
+        super().__init__(ttl, max_history, max_sessions)
+
+    async def extend(self, sid: str, queries: list[str], owner: str | None = None) -> int:
+        GatedStore.writing.set()
+        await asyncio.to_thread(GatedStore.gate.wait, 10)
+        return await super().extend(sid, queries, owner)
+
+
+async def test_a_submit_on_its_way_while_the_user_is_forgotten_is_forgotten_too(
+    small_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app_module, "open_store", GatedStore)
+    GatedStore.writing.clear()
+    GatedStore.gate.clear()
+    config = ServerConfig(index=str(small_model_dir), secret=SECRET, rate=100_000, burst=100_000)
+    token = Signer(SECRET.encode()).sign("s", "dave", int(time.time()) + 3600)
+    with running(create_app(config), config) as server:
+        one = await open_client(server)
+        await one.user(token)
+        await one.ws.send(json.dumps({"type": "submit", "query": SECRETS[0]}))
+        assert await asyncio.to_thread(GatedStore.writing.wait, 10)
+        async with httpx.AsyncClient(base_url=f"http://{server}") as http:
+            answer = await http.post("/history/forget", headers={"Authorization": f"Bearer {token}"})
+            assert answer.json() == {"history": 0}
+        assert SECRETS[0] not in await one.seen()
+        GatedStore.gate.set()
+        ack = await recv_json(one.ws)
+        assert ack["type"] == "ack" and ack["queries"] == []
+        again = await open_client(server)
+        assert (await again.user(token))["history"] == 0  # not recorded in the history either
+        assert (await again.resume(one.hello["session"]))["queries"] == []
+        for client in (one, again):
+            await client.ws.close()
