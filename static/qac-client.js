@@ -74,7 +74,8 @@
  *   client.forget()      delete the user's whole personal history and sessions (answered with
  *                        "user", which carries a new session, and a new token if anonymous)
  *   client.remove(query) delete one query from it (answered with "user", removed true/false)
- *   client.setUserToken(token)  switch to a signed-in user (null: back to the anonymous one)
+ *   client.setUserToken(token)  switch to a signed-in user (null: back to the anonymous one); a
+ *                        session holding queries stays with its user: the server begins a new one
  *   client.newSession()  forget the session and reconnect with a fresh one (the user stays)
  *   client.retry()       reconnect now if offline
  *   client.close()       disconnect for good
