@@ -22,8 +22,10 @@ import indexer
 from indexer.train.sample import ensure_sample_model
 from server.config import ServerConfig
 from server.main import ServeError, demo_url, run
+from server.users import Signer
 from tests.support import SMALL_PARAMS, TOKEN, free_port
 
+SECRET = "the workers' shared secret"
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -89,7 +91,7 @@ def test_the_demo_url_is_one_a_browser_can_open(host: str, url: str) -> None:
 def qac_serve(small_model_dir: Path, request: pytest.FixtureRequest) -> Iterator[str]:
     """``qac serve`` in a subprocess with ``request.param`` workers (sharing a Redis); yields ``host:port``."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "QAC_ADMIN_TOKEN": TOKEN, "QAC_WORKERS": str(request.param),
-           "QAC_MODELS_ROOT": str(small_model_dir.parent.parent)}
+           "QAC_MODELS_ROOT": str(small_model_dir.parent.parent), "QAC_SECRET": SECRET}
     if request.param > 1:
         env["QAC_SESSIONS"] = request.getfixturevalue("redis_url")
     proc = subprocess.Popen(
@@ -142,6 +144,31 @@ def test_every_worker_process_follows_a_reload(
     assert response.status_code == 200, response.text
     time.sleep(1.0)  # the other worker polls the announcement twice a second
     assert hello_versions(qac_serve, 20) == {new}
+
+
+@pytest.mark.parametrize("qac_serve", [2], indirect=True)
+def test_a_forget_holds_on_every_worker(qac_serve: str) -> None:
+    """Issue 26: with two workers, 3 of 8 new connections still got the forgotten query."""
+    token = Signer(SECRET.encode()).sign("s", "erin", int(time.time()) + 3600)
+    secret = "zqxj plugh"
+    for i in range(4):  # on whichever workers they land: the history and a session of each
+        with connect(f"ws://{qac_serve}/ws") as ws:
+            ws.recv(5)
+            ws.send(json.dumps({"type": "user", "token": token}))
+            ws.recv(5)
+            ws.send(json.dumps({"type": "submit", "query": f"{secret} {i}"}))
+            assert json.loads(ws.recv(5))["type"] == "ack"
+    answer = httpx.post(f"http://{qac_serve}/history/forget", headers={"Authorization": f"Bearer {token}"})
+    assert answer.json() == {"history": 0}
+    seen = []
+    for _ in range(8):
+        with connect(f"ws://{qac_serve}/ws") as ws:
+            ws.recv(5)
+            ws.send(json.dumps({"type": "user", "token": token}))
+            assert json.loads(ws.recv(5))["history"] == 0
+            ws.send(json.dumps({"type": "query", "id": 1, "prefix": "zqxj"}))
+            seen.append([item["query"] for item in json.loads(ws.recv(5))["items"] if item["query"].startswith(secret)])
+    assert seen == [[]] * 8
 
 
 def _samples(text: str, name: str) -> list[str]:
