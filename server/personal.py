@@ -59,16 +59,12 @@ class _Copy:
 
 @dataclass
 class PersonalHub:
-    """Tokens, the history and session stores and the per-user copies of one process.
-
-    ``revoke_seconds`` is how long a forgotten anonymous token stays refused (0: as long as a
-    history entry lives)."""
+    """Tokens, the history and session stores and the per-user copies of one process."""
 
     signer: Signer
     store: HistoryStore
     metrics: Metrics
     sessions: SessionStore | None = None
-    revoke_seconds: float = 0.0
     _copies: dict[str, _Copy] = field(default_factory=dict)
     _retry_at: float = 0.0  # time.monotonic() before which the store is not tried again
 
@@ -253,7 +249,8 @@ class PersonalHub:
         try:
             if self.sessions is not None:  # first: the announcement below makes holders drop theirs
                 await self.sessions.forget(user.key)
-            await self.store.forget(user.key, (self.revoke_seconds or self.store.ttl) if anonymous else 0.0)
+            # A revoked token stays refused as long as a history entry lives.
+            await self.store.forget(user.key, self.store.ttl if anonymous else 0.0)
         except SessionError as exc:
             error = HistoryError(f"session store: {exc.__class__.__name__}")
             self._failed(error)
