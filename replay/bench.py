@@ -31,7 +31,9 @@ from indexer.errors import QacError
 # are the most popular completions, ranked by the fixed scorer (popularity first).
 SYSTEMS: dict[str, tuple[str, ...]] = {"model": (), "mpc": ("--sources", "mpc", "--no-reranker")}
 UNLIMITED = {"QAC_RATE": "1000000", "QAC_BURST": "1000000", "QAC_ADDRESS_RATE": "1000000",
-             "QAC_ADDRESS_BURST": "1000000", "QAC_MAX_CONNECTIONS_PER_ADDRESS": "1000000"}
+             "QAC_ADDRESS_BURST": "1000000", "QAC_MAX_CONNECTIONS_PER_ADDRESS": "1000000",
+             "QAC_SUBMIT_RATE": "1000000", "QAC_SUBMIT_BURST": "1000000",
+             "QAC_ADDRESS_SUBMIT_RATE": "1000000", "QAC_ADDRESS_SUBMIT_BURST": "1000000"}
 
 
 class BenchError(QacError):
@@ -147,9 +149,11 @@ class ServerProcess:
     """``qac serve`` in a subprocess on a free port, for the length of a ``with`` block."""
 
     def __init__(self, index: Path, log_path: Path, *, workers: int = 1, timeout: float = 600.0,
-                 env: dict[str, str] | None = None):
-        """``env``: the ``QAC_*`` settings of the server (default: no rate limit, for benchmarks)."""
+                 env: dict[str, str] | None = None, sessions: str = "memory"):
+        """``env``: the ``QAC_*`` settings of the server (default: no rate limit, for benchmarks);
+        ``sessions``: its store (more than one worker needs a ``redis://`` one)."""
         self.index, self.log_path, self.workers, self.timeout = index, log_path, workers, timeout
+        self.sessions = sessions
         self.env = UNLIMITED if env is None else env
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -161,7 +165,7 @@ class ServerProcess:
     def __enter__(self) -> ServerProcess:
         self.port = free_port()
         cmd = [sys.executable, "-m", "qac", "serve", "--index", str(self.index), "--host", "127.0.0.1",
-               "--port", str(self.port), "--workers", str(self.workers), "--sessions", "memory"]
+               "--port", str(self.port), "--workers", str(self.workers), "--sessions", self.sessions]
         env = {k: v for k, v in os.environ.items() if not k.startswith("QAC_")} | self.env
         with self.log_path.open("w") as sink:
             self.proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env)

@@ -60,6 +60,7 @@ class SoakConfig:
     reload_index: Path | None = None  # default: reload the same directory
     reload: bool = True
     workers: int = 2
+    sessions: str = "memory"  # the server's store; more than one worker needs redis://
     users: int = 100
     quiet_seconds: float = 60.0  # in all, over rounds + 1 windows
     abuse_seconds: float = 120.0  # in all, over ``rounds`` windows
@@ -343,7 +344,8 @@ def run_soak(cfg: SoakConfig, say: Any = print) -> dict[str, Any]:
     scripts = chain_pairs(scripts_from_pairs(cfg.pairs, cfg.pairs_limit))
     env = {"QAC_ADMIN_TOKEN": TOKEN}
     with tempfile.TemporaryDirectory(prefix="qac-soak-") as work, \
-            ServerProcess(cfg.index, Path(work) / "serve.log", workers=cfg.workers, env=env) as server:
+            ServerProcess(cfg.index, Path(work) / "serve.log", workers=cfg.workers, env=env,
+                          sessions=cfg.sessions) as server:
         base = f"http://127.0.0.1:{server.port}"
         memory_start = server.memory()
         say(f"soak: {cfg.users} typists for {cfg.quiet_seconds + cfg.abuse_seconds:g} s; {cfg.rounds} abused "

@@ -27,6 +27,8 @@ def main() -> int:
     ap.add_argument("--reload-index", type=Path, help="model to reload half-way (default: --index again)")
     ap.add_argument("--no-reload", dest="reload", action="store_false", help="no reload half-way")
     ap.add_argument("--workers", type=int, default=d.workers)
+    ap.add_argument("--sessions", default=d.sessions,
+                    help="the server's session store; more than one worker needs redis://HOST:PORT/DB")
     ap.add_argument("--users", type=int, default=d.users, help="normal typists")
     ap.add_argument("--quiet-seconds", type=float, default=d.quiet_seconds,
                     help="quiet time in all, over ROUNDS + 1 windows (default %(default)g)")

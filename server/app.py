@@ -81,7 +81,7 @@ def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette
             del loaded
             health = StoreHealth(store, metrics, failures=config.store_failures)
             users = PersonalHub(signer, history, metrics, config.anonymous_days * 86400,
-                                copy_on_write=config.rank_threads > 0)
+                                copy_on_write=config.rank_threads > 0, sessions=store)
             limits = AddressLimits(config.max_connections_per_address,
                                    AddressBuckets(config.address_rate, config.address_burst),
                                    AddressBuckets(config.complete_rate, config.complete_burst),

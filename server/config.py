@@ -49,7 +49,8 @@ class ServerConfig:
                              "built once into the cache)", flag="--index")
     host: str = _opt("127.0.0.1", str, "interface to listen on", flag="--host")
     port: int = _opt(8000, int, "TCP port", flag="--port")
-    workers: int = _opt(1, int, "server processes sharing the port", flag="--workers")
+    workers: int = _opt(1, int, "server processes sharing the port (more than one needs --sessions redis://)",
+                        flag="--workers")
     sessions: str = _opt("memory", str, "session store: memory, or redis://HOST:PORT/DB shared by "
                          "every process and replica", flag="--sessions", repr=False)  # may hold a password
     session_ttl: float = _opt(1800.0, float, "seconds a session lives without activity", flag="--session-ttl")

@@ -20,6 +20,13 @@ it is used). A client resumes one with a first frame ``{"type": "resume", "sessi
 never in the URL (which access logs keep). The ids clients see are signed by the server
 (``Signer.sign_value("session", id)``), so an id the server never issued is refused, whatever
 the store's state: nobody can make a victim adopt a session they chose.
+
+A session belongs to the user it was opened under (its owner in the store). A session nothing
+was written to yet becomes the first user's; once used, a ``user`` frame naming someone else
+starts a new session, and so does a ``forget``: the ``user`` frame answering it carries the
+new id. A resume finds only the sessions of the connection's user (send ``user`` first). When
+the user is forgotten on another connection or replica, this one drops its copy of the
+session's queries at once.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from dataclasses import dataclass
 
@@ -143,6 +151,8 @@ class Connection:
         self.address = address
         self.session = ""  # the store's id; clients see it signed
         self._issued = 0.0  # time.time() when the session id was issued
+        self._owner: str | None = None  # the key of the user the session was opened under
+        self._claimed = False  # the session was resumed or written to: it keeps its owner
         self._resumable = True  # until the first query or submit
         self._over_since: float | None = None  # time.monotonic() since which frames are refused
         self._refused_at = 0.0
@@ -161,15 +171,16 @@ class Connection:
         # leaves the others' numbers as they were.
         self._unsynced: list[tuple[int, str]] = []
         self._taken = 0  # submits numbered so far
+        self._forgotten_upto = 0  # submits numbered up to this one were taken before a forget
         self._refresh: asyncio.Task[bool] | None = None  # a read of the history a keystroke started
-        # Frames that write to the stores (with the query of a submit or remove, normalized),
-        # answered in order by _store_loop so that a keystroke read after one never waits for
-        # the store's round trip.
-        self._writes: asyncio.Queue[tuple[Submit | UserHello | Forget | Remove, str]] = asyncio.Queue(
+        # Frames that write to the stores (with the query of a submit or remove, normalized, and
+        # a submit's number), answered in order by _store_loop so that a keystroke read after
+        # one never waits for the store's round trip.
+        self._writes: asyncio.Queue[tuple[Submit | UserHello | Forget | Remove, str, int]] = asyncio.Queue(
             MAX_QUEUED_WRITES)
         self._queued_writes = 0  # frames put in _writes and not answered yet
         self._gone = False  # the client left: nothing more is sent
-        self.user = UserLink(state.users, state.limits.submits.take_user)
+        self.user = UserLink(state.users, lambda key: state.limits.submits.take(self.address, key))
 
     async def serve(self) -> None:
         """Say hello, then read and answer frames until the client disconnects."""
@@ -255,7 +266,7 @@ class Connection:
         if health.up:
             try:
                 async with self._store_lock:
-                    session, history = await self.state.store.open(requested, create=young)
+                    session, history = await self.state.store.open(requested, create=young, owner=self._owner)
                 health.answered()
                 self.session = session
                 self._issued = issued if session == requested else time.time()
@@ -267,6 +278,7 @@ class Connection:
             self.session, self._issued = (requested, issued) if young else (new_session_id(), time.time())
             self._remember([])
         self._unsynced.clear()
+        self._claimed = True
         await self._hello()
 
     def _remember(self, history: list[str]) -> None:
@@ -329,6 +341,7 @@ class Connection:
                 self._take(text)
                 msg = protocol.parse(text, max_prefix=config.max_prefix)
                 if isinstance(msg, Resume):
+                    await self._writes.join()  # a user frame sent before it names whose session it is
                     await self._resume(msg)
                     continue
                 if isinstance(msg, (Query, Submit)):
@@ -344,17 +357,17 @@ class Connection:
                 elif isinstance(msg, Remove):
                     self._drop(query)
                 self._queued_writes += 1
-                await self._writes.put((msg, query))
+                await self._writes.put((msg, query, self._taken if isinstance(msg, Submit) and query else 0))
             except ProtocolError as exc:
                 await self._refuse(exc)
                 if exc.code == protocol.RATE_LIMITED:
                     await asyncio.sleep(self._over_limit_pause())
 
     def _take_submit(self, query: str) -> None:
-        """Spend a submit of the address (and check the user's), or raise ``rate_limited``: a
-        submit writes history, so it has a rate of its own (``server/limits.py``)."""
+        """Raise ``rate_limited`` if the user and its address have no submit left: a submit
+        writes history, so it has a rate of its own (``server/limits.py``), spent when written."""
         user = self.user.user
-        if not query or self.state.limits.submits.take(self.address, user.key if user else None):
+        if not query or self.state.limits.submits.ready(self.address, user.key if user else None):
             return
         self.state.metrics.submits_refused.labels("read").inc()
         config = self.state.config
@@ -376,16 +389,16 @@ class Connection:
     async def _store_loop(self) -> None:
         """Answer the frames that write to the stores, one at a time, in the order they came."""
         while True:
-            msg, query = await self._writes.get()
+            msg, query, number = await self._writes.get()
             try:
                 try:
                     if isinstance(msg, Submit):
                         await self._keystrokes_first()
-                        await self._submit(query)
+                        await self._submit(query, number)
                     else:
                         if isinstance(msg, Remove):
                             await self._discard(query)
-                        await self._send(await self.user.handle(msg))
+                        await self._send(await self._user_frame(msg))
                 except ProtocolError as exc:
                     await self._refuse(exc)
             except _Closed:
@@ -393,6 +406,42 @@ class Connection:
             finally:
                 self._queued_writes -= 1
                 self._writes.task_done()
+
+    async def _user_frame(self, msg: UserHello | Forget | Remove) -> str:
+        """The answer to a ``user``, ``forget`` or ``remove`` frame; the session follows the user."""
+        async with self._store_lock:  # no write of this session's queries is on its way meanwhile
+            answer = await self.user.handle(msg)
+            session = None if isinstance(msg, Remove) else self._follow_user(isinstance(msg, Forget))
+        return protocol.user(*answer, session=session)
+
+    def _follow_user(self, forgot: bool) -> str | None:
+        """After a ``user`` or ``forget`` frame: a new session unless this one is the user's (or
+        unused, and becomes theirs); the new session's signed id, if one began."""
+        user = self.user.user
+        key = user.key if user is not None else None
+        if not forgot and (key is None or key == self._owner):
+            return None
+        if not forgot and not self._claimed:
+            self._owner = key
+            return None
+        self._owner = key
+        if forgot:
+            self.user.news = None  # this forget's own announcement, if it came already
+        self.session, self._issued, self._claimed = new_session_id(), time.time(), False
+        self._remember([])
+        self._unsynced.clear()
+        return self.state.sign_session(self.session, self._issued)
+
+    def _hear(self) -> None:
+        """If the user was forgotten on another connection or replica, the copy of the session's
+        queries goes; if they may have been, it is read again before long."""
+        news, self.user.news = self.user.news, None
+        if news:
+            self._history = []
+            self._unsynced.clear()
+            self._forgotten_upto = self._taken
+        if news is not None:
+            self._history_read = -math.inf
 
     async def _keystrokes_first(self) -> None:
         """Wait until the keystrokes received so far are answered, at most
@@ -418,7 +467,9 @@ class Connection:
 
     def _add(self, query: str) -> None:
         """A submitted (normalized) query joins this connection's copy of the history."""
+        self._hear()
         if query:
+            self._claimed = True
             limit = self.state.config.max_history
             self._history = (self._history + [query])[-limit:]
             # Held back until the store takes it: never more than the history keeps.
@@ -433,10 +484,12 @@ class Connection:
             self._history = [q for q in self._history if q != query]
             self._unsynced = [(n, q) for n, q in self._unsynced if q != query]
 
-    async def _submit(self, query: str) -> None:
-        """Write a submit :meth:`_add` took to the stores, then acknowledge it."""
+    async def _submit(self, query: str, number: int) -> None:
+        """Write a submit :meth:`_add` took to the stores, then acknowledge it (a forget heard
+        since it was taken keeps it out of both)."""
         stored = await self._sync()
-        if query:
+        self._hear()
+        if query and number > self._forgotten_upto:
             await self.user.record(query)
         await self._send(protocol.ack(self._history, bool(query), stored))
 
@@ -445,7 +498,7 @@ class Connection:
         if query and self.state.health.up:
             async with self._store_lock:
                 try:
-                    await self.state.store.discard(self.session, query)
+                    await self.state.store.discard(self.session, query, self._owner)
                 except SessionError as exc:
                     self.state.health.failed(exc)
 
@@ -460,17 +513,23 @@ class Connection:
             # Checked once the lock is ours: the sync that held it (the store writer's, or one a
             # keystroke started) may have done it all. A keystroke right after a submit started
             # a second sync, which read the whole history back: a Redis round trip per submit.
+            self._hear()
             if self._synced():
                 return True
             try:
                 length = -1
                 if self._unsynced:  # one round trip, however many were held back
                     last = self._unsynced[-1][0]
-                    length = await store.extend(self.session, [q for _, q in self._unsynced])
+                    batch = [q for _, q in self._unsynced]
+                    length = await store.extend(self.session, batch, self._owner)
                     self._unsynced = [(n, q) for n, q in self._unsynced if n > last]
+                    self._hear()
+                    if self._forgotten_upto >= last:  # forgotten while on their way: they may have landed after
+                        for forgotten in set(batch):
+                            length = await store.discard(self.session, forgotten, self._owner)
                 if length != len(self._history):  # nothing written, or another tab wrote meanwhile
                     # What the store has, and the submits taken since that wait their turn.
-                    stored = await store.history(self.session)
+                    stored = await store.history(self.session, self._owner)
                     later = [q for _, q in self._unsynced]
                     self._remember((stored + later)[-self.state.config.max_history:])
                 else:
@@ -512,6 +571,7 @@ class Connection:
     async def _answer(self, query: Query, received: float) -> None:
         """Rank one keystroke and send its suggestions (or an ``internal`` error)."""
         metrics = self.state.metrics
+        self._hear()
         self._sync_soon()
         personal = await self.user.personal()
         try:

@@ -16,7 +16,10 @@ anonymous go first. An evicted user's copies are dropped like any change.
 Changes are announced so replicas can drop cached copies: :meth:`HistoryStore.changes` yields
 the key of every user whose history changed, and :data:`ALL_USERS` whenever notifications may
 have been missed -- first once the subscription is live, again after a reconnection or an
-overflow -- upon which a consumer drops its whole cache. In Redis the change and its PUBLISH
+overflow -- upon which a consumer drops its whole cache. A forget is announced as
+:data:`FORGOTTEN` followed by the key, so consumers also drop what they hold of the user's
+sessions. A forget may revoke the user: :meth:`HistoryStore.revoked` then says so, for a
+while, on every replica. In Redis the change and its PUBLISH
 run in the same script or transaction, so no change goes unannounced. (A per-user version
 counter was the alternative; it costs a round trip per cache hit, which is what the cache
 saves, so publish/subscribe it is.)
@@ -43,6 +46,7 @@ from .users import ANONYMOUS
 log = logging.getLogger("qac.server")
 
 ALL_USERS = "*"  # yielded by changes(): forget everything cached (never a user key)
+FORGOTTEN = "!"  # yielded by changes() before the key of a user whose history was forgotten
 MAX_ENTRIES = 1000
 TTL = 90 * 86400.0
 ANONYMOUS_MAX = 500_000  # entries over all anonymous users' histories
@@ -97,8 +101,13 @@ class HistoryStore(ABC):
         """The user's live entries, most recently used first."""
 
     @abstractmethod
-    async def forget(self, user_key: str) -> None:
-        """Delete the user's whole history."""
+    async def forget(self, user_key: str, revoke_for: float = 0.0) -> None:
+        """Delete the user's whole history; with ``revoke_for``, the user is :meth:`revoked` for
+        that many seconds."""
+
+    @abstractmethod
+    async def revoked(self, user_key: str) -> bool:
+        """Whether a forget revoked the user (and the revocation has not expired)."""
 
     @abstractmethod
     async def remove(self, user_key: str, query: str) -> bool:
@@ -132,6 +141,7 @@ class MemoryHistoryStore(HistoryStore):
         self._anonymous: OrderedDict[str, int] = OrderedDict()
         self._anonymous_total = 0
         self._subscribers: set[asyncio.Queue[str | None]] = set()
+        self._revoked: OrderedDict[str, float] = OrderedDict()  # user key -> until, oldest first
 
     def _notify(self, user_key: str) -> None:
         for queue in self._subscribers:
@@ -229,10 +239,22 @@ class MemoryHistoryStore(HistoryStore):
         items = sorted(history.items(), key=lambda item: (item[1][1], item[0]), reverse=True)
         return [HistoryEntry(query, count, used) for query, (count, used) in items]
 
-    async def forget(self, user_key: str) -> None:
+    async def forget(self, user_key: str, revoke_for: float = 0.0) -> None:
         _check(user_key)
         self._drop_user(user_key)
-        self._notify(user_key)
+        if revoke_for > 0:
+            self._revoked.pop(user_key, None)
+            self._revoked[user_key] = self._clock() + revoke_for
+            while len(self._revoked) > self.max_users:
+                self._revoked.popitem(last=False)
+        self._notify(FORGOTTEN + user_key)
+
+    async def revoked(self, user_key: str) -> bool:
+        _check(user_key)
+        now = self._clock()
+        while self._revoked and next(iter(self._revoked.values())) <= now:
+            self._revoked.popitem(last=False)
+        return user_key in self._revoked
 
     async def remove(self, user_key: str, query: str) -> bool:
         _check(user_key, query)
@@ -339,10 +361,11 @@ class RedisHistoryStore(HistoryStore):
 
     Per user a sorted set ``<prefix>u:{<user key>}:t`` of query -> last use and a hash
     ``...:c`` of query -> count (one hash slot, so Redis Cluster can run the scripts), both
-    expiring ``ttl`` after the last record. Changes are published on ``<prefix>history``.
-    What anonymous users hold is counted in ``<prefix>{anonymous}:active`` (a sorted set of user
-    keys by last record), ``...:sizes`` (a hash of their entries) and ``...:total``, one hash
-    slot of their own; the store deletes the histories :data:`_ACCOUNT` names beyond the bound.
+    expiring ``ttl`` after the last record, and ``...:x`` while the user is revoked. Changes
+    are published on ``<prefix>history``. What anonymous users hold is counted in
+    ``<prefix>{anonymous}:active`` (a sorted set of user keys by last record), ``...:sizes`` (a
+    hash of their entries) and ``...:total``, one hash slot of their own; the store deletes the
+    histories :data:`_ACCOUNT` names beyond the bound.
     Error messages name the error class only, never the URL (it may hold a password).
     """
 
@@ -418,10 +441,24 @@ class RedisHistoryStore(HistoryStore):
         )
         return [HistoryEntry(query, int(count.get(query, 1)), float(last)) for query, last in used]
 
-    async def forget(self, user_key: str) -> None:
+    async def forget(self, user_key: str, revoke_for: float = 0.0) -> None:
         _check(user_key)
-        await self._transaction("forget", lambda p: p.delete(*self._keys(user_key)).publish(self.channel, user_key))
+
+        def build(pipe: Any) -> None:
+            pipe.delete(*self._keys(user_key))
+            if revoke_for > 0:
+                pipe.set(self._revocation(user_key), "1", ex=max(1, math.ceil(revoke_for)))
+            pipe.publish(self.channel, FORGOTTEN + user_key)
+
+        await self._transaction("forget", build)
         await self._count(user_key, 0, None)
+
+    def _revocation(self, user_key: str) -> str:
+        return f"{self.prefix}u:{{{user_key}}}:x"
+
+    async def revoked(self, user_key: str) -> bool:
+        _check(user_key)
+        return bool(await self._run("revoked", lambda: self._redis.exists(self._revocation(user_key))))
 
     async def remove(self, user_key: str, query: str) -> bool:
         _check(user_key, query)

@@ -35,9 +35,9 @@ def _unavailable() -> JSONResponse:
     return _error(503, protocol.HISTORY_DOWN, "the personal history store does not answer; try again")
 
 
-def _user(request: Request, required: bool) -> User | JSONResponse | None:
+async def _user(request: Request, required: bool) -> User | JSONResponse | None:
     try:
-        user = _hub(request).from_header(request.headers.get("authorization"))
+        user = await _hub(request).from_header(request.headers.get("authorization"))
     except TokenError as exc:
         return _refused(exc)
     if user is None and required:
@@ -48,7 +48,7 @@ def _user(request: Request, required: bool) -> User | JSONResponse | None:
 async def personal_of(request: Request) -> PersonalHistory | Response | None:
     """The history of the request's user for ``GET /complete``: None without a user (or while
     the store does not answer), a 401 response for a bad token."""
-    user = _user(request, required=False)
+    user = await _user(request, required=False)
     if not isinstance(user, User):
         return user
     hub = _hub(request)
@@ -60,21 +60,22 @@ async def personal_of(request: Request) -> PersonalHistory | Response | None:
 
 
 async def forget_route(request: Request) -> Response:
-    """``POST /history/forget``: delete the user's whole history; ``{"history": 0}``."""
-    user = _user(request, required=True)
+    """``POST /history/forget``: delete the user's whole history and sessions; ``{"history": 0}``,
+    with ``"token"``, the user's new one, for an anonymous user (the old one is refused from now on)."""
+    user = await _user(request, required=True)
     if not isinstance(user, User):
         return user  # type: ignore[return-value]
     try:
-        await _hub(request).forget(user.key)
+        renewed = await _hub(request).forget(user)
     except HistoryError:
         return _unavailable()
-    return JSONResponse({"history": 0})
+    return JSONResponse({"history": 0} if renewed is None else {"history": 0, "token": renewed[0]})
 
 
 async def remove_route(request: Request) -> Response:
     """``POST /history/remove`` with ``{"query": "..."}``: delete one query;
     ``{"history": N, "removed": bool}`` (``history`` null if it cannot be read back)."""
-    user = _user(request, required=True)
+    user = await _user(request, required=True)
     if not isinstance(user, User):
         return user  # type: ignore[return-value]
     try:

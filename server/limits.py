@@ -117,16 +117,17 @@ class SubmitLimits:
         self.users = AddressBuckets(user_rate / 60, user_burst, clock=clock)
         self.addresses = AddressBuckets(address_rate / 60, address_burst, clock=clock)
 
-    def take(self, address: str, user_key: str | None) -> bool:
-        """When a submit is read: spend one of the address's, unless it or the connection's user
-        (if any; spent when the submit is recorded, :meth:`take_user`) has none left."""
-        if user_key is not None and not self.users[user_key].ready():
-            return False
-        return self.addresses[address].take()
+    def ready(self, address: str, user_key: str | None) -> bool:
+        """When a submit is read: whether the connection's user (if any) and its address have
+        a submit left (spent when it is recorded, :meth:`take`). A submit without a user writes
+        no history: it is not counted."""
+        return user_key is None or (self.users[user_key].ready() and self.addresses[address].ready())
 
-    def take_user(self, user_key: str) -> bool:
-        """When a submit goes into the user's personal history: spend one of the user's."""
-        return self.users[user_key].take()
+    def take(self, address: str, user_key: str) -> bool:
+        """When a submit goes into the user's personal history: spend one of the user's and one
+        of the address's, if both have one."""
+        user, place = self.users[user_key], self.addresses[address]
+        return user.ready() and place.ready() and user.take() and place.take()
 
 
 class AddressLimits:

@@ -28,7 +28,7 @@ from .users import SecretError, load_secret
 
 
 class ServeError(QacError):
-    """The server cannot start: port taken, session store unreachable, no model."""
+    """The server cannot start: port taken, session store unreachable or not shared, no model."""
 
 
 def run(config: ServerConfig, *, say: Callable[[str], None] = print) -> None:
@@ -41,6 +41,11 @@ def run(config: ServerConfig, *, say: Callable[[str], None] = print) -> None:
     index = Path(config.index).expanduser().resolve()
     read_blocklist(config.blocklist, config.sensitive)  # a bad --blocklist or --sensitive file stops here
     model = load_warm(index)
+    if config.workers > 1 and config.sessions == "memory":
+        # Each worker would keep its own sessions and histories: a forget on one would leave the
+        # user's queries on the others.
+        raise ServeError(f"--workers {config.workers} needs a store the workers share: give --sessions "
+                         "redis://HOST:PORT/DB (with --sessions memory, run one worker)")
     _check_secret(config, say)
     _check_sessions(config)
     sock = _bind(config.host, config.port)
@@ -62,9 +67,6 @@ def run(config: ServerConfig, *, say: Callable[[str], None] = print) -> None:
         return
     del model  # each worker loads its own (memory-mapped, so the pages are shared)
     release_memory()
-    if config.sessions == "memory":
-        say("qac serve: warning: each worker keeps its own memory sessions; a client that reconnects "
-            "to another worker loses its history. Use --sessions redis://... to share them.")
     with tempfile.TemporaryDirectory(prefix="qac-serve-") as tmp:
         reload_file = Path(tmp) / "reload"
         announce_reload(reload_file, config.index or "")

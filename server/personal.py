@@ -10,6 +10,11 @@ one task per process follows the store's change notifications and drops the copi
 missed); the next keystroke of that user reads the history again. A removal on any replica therefore reaches
 every other one as fast as Redis publishes it.
 
+A forget deletes the user's history and every session opened under them, and tells each
+connection of that user on every replica (a listener given to :meth:`PersonalHub.attach`) to
+drop what it holds of them. An anonymous user is revoked by it: their token is refused on
+every replica from then on, and the forget issues a new one.
+
 If the store does not answer, users are served without personal history: reads are skipped
 for a second after a failure, and keystrokes never wait on the store for long.
 """
@@ -20,13 +25,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from indexer.personal import PersonalEntry, PersonalHistory
 
-from .history import ALL_USERS, HistoryEntry, HistoryError, HistoryStore
+from .history import ALL_USERS, FORGOTTEN, HistoryEntry, HistoryError, HistoryStore
 from .metrics import Metrics
+from .sessions import SessionError, SessionStore
 from .users import ANONYMOUS, ANONYMOUS_LIFETIME, Signer, TokenError, User, issue_anonymous, renew_anonymous
 
 log = logging.getLogger("qac.server")
@@ -34,6 +40,10 @@ log = logging.getLogger("qac.server")
 REBUILD_SECONDS = 60.0  # a copy older than this is rebuilt for the present (recency, expiry)
 RETRY_SECONDS = 1.0  # after a store failure, reads are skipped this long
 WAIT_SECONDS = 0.5  # longest a keystroke waits for a history being read
+
+# Told that the user was forgotten (True), or that a forget may have gone unheard (False:
+# notifications were missed).
+Listener = Callable[[bool], None]
 
 
 @dataclass
@@ -46,32 +56,37 @@ class _Copy:
     version: int = 0  # bumped by every change: a read that began before one is discarded
     own: int = 0  # notifications still to come of this process's records, already in the copy
     loading: asyncio.Task[None] | None = None
+    listeners: list[Listener] = field(default_factory=list)
 
 
 @dataclass
 class PersonalHub:
-    """Tokens, the history store and the per-user copies of one process."""
+    """Tokens, the history and session stores and the per-user copies of one process."""
 
     signer: Signer
     store: HistoryStore
     metrics: Metrics
     anonymous_lifetime: float = ANONYMOUS_LIFETIME  # seconds an anonymous token is valid
     copy_on_write: bool = False  # ranking threads may be reading a copy: a submit changes a copy of it
+    sessions: SessionStore | None = None
     _copies: dict[str, _Copy] = field(default_factory=dict)
     _retry_at: float = 0.0  # time.monotonic() before which the store is not tried again
 
     # -- users ------------------------------------------------------------------------
 
-    def identify(self, token: str | None) -> tuple[str, User]:
+    async def identify(self, token: str | None) -> tuple[str, User]:
         """The token to use and its user: ``token`` verified (an anonymous one renewed for
         :attr:`anonymous_lifetime` once a day old), or a new anonymous user if None. Raises
-        :class:`TokenError` for a forged, expired or malformed token."""
+        :class:`TokenError` for a forged, expired, malformed or forgotten token (while the store
+        does not answer, a forgotten token is not told from others)."""
         if token is None:
             token, user = issue_anonymous(self.signer, self.anonymous_lifetime)
             self.metrics.user_tokens.labels("issued").inc()
             return token, user
         try:
             user = self.signer.verify(token)
+            if user.kind == ANONYMOUS and await self._revoked(user.key):
+                raise TokenError("revoked", "this user was forgotten; ask for a new token")
         except TokenError:
             self.metrics.user_tokens.labels("refused").inc()
             raise
@@ -80,7 +95,16 @@ class PersonalHub:
             token = renew_anonymous(self.signer, token, user, self.anonymous_lifetime)
         return token, user
 
-    def from_header(self, authorization: str | None) -> User | None:
+    async def _revoked(self, key: str) -> bool:
+        if not self.available():
+            return False
+        try:
+            return await self.store.revoked(key)
+        except HistoryError as exc:
+            self._failed(exc)
+            return False
+
+    async def from_header(self, authorization: str | None) -> User | None:
         """The user of an ``Authorization: Bearer <user token>`` header, None without one;
         raises :class:`TokenError` for any other header."""
         if authorization is None:
@@ -89,18 +113,24 @@ class PersonalHub:
         if scheme.lower() != "bearer" or not token.strip():
             self.metrics.user_tokens.labels("refused").inc()
             raise TokenError("malformed", "expected Authorization: Bearer <user token>")
-        return self.identify(token.strip())[1]
+        return (await self.identify(token.strip()))[1]
 
     # -- copies -----------------------------------------------------------------------
 
-    def attach(self, key: str) -> None:
-        """A connection of this user opened: keep a copy of their history from now on."""
-        self._copies.setdefault(key, _Copy()).connections += 1
+    def attach(self, key: str, listener: Listener | None = None) -> None:
+        """A connection of this user opened: keep a copy of their history from now on, and
+        tell ``listener`` when the user is forgotten anywhere."""
+        copy = self._copies.setdefault(key, _Copy())
+        copy.connections += 1
+        if listener is not None:
+            copy.listeners.append(listener)
 
-    def detach(self, key: str) -> None:
+    def detach(self, key: str, listener: Listener | None = None) -> None:
         copy = self._copies.get(key)
         if copy is None:
             return
+        if listener is not None:
+            copy.listeners.remove(listener)
         copy.connections -= 1
         if copy.connections <= 0:
             del self._copies[key]
@@ -175,15 +205,29 @@ class PersonalHub:
         kept = [PersonalEntry(q, c, t) for q, c, t in zip(old.keys, old.counts, old.last_used) if t > cutoff]
         return PersonalHistory(kept, now)
 
+    def forgotten(self, key: str) -> None:
+        """The user was forgotten (``ALL_USERS``: anyone may have been): tell their connections."""
+        targets = list(self._copies.values()) if key == ALL_USERS else [self._copies.get(key)]
+        for copy in targets:
+            for listener in list(copy.listeners) if copy is not None else ():
+                listener(key != ALL_USERS)
+
     async def follow(self) -> None:
-        """Forever: drop the copies of users whose history changed anywhere."""
+        """Forever: drop the copies of users whose history changed anywhere, and tell the
+        connections of users forgotten anywhere."""
         while True:
             try:
                 async for key in self.store.changes():
-                    self._notified(key)
+                    user_key = key.removeprefix(FORGOTTEN)
+                    if user_key != key or key == ALL_USERS:
+                        self.changed(user_key)
+                        self.forgotten(user_key)
+                    else:
+                        self._notified(key)
             except HistoryError as exc:
                 self._failed(exc)
             self.changed(ALL_USERS)
+            self.forgotten(ALL_USERS)
             await asyncio.sleep(RETRY_SECONDS)
 
     # -- the store, failures reported -------------------------------------------------
@@ -229,15 +273,30 @@ class PersonalHub:
             self.changed(key)
         return True
 
-    async def forget(self, key: str) -> None:
-        """Delete the whole history (raises HistoryError); this process's copy goes at once."""
+    async def forget(self, user: User) -> tuple[str, User] | None:
+        """Delete the user's whole history and every session opened under them, and announce
+        it to every replica (raises HistoryError); this process's copy goes at once. An
+        anonymous user is revoked: the new user and their token are returned (None for a
+        signed-in user, who stays who they are)."""
         self.metrics.history_deletes.labels("forget").inc()
+        anonymous = user.kind == ANONYMOUS
         try:
-            await self.store.forget(key)
+            if self.sessions is not None:  # first: the announcement below makes holders drop theirs
+                await self.sessions.forget(user.key)
+            # A revoked token stays refused as long as it could otherwise be valid.
+            await self.store.forget(user.key, self.anonymous_lifetime if anonymous else 0.0)
+        except SessionError as exc:
+            error = HistoryError(f"session store: {exc.__class__.__name__}")
+            self._failed(error)
+            raise error from None
         except HistoryError as exc:
             self._failed(exc)
             raise
-        self.changed(key)
+        self.changed(user.key)
+        if not anonymous:
+            return None
+        self.metrics.user_tokens.labels("issued").inc()
+        return issue_anonymous(self.signer, self.anonymous_lifetime)
 
     async def remove(self, key: str, query: str) -> bool:
         """Delete one query (raises HistoryError); whether it was there."""

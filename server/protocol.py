@@ -7,7 +7,7 @@ Client to server::
     {"type": "query", "id": <int>, "prefix": "<text as typed>"}  (+ "context": true to be told)
     {"type": "submit", "query": "<text>"}
     {"type": "user", "token": "<user token>"}      present a user; without "token": be issued one
-    {"type": "forget"}                              delete the user's whole personal history
+    {"type": "forget"}                              delete the user's whole personal history and sessions
     {"type": "remove", "query": "<text>"}          delete one query of it
     {"type": "resume", "session": "<signed id>"}   first frame: resume a session (answered with hello)
 
@@ -18,7 +18,8 @@ Server to client::
     {"type": "suggestions", "id": <int>, "prefix": "<normalized>", "items": [...], "took_ms": <int>}
      (+ "context": <bool> when the query asked)
     {"type": "ack", "history": <int>, "queries": [...], "added": <bool>}   (+ "stored": false)
-    {"type": "user", "token": "<user token>", "history": <int or null>}   (+ "removed" after a remove)
+    {"type": "user", "token": "<user token>", "history": <int or null>}   (+ "removed" after a remove;
+                                                     + "session", "queries": [] when a new session began)
     {"type": "error", "id": <int or null>, "code": "<code>", "message": "<text>"}   (+ "for": "<type>")
 """
 
@@ -41,7 +42,7 @@ TOO_LONG = "too_long"
 STALE_ID = "stale_id"
 RATE_LIMITED = "rate_limited"
 INTERNAL = "internal"
-BAD_USER = "bad_user"  # a user token that is forged, expired or malformed
+BAD_USER = "bad_user"  # a user token that is forged, expired, malformed or forgotten
 NO_USER = "no_user"  # forget or remove before a user was presented
 HISTORY_DOWN = "history_unavailable"  # the personal history store does not answer
 BAD_SESSION = "bad_session"  # a resume with a session id this server never issued
@@ -253,11 +254,15 @@ def ack(queries: Sequence[str], added: bool, stored: bool = True) -> str:
     return _dump(frame)
 
 
-def user(token: str, history: int | None, removed: bool | None = None) -> str:
-    """``history`` is None while the personal history store cannot be read."""
+def user(token: str, history: int | None, removed: bool | None = None, session: str | None = None) -> str:
+    """``history`` is None while the personal history store cannot be read; ``session``: the
+    (signed) id of the new, empty session the connection goes on in, if it started one."""
     frame: dict[str, Any] = {"type": "user", "token": token, "history": history}
     if removed is not None:
         frame["removed"] = removed
+    if session is not None:
+        frame["session"] = session
+        frame["queries"] = []
     return _dump(frame)
 
 

@@ -2,13 +2,19 @@
 adds to the user's personal history.
 
 Without a user (none presented yet, or a token refused), the connection works as before,
-minus personal history. Every answer here is a frame to send; errors are
-:class:`~server.protocol.ProtocolError` like the rest of the protocol.
+minus personal history. Every answer here is a :class:`UserAnswer`, which the connection
+sends as a ``user`` frame; errors are :class:`~server.protocol.ProtocolError` like the rest
+of the protocol.
+
+When the user is forgotten elsewhere (another connection, another replica), the held
+submits go, an anonymous user is dropped (their token is revoked), and :attr:`UserLink.news`
+says so, for the connection to drop what it holds of the user's sessions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 from indexer.normalize import normalize
 from indexer.personal import PersonalHistory
@@ -17,9 +23,18 @@ from . import protocol
 from .history import HistoryError
 from .personal import PersonalHub
 from .protocol import Forget, ProtocolError, Remove, UserHello
-from .users import TokenError, User
+from .users import ANONYMOUS, TokenError, User
 
 MAX_HELD = 20  # submits kept by a connection while the history store does not answer
+
+
+class UserAnswer(NamedTuple):
+    """What a ``user`` frame answers: the token, the history's length (None if unknown) and,
+    after ``remove``, whether the query was there."""
+
+    token: str
+    history: int | None
+    removed: bool | None = None
 
 
 class UserLink:
@@ -31,8 +46,11 @@ class UserLink:
         self.user: User | None = None
         self._token = ""
         self._held: list[str] = []  # submits the store did not take yet, oldest first
+        # Not yet taken by the connection: True when the user was forgotten elsewhere, False
+        # when they may have been (notifications were missed).
+        self.news: bool | None = None
 
-    async def handle(self, msg: UserHello | Forget | Remove) -> str:
+    async def handle(self, msg: UserHello | Forget | Remove) -> UserAnswer:
         """The answer to a ``user``, ``forget`` or ``remove`` frame."""
         if isinstance(msg, UserHello):
             return await self._identify(msg.token)
@@ -43,30 +61,45 @@ class UserLink:
         try:
             if isinstance(msg, Forget):
                 self._held.clear()
-                await self.hub.forget(key)
-                return protocol.user(self._token, 0)
+                renewed = await self.hub.forget(self.user)
+                if renewed is not None:  # an anonymous user: the old token is refused from now on
+                    self.close()
+                    self._adopt(*renewed)
+                return UserAnswer(self._token, 0)
             query = normalize(msg.query)
             self._held = [q for q in self._held if q != query]
             removed = bool(query) and await self.hub.remove(key, query)
         except HistoryError:
             raise ProtocolError(protocol.HISTORY_DOWN, "the personal history store does not answer; "
                                 "try again", frame_type=kind) from None
-        return protocol.user(self._token, await self.hub.refresh(key), removed)
+        return UserAnswer(self._token, await self.hub.refresh(key), removed)
 
-    async def _identify(self, token: str | None) -> str:
+    async def _identify(self, token: str | None) -> UserAnswer:
         try:
-            token, user = self.hub.identify(token)
+            token, user = await self.hub.identify(token)
         except TokenError as exc:  # the message names the reason, never the token
             self.close()
             raise ProtocolError(protocol.BAD_USER, f"user token refused ({exc.code}): {exc}",
                                 frame_type="user") from None
         if self.user is None or user.key != self.user.key:
             self.close()
-            self.user = user
-            self.hub.attach(user.key)
-        self._token = token
+        self._adopt(token, user)
         await self._write_held()
-        return protocol.user(token, await self.hub.refresh(user.key))
+        return UserAnswer(token, await self.hub.refresh(user.key))
+
+    def _adopt(self, token: str, user: User) -> None:
+        if self.user is None:
+            self.user = user
+            self.hub.attach(user.key, self._heard)
+        self._token = token
+
+    def _heard(self, certain: bool) -> None:
+        """The user was forgotten elsewhere (``certain``), or may have been."""
+        if certain:
+            self._held.clear()
+            if self.user is not None and self.user.kind == ANONYMOUS:
+                self.close()
+        self.news = certain or bool(self.news)
 
     async def record(self, query: str) -> None:
         """A submitted (normalized, non-empty) query goes into the user's history, unless the
@@ -92,7 +125,7 @@ class UserLink:
     def close(self) -> None:
         """The connection ends, or changes user."""
         if self.user is not None:
-            self.hub.detach(self.user.key)
+            self.hub.detach(self.user.key, self._heard)
         self.user = None
         self._token = ""
         self._held.clear()

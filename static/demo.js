@@ -363,6 +363,7 @@
     }
   });
   client.on("user", (m) => {
+    if (m.session) showHistory(m.queries); // a new session: after a forget, or for another user
     forgetButton.hidden = false;
     personalNote.hidden = false;
     if (m.history === 0 && items.some((item) => item.personal)) {

@@ -60,8 +60,10 @@
  *                     queries as the server now holds them; added false: nothing was recorded
  *       "refused"     {for, code, message, query}   a submit ("for": "submit") or keystroke
  *                     ("query") that was not taken; code "empty", "too_long", "rate_limited", ...
- *       "user"        {history, removed, signedIn}   history: entries in the user's personal
- *                     history (null if the server cannot read it); removed: after remove()
+ *       "user"        {history, removed, signedIn, session, queries}   history: entries in the
+ *                     user's personal history (null if the server cannot read it); removed:
+ *                     after remove(); session: the new, empty session the server began after
+ *                     a forget or a change of user (else null), queries: the session's queries
  *       "error"       {id, code, message, for}   every error frame (refusals included);
  *                     code "bad_user": the token was refused
  *   client.query(text)   send a keystroke; text that normalizes to "" (no letter or digit)
@@ -69,9 +71,11 @@
  *   client.submit(text)  record a finished query in the session (and cancel())
  *   client.cancel()      drop answers to every keystroke sent so far
  *   client.attach(input, onItems) -> detach function
- *   client.forget()      delete the user's whole personal history (answered with "user")
+ *   client.forget()      delete the user's whole personal history and sessions (answered with
+ *                        "user", which carries a new session, and a new token if anonymous)
  *   client.remove(query) delete one query from it (answered with "user", removed true/false)
- *   client.setUserToken(token)  switch to a signed-in user (null: back to the anonymous one)
+ *   client.setUserToken(token)  switch to a signed-in user (null: back to the anonymous one); a
+ *                        session holding queries stays with its user: the server begins a new one
  *   client.newSession()  forget the session and reconnect with a fresh one (the user stays)
  *   client.retry()       reconnect now if offline
  *   client.close()       disconnect for good
@@ -143,6 +147,7 @@
       this._anonymous = opts.anonymous !== false;
       this._context = opts.context === true;
       this._presented = null; // the token presented on this connection, until answered
+      this._userEarly = false; // the user was named before this connection's resume frame
       this.history = null; // entries in the user's personal history, from the last "user" frame
       this.state = "connecting";
       this.index = null;
@@ -387,16 +392,24 @@
       return (typeof given === "function" ? given() : given) || null;
     }
 
-    /** Name the user to the server: the site's token, else the stored anonymous one, else ask. */
-    _sendUser() {
+    /** The frame naming the user: the site's token, else the stored anonymous one, else a
+     * request for one (null without a user); noted as presented. */
+    _userMessage() {
       let token = this._signedInToken();
       if (!token) {
         const store = localStore();
         token = store ? store.getItem(this.userStorageKey) : null;
-        if (!token && !this._anonymous) return false;
+        if (!token && !this._anonymous) return null;
       }
       this._presented = token;
-      this._outbox.unshift(token ? { type: "user", token } : { type: "user" }); // before what waits
+      return token ? { type: "user", token } : { type: "user" };
+    }
+
+    /** Name the user to the server, before what waits. */
+    _sendUser() {
+      const message = this._userMessage();
+      if (!message) return false;
+      this._outbox.unshift(message);
       this._pump();
       return true;
     }
@@ -409,13 +422,22 @@
       }
       this._presented = m.token;
       this.history = m.history;
-      this._emit("user", { history: m.history, removed: m.removed, signedIn });
+      if (m.session) {
+        // The server began a new, empty session (after a forget, or for another user): keep it.
+        this.session = m.session;
+        const store = storage();
+        if (store) store.setItem(this.storageKey, m.session);
+        this.queries = Array.isArray(m.queries) ? m.queries : [];
+      }
+      this._emit("user", { history: m.history, removed: m.removed, signedIn, session: m.session || null,
+                           queries: this.queries });
     }
 
     _refusedUser() {
       // The stored anonymous token was refused (say, the server's secret changed): start anew.
       const anonymousRefused = this._presented && !this._signedInToken();
       this._presented = null;
+      this._userEarly = false; // named again once online
       if (anonymousRefused) {
         const store = localStore();
         if (store) store.removeItem(this.userStorageKey);
@@ -546,9 +568,13 @@
       if (this._resuming) {
         this._resuming = false; // the answer to our resume frame
       } else if (this.session && m.session !== this.session) {
-        // A fresh session's hello: ask for ours back first, and wait for the answer.
+        // A fresh session's hello: ask for ours back first, and wait for the answer. The user
+        // goes first: a session resumes only for the user who opened it.
         this._resuming = true;
         this._fresh = m;
+        const user = this._userMessage();
+        if (user) this._send(user);
+        this._userEarly = !!user;
         this._send({ type: "resume", session: this.session });
         return;
       }
@@ -569,8 +595,12 @@
       this._setState("online", null);
       this._emit("hello", { session: m.session, index: m.index, history: m.history, queries: this.queries,
                             limits: this.limits, resumed });
-      this._presented = null;
-      this._sendUser(); // first, so that what follows counts for the user
+      if (this._userEarly) {
+        this._userEarly = false; // named before the resume
+      } else {
+        this._presented = null;
+        this._sendUser(); // first, so that what follows counts for the user
+      }
       const latest = this._latest;
       if (latest && (latest.id <= this._shown || latest.id < this._floor)) latest.sent = true; // answered
       this._pump();

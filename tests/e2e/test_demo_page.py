@@ -447,14 +447,21 @@ def test_suggestions_from_your_history_are_marked_and_can_be_removed_or_forgotte
     type_into(page, box, frames, "zqxj")
     expect(marked).to_have_count(1)
 
-    # Forget everything, then nothing is marked any more.
+    # Forget everything, then nothing is marked any more, the session's strip is empty, and the
+    # anonymous user has a new token (the old one is refused from now on).
+    forgotten = page.evaluate("localStorage.getItem('qac.user')")
+    session = page.evaluate("sessionStorage.getItem('qac.session')")
     box.press("Escape")
     page.get_by_role("button", name="Forget my history").click()
     assert {"type": "forget"} in frames.sent
+    expect(page.locator("#history li")).to_have_count(0)
+    wait_until(page, lambda: page.evaluate("localStorage.getItem('qac.user')") != forgotten)
+    assert page.evaluate("sessionStorage.getItem('qac.session')") != session
     box.fill("")
     type_into(page, box, frames, "zqxj")
     expect(marked).to_have_count(0)
     assert not any(f.get("personal") for f in frames.received[-1]["items"])
+    assert not set(mine) & {item["query"] for item in frames.received[-1]["items"]}
 
     # The user token: issued once, kept in localStorage, presented in frames only.
     token = page.evaluate("localStorage.getItem('qac.user')")

@@ -1,6 +1,7 @@
 """Personal history on two replicas sharing a real redis-server: a user's submits on one are
 suggested on the other, and a removal or a forget on either holds on both within a second
-(the store's notification drops the other replica's cached copy)."""
+(the store's notification drops the other replica's cached copy). A forget also takes the
+user's sessions and, for an anonymous user, the token, on both."""
 
 from __future__ import annotations
 
@@ -92,15 +93,20 @@ async def test_a_removal_and_a_forget_hold_on_both_replicas(replicas: tuple[str,
             assert await on2.personal("zqxj") == ["zqxj xyzzy"]
 
             answer = await http.post("/history/forget", headers={"Authorization": f"Bearer {token}"})
-            assert answer.json() == {"history": 0}
+            assert answer.json()["history"] == 0
             forgotten = time.monotonic()
             await on1.until("zqxj", [], forgotten)
+            token = answer.json()["token"]  # the old one is refused on both from now on
 
+        for ws in (ws1, ws2):
+            await ws.send(json.dumps({"type": "user", "token": token}))
+            assert (await recv_json(ws))["history"] == 0
         await ws2.send(json.dumps({"type": "submit", "query": "zqxj again"}))
         assert (await recv_json(ws2))["type"] == "ack"
         await on1.until("zqxj", ["zqxj again"], time.monotonic())
         await ws2.send(json.dumps({"type": "forget"}))
-        assert await recv_json(ws2) == {"type": "user", "token": token, "history": 0}
+        answer = await recv_json(ws2)
+        assert answer["token"] != token and (answer["history"], answer["queries"]) == (0, [])
         await on1.until("zqxj", [], time.monotonic())
     finally:
         await ws1.close()
@@ -131,3 +137,57 @@ async def test_another_user_on_either_replica_never_sees_it(replicas: tuple[str,
         assert await Asker(mine).personal("zqxj") == ["zqxj plugh"]
     finally:
         await mine.close()
+
+
+
+async def test_a_forgotten_query_reaches_no_new_connection_on_either_replica(replicas: tuple[str, str]) -> None:
+    """Issue 26's target: 0 of 8 new connections, on either replica, see a forgotten query, and a
+    resume of the old sessions after the forget carries no query."""
+    one, two = replicas
+    forgotten = {"zqxj plugh", "zqxj xyzzy"}
+    token: str | None = None
+    opened: list[tuple[ClientConnection, str]] = []  # each with its signed session id
+    for address, query in zip((one, two), sorted(forgotten)):
+        ws = await connect(f"ws://{address}/ws")
+        session = (await recv_json(ws))["session"]
+        await ws.send(json.dumps({"type": "user", "token": token} if token else {"type": "user"}))
+        token = (await recv_json(ws))["token"]
+        await ws.send(json.dumps({"type": "submit", "query": query}))
+        assert (await recv_json(ws))["type"] == "ack"
+        opened.append((ws, session))
+    (ws1, _), (ws2, _) = opened
+    try:
+        await ws2.send(json.dumps({"type": "forget"}))
+        answer = await recv_json(ws2)
+        new_token = answer["token"]
+        assert new_token != token and answer["queries"] == []
+        since, asker = time.monotonic(), Asker(ws1)
+        while True:  # the other replica's connection drops its session's copy too, not just the history
+            asker.id += 1
+            await ws1.send(json.dumps({"type": "query", "id": asker.id, "prefix": "zqxj"}))
+            if not {item["query"] for item in (await recv_json(ws1))["items"]} & forgotten:
+                break
+            assert time.monotonic() - since < WITHIN, "the other replica still suggests a forgotten query"
+            await asyncio.sleep(0.01)
+    finally:
+        await ws1.close()
+        await ws2.close()
+
+    seen: list[set[str]] = []
+    for i in range(8):  # on either replica; the new token, the old one (refused) or none; resuming or not
+        ws = await connect(f"ws://{(one, two)[i % 2]}/ws")
+        try:
+            assert (await recv_json(ws))["type"] == "hello"
+            if i % 4 < 2:
+                await ws.send(json.dumps({"type": "user", "token": (new_token, token)[i % 4]}))
+                await recv_json(ws)
+            if i >= 4:
+                await ws.send(json.dumps({"type": "resume", "session": opened[i % 2][1]}))
+                resumed = await recv_json(ws)
+                assert (resumed["type"], resumed["queries"]) == ("hello", []), resumed
+            await ws.send(json.dumps({"type": "query", "id": 1, "prefix": "zqxj"}))
+            frame = await recv_json(ws)
+            seen.append({item["query"] for item in frame["items"]} & forgotten)
+        finally:
+            await ws.close()
+    assert seen == [set()] * 8

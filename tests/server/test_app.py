@@ -122,15 +122,15 @@ class SlowStore(MemorySessionStore):
         self.written_at: list[float] = []  # time.monotonic() of each extend call
         SlowStore.opened.append(self)
 
-    async def extend(self, sid: str, queries: list[str]) -> int:
+    async def extend(self, sid: str, queries: list[str], owner: str | None = None) -> int:
         self.calls.append("extend")
         self.written_at.append(time.monotonic())
         await asyncio.sleep(1.0)
-        return await super().extend(sid, queries)
+        return await super().extend(sid, queries, owner)
 
-    async def history(self, sid: str) -> list[str]:
+    async def history(self, sid: str, owner: str | None = None) -> list[str]:
         self.calls.append("history")
-        return await super().history(sid)
+        return await super().history(sid, owner)
 
 
 @pytest.fixture

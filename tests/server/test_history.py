@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from indexer.errors import QacError
 from server.history import (
     ALL_USERS,
+    FORGOTTEN,
     HistoryEntry,
     HistoryError,
     HistoryStore,
@@ -174,6 +175,32 @@ def test_forget_and_remove(make: Make) -> None:
     run(body, lambda: make(clock=Clock()))
 
 
+def test_a_forget_may_revoke_the_user_for_a_while_on_every_store(make: Make) -> None:
+    clock = Clock()
+    shared: list[HistoryStore] = []
+
+    def one() -> HistoryStore:  # two store objects on one Redis; a memory store is one object
+        if not shared or isinstance(shared[0], RedisHistoryStore):
+            shared.append(make(clock=clock))
+        return shared[-1]
+
+    async def body(writer: HistoryStore, reader: HistoryStore) -> None:
+        await writer.record(BOB, "weather")
+        await writer.forget(ALICE)  # without revoke_for: the user stays
+        assert not await reader.revoked(ALICE)
+        await writer.forget(BOB, revoke_for=100)
+        assert await reader.revoked(BOB) and await writer.revoked(BOB)
+        assert await reader.entries(BOB) == []
+        assert not await reader.revoked(ALICE)
+        if isinstance(reader, RedisHistoryStore):  # Redis expires the record on its own clock
+            assert 90 <= await reader._redis.ttl(reader._revocation(BOB)) <= 100
+        else:
+            clock.now += 101
+            assert not await reader.revoked(BOB)
+
+    run(body, one, one)
+
+
 def test_bad_keys_and_queries_are_refused(make: Make) -> None:
     async def body(store: HistoryStore) -> None:
         for key, query in [("", "a"), (ALL_USERS, "a"), (ALICE, "")]:
@@ -207,7 +234,7 @@ def test_two_stores_see_each_others_changes_and_are_notified_within_a_second(mak
         assert await writer.remove(BOB, "news")
         assert await next_change(changes) == BOB
         await writer.forget(ALICE)
-        assert await next_change(changes) == ALICE
+        assert await next_change(changes) == FORGOTTEN + ALICE  # sessions go too, not just the copy
         assert await reader.entries(ALICE) == []
         await reader.close()
         with pytest.raises(StopAsyncIteration):

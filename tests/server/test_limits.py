@@ -71,7 +71,7 @@ def test_one_address_adds_at_most_a_human_scale_amount_of_history_an_hour() -> N
         for i in range(36_000):
             now[0] = i / 10
             user = f"a:{i:032x}"
-            if limits.take("203.0.113.9", user) and limits.take_user(user):
+            if limits.ready("203.0.113.9", user) and limits.take("203.0.113.9", user):
                 await store.record(user, f"{i:08d}".ljust(200, "x"))
 
     asyncio.run(attack())
@@ -83,5 +83,8 @@ def test_one_address_adds_at_most_a_human_scale_amount_of_history_an_hour() -> N
     taken = 0
     for second in range(3600):  # one user, a submit a second, from addresses of its own
         now[0] = float(second)
-        taken += limits.take(f"198.51.100.{second % 250}", "s:bob") and limits.take_user("s:bob")
+        address = f"198.51.100.{second % 250}"
+        taken += limits.ready(address, "s:bob") and limits.take(address, "s:bob")
     assert taken <= 10 + 6 * 60  # 370 an hour, whatever the addresses
+    # A submit without a user writes no history: never counted, never refused.
+    assert all(limits.ready("203.0.113.9", None) for _ in range(1000))

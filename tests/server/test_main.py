@@ -22,8 +22,10 @@ import indexer
 from indexer.train.sample import ensure_sample_model
 from server.config import ServerConfig
 from server.main import ServeError, demo_url, run
+from server.users import Signer
 from tests.support import SMALL_PARAMS, TOKEN, free_port
 
+SECRET = "the workers' shared secret"
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -64,6 +66,13 @@ def test_run_refuses_an_unreachable_session_store(small_model_dir: Path) -> None
         run(config, say=lambda _: None)
 
 
+def test_run_refuses_several_workers_on_memory_stores(small_model_dir: Path) -> None:
+    """A forget on one worker would leave the user's queries on the others (issue 26)."""
+    config = ServerConfig(index=str(small_model_dir), workers=2, port=free_port())
+    with pytest.raises(ServeError, match="--sessions redis://"):
+        run(config, say=lambda _: None)
+
+
 def test_run_refuses_a_directory_that_is_not_a_model(tmp_path: Path) -> None:
     with pytest.raises(indexer.ModelError):
         run(ServerConfig(index=str(tmp_path)), say=lambda _: None)
@@ -80,9 +89,11 @@ def test_the_demo_url_is_one_a_browser_can_open(host: str, url: str) -> None:
 
 @pytest.fixture
 def qac_serve(small_model_dir: Path, request: pytest.FixtureRequest) -> Iterator[str]:
-    """``qac serve`` in a subprocess with ``request.param`` workers; yields ``host:port``."""
+    """``qac serve`` in a subprocess with ``request.param`` workers (sharing a Redis); yields ``host:port``."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "QAC_ADMIN_TOKEN": TOKEN, "QAC_WORKERS": str(request.param),
-           "QAC_MODELS_ROOT": str(small_model_dir.parent.parent)}
+           "QAC_MODELS_ROOT": str(small_model_dir.parent.parent), "QAC_SECRET": SECRET}
+    if request.param > 1:
+        env["QAC_SESSIONS"] = request.getfixturevalue("redis_url")
     proc = subprocess.Popen(
         [sys.executable, "-m", "qac", "serve", "--index", str(small_model_dir), "--port", "0"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -137,6 +148,31 @@ def test_every_worker_process_follows_a_reload(
     while (versions := hello_versions(qac_serve, 20)) != {new} and time.monotonic() < deadline:
         time.sleep(0.5)
     assert versions == {new}
+
+
+@pytest.mark.parametrize("qac_serve", [2], indirect=True)
+def test_a_forget_holds_on_every_worker(qac_serve: str) -> None:
+    """Issue 26: with two workers, 3 of 8 new connections still got the forgotten query."""
+    token = Signer(SECRET.encode()).sign("s", "erin", int(time.time()) + 3600)
+    secret = "zqxj plugh"
+    for i in range(4):  # on whichever workers they land: the history and a session of each
+        with connect(f"ws://{qac_serve}/ws") as ws:
+            ws.recv(5)
+            ws.send(json.dumps({"type": "user", "token": token}))
+            ws.recv(5)
+            ws.send(json.dumps({"type": "submit", "query": f"{secret} {i}"}))
+            assert json.loads(ws.recv(5))["type"] == "ack"
+    answer = httpx.post(f"http://{qac_serve}/history/forget", headers={"Authorization": f"Bearer {token}"})
+    assert answer.json() == {"history": 0}
+    seen = []
+    for _ in range(8):
+        with connect(f"ws://{qac_serve}/ws") as ws:
+            ws.recv(5)
+            ws.send(json.dumps({"type": "user", "token": token}))
+            assert json.loads(ws.recv(5))["history"] == 0
+            ws.send(json.dumps({"type": "query", "id": 1, "prefix": "zqxj"}))
+            seen.append([item["query"] for item in json.loads(ws.recv(5))["items"] if item["query"].startswith(secret)])
+    assert seen == [[]] * 8
 
 
 def _samples(text: str, name: str) -> list[str]:

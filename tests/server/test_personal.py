@@ -174,16 +174,22 @@ async def test_remove_and_forget_over_the_socket_and_http(server: str) -> None:
             answer = await http.post("/history/remove", json={"query": "zqxj quux"}, headers=auth)
             assert answer.json() == {"history": 1, "removed": True}
             assert personal(await suggest(ws, 3, "zqxj")) == ["zqxj xyzzy"]
-            assert (await http.post("/history/forget", headers=auth)).json() == {"history": 0}
-            assert personal(await suggest(ws, 4, "zqxj")) == []
             bad = await http.post("/history/remove", content=b"{", headers=auth)
             assert (bad.status_code, bad.json()["code"]) == (400, "bad_json")
+            forgotten = (await http.post("/history/forget", headers=auth)).json()
+            assert forgotten.keys() == {"history", "token"} and forgotten["history"] == 0
+            assert personal(await suggest(ws, 4, "zqxj")) == []
+            token = forgotten["token"]  # the old one is refused from now on
+            assert (await http.post("/history/forget", headers=auth)).status_code == 401
 
+        await ws.send(json.dumps({"type": "user", "token": token}))
+        assert (await recv_json(ws))["history"] == 0
         await submit(ws, "zqxj again")
         assert personal(await suggest(ws, 5, "zqxj")) == ["zqxj again"]
         await ws.send(json.dumps({"type": "forget"}))
-        assert await recv_json(ws) == {"type": "user", "token": token, "history": 0}
-        assert personal(await suggest(ws, 6, "zqxj")) == []
+        answer = await recv_json(ws)
+        assert answer["token"] != token and (answer["history"], answer["queries"]) == (0, [])
+        assert all(item["query"] != "zqxj again" for item in await suggest(ws, 6, "zqxj"))
 
 
 async def test_the_server_keeps_the_last_history_max_queries_of_a_user(small_model_dir: Path) -> None:
@@ -430,9 +436,12 @@ async def test_submits_have_a_rate_per_user_and_per_address(small_model_dir: Pat
             await refused(ws, "zqxj seven")  # the address's 5 are spent (this user has 1 left)
         async with connect(f"ws://{server}/ws") as ws:
             await recv_json(ws)
-            await refused(ws, "zqxj eight")  # without a user too
+            for text in ("zqxj eight", "zqxj nine"):  # without a user: only the session holds it
+                await submit(ws, text)
             await ws.send(json.dumps({"type": "user", "token": alice}))
-            assert await recv_json(ws) == {"type": "user", "token": alice, "history": 3}
+            answer = await recv_json(ws)  # (in a session of her own: this one was used without her)
+            assert (answer["type"], answer["token"], answer["history"]) == ("user", alice, 3)
+            await refused(ws, "zqxj ten")
         async with httpx.AsyncClient(base_url=f"http://{server}") as http:
             metrics = (await http.get("/metrics")).text
         assert 'qac_submits_refused_total{at="read"} 3.0' in metrics

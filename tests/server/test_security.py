@@ -71,18 +71,19 @@ class FlakyStore(MemorySessionStore):
         if self.down:
             raise SessionError("session store (test): down")
 
-    async def open(self, requested: str | None = None, create: bool = False) -> tuple[str, list[str]]:
+    async def open(self, requested: str | None = None, create: bool = False,
+                   owner: str | None = None) -> tuple[str, list[str]]:
         self._check()
-        return await super().open(requested, create)
+        return await super().open(requested, create, owner)
 
-    async def history(self, sid: str) -> list[str]:
+    async def history(self, sid: str, owner: str | None = None) -> list[str]:
         self._check()
-        return await super().history(sid)
+        return await super().history(sid, owner)
 
-    async def extend(self, sid: str, queries: list[str]) -> int:
+    async def extend(self, sid: str, queries: list[str], owner: str | None = None) -> int:
         self._check()
         self.writes.append(list(queries))
-        return await super().extend(sid, queries)
+        return await super().extend(sid, queries, owner)
 
     async def ping(self) -> None:
         self._check()

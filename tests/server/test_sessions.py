@@ -110,6 +110,59 @@ async def test_memory_store_drops_the_least_recently_used_session_first() -> Non
     assert (await store.open(b))[0] != b
 
 
+async def test_a_session_belongs_to_the_user_it_was_opened_under(make_store: Callable[..., SessionStore]) -> None:
+    store = make_store(max_history=5)
+    sid, _ = await store.open(owner="a:alice")
+    await store.append(sid, "alice's query", owner="a:alice")
+    assert await store.open(sid, owner="a:alice") == (sid, ["alice's query"])
+    for someone_else in ("a:mallory", None):
+        other, history = await store.open(sid, owner=someone_else)
+        assert (other, history) != (sid, ["alice's query"]) and history == []
+        assert await store.history(sid, someone_else) == []
+        await store.append(sid, "not alice's", owner=someone_else)  # the same id under another owner
+    assert await store.history(sid, "a:alice") == ["alice's query"]
+
+
+async def test_forget_deletes_every_session_of_the_user_and_no_other(
+    make_store: Callable[..., SessionStore],
+) -> None:
+    store = make_store(max_history=5)
+    mine = [(await store.open(owner="s:bob"))[0] for _ in range(3)]
+    for i, sid in enumerate(mine):
+        await store.append(sid, f"bob {i}", owner="s:bob")
+    theirs, _ = await store.open(owner="s:carol")
+    await store.append(theirs, "carol", owner="s:carol")
+    nobody, _ = await store.open()
+    await store.append(nobody, "nobody's")
+    before = await store.count()
+    assert await store.forget("s:bob") == 3
+    assert await store.count() == before - 3
+    for sid in mine:
+        resumed, history = await store.open(sid, owner="s:bob")
+        assert resumed != sid and history == []
+    assert await store.history(theirs, "s:carol") == ["carol"]
+    assert await store.history(nobody) == ["nobody's"]
+    assert await store.forget("s:bob") == len(mine)  # the new sessions opened just now
+
+
+async def test_forget_leaves_no_redis_key_of_the_user(redis_url: str) -> None:
+    import redis.asyncio
+
+    store = RedisSessionStore(redis_url, ttl=120, max_history=5, prefix="f:")
+    client = redis.asyncio.from_url(redis_url, decode_responses=True)
+    try:
+        for _ in range(2):
+            sid, _ = await store.open(owner="a:0123")
+            await store.append(sid, "weather", owner="a:0123")
+        assert await client.keys("f:*a:0123*")
+        await store.forget("a:0123")
+        assert await client.keys("f:*a:0123*") == []
+        assert [m for m in await client.zrange("f:live", 0, -1) if "a:0123" in m] == []
+    finally:
+        await store.close()
+        await client.aclose()
+
+
 async def test_redis_store_shares_sessions_between_instances(redis_url: str) -> None:
     one = RedisSessionStore(redis_url, ttl=60, max_history=5)
     two = RedisSessionStore(redis_url, ttl=60, max_history=5)
