@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -180,7 +181,7 @@ class Connection:
             MAX_QUEUED_WRITES)
         self._queued_writes = 0  # frames put in _writes and not answered yet
         self._gone = False  # the client left: nothing more is sent
-        self.user = UserLink(state.users, lambda key: state.limits.submits.take(self.address, key))
+        self.user = UserLink(state.users, functools.partial(state.limits.submits.take, address))
 
     async def serve(self) -> None:
         """Say hello, then read and answer frames until the client disconnects."""
