@@ -96,7 +96,7 @@ class CandidateConfig:
     # The budget of one keystroke's corrections (docs/METHOD.md, "Typo tolerance"): only the last
     # this many unknown whole words may be corrected (earlier ones are taken as typed), and no word
     # longer than typo_max_word, so a crafted prefix cannot multiply the look-ups.
-    typo_last_words: int = 3
+    typo_last_words: int = 2
     typo_max_word: int = 32
     session_k: int = 40  # session candidates at most (the newest queries' first)
     session_words: int = 40  # the session's newest distinct words that may correct a typed one
