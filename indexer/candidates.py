@@ -257,7 +257,7 @@ class CandidateGenerator:
         if "transitions" in on and prev:
             rows.mark([q for q, _ in self.words.next_queries(prev, prefix, cfg.trans_k)], _F["src_trans"])
         if "session" in on:
-            session = [_query_words(h) for h in reversed(history)]
+            session = (_query_words(h) for h in reversed(history))  # split only as far as k needs
             rows.mark(_session_candidates(session, prefix, head, partial, cfg.session_k), _F["src_session"])
         if personal:
             rows.mark(personal.starting_with(prefix, cfg.personal_k), _F["src_personal"])

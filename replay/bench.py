@@ -31,7 +31,8 @@ from indexer.errors import QacError
 # are the most popular completions, ranked by the fixed scorer (popularity first).
 SYSTEMS: dict[str, tuple[str, ...]] = {"model": (), "mpc": ("--sources", "mpc", "--no-reranker")}
 UNLIMITED = {"QAC_RATE": "1000000", "QAC_BURST": "1000000", "QAC_ADDRESS_RATE": "1000000",
-             "QAC_ADDRESS_BURST": "1000000", "QAC_MAX_CONNECTIONS_PER_ADDRESS": "1000000"}
+             "QAC_ADDRESS_BURST": "1000000", "QAC_MAX_CONNECTIONS_PER_ADDRESS": "1000000",
+             "QAC_ADDRESS_CPU_RATE": "1000000", "QAC_ADDRESS_CPU_BURST": "1000000"}
 
 
 class BenchError(QacError):
