@@ -326,7 +326,8 @@ class CandidateGenerator:
         # Only a word out of the vocabulary, a partial word that few words start with, or a
         # pair of words that nobody typed together may hold a typo: known words are taken as
         # meant.
-        weak = [j for j, (w, n) in enumerate(zip(toks, words.count_list(toks))) if not n and len(w) <= cfg.typo_max_word]
+        weak = [j for j, (w, n) in enumerate(zip(toks, words.count_list(toks)))
+                if not n and len(w) <= cfg.typo_max_word]
         weak = weak[-cfg.typo_last_words :] if cfg.typo_last_words > 0 else []
         weak_partial = (bool(partial) and len(partial) <= cfg.typo_max_word
                         and words.total(partial) < cfg.typo_support)

@@ -137,7 +137,7 @@ def main() -> int:
     clean_median = statistics.median(cpu_of(model, p, h) for p, h in clean)
     crafter = Crafter(model, args.seed)
     rng = random.Random(args.seed)
-    worst_single = (0.0, "", ())
+    worst_single: tuple[float, str, tuple[str, ...]] = (0.0, "", ())
 
     def score(recipe: tuple, n: int) -> list[float]:
         nonlocal worst_single
@@ -170,7 +170,8 @@ def main() -> int:
         "index": args.index, "clean_keystrokes": len(clean), "clean_median_us": round(clean_median * 1e6),
         "recipes_scored": len(scored),
         "worst_recipe": {"length": worst[0], "kinds": worst[1], "partial": worst[2], "history": worst[3]},
-        "worst_median_us": round(median * 1e6), "worst_p90_us": round(p90 * 1e6), "worst_max_us": round(final[-1] * 1e6),
+        "worst_median_us": round(median * 1e6), "worst_p90_us": round(p90 * 1e6),
+        "worst_max_us": round(final[-1] * 1e6),
         "ratio_median": round(median / clean_median, 2), "ratio_p90": round(p90 / clean_median, 2),
         "costliest_single_us": round(worst_single[0] * 1e6), "costliest_single_prefix": worst_single[1][:80],
     }))

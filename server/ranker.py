@@ -176,7 +176,8 @@ class Ranker:
             alone = fresh.get(normalized)
             cpu = 0.0
             if alone is None:
-                alone, cpu = await self._run(functools.partial(_fresh, model, normalized, self.k, blocklist, fresh))
+                now, cpu = await self._run(functools.partial(_fresh, model, normalized, self.k, blocklist, fresh))
+                alone = now
             return Ranked(normalized, list(alone), model.version, time.perf_counter() - started,
                           False if context else None, cpu)
         call = functools.partial(_rank, model, prefix, tuple(history), personal, self.k, blocklist, fresh, context)
