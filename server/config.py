@@ -118,10 +118,10 @@ class ServerConfig:
                                 "(deploy/nginx.conf's limit); one over it waits its turn up to 1 s, else is "
                                 "answered 429")
     complete_burst: int = _opt(40, int, "GET /complete requests per client address allowed at once above its rate")
-    address_cpu_rate: float = _opt(100.0, float, "CPU milliseconds of ranking per second per client address over "
+    address_cpu_rate: float = _opt(50.0, float, "CPU milliseconds of ranking per second per client address over "
                                    "all its WebSocket connections and GET /complete requests, sustained; an address "
                                    "that used more is refused with rate_limited until the rate has paid it back")
-    address_cpu_burst: float = _opt(1000.0, float, "CPU milliseconds of ranking a client address may use at once "
+    address_cpu_burst: float = _opt(500.0, float, "CPU milliseconds of ranking a client address may use at once "
                                     "above its rate")
     rate_limit_close: float = _opt(10.0, float, "seconds a connection may stay over its rate limit (refused at "
                                    "least once a second) before it is closed with code 1008")
