@@ -93,6 +93,13 @@ class CandidateConfig:
     typo_trusted: int = 3  # no correction when the exact prefix has this many trusted candidates
     typo_pairs: bool = False  # a word pair nobody typed may hold a typo (+0.002 typo MRR, slower)
     typo_margin: float = 0.25  # what a corrected candidate's score must beat an exact one's by
+    # The budget of one keystroke's corrections (docs/METHOD.md, "Typo tolerance"): only the last
+    # this many unknown whole words may be corrected (earlier ones are taken as typed), and no word
+    # longer than typo_max_word, so a crafted prefix cannot multiply the look-ups.
+    typo_last_words: int = 2
+    typo_max_word: int = 32
+    session_k: int = 40  # session candidates at most (the newest queries' first)
+    session_words: int = 40  # the session's newest distinct words that may correct a typed one
 
 
 @dataclass
@@ -171,6 +178,7 @@ class CandidateGenerator:
         c = self.config
         self._fix_config = dataclasses.replace(c, mpc_k=c.mpc_k // 2, word_k=c.word_k // 2, cont_k=min(1, c.cont_k),
                                                trans_k=c.trans_k // 2, personal_k=c.personal_k // 2,
+                                               session_k=c.session_k // 2,
                                                personal_word_k=c.personal_word_k // 2)
 
     def _label_ranges(self, start: str) -> np.ndarray:
@@ -249,8 +257,8 @@ class CandidateGenerator:
         if "transitions" in on and prev:
             rows.mark([q for q, _ in self.words.next_queries(prev, prefix, cfg.trans_k)], _F["src_trans"])
         if "session" in on:
-            session = [_query_words(h) for h in reversed(history)]
-            rows.mark(_session_candidates(session, prefix, head, partial), _F["src_session"])
+            session = (_query_words(h) for h in reversed(history))  # split only as far as k needs
+            rows.mark(_session_candidates(session, prefix, head, partial, cfg.session_k), _F["src_session"])
         if personal:
             rows.mark(personal.starting_with(prefix, cfg.personal_k), _F["src_personal"])
             # The user's words: the prefix finished as in their latest queries.
@@ -281,7 +289,8 @@ class CandidateGenerator:
         # at least K people typed: a word fewer typed is unknown like one nobody typed, unless
         # this user typed it before (in the session or ever), which makes a typo less likely.
         words = self.words.words
-        unknown = [w for w in head.split() if not words.count(w)]
+        head_words = head.split()  # counted through the memory: the corrections ask for them too
+        unknown = [w for w, n in zip(head_words, words.count_list(head_words)) if not n]
         weak_partial = bool(partial) and not words.total(partial)
         if unknown or weak_partial:  # else both columns stay 0
             session = {w for h in history for w in h.split()}
@@ -317,8 +326,11 @@ class CandidateGenerator:
         # Only a word out of the vocabulary, a partial word that few words start with, or a
         # pair of words that nobody typed together may hold a typo: known words are taken as
         # meant.
-        weak = [j for j, w in enumerate(toks) if not words.count(w)]
-        weak_partial = bool(partial) and words.total(partial) < cfg.typo_support
+        weak = [j for j, (w, n) in enumerate(zip(toks, words.count_list(toks)))
+                if not n and len(w) <= cfg.typo_max_word]
+        weak = weak[-cfg.typo_last_words :] if cfg.typo_last_words > 0 else []
+        weak_partial = (bool(partial) and len(partial) <= cfg.typo_max_word
+                        and words.total(partial) < cfg.typo_support)
         weak_pair = (cfg.typo_pairs and bool(prev_word) and len(partial) > 1
                      and not self.words.bigrams.total(prev_word + " " + partial))
         if (not weak and not weak_partial and not weak_pair) or enough():
@@ -373,7 +385,7 @@ class CandidateGenerator:
                 fixes[fix] = None
 
         # The session's own words first: a user retyping a query misspells it anew.
-        mine = {w for h in history for w in h.split()}
+        mine = list(dict.fromkeys(w for h in reversed(history) for w in h.split()))[: cfg.session_words]
         # The first character of the prefix is taken as typed; of a later word, not.
         for j in weak:
             first = j == 0

@@ -86,7 +86,8 @@ def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette
                                    AddressBuckets(config.address_rate, config.address_burst),
                                    AddressBuckets(config.complete_rate, config.complete_burst),
                                    SubmitLimits(config.submit_rate, config.submit_burst,
-                                                config.address_submit_rate, config.address_submit_burst))
+                                                config.address_submit_rate, config.address_submit_burst),
+                                   AddressBuckets(config.address_cpu_rate, config.address_cpu_burst))
             app.state.qac = ServerState(config, ranker, store, metrics, health, users, limits)
             app.state.blocklist = blocklist
             tasks = [asyncio.create_task(job) for job in (
@@ -281,6 +282,11 @@ async def complete(request: Request) -> Response:
                       f"{config.max_prefix}")
     history = [h for h in map(normalize, prev) if h][-config.max_history:]
     address = client_address(request)
+    if not state.limits.cpu_ready(address):  # it owes ranking CPU time
+        state.metrics.errors.labels(protocol.RATE_LIMITED).inc()
+        return _error(429, protocol.RATE_LIMITED, f"more than {config.address_cpu_rate:g} ms of ranking CPU time "
+                      "per second from this address; slow down",
+                      {"Retry-After": str(state.limits.cpu_retry_after(address))})
     # Over the rate, a request waits its turn (as nginx's limit_req without nodelay): a client
     # that sends again as soon as it is answered then sends at the rate, instead of spinning
     # on refusals that cost both sides more than the answers would.
@@ -305,6 +311,7 @@ async def complete(request: Request) -> Response:
         ranked = await state.ranker.complete(prefix, history, personal, context=want_context)
     finally:
         state.complete_pending -= 1
+    state.limits.charge(address, ranked.cpu)
     took = time.perf_counter() - started
     state.metrics.latency.labels("http").observe(took)
     body = {"prefix": ranked.prefix, "items": protocol.items(ranked.items), "index": ranked.version,

@@ -119,6 +119,11 @@ class ServerConfig:
                                 "(deploy/nginx.conf's limit); one over it waits its turn up to 1 s, else is "
                                 "answered 429")
     complete_burst: int = _opt(40, int, "GET /complete requests per client address allowed at once above its rate")
+    address_cpu_rate: float = _opt(50.0, float, "CPU milliseconds of ranking per second per client address over "
+                                   "all its WebSocket connections and GET /complete requests, sustained; an address "
+                                   "that used more is refused with rate_limited until the rate has paid it back")
+    address_cpu_burst: float = _opt(500.0, float, "CPU milliseconds of ranking a client address may use at once "
+                                    "above its rate")
     rate_limit_close: float = _opt(10.0, float, "seconds a connection may stay over its rate limit (refused at "
                                    "least once a second) before it is closed with code 1008")
     complete_queue: int = _opt(32, int, "GET /complete requests waiting or being ranked per process; more "
@@ -150,7 +155,7 @@ class ServerConfig:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("session_ttl", "rate", "idle_timeout", "send_timeout", "history_days", "blocklist_interval",
                      "address_rate", "complete_rate", "rate_limit_close", "anonymous_days", "submit_rate",
-                     "address_submit_rate"):
+                     "address_submit_rate", "address_cpu_rate", "address_cpu_burst"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.internal_port is not None and not 0 <= self.internal_port <= 65535:

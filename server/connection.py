@@ -310,7 +310,10 @@ class Connection:
         """Spend a message token of the connection and of its address, or raise ``rate_limited``
         (and end a connection refused at least once a second for ``rate_limit_close`` seconds)."""
         config = self.state.config
-        if self._bucket.take() and self.state.limits.messages[self.address].take():
+        limits = self.state.limits
+        # An address that owes ranking CPU time spends no message token: it is refused as a flooder is.
+        cpu_ready = limits.cpu_ready(self.address)
+        if cpu_ready and self._bucket.take() and limits.messages[self.address].take():
             return
         now = time.monotonic()
         if self._over_since is None or now - self._refused_at > OVER_LIMIT_GAP:
@@ -319,8 +322,10 @@ class Connection:
         if now - self._over_since >= config.rate_limit_close:
             raise _Drop(1008, f"over the rate limit for {config.rate_limit_close:g} s", "rate_limited")
         frame = protocol.peek(text) if text else None  # parsed once, for the id and the type
-        raise ProtocolError(protocol.RATE_LIMITED, f"more than {config.rate:g} messages per second from this "
-                            "connection or its address; slow down", protocol.peek_id(frame), protocol.peek_type(frame))
+        why = (f"more than {config.rate:g} messages per second from this connection or its address" if cpu_ready
+               else f"more than {config.address_cpu_rate:g} ms of ranking CPU time per second from this address")
+        raise ProtocolError(protocol.RATE_LIMITED, f"{why}; slow down", protocol.peek_id(frame),
+                            protocol.peek_type(frame))
 
     async def _read_loop(self) -> None:
         config = self.state.config
@@ -380,7 +385,9 @@ class Connection:
         """How long a connection just refused for its rate goes unread: until a token is due.
         A flooder's frames then wait in its own buffers (TCP pushes back) instead of costing
         this process a refusal each."""
-        due = max(self._bucket.wait(), self.state.limits.messages[self.address].wait())
+        limits = self.state.limits
+        due = max(self._bucket.wait(), limits.messages[self.address].wait(),
+                  limits.cpu[self.address].wait() if limits.cpu is not None else 0.0)
         return min(due, OVER_LIMIT_PAUSE)
 
     async def _refuse(self, exc: ProtocolError) -> None:
@@ -582,6 +589,7 @@ class Connection:
             metrics.errors.labels(protocol.INTERNAL).inc()
             await self._send(protocol.error(protocol.INTERNAL, "ranking failed", query.id, "query"))
             return
+        self.state.limits.charge(self.address, ranked.cpu)
         took = time.perf_counter() - received
         metrics.latency.labels("ws").observe(took)
         await self._send(protocol.suggestions(query.id, ranked.prefix, ranked.items, took * 1000, ranked.context))

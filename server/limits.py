@@ -1,5 +1,5 @@
 """What one client address may cost a process: open connections, messages and requests per second,
-and submits (which write history) per minute, per address and per user.
+submits (which write history) per minute, per address and per user, and the CPU time of its rankings.
 
 A client's address is the peer of its TCP connection, or the address in ``X-Forwarded-For``
 when the peer is a proxy trusted with ``--forwarded-allow-ips`` (uvicorn rewrites the ASGI
@@ -25,7 +25,7 @@ MAX_ADDRESSES = 100_000  # rate buckets kept; the least recently used go first
 class TokenBucket:
     """Allows ``rate`` events per second on average and ``burst`` at once."""
 
-    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic):
         self.rate = rate
         self.burst = burst
         self._clock = clock
@@ -60,6 +60,12 @@ class TokenBucket:
         """Seconds until the next token (0 if there is one), as of the last call."""
         return max(0.0, (1 - self._tokens) / self.rate)
 
+    def charge(self, amount: float) -> None:
+        """Spend ``amount`` tokens for work already done, going into debt if there are fewer:
+        :meth:`ready` is then false until the rate has paid the debt back."""
+        self.ready()
+        self._tokens -= amount
+
 
 def address_key(host: str | None) -> str:
     """What an address is counted as: itself, its /64 for IPv6, ``"unknown"`` without one."""
@@ -85,7 +91,7 @@ def client_address(conn: HTTPConnection) -> str:
 class AddressBuckets:
     """A token bucket per client address; beyond ``max_addresses`` the least recently seen go."""
 
-    def __init__(self, rate: float, burst: int, *, max_addresses: int = MAX_ADDRESSES,
+    def __init__(self, rate: float, burst: float, *, max_addresses: int = MAX_ADDRESSES,
                  clock: Callable[[], float] = time.monotonic):
         self.rate = rate
         self.burst = burst
@@ -132,16 +138,35 @@ class SubmitLimits:
 
 class AddressLimits:
     """What one client address may cost a process: open WebSocket connections, WebSocket
-    messages (over all its connections), and ``GET /complete`` requests, each per second, and
-    submits per minute (with those of each user)."""
+    messages (over all its connections), and ``GET /complete`` requests, each per second,
+    submits per minute (with those of each user), and the CPU time of its rankings.
+
+    ``cpu`` holds a bucket of CPU milliseconds per address: each ranking is charged what it
+    took (:meth:`charge`), and an address in debt is refused (:meth:`cpu_ready`) until the rate
+    has paid it back, so keystrokes crafted to be costly are slowed by what they cost, not
+    only by how many they are. None: rankings are not charged."""
 
     def __init__(self, max_connections: int, messages: AddressBuckets, completes: AddressBuckets,
-                 submits: SubmitLimits):
+                 submits: SubmitLimits, cpu: AddressBuckets | None = None):
         self.max_connections = max_connections
         self.messages = messages
         self.completes = completes
         self.submits = submits
+        self.cpu = cpu
         self._connections: dict[str, int] = {}
+
+    def cpu_ready(self, address: str) -> bool:
+        """Whether ``address`` may have a keystroke ranked: it owes no ranking CPU time."""
+        return self.cpu is None or self.cpu[address].ready()
+
+    def cpu_retry_after(self, address: str) -> int:
+        """Whole seconds (at least 1) until ``address`` owes no ranking CPU time, for ``Retry-After``."""
+        return self.cpu.retry_after(address) if self.cpu is not None else 1
+
+    def charge(self, address: str, seconds: float) -> None:
+        """Charge ``address`` the CPU ``seconds`` one of its rankings took."""
+        if self.cpu is not None and seconds > 0:
+            self.cpu[address].charge(seconds * 1000)
 
     def connect(self, address: str) -> bool:
         """Count a new connection of ``address``, unless it already holds its share."""

@@ -54,6 +54,8 @@ FRESH_ANSWERS = 1024  # the most typed prefixes, whose fresh-session answer is r
 FULL_COLLECTION_AFTER = 100  # generation-1 collections between full ones (CPython's default: 10)
 
 _T = TypeVar("_T")
+# The CPU time of the thread that ranks (the event loop's or a ranking thread's): what a ranking is charged.
+CPU_CLOCK: Callable[[], float] = time.thread_time
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class Ranked:
     version: str
     seconds: float
     context: bool | None  # None: not asked
+    cpu: float = 0.0  # CPU seconds the ranking took (0: answered from the fresh answers), charged to the address
 
 
 class FreshAnswers:
@@ -171,24 +174,27 @@ class Ranker:
             # without the trip to one and back).
             normalized = normalize_prefix(prefix)
             alone = fresh.get(normalized)
+            cpu = 0.0
             if alone is None:
-                alone = await self._run(functools.partial(_fresh, model, normalized, self.k, blocklist, fresh))
+                now, cpu = await self._run(functools.partial(_fresh, model, normalized, self.k, blocklist, fresh))
+                alone = now
             return Ranked(normalized, list(alone), model.version, time.perf_counter() - started,
-                          False if context else None)
+                          False if context else None, cpu)
         call = functools.partial(_rank, model, prefix, tuple(history), personal, self.k, blocklist, fresh, context)
-        normalized, items, changed = await self._run(call)
-        return Ranked(normalized, items, model.version, time.perf_counter() - started, changed)
+        (normalized, items, changed), cpu = await self._run(call)
+        return Ranked(normalized, items, model.version, time.perf_counter() - started, changed, cpu)
 
-    async def _run(self, call: Callable[[], _T]) -> _T:
-        """``call()`` on the event loop, after one turn of it, or on a ranking thread."""
+    async def _run(self, call: Callable[[], _T]) -> tuple[_T, float]:
+        """``call()`` on the event loop, after one turn of it, or on a ranking thread; with the
+        CPU seconds it took."""
         if self._pool is None:
             # One turn first: the frames and requests already received are read, and wait
             # their turn here too, so that GET /complete's bounded queue (complete_pending)
             # counts them. Without it, each would be ranked as soon as read, and the backlog
             # would wait unseen in the loop.
             await asyncio.sleep(0)
-            return call()
-        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+            return _timed(call)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, _timed, call)
 
     async def reload(self, index: str, *, announce: bool = True) -> tuple[str, str]:
         """Load ``index`` and swap it in: (old version, new version).
@@ -242,6 +248,13 @@ class Ranker:
             self._filling.cancel()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _timed(call: Callable[[], _T]) -> tuple[_T, float]:
+    """``call()`` and the CPU seconds its thread spent on it."""
+    start = CPU_CLOCK()
+    out = call()
+    return out, CPU_CLOCK() - start
 
 
 def _rank(model: Model, prefix: str, history: tuple[str, ...], personal: PersonalHistory | None, k: int,

@@ -57,6 +57,7 @@ def start(index: Path, sessions: str, log: Path) -> Replica:
            # The clients here type faster than people: no rate limit in the way.
            "QAC_RATE": "100000", "QAC_BURST": "100000", "QAC_ADDRESS_RATE": "100000", "QAC_ADDRESS_BURST": "100000",
            "QAC_ADDRESS_SUBMIT_RATE": "100000", "QAC_ADDRESS_SUBMIT_BURST": "100000",
+           "QAC_ADDRESS_CPU_RATE": "1000000", "QAC_ADDRESS_CPU_BURST": "1000000",
            "QAC_MAX_CONNECTIONS_PER_ADDRESS": "10000", "QAC_MODELS_ROOT": str(index.parent.parent)}
     with log.open("wb") as out:
         proc = subprocess.Popen(

@@ -87,3 +87,62 @@ def test_unknown_prefix_words_count_apart_when_the_user_typed_them_before():
     # A partial word no word of the log starts with, but one of the user's does.
     assert columns("new pictu") == [1, 0]
     assert columns("new pictu", [], mine) == [0, 1]
+
+
+def _count_look_ups(monkeypatch) -> dict[str, int]:
+    """Count the calls to the sorted indices' look-ups and to the typo distance."""
+    import indexer.typos as typos
+    from indexer.topk import PrefixTopK
+
+    calls = {"n": 0}
+    for name in ("index", "range", "children", "total"):
+        original = getattr(PrefixTopK, name)
+
+        def counted(self, *args, _original=original, **kwargs):
+            calls["n"] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(PrefixTopK, name, counted)
+    distance = typos.prefix_distance
+
+    def counted_distance(*args, **kwargs):
+        calls["n"] += 1
+        return distance(*args, **kwargs)
+
+    monkeypatch.setattr(typos, "prefix_distance", counted_distance)
+    return calls
+
+
+def _typo_words(model, n, seed):
+    from indexer.typos import add_typo
+
+    rng = np.random.default_rng(seed)
+    words = [w for w in model.words.words.keys if len(w) >= 5 and w.isalpha()]
+    return [add_typo(words[int(rng.integers(len(words)))], rng) for _ in range(n)]
+
+
+def test_a_crafted_prefix_cannot_multiply_the_look_ups_of_its_corrections(small_model, monkeypatch):
+    """Issue 27: misspelled words, however many, cost the corrections of a few (the last ones):
+    a 40-word prefix of typos makes at most twice the look-ups of a 4-word one."""
+    calls = _count_look_ups(monkeypatch)
+    costs = []
+    for n, seed in ((4, 1), (40, 2)):
+        calls["n"] = 0
+        small_model.complete(" ".join(_typo_words(small_model, n, seed)) + " ", [], 10)
+        costs.append(calls["n"])
+    assert costs[1] <= 2 * costs[0], costs
+
+
+def test_a_crafted_session_offers_a_bounded_number_of_candidates(small_model, monkeypatch):
+    """Issue 27: five 200-character queries of misspelled words in the session (a client writes
+    its own history) give at most session_k session candidates, and the session's words that may
+    correct a typed one are its newest session_words."""
+    history = [" ".join(_typo_words(small_model, 40, seed))[:200] for seed in range(5)]
+    cands = small_model.generator.generate("new ", history)
+    from indexer.candidates import FEATURES
+
+    session = cands.features[:, FEATURES.index("src_session")] > 0
+    assert 0 < int(session.sum()) <= 40  # the default session_k
+    calls = _count_look_ups(monkeypatch)
+    small_model.complete(" ".join(_typo_words(small_model, 4, 7)), history, 10)
+    assert calls["n"] <= 4 * 40 + 600, calls  # 40: the default session_words

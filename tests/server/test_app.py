@@ -551,7 +551,8 @@ async def test_a_bad_reload_is_a_400_and_keeps_the_old_model(
 def busy_server(small_model_dir: Path) -> Iterator[str]:
     """A server that lets clients type far faster than people do."""
     config = ServerConfig(index=str(small_model_dir), admin_token=TOKEN, rate=10_000, burst=1_000,
-                          address_rate=100_000, address_burst=10_000, models_root=str(small_model_dir.parent.parent))
+                          address_rate=100_000, address_burst=10_000, address_cpu_rate=1e6, address_cpu_burst=1e6,
+                          models_root=str(small_model_dir.parent.parent))
     with running(create_app(config), config) as address:
         yield address
 

@@ -88,3 +88,30 @@ def test_one_address_adds_at_most_a_human_scale_amount_of_history_an_hour() -> N
     assert taken <= 10 + 6 * 60  # 370 an hour, whatever the addresses
     # A submit without a user writes no history: never counted, never refused.
     assert all(limits.ready("203.0.113.9", None) for _ in range(1000))
+
+
+def test_an_address_is_charged_the_cpu_time_of_its_rankings_and_refused_while_in_debt() -> None:
+    """Issue 27: at 100 CPU ms a second (1,000 at once), keystrokes that cost 30 ms each are
+    ranked 34 times (the 34th goes into debt), then refused until the rate has paid the debt
+    back; a cheap address beside it is not touched."""
+    clock = Clock()
+    limits = AddressLimits(2, AddressBuckets(1, 1), AddressBuckets(1, 1), SubmitLimits(1, 1, 1, 1),
+                           AddressBuckets(100, 1000, clock=clock))
+    ranked = 0
+    while limits.cpu_ready("a"):
+        limits.charge("a", 0.030)
+        ranked += 1
+    assert ranked == 34
+    assert limits.cpu_retry_after("a") == 1
+    clock.now += 0.2  # -20 ms + 20 ms: still short of the next millisecond
+    assert not limits.cpu_ready("a")
+    clock.now += 0.011
+    assert limits.cpu_ready("a")
+    limits.charge("b", 0.001)
+    assert limits.cpu_ready("b")
+
+
+def test_without_a_cpu_bucket_rankings_are_not_charged() -> None:
+    limits = AddressLimits(2, AddressBuckets(1, 1), AddressBuckets(1, 1), SubmitLimits(1, 1, 1, 1))
+    limits.charge("a", 1e6)
+    assert limits.cpu_ready("a")

@@ -100,7 +100,8 @@ def served(sample_model_dir: Path) -> Iterator[tuple[str, Starlette]]:
     # The limits lifted: the attacker could spread the same probes over time or addresses.
     config = ServerConfig(index=str(sample_model_dir), rate=1000.0, burst=1000, address_rate=1000.0,
                           address_burst=1000, complete_rate=1000.0, complete_burst=1000,
-                          address_submit_rate=60_000.0, address_submit_burst=1000)
+                          address_submit_rate=60_000.0, address_submit_burst=1000,
+                          address_cpu_rate=1e6, address_cpu_burst=1e6)
     app = create_app(config)
     with running(app, config) as address:
         yield address, app

@@ -295,6 +295,40 @@ async def test_complete_is_rate_limited_per_address(small_model_dir: Path) -> No
     assert other.status_code == 200
 
 
+async def test_an_address_is_charged_the_cpu_time_of_its_rankings(
+    small_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 27: with a fake CPU meter that charges each ranking 100 ms, an address allowed 250 ms
+    at once gets three keystrokes ranked, then rate_limited on the WebSocket and 429 on
+    GET /complete; another address is served."""
+    ticks = iter(range(1_000_000))
+    monkeypatch.setattr(ranker_module, "CPU_CLOCK", lambda: next(ticks) * 0.1)  # read twice a ranking
+    config = ServerConfig(index=str(small_model_dir), address_cpu_rate=0.001, address_cpu_burst=250)
+    app = create_app(config)
+    with running(app, config) as server:
+        prefixes = [f"xq{c}" for c in "abcdefgh"]  # nobody logged them: each is ranked
+        assert not any(app.state.qac.ranker.fresh.get(p) for p in prefixes)
+        async with connect(f"ws://{server}/ws") as ws:
+            await recv_json(ws)
+            answers = []
+            for qid, prefix in enumerate(prefixes[:4], 1):
+                await ws.send(query(qid, prefix))
+                answers.append(await recv_json(ws))
+        async with connect(f"ws://{server}/ws", additional_headers=_from("198.51.100.3")) as other:
+            await recv_json(other)
+            await other.send(query(1, prefixes[4]))
+            served = await recv_json(other)
+        async with httpx.AsyncClient(base_url=f"http://{server}") as http:
+            refused = await http.get("/complete", params={"prefix": prefixes[5]})
+            elsewhere = await http.get("/complete", params={"prefix": prefixes[6]}, headers=_from("198.51.100.4"))
+    assert [a["type"] for a in answers] == ["suggestions"] * 3 + ["error"]
+    assert answers[-1]["code"] == "rate_limited" and "CPU" in answers[-1]["message"]
+    assert served["type"] == "suggestions"
+    assert refused.status_code == 429 and refused.json()["code"] == "rate_limited"
+    assert int(refused.headers["retry-after"]) >= 1
+    assert elsewhere.status_code == 200
+
+
 async def test_complete_over_its_rate_waits_its_turn_up_to_a_second(small_model_dir: Path) -> None:
     config = ServerConfig(index=str(small_model_dir), complete_rate=4, complete_burst=1)
     with running(create_app(config), config) as server:
