@@ -71,6 +71,14 @@ class ServerConfig:
                                "(code 4000; the page reconnects when its user types again)")
     send_timeout: float = _opt(10.0, float, "seconds a send may wait on a client that does not read before "
                                "the connection is dropped")
+    max_body: int = _opt(4096, int, "largest request body of POST /history/* and /admin/reload, in bytes (POST "
+                         "/complete's allows max_history+1 queries of max_prefix characters more); a larger one "
+                         "is answered 413 before it is read, and its connection closed")
+    header_timeout: float = _opt(5.0, float, "seconds an HTTP connection may take to send a request's headers "
+                                 "(and body), from its opening or from the first byte of a later request; "
+                                 "then it is closed")
+    keep_alive_timeout: float = _opt(5.0, float, "seconds an HTTP keep-alive connection may stay idle between "
+                                     "requests before it is closed")
     k: int = _opt(10, int, "suggestions per keystroke")
     fresh_answers: int = _opt(1024, int, "most typed prefixes whose answer without history is ranked when a model "
                               "or blocklist is set, and given at once (never filled by traffic)")
@@ -141,7 +149,7 @@ class ServerConfig:
         for name in ("workers", "max_sessions", "max_history", "max_prefix", "max_message", "burst", "k",
                      "max_connections", "history_max", "max_connections_per_address",
                      "address_burst", "complete_burst", "complete_queue", "store_failures", "redis_pool",
-                     "history_anonymous_max", "submit_burst", "address_submit_burst"):
+                     "history_anonymous_max", "submit_burst", "address_submit_burst", "max_body"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("rank_threads", "fresh_answers"):
@@ -149,7 +157,7 @@ class ServerConfig:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("session_ttl", "rate", "idle_timeout", "send_timeout", "history_days", "blocklist_interval",
                      "address_rate", "complete_rate", "rate_limit_close", "anonymous_days", "submit_rate",
-                     "address_submit_rate"):
+                     "address_submit_rate", "header_timeout", "keep_alive_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.internal_port is not None and not 0 <= self.internal_port <= 65535:
