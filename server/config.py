@@ -8,6 +8,7 @@ docs/OPERATIONS.md explains each one.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -51,7 +52,11 @@ class ServerConfig:
     port: int = _opt(8000, int, "TCP port", flag="--port")
     workers: int = _opt(1, int, "server processes sharing the port", flag="--workers")
     sessions: str = _opt("memory", str, "session store: memory, or redis://HOST:PORT/DB shared by "
-                         "every process and replica", flag="--sessions", repr=False)  # may hold a password
+                         "every process and replica (a URL with a password: give it in QAC_SESSIONS or "
+                         "--sessions-file, which no process list shows)", flag="--sessions",
+                         repr=False)  # may hold a password
+    sessions_file: str | None = _opt(None, str, "file holding the --sessions URL (a Docker or Kubernetes secret, "
+                                     "say); read at startup", flag="--sessions-file")
     session_ttl: float = _opt(1800.0, float, "seconds a session lives without activity", flag="--session-ttl")
     allowed_origins: tuple[str, ...] = _opt(
         (), _origins, "browser origins allowed to open the WebSocket besides the page's own "
@@ -164,9 +169,26 @@ class ServerConfig:
             raise ConfigError(f"internal_port must be in 0..65535, got {self.internal_port}")
         if self.max_message < self.max_prefix:
             raise ConfigError(f"max_message ({self.max_message}) must be >= max_prefix ({self.max_prefix})")
+        if self.sessions_file is not None:
+            object.__setattr__(self, "sessions", self._sessions_from_file(self.sessions_file))
         if self.sessions != "memory" and urlsplit(self.sessions).scheme not in SESSION_SCHEMES:
             raise ConfigError(f"sessions must be 'memory' or a redis:// URL, got {redact_url(self.sessions)!r}")
         object.__setattr__(self, "allowed_origins", tuple(normalize_origin(o) for o in self.allowed_origins))
+
+    def _sessions_from_file(self, path: str) -> str:
+        """The URL in ``path`` (its first line); the same URL may also be given as ``sessions``
+        (as worker processes get both), another may not."""
+        try:
+            with open(os.path.expanduser(path), encoding="utf-8") as f:
+                url = f.readline().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read sessions_file {path}: {exc.strerror}") from None
+        if not url:
+            raise ConfigError(f"sessions_file {path} is empty")
+        if self.sessions not in ("memory", url):
+            raise ConfigError("give the sessions URL once: in --sessions (QAC_SESSIONS) or in --sessions-file "
+                              "(QAC_SESSIONS_FILE)")
+        return url
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> ServerConfig:
@@ -194,6 +216,8 @@ class ServerConfig:
         out = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.name == "sessions" and self.sessions_file:
+                continue  # read from the file again, never copied into the environment
             if value is not None:
                 out[env_name(f)] = ",".join(value) if isinstance(value, tuple) else str(value)
         return out

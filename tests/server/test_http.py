@@ -24,7 +24,7 @@ import pytest
 from starlette.types import Receive, Scope, Send
 
 from server.app import create_app
-from server.config import ServerConfig
+from server.config import ConfigError, ServerConfig
 from server.users import Signer, issue_anonymous
 from tests.support import ROOT, running
 
@@ -317,3 +317,17 @@ def test_the_static_routes_serve_the_pages_files_only(server: str) -> None:
                     "/static/", "/static/.hidden.js", "/%2e%2e/server/app.py", "/static/../pyproject.toml")]
     assert served == [200] * len(served)
     assert refused == [404] * len(refused)
+
+
+def test_the_sessions_url_can_come_from_a_file_and_never_goes_into_the_environment(tmp_path: Path) -> None:
+    url = "redis://:hunter2-very-secret@redis:6379/0"
+    secret = tmp_path / "sessions"
+    secret.write_text(url + "\n")
+    config = ServerConfig.from_env({"QAC_SESSIONS_FILE": str(secret)})
+    assert config.sessions == url
+    assert "hunter2" not in repr(config) and "hunter2" not in json.dumps(config.to_env())
+    assert ServerConfig.from_env(config.to_env()).sessions == url  # as a worker process rebuilds it
+    with pytest.raises(ConfigError, match="once"):
+        ServerConfig(sessions="redis://other:6379/0", sessions_file=str(secret))
+    with pytest.raises(ConfigError, match="cannot read"):
+        ServerConfig(sessions_file=str(tmp_path / "missing"))
