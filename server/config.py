@@ -123,17 +123,18 @@ class ServerConfig:
     blocklist_interval: float = _opt(2.0, float, "seconds between checks of the --blocklist and --sensitive "
                                      "files for changes")
     max_connections_per_address: int = _opt(
-        20, int, "open WebSocket connections per client address and process; more are closed with code 1013")
+        20, int, "open connections (WebSocket and HTTP) per client address and process; a WebSocket beyond "
+        "it is closed with code 1013, an HTTP connection answered 503 as it opens")
     address_rate: float = _opt(200.0, float, "client messages per second per client address over all its "
                                "WebSocket connections, sustained")
     address_burst: int = _opt(400, int, "client messages per client address allowed at once above its rate")
-    complete_rate: float = _opt(20.0, float, "GET /complete requests per second per client address, sustained "
+    complete_rate: float = _opt(20.0, float, "/complete requests per second per client address, sustained "
                                 "(deploy/nginx.conf's limit); one over it waits its turn up to 1 s, else is "
                                 "answered 429")
-    complete_burst: int = _opt(40, int, "GET /complete requests per client address allowed at once above its rate")
+    complete_burst: int = _opt(40, int, "/complete requests per client address allowed at once above its rate")
     rate_limit_close: float = _opt(10.0, float, "seconds a connection may stay over its rate limit (refused at "
                                    "least once a second) before it is closed with code 1008")
-    complete_queue: int = _opt(32, int, "GET /complete requests waiting or being ranked per process; more "
+    complete_queue: int = _opt(32, int, "/complete requests waiting or being ranked per process; more "
                                "are answered 503 with Retry-After")
     forwarded_allow_ips: str = _opt(
         "127.0.0.1", str, "addresses (or networks) of proxies trusted to set X-Forwarded-For: a client's "
