@@ -181,7 +181,7 @@ def peak_kib(pid: int) -> int:
 @pytest.fixture
 def strict(small_model_dir: Path) -> Iterator[str]:
     """Small deadlines; 127.0.0.1 is a client here, not a trusted proxy."""
-    config = ServerConfig(index=str(small_model_dir), secret=SECRET, header_timeout=0.5, keep_alive_timeout=0.5,
+    config = ServerConfig(index=str(small_model_dir), secret=SECRET, header_timeout=1.0, keep_alive_timeout=1.0,
                           forwarded_allow_ips="10.9.9.9")
     with running(create_app(config), config) as address:
         yield address
@@ -243,7 +243,8 @@ def test_an_idle_keep_alive_connection_is_closed(strict: str) -> None:
 
 
 def test_http_connections_count_against_the_per_address_limit(small_model_dir: Path) -> None:
-    config = ServerConfig(index=str(small_model_dir), max_connections_per_address=3, forwarded_allow_ips="10.9.9.9")
+    config = ServerConfig(index=str(small_model_dir), max_connections_per_address=3, forwarded_allow_ips="10.9.9.9",
+                          header_timeout=60.0)
     with running(create_app(config), config) as strict, raw(strict) as a, raw(strict) as b, raw(strict) as c:
         for sock in (a, b, c):
             sock.sendall(b"POST /complete HTTP/1.1\r\nHost: x\r\nContent-Length: 99\r\n\r\n")  # and no body yet
