@@ -291,7 +291,7 @@ async def complete_params(request: Request) -> tuple[str, list[str], bool] | Res
     """``prefix``, ``prev`` and ``context`` of a ``/complete`` request: a POST's JSON body
     (``{"prefix": "...", "prev": [...], "context": true}``), else a GET's query string (which
     access logs record)."""
-    if request.method == "GET":
+    if request.method != "POST":  # GET, and the HEAD Starlette adds
         prefix = request.query_params.get("prefix")
         if prefix is None:
             return _error(400, protocol.BAD_MESSAGE, "missing query parameter 'prefix'")

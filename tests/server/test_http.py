@@ -289,11 +289,13 @@ def test_post_complete_answers_as_get_does(server: str) -> None:
         bad = [http.post("/complete", content=body) for body in
                (b"{", b"[]", b'{"prefix": 3}', b'{"prefix": "a", "prev": "x"}', b'{"prefix": "a", "context": 1}')]
         too_long = http.post("/complete", json={"prefix": "a" * 1000})
+        head = http.head("/complete?prefix=wea")
     assert posted.status_code == 200
     assert {k: v for k, v in posted.json().items() if k != "took_ms"} == \
         {k: v for k, v in got.json().items() if k != "took_ms"}
     assert [b.json()["code"] for b in bad] == ["bad_json"] + ["bad_message"] * 4
     assert too_long.json()["code"] == "too_long"
+    assert head.status_code == 200
 
 
 def test_user_bearing_answers_are_never_stored(server: str) -> None:
