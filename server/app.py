@@ -64,7 +64,7 @@ def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette
     static_dir = Path(config.static_dir) if config.static_dir else STATIC_DIR
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         nonlocal model
         loaded, index, announced = await _initial_model(config, model)
         model = None  # from here the ranker alone holds it, so that a reload frees it
