@@ -31,10 +31,12 @@ from indexer.normalize import normalize
 
 from . import protocol
 from .blocklists import ServeBlocklist
+from .bodies import BodyLimit, complete_body_limit
 from .config import ConfigError, ServerConfig, normalize_origin
 from .connection import Connection, ServerState, expose_abort
 from .history import open_history
 from .history_routes import forget_route, personal_of, remove_route
+from .http_protocol import STATE_KEY
 from .limits import AddressBuckets, AddressLimits, SubmitLimits, client_address
 from .metrics import Metrics
 from .personal import PersonalHub
@@ -45,7 +47,11 @@ from .users import Signer, default_secret_path, load_secret
 
 log = logging.getLogger("qac.server")
 
-COMPLETE_MAX_WAIT = 1.0  # seconds a GET /complete over its address's rate may wait for its turn
+COMPLETE_MAX_WAIT = 1.0  # seconds a /complete request over its address's rate may wait for its turn
+# Files of the demo page the static routes serve; nothing else (no package or dot files).
+PAGE_SUFFIXES = frozenset({".html", ".css", ".js", ".svg", ".png", ".ico", ".webp", ".woff2"})
+# Answers that may carry what a user typed or holds: never cached by a browser or a proxy.
+NO_STORE_PATHS = ("/complete", "/history/", "/healthz", "/metrics", "/admin/")
 
 # Package data: found the same way in a checkout, an editable and a plain install.
 STATIC_DIR = Path(str(resources.files("static")))
@@ -58,7 +64,7 @@ def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette
     static_dir = Path(config.static_dir) if config.static_dir else STATIC_DIR
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         nonlocal model
         loaded, index, announced = await _initial_model(config, model)
         model = None  # from here the ranker alone holds it, so that a reload frees it
@@ -94,7 +100,7 @@ def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette
                 ranker.follow(), health.watch(), health.count_forever(), users.follow(),
                 blocklist.watch(config.blocklist_interval))]
             try:
-                yield
+                yield {STATE_KEY: app.state.qac}  # for the HTTP protocol's deadlines and address count
             finally:
                 for task in tasks:
                     task.cancel()
@@ -107,7 +113,10 @@ def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette
     static = StaticFiles(directory=static_dir, check_dir=False)
 
     async def asset(request: Request) -> Response:
-        return await static.get_response(request.path_params["name"], request.scope)
+        name = request.path_params["name"]
+        if not page_file(name):
+            return _not_found()
+        return await static.get_response(name, request.scope)
 
     async def demo_page(request: Request) -> Response:
         return FileResponse(static_dir / "index.html")
@@ -115,7 +124,7 @@ def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette
     routes = [
         Route("/", demo_page),
         WebSocketRoute("/ws", websocket_endpoint),
-        Route("/complete", complete),
+        Route("/complete", complete, methods=["GET", "POST"]),
         Route("/healthz", healthz),
         Route("/metrics", metrics_endpoint),
         Route("/admin/reload", admin_reload, methods=["POST"]),
@@ -124,7 +133,9 @@ def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette
         Route("/static/{name:path}", asset),
         Route("/{name:path}", asset),
     ]
-    middleware = [Middleware(expose_abort), Middleware(SecurityHeaders, headers=security_headers(config))]
+    body_limits = {"/complete": complete_body_limit(config.max_body, config.max_prefix, config.max_history)}
+    middleware = [Middleware(expose_abort), Middleware(SecurityHeaders, headers=security_headers(config)),
+                  Middleware(BodyLimit, default=config.max_body, limits=body_limits)]
     if config.allowed_origins:
         middleware.append(Middleware(CORSMiddleware, allow_origins=list(config.allowed_origins),
                                      allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"]))
@@ -141,8 +152,15 @@ def security_headers(config: ServerConfig) -> list[tuple[bytes, bytes]]:
             (b"referrer-policy", b"no-referrer")]
 
 
+def page_file(name: str) -> bool:
+    """Whether a static route serves ``name``: a file of the page, in no dot or underscore directory."""
+    parts = name.split("/")
+    return Path(name).suffix.lower() in PAGE_SUFFIXES and not any(p[:1] in (".", "_") for p in parts)
+
+
 class SecurityHeaders:
-    """ASGI middleware: :func:`security_headers` on every HTTP response (replacing any copy)."""
+    """ASGI middleware: :func:`security_headers` on every HTTP response (replacing any copy), and
+    ``Cache-Control: no-store`` on the answers under :data:`NO_STORE_PATHS`."""
 
     def __init__(self, app: ASGIApp, headers: list[tuple[bytes, bytes]]):
         self.app = app
@@ -154,10 +172,14 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
+        no_store = scope["path"].startswith(NO_STORE_PATHS)
+
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in self.names]
-                message = {**message, "headers": kept + self.headers}
+                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in self.names
+                        and not (no_store and k.lower() == b"cache-control")]
+                message = {**message, "headers": kept + self.headers + ([(b"cache-control", b"no-store")]
+                                                                         if no_store else [])}
             await send(message)
 
         await self.app(scope, receive, with_headers)
@@ -266,16 +288,39 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         state.limits.disconnect(address)
 
 
+async def complete_params(request: Request) -> tuple[str, list[str], bool] | Response:
+    """``prefix``, ``prev`` and ``context`` of a ``/complete`` request: a POST's JSON body
+    (``{"prefix": "...", "prev": [...], "context": true}``), else a GET's query string (which
+    access logs record)."""
+    if request.method != "POST":  # GET, and the HEAD Starlette adds
+        prefix = request.query_params.get("prefix")
+        if prefix is None:
+            return _error(400, protocol.BAD_MESSAGE, "missing query parameter 'prefix'")
+        return prefix, request.query_params.getlist("prev"), request.query_params.get("context") in ("1", "true")
+    try:
+        body = json.loads(await request.body())
+    except ValueError as exc:
+        return _error(400, protocol.BAD_JSON, f"not JSON: {exc}")
+    if not isinstance(body, dict):
+        body = {}
+    prefix, prev, want_context = body.get("prefix"), body.get("prev", []), body.get("context", False)
+    if (not isinstance(prefix, str) or not isinstance(prev, list) or not all(isinstance(p, str) for p in prev)
+            or not isinstance(want_context, bool)):
+        return _error(400, protocol.BAD_MESSAGE, 'expected {"prefix": "...", "prev": ["...", ...], "context": '
+                      'false}')
+    return prefix, prev, want_context
+
+
 async def complete(request: Request) -> Response:
-    """Stateless completion: ``?prefix=...&prev=...`` (``prev`` repeatable, oldest first;
-    ``&context=1`` to be told whether ``prev`` changed the list)."""
+    """Stateless completion: ``GET ?prefix=...&prev=...`` (``prev`` repeatable, oldest first;
+    ``&context=1`` to be told whether ``prev`` changed the list), or the same in a POST's JSON
+    body, which keeps them out of URLs and so out of access logs."""
     state = _state(request)
     config = state.config
-    prefix = request.query_params.get("prefix")
-    if prefix is None:
-        return _error(400, protocol.BAD_MESSAGE, "missing query parameter 'prefix'")
-    prev = request.query_params.getlist("prev")
-    want_context = request.query_params.get("context") in ("1", "true")
+    params = await complete_params(request)
+    if isinstance(params, Response):
+        return params
+    prefix, prev, want_context = params
     longest = max(len(p) for p in [prefix, *prev])
     if longest > config.max_prefix:
         return _error(400, protocol.TOO_LONG, f"a parameter of {longest} characters; the limit is "

@@ -8,6 +8,7 @@ docs/OPERATIONS.md explains each one.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -52,7 +53,11 @@ class ServerConfig:
     workers: int = _opt(1, int, "server processes sharing the port (more than one needs --sessions redis://)",
                         flag="--workers")
     sessions: str = _opt("memory", str, "session store: memory, or redis://HOST:PORT/DB shared by "
-                         "every process and replica", flag="--sessions", repr=False)  # may hold a password
+                         "every process and replica (a URL with a password: give it in QAC_SESSIONS or "
+                         "--sessions-file, which no process list shows)", flag="--sessions",
+                         repr=False)  # may hold a password
+    sessions_file: str | None = _opt(None, str, "file holding the --sessions URL (a Docker or Kubernetes secret, "
+                                     "say); read at startup", flag="--sessions-file")
     session_ttl: float = _opt(1800.0, float, "seconds a session lives without activity", flag="--session-ttl")
     allowed_origins: tuple[str, ...] = _opt(
         (), _origins, "browser origins allowed to open the WebSocket besides the page's own "
@@ -72,6 +77,14 @@ class ServerConfig:
                                "(code 4000; the page reconnects when its user types again)")
     send_timeout: float = _opt(10.0, float, "seconds a send may wait on a client that does not read before "
                                "the connection is dropped")
+    max_body: int = _opt(4096, int, "largest request body of POST /history/* and /admin/reload, in bytes (POST "
+                         "/complete's allows max_history+1 queries of max_prefix characters more); a larger one "
+                         "is answered 413 before it is read, and its connection closed")
+    header_timeout: float = _opt(5.0, float, "seconds an HTTP connection may take to send a request's headers "
+                                 "(and body), from its opening or from the first byte of a later request; "
+                                 "then it is closed")
+    keep_alive_timeout: float = _opt(5.0, float, "seconds an HTTP keep-alive connection may stay idle between "
+                                     "requests before it is closed")
     k: int = _opt(10, int, "suggestions per keystroke")
     fresh_answers: int = _opt(1024, int, "most typed prefixes whose answer without history is ranked when a model "
                               "or blocklist is set, and given at once (never filled by traffic)")
@@ -111,14 +124,15 @@ class ServerConfig:
     blocklist_interval: float = _opt(2.0, float, "seconds between checks of the --blocklist and --sensitive "
                                      "files for changes")
     max_connections_per_address: int = _opt(
-        20, int, "open WebSocket connections per client address and process; more are closed with code 1013")
+        20, int, "open connections (WebSocket and HTTP) per client address and process; a WebSocket beyond "
+        "it is closed with code 1013, an HTTP connection answered 503 as it opens")
     address_rate: float = _opt(200.0, float, "client messages per second per client address over all its "
                                "WebSocket connections, sustained")
     address_burst: int = _opt(400, int, "client messages per client address allowed at once above its rate")
-    complete_rate: float = _opt(20.0, float, "GET /complete requests per second per client address, sustained "
+    complete_rate: float = _opt(20.0, float, "/complete requests per second per client address, sustained "
                                 "(deploy/nginx.conf's limit); one over it waits its turn up to 1 s, else is "
                                 "answered 429")
-    complete_burst: int = _opt(40, int, "GET /complete requests per client address allowed at once above its rate")
+    complete_burst: int = _opt(40, int, "/complete requests per client address allowed at once above its rate")
     address_cpu_rate: float = _opt(50.0, float, "CPU milliseconds of ranking per second per client address over "
                                    "all its WebSocket connections and GET /complete requests, sustained; an address "
                                    "that used more is refused with rate_limited until the rate has paid it back")
@@ -126,7 +140,7 @@ class ServerConfig:
                                     "above its rate")
     rate_limit_close: float = _opt(10.0, float, "seconds a connection may stay over its rate limit (refused at "
                                    "least once a second) before it is closed with code 1008")
-    complete_queue: int = _opt(32, int, "GET /complete requests waiting or being ranked per process; more "
+    complete_queue: int = _opt(32, int, "/complete requests waiting or being ranked per process; more "
                                "are answered 503 with Retry-After")
     forwarded_allow_ips: str = _opt(
         "127.0.0.1", str, "addresses (or networks) of proxies trusted to set X-Forwarded-For: a client's "
@@ -147,7 +161,7 @@ class ServerConfig:
         for name in ("workers", "max_sessions", "max_history", "max_prefix", "max_message", "burst", "k",
                      "max_connections", "history_max", "max_connections_per_address",
                      "address_burst", "complete_burst", "complete_queue", "store_failures", "redis_pool",
-                     "history_anonymous_max", "submit_burst", "address_submit_burst"):
+                     "history_anonymous_max", "submit_burst", "address_submit_burst", "max_body"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("rank_threads", "fresh_answers"):
@@ -155,16 +169,34 @@ class ServerConfig:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("session_ttl", "rate", "idle_timeout", "send_timeout", "history_days", "blocklist_interval",
                      "address_rate", "complete_rate", "rate_limit_close", "anonymous_days", "submit_rate",
-                     "address_submit_rate", "address_cpu_rate", "address_cpu_burst"):
+                     "address_submit_rate", "header_timeout", "keep_alive_timeout"):
+
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.internal_port is not None and not 0 <= self.internal_port <= 65535:
             raise ConfigError(f"internal_port must be in 0..65535, got {self.internal_port}")
         if self.max_message < self.max_prefix:
             raise ConfigError(f"max_message ({self.max_message}) must be >= max_prefix ({self.max_prefix})")
+        if self.sessions_file is not None:
+            object.__setattr__(self, "sessions", self._sessions_from_file(self.sessions_file))
         if self.sessions != "memory" and urlsplit(self.sessions).scheme not in SESSION_SCHEMES:
             raise ConfigError(f"sessions must be 'memory' or a redis:// URL, got {redact_url(self.sessions)!r}")
         object.__setattr__(self, "allowed_origins", tuple(normalize_origin(o) for o in self.allowed_origins))
+
+    def _sessions_from_file(self, path: str) -> str:
+        """The URL in ``path`` (its first line); the same URL may also be given as ``sessions``
+        (as worker processes get both), another may not."""
+        try:
+            with open(os.path.expanduser(path), encoding="utf-8") as f:
+                url = f.readline().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read sessions_file {path}: {exc.strerror}") from None
+        if not url:
+            raise ConfigError(f"sessions_file {path} is empty")
+        if self.sessions not in ("memory", url):
+            raise ConfigError("give the sessions URL once: in --sessions (QAC_SESSIONS) or in --sessions-file "
+                              "(QAC_SESSIONS_FILE)")
+        return url
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> ServerConfig:
@@ -192,6 +224,8 @@ class ServerConfig:
         out = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.name == "sessions" and self.sessions_file:
+                continue  # read from the file again, never copied into the environment
             if value is not None:
                 out[env_name(f)] = ",".join(value) if isinstance(value, tuple) else str(value)
         return out

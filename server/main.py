@@ -92,6 +92,8 @@ def uvicorn_config(config: ServerConfig, app: Any) -> uvicorn.Config:
         # Frames are a few hundred bytes: compressing them costs both sides CPU for nothing.
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=5,
+        # Typed int, used as call_later's delay: a float works. QAC_HEADER_TIMEOUT is HttpProtocol's.
+        timeout_keep_alive=config.keep_alive_timeout,  # type: ignore[arg-type]
         # A client's address (per-address limits) comes from X-Forwarded-For only when the
         # peer is one of these proxies.
         proxy_headers=True, forwarded_allow_ips=config.forwarded_allow_ips,

@@ -15,7 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-CLOSE_REASONS = ("full", "address", "idle", "slow_client", "frame_too_big", "rate_limited", "origin")
+CLOSE_REASONS = ("full", "address", "idle", "slow_client", "frame_too_big", "rate_limited", "origin",
+                 "request_deadline")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 

@@ -210,6 +210,14 @@ def test_two_server_replicas_run_qac_serve_with_redis_sessions(services: dict[st
         assert "ports" not in services[name], f"{name}: replicas cannot share a published port"
 
 
+def test_no_command_carries_the_sessions_url(services: dict[str, dict[str, Any]]) -> None:
+    """A Redis password in argv shows in `ps`: the URL comes from QAC_SESSIONS or a file."""
+    for name, svc in services.items():
+        command = svc.get("command") or []
+        words = command.split() if isinstance(command, str) else [str(word) for word in command]
+        assert "--sessions" not in words and not any("redis://" in word for word in words), name
+
+
 def test_the_build_writes_into_the_named_volume_the_servers_read(
     compose: dict[str, Any], services: dict[str, dict[str, Any]], dockerfile: Dockerfile
 ) -> None:
