@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -19,7 +19,7 @@ EDIT_DIST = FEATURES.index("edit_dist")
 
 def collect_training_rows(
     examples: Sequence[Example],
-    personal: Sequence[PersonalHistory | None],
+    personal: Iterable[PersonalHistory | None],
     generate: Callable[[str, Sequence[str], PersonalHistory | None], Candidates],
     progress: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
