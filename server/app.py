@@ -33,6 +33,7 @@ from . import protocol
 from .blocklists import ServeBlocklist
 from .config import ConfigError, ServerConfig, normalize_origin
 from .connection import Connection, ServerState, expose_abort
+from .forwarded import ForwardedFor
 from .history import open_history
 from .history_routes import forget_route, personal_of, remove_route
 from .limits import AddressBuckets, AddressLimits, SubmitLimits, client_address
@@ -123,7 +124,8 @@ def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette
         Route("/static/{name:path}", asset),
         Route("/{name:path}", asset),
     ]
-    middleware = [Middleware(expose_abort), Middleware(SecurityHeaders, headers=security_headers(config))]
+    middleware = [Middleware(expose_abort), Middleware(SecurityHeaders, headers=security_headers(config)),
+                  Middleware(ForwardedFor, trusted=config.forwarded_allow_ips)]
     if config.allowed_origins:
         middleware.append(Middleware(CORSMiddleware, allow_origins=list(config.allowed_origins),
                                      allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"]))

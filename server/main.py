@@ -90,9 +90,8 @@ def uvicorn_config(config: ServerConfig, app: Any) -> uvicorn.Config:
         # Frames are a few hundred bytes: compressing them costs both sides CPU for nothing.
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=5,
-        # A client's address (per-address limits) comes from X-Forwarded-For only when the
-        # peer is one of these proxies.
-        proxy_headers=True, forwarded_allow_ips=config.forwarded_allow_ips,
+        # The app reads X-Forwarded-For itself (server/forwarded.py), from the right.
+        proxy_headers=False,
     )
 
 
