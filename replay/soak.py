@@ -6,7 +6,9 @@ falls on both sides of the comparison alike; the quiet windows pooled are the re
 Under abuse, the typists share the server with a flooder (far above the rate limit), garbage
 senders (bad JSON, binary frames, bad ids, control characters, oversized frames, invalid
 UTF-8), a reconnect storm, a hoarder that opens connections from one address until it is
-refused, a ``GET /complete`` flooder, and a model reload half-way. A quiet window starts
+refused, a ``GET /complete`` flooder, and a model reload half-way. Abusers send on schedule:
+frames a busy machine made late go at once, so that the abuse happens however slow the
+machine, and the hoarder goes on until refused even past its window. A quiet window starts
 once the abusers have closed everything and a little more (``SETTLE``). Every client claims
 an address of its own in ``X-Forwarded-For`` (the server trusts 127.0.0.1 as its proxy), the
 abusers one each. The report: each window's keystrokes answered and p99, errors by kind on
