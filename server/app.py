@@ -34,6 +34,7 @@ from .blocklists import ServeBlocklist
 from .bodies import BodyLimit, complete_body_limit
 from .config import ConfigError, ServerConfig, normalize_origin
 from .connection import Connection, ServerState, expose_abort
+from .forwarded import ForwardedFor
 from .history import open_history
 from .history_routes import forget_route, personal_of, remove_route
 from .http_protocol import STATE_KEY
@@ -135,6 +136,7 @@ def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette
     ]
     body_limits = {"/complete": complete_body_limit(config.max_body, config.max_prefix, config.max_history)}
     middleware = [Middleware(expose_abort), Middleware(SecurityHeaders, headers=security_headers(config)),
+                  Middleware(ForwardedFor, trusted=config.forwarded_allow_ips),
                   Middleware(BodyLimit, default=config.max_body, limits=body_limits)]
     if config.allowed_origins:
         middleware.append(Middleware(CORSMiddleware, allow_origins=list(config.allowed_origins),

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 from indexer.errors import QacError
 from indexer.normalize import MAX_QUERY_CHARS
 
+from .forwarded import TrustedProxies
+
 ENV_PREFIX = "QAC_"
 SESSION_SCHEMES = ("redis", "rediss", "unix")
 
@@ -143,9 +145,9 @@ class ServerConfig:
     complete_queue: int = _opt(32, int, "/complete requests waiting or being ranked per process; more "
                                "are answered 503 with Retry-After")
     forwarded_allow_ips: str = _opt(
-        "127.0.0.1", str, "addresses (or networks) of proxies trusted to set X-Forwarded-For: a client's "
-        "address is taken from that header only when the peer is one of them ('*': any)",
-        flag="--forwarded-allow-ips")
+        "127.0.0.1", str, "addresses or networks (a.b.c.d/n) of proxies trusted to set X-Forwarded-For, "
+        "comma-separated: when the peer is one of them, the client is the header's rightmost entry that is "
+        "not ('*': any peer, and the client is the last entry)", flag="--forwarded-allow-ips")
     models_root: str | None = _opt(None, str, "POST /admin/reload loads only directories under this one "
                                    "(default: the directory holding --index)", flag="--models-root")
     internal_port: int | None = _opt(None, int, "serve /metrics and /admin/* only on this port (same --host), "
@@ -181,6 +183,10 @@ class ServerConfig:
             object.__setattr__(self, "sessions", self._sessions_from_file(self.sessions_file))
         if self.sessions != "memory" and urlsplit(self.sessions).scheme not in SESSION_SCHEMES:
             raise ConfigError(f"sessions must be 'memory' or a redis:// URL, got {redact_url(self.sessions)!r}")
+        try:
+            TrustedProxies(self.forwarded_allow_ips)
+        except ValueError as exc:
+            raise ConfigError(f"forwarded_allow_ips: {exc}") from None
         object.__setattr__(self, "allowed_origins", tuple(normalize_origin(o) for o in self.allowed_origins))
 
     def _sessions_from_file(self, path: str) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .forwarded import TrustedProxies
 from .limits import address_key
 
 STATE_KEY = "qac"  # the lifespan state entry holding the ServerState
@@ -35,30 +36,17 @@ REFUSED = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncon
 
 
 @functools.lru_cache(maxsize=8)
-def _trusted(allowed: str) -> tuple[bool, tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]]:
-    """``--forwarded-allow-ips`` parsed: whether it is ``*``, and its networks (names are skipped)."""
-    networks = []
-    for part in allowed.split(","):
-        part = part.strip()
-        if part == "*":
-            return True, ()
-        try:
-            networks.append(ipaddress.ip_network(part, strict=False))
-        except ValueError:
-            continue
-    return False, tuple(networks)
+def _proxies(allowed: str) -> TrustedProxies:
+    return TrustedProxies(allowed)  # checked by ServerConfig: valid
 
 
 def trusted_proxy(host: str | None, allowed: str) -> bool:
     """Whether ``host`` (a peer's address) is one of the proxies of ``--forwarded-allow-ips``."""
-    anyone, networks = _trusted(allowed)
-    if anyone:
-        return True
+    proxies = _proxies(allowed)
     try:
-        ip = ipaddress.ip_address(host or "")
-    except ValueError:
-        return False
-    return any(ip in network for network in networks)
+        return proxies.trusts(ipaddress.ip_address(host or ""))
+    except ValueError:  # not an IP peer (a Unix socket): trusted only by '*'
+        return proxies.any
 
 
 class HttpProtocol(HttpToolsProtocol):

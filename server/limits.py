@@ -1,9 +1,9 @@
 """What one client address may cost a process: open connections, messages and requests per second,
 submits (which write history) per minute, per address and per user, and the CPU time of its rankings.
 
-A client's address is the peer of its TCP connection, or the address in ``X-Forwarded-For``
-when the peer is a proxy trusted with ``--forwarded-allow-ips`` (uvicorn rewrites the ASGI
-``client`` then; an untrusted peer's header is ignored). IPv6 clients are counted per /64,
+A client's address is the peer of its TCP connection, or the one a proxy trusted with
+``--forwarded-allow-ips`` names in ``X-Forwarded-For`` (``server/forwarded.py`` rewrites the
+ASGI ``client`` then; an untrusted peer's header is ignored). IPv6 clients are counted per /64,
 the block one subscriber usually gets, so that they cannot rotate through their own addresses.
 
 The limits hold per process: with ``--workers N`` or several replicas an address may have

@@ -94,9 +94,8 @@ def uvicorn_config(config: ServerConfig, app: Any) -> uvicorn.Config:
         timeout_graceful_shutdown=5,
         # Typed int, used as call_later's delay: a float works. QAC_HEADER_TIMEOUT is HttpProtocol's.
         timeout_keep_alive=config.keep_alive_timeout,  # type: ignore[arg-type]
-        # A client's address (per-address limits) comes from X-Forwarded-For only when the
-        # peer is one of these proxies.
-        proxy_headers=True, forwarded_allow_ips=config.forwarded_allow_ips,
+        # The app reads X-Forwarded-For itself (server/forwarded.py), from the right.
+        proxy_headers=False,
     )
 
 

