@@ -60,6 +60,21 @@ class PersonalEntry:
     last_used: float
 
 
+def least_recent(by_recency: Iterable[tuple[str, float]], keep: str) -> str:
+    """The least recently used query but ``keep`` (ties: the smallest), from (query, last
+    use) pairs least recently used first: what a bounded history drops. Only the queries used
+    at the same time as the least recent one are read."""
+    victim, first = "", None
+    for query, used in by_recency:
+        if query == keep:
+            continue
+        if first is not None and used != first:
+            break
+        if first is None or query < victim:
+            victim, first = query, used
+    return victim
+
+
 class Vocabulary:
     """The words of some queries, each counted over them (a query's words leave with the last
     query that has them), and sorted for prefix look-ups."""
@@ -182,18 +197,7 @@ class PersonalHistory:
         return row
 
     def _victim(self, keep: str) -> str:
-        """The least recently used query but ``keep`` (ties: the smallest); only the queries
-        used at the same time as the least recent one are looked at."""
-        victim, first = "", None
-        for query in self._by_recency:
-            if query == keep:
-                continue
-            used = self._used(query)
-            if first is not None and used != first:
-                break
-            if first is None or query < victim:
-                victim, first = query, used
-        return victim
+        return least_recent(((q, self._used(q)) for q in self._by_recency), keep)
 
     def _drop(self, query: str) -> None:
         i = bisect_left(self.keys, query)

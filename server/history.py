@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from indexer.errors import QacError
+from indexer.personal import least_recent
 
 from .users import ANONYMOUS
 
@@ -211,7 +212,7 @@ class MemoryHistoryStore(HistoryStore):
             history.clear()
             history.update(ordered)
         while len(history) > self.max_entries:
-            del history[self._victim(history, query)]
+            del history[least_recent(((q, used) for q, (_, used) in history.items()), query)]
         self._resize(user_key, active=True)
         self._evict(user_key)
         self._notify(user_key)
