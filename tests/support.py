@@ -77,6 +77,48 @@ def running(app: Starlette, config: ServerConfig | None = None, port: int = 0) -
         thread.join(15)
         sock.close()
 
+@contextlib.contextmanager
+def qac_serve_process(index: Path, env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``qac serve --index index --port 0`` in a subprocess, with ``env`` on top of this process's
+    environment, once its ``/healthz`` answers 200: (the process, ``host:port``); stopped with
+    SIGINT after."""
+    import os
+    import re
+    import signal
+    import sys
+
+    import httpx
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qac", "serve", "--index", str(index), "--port", "0"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **env}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        said = ""
+        while (url := re.search(r"demo page at http://127\.0\.0\.1:(\d+)/", said)) is None:
+            line = proc.stdout.readline()
+            assert line, f"qac serve exited before printing the demo URL:\n{said}"
+            said += line
+        address = f"127.0.0.1:{url.group(1)}"
+        threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe from filling
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://{address}/healthz").status_code == 200:
+                    break
+            assert proc.poll() is None and time.monotonic() < deadline, "qac serve did not start"
+            time.sleep(0.1)
+        yield proc, address
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 async def recv_json(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
     """The next frame, parsed."""
     message = json.loads(await asyncio.wait_for(ws.recv(), timeout))

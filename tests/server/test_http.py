@@ -7,13 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 from server.app import create_app
 from server.config import ConfigError, ServerConfig
 from server.users import Signer, issue_anonymous
-from tests.support import ROOT, running
+from tests.support import qac_serve_process, running
 
 SECRET = "a test secret of enough characters"
 MARGIN = 20.0  # seconds a socket waits for what the server must do long before
@@ -129,23 +124,7 @@ def test_bodies_under_their_caps_are_served(counted: tuple[str, Counted]) -> Non
 def test_a_200_mb_body_leaves_the_servers_memory_where_it_was(small_model_dir: Path) -> None:
     """The issue's target, in a process of its own: its peak resident set (VmHWM) before and
     after a 200 MB body, with and without a Content-Length."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "QAC_SECRET": SECRET}
-    proc = subprocess.Popen([sys.executable, "-m", "qac", "serve", "--index", str(small_model_dir), "--port", "0"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        assert proc.stdout is not None
-        said = ""
-        while (url := re.search(r"demo page at http://127\.0\.0\.1:(\d+)/", said)) is None:
-            line = proc.stdout.readline()
-            assert line, f"qac serve exited before printing its URL:\n{said}"
-            said += line
-        threading.Thread(target=proc.stdout.read, daemon=True).start()
-        address = f"127.0.0.1:{url.group(1)}"
-        for _ in range(300):
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"http://{address}/healthz").status_code == 200:
-                    break
-            time.sleep(0.1)
+    with qac_serve_process(small_model_dir, {"QAC_SECRET": SECRET}) as (proc, address):
         before = peak_kib(proc.pid)
         chunk = b"x" * 65536
         sent = {}
@@ -162,12 +141,6 @@ def test_a_200_mb_body_leaves_the_servers_memory_where_it_was(small_model_dir: P
         assert httpx.get(f"http://{address}/healthz").status_code == 200
         assert peak_kib(proc.pid) - before < 10 * 1024
         assert max(sent.values()) < 200 << 20  # the server closed the connection each time
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def peak_kib(pid: int) -> int:

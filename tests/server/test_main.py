@@ -3,13 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +17,7 @@ from indexer.train.sample import ensure_sample_model
 from server.config import ServerConfig
 from server.main import ServeError, demo_url, run
 from server.users import Signer
-from tests.support import SMALL_PARAMS, TOKEN, free_port
+from tests.support import SMALL_PARAMS, TOKEN, free_port, qac_serve_process
 
 SECRET = "the workers' shared secret"
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,39 +84,12 @@ def test_the_demo_url_is_one_a_browser_can_open(host: str, url: str) -> None:
 @pytest.fixture
 def qac_serve(small_model_dir: Path, request: pytest.FixtureRequest) -> Iterator[str]:
     """``qac serve`` in a subprocess with ``request.param`` workers (sharing a Redis); yields ``host:port``."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "QAC_ADMIN_TOKEN": TOKEN, "QAC_WORKERS": str(request.param),
+    env = {"QAC_ADMIN_TOKEN": TOKEN, "QAC_WORKERS": str(request.param),
            "QAC_MODELS_ROOT": str(small_model_dir.parent.parent), "QAC_SECRET": SECRET}
     if request.param > 1:
         env["QAC_SESSIONS"] = request.getfixturevalue("redis_url")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "qac", "serve", "--index", str(small_model_dir), "--port", "0"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        said = ""
-        while (url := re.search(r"demo page at http://127\.0\.0\.1:(\d+)/", said)) is None:
-            line = proc.stdout.readline()
-            assert line, f"qac serve exited before printing the demo URL:\n{said}"
-            said += line
-        port = int(url.group(1))
-        threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe from filling
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "qac serve did not start"
-            time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with qac_serve_process(small_model_dir, env) as (_, address):
+        yield address
 
 
 def hello_versions(server: str, connections: int) -> set[str]:
