@@ -76,12 +76,14 @@ def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette
                                anonymous_max=config.history_anonymous_max, pool=config.redis_pool)
         try:
             await store.ping()
+            # The files' terms before the ranker, which ranks the fresh answers with them once.
+            blocklist = ServeBlocklist(config.blocklist, config.sensitive, metrics)
             ranker = Ranker(
                 loaded, index, threads=config.rank_threads, k=config.k, fresh_size=config.fresh_answers,
-                reload_file=config.reload_file,
+                reload_file=config.reload_file, extra=blocklist.current,
                 announced=announced, on_swap=lambda m, i: metrics.set_model(m.version),
             )
-            blocklist = ServeBlocklist(config.blocklist, config.sensitive, metrics, ranker.set_extra_blocklist)
+            blocklist.on_change = ranker.set_extra_blocklist
             metrics.set_model(loaded.version)
             log.info("serving model %s from %s, sessions in %s (pid %d)", loaded.version, index, store.kind,
                      os.getpid())

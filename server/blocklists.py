@@ -43,18 +43,18 @@ def read(paths: Sequence[str], sensitive: Sequence[str] = ()) -> Blocklist:
 
 
 class ServeBlocklist:
-    """The ``--blocklist`` and ``--sensitive`` files as one list; ``on_change`` gets each new list."""
+    """The ``--blocklist`` and ``--sensitive`` files as one list: :attr:`current`, read at start
+    (for the caller to apply), then ``on_change`` gets each new list."""
 
     def __init__(self, paths: Sequence[str], sensitive: Sequence[str], metrics: Metrics,
-                 on_change: Callable[[Blocklist], None]):
+                 on_change: Callable[[Blocklist], None] | None = None):
         self.paths = tuple(paths)
         self.sensitive = tuple(sensitive)
         self.metrics = metrics
-        self._on_change = on_change
+        self.on_change = on_change
         self._seen = _signature(self.paths + self.sensitive)
         self.current = read(self.paths, self.sensitive)  # raises at start: a bad file is a configuration error
         self._count(self.current)
-        on_change(self.current)
 
     def _count(self, terms: Blocklist) -> None:
         self.metrics.blocklist_terms.set(len(terms))
@@ -82,7 +82,8 @@ class ServeBlocklist:
                  len(self.current), len(self.current.sensitive))
         self.current = new
         self._count(new)
-        self._on_change(new)
+        if self.on_change is not None:
+            self.on_change(new)
         return True
 
     async def watch(self, interval: float) -> None:

@@ -97,17 +97,21 @@ class Ranker:
 
     def __init__(self, model: Model, index: str, *, threads: int, k: int,
                  on_swap: Callable[[Model, str], None] | None = None, reload_file: str | None = None,
-                 announced: tuple[str, str] | None = None, fresh_size: int = FRESH_ANSWERS):
+                 announced: tuple[str, str] | None = None, fresh_size: int = FRESH_ANSWERS,
+                 extra: Blocklist | None = None):
         """``threads``: ranking threads, 0 to rank on the event loop; ``announced``: the
         announcement ``model`` was loaded after, if any; ``fresh_size``: for how many of the most
-        typed prefixes the fresh-session answer is ranked ahead (here, before it returns)."""
+        typed prefixes the fresh-session answer is ranked ahead (here, before it returns);
+        ``extra``: the ``--blocklist`` and ``--sensitive`` files' terms at start."""
         self._model = model
         self._index = index
-        self._extra = Blocklist()  # the --blocklist and --sensitive files
-        self._blocklist: Blocklist | None = None  # the model's list and the files', None: the model's alone
+        self._extra = extra or Blocklist()  # the --blocklist and --sensitive files
+        # The model's list and the files', None: the model's alone.
+        self._blocklist: Blocklist | None = _union(model, self._extra)
         self.k = k
         self._fresh_size = fresh_size
-        self._fresh = FreshAnswers.ranked(model, None, k, fresh_size)  # replaced with the model or the blocklist
+        # Replaced with the model or the blocklist.
+        self._fresh = FreshAnswers.ranked(model, self._blocklist, k, fresh_size)
         self._filling: asyncio.Task[None] | None = None
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="qac-rank") if threads else None
         self._lock = asyncio.Lock()

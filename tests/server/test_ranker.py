@@ -272,3 +272,16 @@ def test_a_loaded_model_is_frozen_out_of_the_cyclic_collector(small_model_dir: P
     finally:
         gc.unfreeze()
         gc.set_threshold(*threshold)
+
+
+async def test_the_files_given_at_start_rank_the_fresh_answers_once(small_model: Model) -> None:
+    files = Blocklist(["weather"])
+    ranker = Ranker(small_model, "small", threads=0, k=10, fresh_size=30, extra=files)
+    try:
+        fresh = ranker.fresh
+        assert len(fresh) == 30 and fresh.get("w") == tuple(small_model.complete("w", blocklist=ranker.blocklist))
+        assert not any("weather" in c.query for c in fresh.get("w") or ())
+        ranker.set_extra_blocklist(Blocklist(["weather"]))  # the same files: nothing to rank again
+        assert ranker.fresh is fresh and ranker._filling is None
+    finally:
+        ranker.close()
