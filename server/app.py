@@ -245,7 +245,7 @@ def _internal(request: Request) -> bool:
     if port is None:
         return True
     server = request.scope.get("server")
-    return bool(server) and server[1] == port
+    return server is not None and server[1] == port
 
 
 def _not_found() -> JSONResponse:
@@ -415,11 +415,11 @@ async def admin_reload(request: Request) -> Response:
     except ValueError as exc:
         return _error(400, protocol.BAD_JSON, f"not JSON: {exc}")
     await request.app.state.blocklist.check(force=True)  # a reload also re-reads the --blocklist and --sensitive files
-    given = body.get("index") if isinstance(body, dict) else None
-    if not isinstance(given, str) or not given or "\x00" in given:
+    asked = body.get("index") if isinstance(body, dict) else None
+    if not isinstance(asked, str) or not asked or "\x00" in asked:
         return _error(400, protocol.BAD_MESSAGE, 'expected {"index": "DIR"}')
     root = models_root(state.config)
-    index = os.path.realpath(os.path.join(root, given))  # symbolic links resolved: no way out of the root
+    index = os.path.realpath(os.path.join(root, asked))  # symbolic links resolved: no way out of the root
     if os.path.commonpath([root, index]) != root:
         state.metrics.reloads.labels("failed").inc()
         log.warning("refused a reload outside the models root %s: %s", root, index)
