@@ -78,7 +78,8 @@ class CandidateConfig:
     word_k: int = 10
     cont_k: int = 3
     trans_k: int = 10
-    history_max: int = 5
+    history_max: int = 5  # the session's newest queries ranking reads
+    history_chars: int = 256  # and of those, the newest that fit in this many characters
     personal_k: int = 10
     personal_words: int = 20  # the user's latest queries whose words finish the prefix
     personal_word_k: int = 20  # and at most this many such candidates (BENCHMARKS.md)
@@ -96,7 +97,7 @@ class CandidateConfig:
     # The budget of one keystroke's corrections (docs/METHOD.md, "Typo tolerance"): only the last
     # this many unknown whole words may be corrected (earlier ones are taken as typed), and no word
     # longer than typo_max_word, so a crafted prefix cannot multiply the look-ups.
-    typo_last_words: int = 2
+    typo_last_words: int = 1
     typo_max_word: int = 32
     session_k: int = 40  # session candidates at most (the newest queries' first)
     session_words: int = 40  # the session's newest distinct words that may correct a typed one
@@ -204,7 +205,7 @@ class CandidateGenerator:
         on = set(cfg.sources)
         if "personal" not in on:
             personal = None
-        history = [h for h in history if h][-cfg.history_max :]
+        history = _newest(history, cfg.history_max, cfg.history_chars)
         prev = history[-1] if history else ""
         texts, base = self._gather(prefix, prev, history, personal, on).table()
         self._table(texts, base, prefix, prev, history, personal)
@@ -511,6 +512,21 @@ class CandidateGenerator:
         elif hist_words:
             base[:, _F["overlap_history"]] = _overlaps(hist_words, head_toks, toks) / n_toks
         base[:, _F["changes_partial"]] = [c != partial for c in completed]
+
+
+def _newest(history: Sequence[str], most: int, chars: int) -> list[str]:
+    """The newest of the non-empty ``history`` (oldest first), at most ``most`` of them and
+    as many as fit in ``chars`` characters (the newest always): what a crafted session of
+    long queries costs a keystroke stays that of an ordinary one."""
+    out: list[str] = []
+    for h in reversed(history):
+        if h:
+            chars -= len(h)
+            if out and (chars < 0 or len(out) == most):
+                break
+            out.append(h)
+    out.reverse()
+    return out
 
 
 # A session's queries come back on each of its keystrokes: split once each.

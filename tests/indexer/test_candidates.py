@@ -146,3 +146,20 @@ def test_a_crafted_session_offers_a_bounded_number_of_candidates(small_model, mo
     calls = _count_look_ups(monkeypatch)
     small_model.complete(" ".join(_typo_words(small_model, 4, 7)), history, 10)
     assert calls["n"] <= 4 * 40 + 600, calls  # 40: the default session_words
+
+
+def test_a_keystroke_reads_only_the_newest_session_queries_that_fit_the_budget(small_model):
+    """Issue 27: ranking reads the session's newest queries up to history_chars characters (the
+    newest always), so five crafted 200-character queries cost what one does; a short session
+    is read whole."""
+    from indexer.candidates import FEATURES
+
+    def from_session(history):
+        cands = small_model.generator.generate("zebr", history)
+        col = cands.features[:, FEATURES.index("src_session")]
+        return {t for t, v in zip(cands.texts, col) if v > 0}
+
+    long = " ".join(_typo_words(small_model, 40, 3))[:200]
+    assert "zebra crossing" in from_session(["zebra crossing", "weather"])
+    assert "zebra crossing" not in from_session(["zebra crossing", long, long])
+    assert "zebra crossing" in from_session([long, "zebra crossing"])
