@@ -92,7 +92,6 @@ class CandidateConfig:
     typo_tree_few: int = 10  # ... and their one-edit variants when fewer labels have them
     typo_tree_max_chars: int | None = 16  # and runs only on prefixes up to this long (BENCHMARKS.md)
     typo_trusted: int = 3  # no correction when the exact prefix has this many trusted candidates
-    typo_pairs: bool = False  # a word pair nobody typed may hold a typo (+0.002 typo MRR, slower)
     typo_margin: float = 0.25  # what a corrected candidate's score must beat an exact one's by
     # The budget of one keystroke's corrections (docs/METHOD.md, "Typo tolerance"): only the last
     # this many unknown whole words may be corrected (earlier ones are taken as typed), and no word
@@ -321,22 +320,19 @@ class CandidateGenerator:
         prefix has nothing that looks misspelled, or ``enough()`` says they cannot matter."""
         cfg = self.config
         limit = max_edits(len(prefix))
-        head, prev_word, partial = split_prefix(prefix)
+        head, _, partial = split_prefix(prefix)
         words = self.words.words
         toks = head.split()
-        # Only a word out of the vocabulary, a partial word that few words start with, or a
-        # pair of words that nobody typed together may hold a typo: known words are taken as
-        # meant.
+        # Only a word out of the vocabulary or a partial word that few words start with may
+        # hold a typo: known words are taken as meant.
         weak = [j for j, (w, n) in enumerate(zip(toks, words.count_list(toks)))
                 if not n and len(w) <= cfg.typo_max_word]
         weak = weak[-cfg.typo_last_words :] if cfg.typo_last_words > 0 else []
         weak_partial = (bool(partial) and len(partial) <= cfg.typo_max_word
                         and words.total(partial) < cfg.typo_support)
-        weak_pair = (cfg.typo_pairs and bool(prev_word) and len(partial) > 1
-                     and not self.words.bigrams.total(prev_word + " " + partial))
-        if (not weak and not weak_partial and not weak_pair) or enough():
+        if (not weak and not weak_partial) or enough():
             return [], np.zeros((0, N_BASE))
-        fixes = self._fixes(prefix, history, on, toks, weak, weak_partial, weak_pair) if "typo_words" in on else []
+        fixes = self._fixes(prefix, history, on, toks, weak, weak_partial) if "typo_words" in on else []
         out: list[str] = []
         tables: list[np.ndarray] = []
         for fix in fixes:
@@ -369,7 +365,7 @@ class CandidateGenerator:
 
     def _fixes(
         self, prefix: str, history: Sequence[str], on: set[str], toks: list[str], weak: list[int],
-        weak_partial: bool, weak_pair: bool,
+        weak_partial: bool,
     ) -> list[str]:
         """Up to ``typo_fixes`` corrected prefixes, most trusted kinds first (docs/METHOD.md,
         "Typo tolerance"); the look-ups stop once there are enough."""
@@ -409,7 +405,7 @@ class CandidateGenerator:
             for v in session_fixes(partial, mine, False, not head)[:1]:
                 add(head + v)
         # The last two words as a bigram: also a space dropped, added or moved.
-        if not full() and (weak_partial or weak_pair or (weak and weak[-1] == len(toks) - 1)):
+        if not full() and (weak_partial or (weak and weak[-1] == len(toks) - 1)):
             trimmed = prefix.rstrip(" ")
             span = " ".join(trimmed.split(" ")[-2:])
             cut = len(trimmed) - len(span)

@@ -9,9 +9,8 @@ import unicodedata
 # query could never be typed or submitted whole.
 MAX_QUERY_CHARS = 200
 
-# What normalize() does, recorded in every model's manifest ("normalization"): 1 had no NFKC
-# step; 2 applies NFKC first. A model without the field was built with 1 and still loads (its
-# keys differ only for text that NFKC changes: full-width letters, ligatures, decomposed accents).
+# What normalize() does, recorded in every model's manifest ("normalization"): 2 applies NFKC
+# before splitting.
 NORMALIZATION = 2
 
 _SPLIT = re.compile(r"[\s.]+")
