@@ -82,7 +82,7 @@ class CandidateConfig:
     history_chars: int = 256  # and of those, the newest that fit in this many characters
     personal_k: int = 10
     personal_words: int = 20  # the user's latest queries whose words finish the prefix
-    personal_word_k: int = 20  # and at most this many such candidates (BENCHMARKS.md)
+    personal_word_k: int = 20  # and at most this many such candidates (BENCHMARKS.md#personal-word-cap)
     sources: tuple[str, ...] = SOURCES
     typo_min_chars: int = 4  # shorter prefixes are never corrected
     typo_fixes: int = 2  # corrected prefixes generated from, at most
@@ -90,7 +90,7 @@ class CandidateConfig:
     typo_tree_chars: int = 3  # the fuzzy beam searches labels under these first characters
     typo_tree_k: int = 10  # and offers its best this many
     typo_tree_few: int = 10  # ... and their one-edit variants when fewer labels have them
-    typo_tree_max_chars: int | None = 16  # and runs only on prefixes up to this long (BENCHMARKS.md)
+    typo_tree_max_chars: int | None = 16  # and runs only on prefixes up to this long (BENCHMARKS.md#fuzzy-beam-bound)
     typo_trusted: int = 3  # no correction when the exact prefix has this many trusted candidates
     typo_margin: float = 0.25  # what a corrected candidate's score must beat an exact one's by
     # The budget of one keystroke's corrections (docs/METHOD.md, "Typo tolerance"): only the last

@@ -21,8 +21,7 @@ niceness 19), taking a core only when the server and the typists leave it. The s
 the same abuse either way, within a few percent (errors answered, connections closed and
 refused, ``/complete`` requests answered); only the frames a paused flooder pushes into its
 socket, never read, are fewer. ``abuser_idle=False, abuser_nice=0`` makes the abusers compete
-with the server's workers for the cores, as on a single box (BENCHMARKS.md, "Eighth session
-of 2026-11-29" and "First session of 2026-11-30").
+with the server's workers for the cores, as on a single box (BENCHMARKS.md#abusers).
 """
 
 from __future__ import annotations

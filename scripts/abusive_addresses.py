@@ -1,6 +1,6 @@
 """The server's CPU time per answered typist keystroke, with and without two abusive addresses.
 
-    python scripts/abusive_addresses.py --index /tmp/aol --pairs ../shared/data/aol-top1000/dev.pairs.jsonl \\
+    python scripts/abusive_addresses.py --index /tmp/aol --pairs data/aol-top1000/dev.pairs.jsonl \\
         [--code .] [--users 100] [--seconds 20]
 
 Starts ``qac serve`` from the source tree ``--code`` (so that two trees can be compared in

@@ -1,7 +1,7 @@
 """The costliest keystrokes a search finds, against the median clean keystroke, in CPU time in process.
 
     python scripts/adversarial_keystrokes.py --index /tmp/aol \\
-        --pairs ../shared/data/aol-top1000/dev.pairs.jsonl [--rounds 40] [--final 200] [--seed 0]
+        --pairs data/aol-top1000/dev.pairs.jsonl [--rounds 40] [--final 200] [--seed 0]
 
 Clean keystrokes are those ``scripts/keystroke_cost.py`` ranks (the dev pairs chained into
 sessions, typed character by character); their median is taken on a second pass, with the

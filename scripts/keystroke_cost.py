@@ -1,7 +1,7 @@
 """What ranking one keystroke costs in process: ``Model.complete`` over the typists' keystrokes.
 
     python scripts/keystroke_cost.py --index models/head2 \\
-        --pairs ../shared/data/aol-top1000/dev.pairs.jsonl [--limit 1000] [--passes 3]
+        --pairs data/aol-top1000/dev.pairs.jsonl [--limit 1000] [--passes 3]
 
 The keystrokes are those ``scripts/typists.py`` sends: the dev pairs chained into sessions,
 each query typed character by character after the session's earlier queries. They are ranked

@@ -1,7 +1,7 @@
 """Same rankings before and after a speed change: record every answer of a model, compare two records.
 
     python scripts/same_rankings.py record --index models/final \\
-        --pairs ../shared/data/aol-top1000/dev.pairs.jsonl --log ../shared/data/aol-top1000/train.tsv.gz \\
+        --pairs data/aol-top1000/dev.pairs.jsonl --log data/aol-top1000/train.tsv.gz \\
         --out before.json
     python scripts/same_rankings.py compare before.json after.json
 

@@ -7,7 +7,7 @@ scored for every model directory given and for fast-autocomplete (a word-graph a
 fast-autocomplete is a measuring aid only, not a dependency of the project:
 
     pip install 'fast-autocomplete[levenshtein]'
-    python scripts/typo_bench.py --pairs ../shared/data/aol-top1000/dev.pairs.jsonl \\
+    python scripts/typo_bench.py --pairs data/aol-top1000/dev.pairs.jsonl \\
         --model default=models/aol --model no-tree=models/aol-notree --json out.json
 """
 

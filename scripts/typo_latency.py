@@ -2,7 +2,7 @@
 with one synthetic typo (the pairs of ``qac eval --typos``): 200 warm-up requests, then one
 request at a time, featurizing included.
 
-    python scripts/typo_latency.py models/aol ../shared/data/aol-top1000/dev.pairs.jsonl [SEED]
+    python scripts/typo_latency.py models/aol data/aol-top1000/dev.pairs.jsonl [SEED]
 """
 
 from __future__ import annotations

@@ -136,7 +136,7 @@ MAX_QUEUED_WRITES = 16
 WRITE_GRACE_SECONDS = 3.0
 # A submit is written once the keystroke typed right after it is answered: a store round trip
 # and the ack after it, on the event loop while that keystroke was ranked, made it ~1.5 ms
-# slower at the median under load (BENCHMARKS.md). The store writer first lets the frames
+# slower at the median under load (BENCHMARKS.md#store-writer). The store writer first lets the frames
 # already received be read (WRITE_DELAY_SECONDS), then waits for the answers, at most
 # WRITE_DEFER_SECONDS (a client that never pauses still gets its submits written).
 WRITE_DELAY_SECONDS = 0.005
@@ -551,7 +551,7 @@ class Connection:
     def _sync_soon(self) -> None:
         """Start :meth:`_sync` in the background if it is due and not running: a keystroke ranks
         with the history this connection has (a store round trip under load was a few ms of
-        its p99, BENCHMARKS.md) and the next one gets what the read found. Not while the store
+        its p99, BENCHMARKS.md#store-writer) and the next one gets what the read found. Not while the store
         writer has frames to answer: it syncs after this keystroke is answered."""
         if (self._refresh is None or self._refresh.done()) and self.state.health.up and not self._queued_writes \
                 and not self._synced():

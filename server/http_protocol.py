@@ -13,8 +13,8 @@ with ``--forwarded-allow-ips`` is a proxy that speaks for many clients and bound
 
 Garbage: on an upgrade, the protocol hands its transport to the WebSocket protocol and is
 dropped, still holding its parser, whose callbacks are the protocol's own methods. That
-reference cycle waited for the cyclic garbage collector (BENCHMARKS.md, "Garbage of each
-connection"), so the protocol lets go of its parser once the upgrade is done.
+reference cycle waited for the cyclic garbage collector (BENCHMARKS.md#connection-garbage), so
+the protocol lets go of its parser once the upgrade is done.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Keystrokes are ranked on the event loop by default. Ranking is Python code that 
 so a thread would not run beside the loop anyway: it would only add two thread switches per
 keystroke and make the loop wait for the GIL, up to the switch interval (5 ms) at a time. In
 alternated soaks, the typists' p99 under abuse was 25-116 ms with threads and 15-49 ms without
-(BENCHMARKS.md, "Ranking on the event loop"). A pool of ranking threads remains an option.
+(BENCHMARKS.md#event-loop). A pool of ranking threads remains an option.
 
 A request takes a reference to the current model when it starts and finishes on it; a
 reload loads the new directory in a thread and then replaces the reference in one
@@ -299,7 +299,7 @@ def load_warm(index: str | Path) -> Model:
 
     The model's objects are then frozen out of the cyclic garbage collector: it has no cycles
     (reference counting frees a replaced model), and a full collection walking its ~360,000
-    objects stalled a keystroke by ~55 ms (BENCHMARKS.md). Full collections of what came
+    objects stalled a keystroke by ~55 ms (BENCHMARKS.md#gc). Full collections of what came
     after (sessions, caches, connections) still took 11-30 ms, 2-4 per worker in a soak's
     two minutes of abuse. What the server drops has no cycles either
     (tests/server/test_connection.py), so they are made rarer: one every

@@ -300,7 +300,7 @@ class RedisSessionStore(SessionStore):
 
     async def extend(self, sid: str, queries: list[str], owner: str | None = None) -> int:
         # One script, not a transaction of five commands: a submit's write is most of what this
-        # store costs a worker's event loop (0.2 against 0.35 ms of its CPU, BENCHMARKS.md).
+        # store costs a worker's event loop (0.2 against 0.35 ms of its CPU, BENCHMARKS.md#store-script).
         name = _name(sid, owner)
         keys = [self._key(name), self._live, *([self._owned(owner)] if owner is not None else [])]
         args = [self.max_history, self._expire_seconds, repr(self._clock()), name, *queries[-self.max_history:]]

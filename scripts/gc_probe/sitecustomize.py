@@ -1,5 +1,5 @@
 """What the cyclic garbage collector does in every Python process started with this directory
-on ``PYTHONPATH`` (the server's workers included), for BENCHMARKS.md:
+on ``PYTHONPATH`` (the server's workers included), for BENCHMARKS.md (#gc, #connection-garbage):
 
     PYTHONPATH=scripts/gc_probe GC_PAUSES=/tmp/gc python scripts/soak.py ...
 
