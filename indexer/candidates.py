@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -92,7 +92,6 @@ class CandidateConfig:
     typo_tree_few: int = 10  # ... and their one-edit variants when fewer labels have them
     typo_tree_max_chars: int | None = 16  # and runs only on prefixes up to this long (BENCHMARKS.md#fuzzy-beam-bound)
     typo_trusted: int = 3  # no correction when the exact prefix has this many trusted candidates
-    typo_margin: float = 0.25  # what a corrected candidate's score must beat an exact one's by
     # The budget of one keystroke's corrections (docs/METHOD.md, "Typo tolerance"): only the last
     # this many unknown whole words may be corrected (earlier ones are taken as typed), and no word
     # longer than typo_max_word, so a crafted prefix cannot multiply the look-ups.
@@ -110,6 +109,27 @@ class Candidates:
     features: np.ndarray  # (len(texts), N_BASE)
     bucket: int
     corrected: np.ndarray | None = None  # (len(texts),) bool: does not start with the prefix
+
+
+@dataclass
+class Keystroke:
+    """A keystroke's exact candidates and what its corrections start from
+    (:meth:`CandidateGenerator.exact`)."""
+
+    candidates: Candidates
+    prefix: str
+    prev: str
+    history: list[str]
+    personal: PersonalHistory | None
+    on: set[str]
+    trusted: int = 0  # exact candidates that are trusted (see TRUSTED)
+    weak: list[int] = field(default_factory=list)  # the whole words that may hold a typo
+    weak_partial: bool = False  # and whether the partial last word may
+
+    @property
+    def may_hold_typo(self) -> bool:
+        """Whether :meth:`CandidateGenerator.corrected` would look for corrections."""
+        return bool(self.weak) or self.weak_partial
 
 
 class _Rows:
@@ -193,13 +213,18 @@ class CandidateGenerator:
         return out
 
     def generate(
-        self, prefix: str, history: Sequence[str] = (), personal: PersonalHistory | None = None,
-        enough: Callable[[Candidates], bool] | None = None,
+        self, prefix: str, history: Sequence[str] = (), personal: PersonalHistory | None = None
     ) -> Candidates:
         """All candidates for normalized ``prefix`` after ``history`` (newest last), with the
         user's own past queries from ``personal``; when the prefix looks misspelled, also the
-        candidates of what it probably meant (``corrected``), unless ``enough`` says the
-        exact candidates are (for a caller that knows the corrected ones cannot matter)."""
+        candidates of what it probably meant (``corrected``)."""
+        return self.corrected(self.exact(prefix, history, personal))
+
+    def exact(
+        self, prefix: str, history: Sequence[str] = (), personal: PersonalHistory | None = None
+    ) -> Keystroke:
+        """The candidates that start with normalized ``prefix`` (as :meth:`generate`), and
+        whether the prefix looks misspelled enough for :meth:`corrected` to add any."""
         cfg = self.config
         on = set(cfg.sources)
         if "personal" not in on:
@@ -208,22 +233,38 @@ class CandidateGenerator:
         prev = history[-1] if history else ""
         texts, base = self._gather(prefix, prev, history, personal, on).table()
         self._table(texts, base, prefix, prev, history, personal)
-        bucket = bucket_of(len(prefix))
+        keystroke = Keystroke(Candidates(texts, base, bucket_of(len(prefix))), prefix, prev, history, personal, on)
         if len(prefix) < cfg.typo_min_chars or not (on & {"typo_words", "typo_tree"}):
-            return Candidates(texts, base, bucket)
+            return keystroke
         # Corrections only where the exact prefix finds few candidates that people logged or
         # the user asked before.
-        trusted = int(base[:, TRUSTED].any(axis=1).sum()) if len(texts) else 0
-        if trusted >= cfg.typo_trusted:
-            return Candidates(texts, base, bucket)
-        exact = Candidates(texts, base, bucket)
-        extra_texts, extra = self._corrections(prefix, prev, history, personal, on, set(texts), trusted,
-                                               lambda: enough is not None and enough(exact))
+        keystroke.trusted = int(base[:, TRUSTED].any(axis=1).sum()) if len(texts) else 0
+        if keystroke.trusted >= cfg.typo_trusted:
+            return keystroke
+        # Only a word out of the vocabulary or a partial word that few words start with may
+        # hold a typo: known words are taken as meant.
+        head, _, partial = split_prefix(prefix)
+        words = self.words.words
+        toks = head.split()
+        weak = [j for j, (w, n) in enumerate(zip(toks, words.count_list(toks)))
+                if not n and len(w) <= cfg.typo_max_word]
+        keystroke.weak = weak[-cfg.typo_last_words :] if cfg.typo_last_words > 0 else []
+        keystroke.weak_partial = (bool(partial) and len(partial) <= cfg.typo_max_word
+                                  and words.total(partial) < cfg.typo_support)
+        return keystroke
+
+    def corrected(self, keystroke: Keystroke) -> Candidates:
+        """The exact candidates of ``keystroke`` and, if it may hold a typo, the candidates of
+        what it probably meant after them (marked ``corrected``)."""
+        exact = keystroke.candidates
+        if not keystroke.may_hold_typo:
+            return exact
+        extra_texts, extra = self._corrections(keystroke)
         if not extra_texts:
-            return Candidates(texts, base, bucket)
-        corrected = np.zeros(len(texts) + len(extra_texts), dtype=bool)
-        corrected[len(texts) :] = True
-        return Candidates(texts + extra_texts, np.vstack((base, extra)), bucket, corrected)
+            return exact
+        corrected = np.zeros(len(exact.texts) + len(extra_texts), dtype=bool)
+        corrected[len(exact.texts) :] = True
+        return Candidates(exact.texts + extra_texts, np.vstack((exact.features, extra)), exact.bucket, corrected)
 
     def _gather(
         self, prefix: str, prev: str, history: Sequence[str], personal: PersonalHistory | None, on: set[str],
@@ -302,36 +343,21 @@ class CandidateGenerator:
         if personal and texts:
             base[:, _F["own_log_count"] : _F["own_recency"] + 1] = personal.features_of(texts)
 
-    def _corrections(
-        self,
-        prefix: str,
-        prev: str,
-        history: Sequence[str],
-        personal: PersonalHistory | None,
-        on: set[str],
-        have: set[str],
-        trusted: int,
-        enough: Callable[[], bool],
-    ) -> tuple[list[str], np.ndarray]:
-        """Candidates of what a misspelled ``prefix`` probably meant, none of ``have``: those
-        of the prefix with one word or the partial last word corrected (``typo_words``), and
-        labels near the typed text under its first characters (``typo_tree``), each within
-        :func:`max_edits` of the prefix (docs/METHOD.md, "Typo tolerance"). None when the
-        prefix has nothing that looks misspelled, or ``enough()`` says they cannot matter."""
+    def _corrections(self, keystroke: Keystroke) -> tuple[list[str], np.ndarray]:
+        """Candidates of what the misspelled prefix of ``keystroke`` probably meant, none of
+        its exact ones: those of the prefix with one word or the partial last word corrected
+        (``typo_words``), and labels near the typed text under its first characters
+        (``typo_tree``), each within :func:`max_edits` of the prefix (docs/METHOD.md, "Typo
+        tolerance")."""
         cfg = self.config
+        prefix, prev, history, personal, on = (keystroke.prefix, keystroke.prev, keystroke.history,
+                                               keystroke.personal, keystroke.on)
+        weak, weak_partial, trusted = keystroke.weak, keystroke.weak_partial, keystroke.trusted
+        have = set(keystroke.candidates.texts)
         limit = max_edits(len(prefix))
         head, _, partial = split_prefix(prefix)
         words = self.words.words
         toks = head.split()
-        # Only a word out of the vocabulary or a partial word that few words start with may
-        # hold a typo: known words are taken as meant.
-        weak = [j for j, (w, n) in enumerate(zip(toks, words.count_list(toks)))
-                if not n and len(w) <= cfg.typo_max_word]
-        weak = weak[-cfg.typo_last_words :] if cfg.typo_last_words > 0 else []
-        weak_partial = (bool(partial) and len(partial) <= cfg.typo_max_word
-                        and words.total(partial) < cfg.typo_support)
-        if (not weak and not weak_partial) or enough():
-            return [], np.zeros((0, N_BASE))
         fixes = self._fixes(prefix, history, on, toks, weak, weak_partial) if "typo_words" in on else []
         out: list[str] = []
         tables: list[np.ndarray] = []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,27 +12,16 @@ import scipy.sparse as sp
 
 from . import storage
 from .blocklist import Blocklist
-from .candidates import N_BASE, N_BUCKETS, TRUSTED, CandidateConfig, CandidateGenerator, Candidates
+from .candidates import FEATURES, N_BASE, N_BUCKETS, CandidateConfig, CandidateGenerator, Candidates
 from .features import PrefixFeaturizer
 from .normalize import normalize, normalize_prefix
 from .params import BuildParams
 from .personal import PersonalHistory
+from .scorer import Completion, Scorer
 from .search import SearchIndex, beam_search
 from .topk import PrefixTopK
 from .tree import LabelTree
 from .wordmodel import WordModel
-
-
-@dataclass(frozen=True)
-class Completion:
-    """One suggestion: a normalized query and its score (higher is better); ``personal`` when
-    it is one of the user's own past queries (shown to that user only); ``corrected`` when it
-    does not start with the normalized typed prefix (a typo was corrected)."""
-
-    query: str
-    score: float
-    personal: bool = False
-    corrected: bool = False
 
 
 @dataclass
@@ -81,7 +70,7 @@ class Model:
         self.params = params
         self.labels = labels
         self.words = words
-        self.reranker = np.asarray(reranker, dtype=np.float64)
+        self.scorer = Scorer(reranker)
         self.tree = tree
         self.manifest = manifest or {}
         self.blocklist = blocklist if blocklist is not None else Blocklist()
@@ -124,45 +113,13 @@ class Model:
         history = [h for h in (normalize(q) for q in history) if h]
         blocked = (self.blocklist if blocklist is None else blocklist).hider(prefix)
         mine = personal if personal is not None and "personal" in self.params.sources else ()
-        shown: list[Completion] | None = None
-
-        def enough(exact: Candidates) -> bool:
-            # A corrected candidate ranks below every trusted exact one (see below): when k
-            # exact candidates that may be shown score at least that, the corrections cannot
-            # change the answer and are not generated.
-            nonlocal shown
-            trusted = exact.features[:, TRUSTED].any(axis=1)
-            if k <= 0 or not trusted.any():
-                return False
-            scores = exact.features @ self.reranker[exact.bucket]
-            bound = scores[trusted].min() - 1e-6
-            if int((scores >= bound).sum()) < k:  # not k candidates score that, shown or not
-                return False
-            top = self._shown(exact, scores, prefix, k, blocked, mine)
-            if len(top) < k or top[-1].score < bound:
-                return False
-            shown = top
-            return True
-
-        cands = self.generator.generate(prefix, history, personal, enough)
-        if shown is not None:
-            return shown
-        weights = self.reranker[cands.bucket]
-        fixed = cands.corrected
-        if fixed is None:
-            scores = cands.features @ weights
-        else:
-            # The exact candidates come first: scored alone, their floating-point sums (and so
-            # their ties) are those they have without the corrected ones.
-            n = len(fixed) - int(fixed.sum())
-            scores = np.concatenate((cands.features[:n] @ weights,
-                                     cands.features[n:] @ weights - self.generator.config.typo_margin))
-            # Exact matches stay ahead when they are good: a corrected candidate ranks below
-            # every exact one that was logged, or asked in the session or by the user.
-            trusted = ~fixed & cands.features[:, TRUSTED].any(axis=1)
-            if trusted.any():
-                scores[fixed] = np.minimum(scores[fixed], scores[trusted].min() - 1e-6)
-        out = self._shown(cands, scores, prefix, k, blocked, mine)
+        keystroke = self.generator.exact(prefix, history, personal)
+        if keystroke.may_hold_typo:
+            settled = self.scorer.settled(keystroke.candidates, prefix, k, blocked, mine)
+            if settled is not None:  # no corrected candidate could change the answer
+                return settled
+        cands = self.generator.corrected(keystroke)
+        out = self.scorer.shown(cands, self.scorer.scores(cands), prefix, k, blocked, mine)
         if len(out) == k:
             return out
         have = {c.query for c in out}
@@ -174,29 +131,6 @@ class Model:
                 out.append(Completion(query, floor, query in mine))
                 if len(out) == k:
                     break
-        return out
-
-    def _shown(
-        self, cands: Candidates, scores: np.ndarray, prefix: str, k: int, blocked: Callable[[str], bool],
-        mine: Container[str],
-    ) -> list[Completion]:
-        """The first ``k`` candidates by score (ties: the first) that may be shown."""
-        out: list[Completion] = []
-        # Plain lists: the loop reads a few of each, and a numpy scalar costs more to read.
-        corrected = cands.corrected.tolist() if cands.corrected is not None else None
-        texts = cands.texts
-        # A blocked term in the prefix's whole words is in every query that starts with it.
-        head_blocked = blocked(prefix[: prefix.rfind(" ") + 1])
-        order = np.argsort(-scores, kind="stable")
-        for i, score in zip(order.tolist(), scores[order].tolist()):
-            text = texts[i]
-            exact = text.startswith(prefix)
-            # Only the typo sources may propose what does not start with the prefix.
-            if (exact and head_blocked) or (not exact and (corrected is None or not corrected[i])) or blocked(text):
-                continue
-            out.append(Completion(text, score, text in mine, not exact))
-            if len(out) == k:
-                break
         return out
 
     def most_popular(self, prefix: str, k: int = 10) -> list[Completion]:
@@ -212,7 +146,7 @@ class Model:
         storage.save_prefix_index(self.words.words, directory, "words")
         storage.save_prefix_index(self.words.bigrams, directory, "bigrams")
         storage.save_prefix_index(self.words.transitions, directory, "transitions")
-        np.savez(directory / "reranker.npz", weights=self.reranker)
+        np.savez(directory / "reranker.npz", weights=self.scorer.weights)
         if self.tree is not None:
             np.savez(directory / "featurizer.npz", **self.tree.featurizer.to_arrays())  # type: ignore[arg-type]
             np.savez(directory / "tree.npz", **self.tree.tree.to_arrays())  # type: ignore[arg-type]
@@ -221,7 +155,7 @@ class Model:
             np.savez(directory / "search.npz", **self.tree.index.to_arrays())  # type: ignore[arg-type]
         (directory / "blocklist.txt").write_text(self.blocklist.to_text(), encoding="utf-8")
         (directory / "sensitive.txt").write_text(self.blocklist.sensitive_text(), encoding="utf-8")
-        storage.write_manifest(directory, {**manifest, "params": self.params.to_json(),
+        storage.write_manifest(directory, {**manifest, "params": self.params.to_json(), "features": list(FEATURES),
                                            "blocklist": {"terms": len(self.blocklist),
                                                          "sha256": self.blocklist.digest()},
                                            "sensitive": {"terms": len(self.blocklist.sensitive),
@@ -244,6 +178,9 @@ def load(directory: str | Path) -> Model:
         storage.load_prefix_index(directory, "bigrams"),
         storage.load_prefix_index(directory, "transitions"),
     )
+    if manifest.get("features") != list(FEATURES):
+        raise storage.ModelError(f"{directory} was built with other ranking features than this version's: "
+                                 "rebuild it with qac build")
     reranker = storage.load_arrays(directory, "reranker").get("weights")
     if reranker is None or reranker.shape != (N_BUCKETS, N_BASE):
         raise storage.ModelError(f"reranker.npz in {directory} does not fit {N_BUCKETS}x{N_BASE} features")

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-FORMAT_VERSION = 2  # 2: no rare-query filters, no prefix_rare feature (docs/METHOD.md, "Privacy")
+FORMAT_VERSION = 3  # 2: no rare-query filters, no prefix_rare feature; 3: the ranking features named in the manifest
 WEIGHTINGS = ("none", "string", "word")
 SOURCES = ("tree", "mpc", "prefix", "word", "session", "transitions", "personal", "typo_words", "typo_tree")
 

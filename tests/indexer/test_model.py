@@ -99,14 +99,27 @@ def test_a_model_of_an_older_format_is_refused_with_the_way_out(small_model_dir,
     copy = tmp_path / "old"
     shutil.copytree(small_model_dir, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
-    (copy / "manifest.json").write_text(json.dumps({**manifest, "format_version": 1}))
-    with pytest.raises(ModelError, match="model format 1; this version reads 2: rebuild it with qac build"):
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "format_version": 2}))
+    with pytest.raises(ModelError, match="model format 2; this version reads 3: rebuild it with qac build"):
         indexer.load(copy)
+
+
+def test_a_model_of_other_ranking_features_is_refused(small_model_dir, tmp_path):
+    """The scorer's weights are read by feature position: a model whose manifest names other
+    features (one appended, or two swapped) is refused, never padded or misread."""
+    manifest = json.loads((small_model_dir / "manifest.json").read_text())
+    names = manifest["features"]
+    for other in (names + ["a_new_feature"], [names[1], names[0], *names[2:]]):
+        copy = tmp_path / str(len(other)) / other[0]
+        shutil.copytree(small_model_dir, copy)
+        (copy / "manifest.json").write_text(json.dumps({**manifest, "features": other}))
+        with pytest.raises(ModelError, match="other ranking features.*rebuild it with qac build"):
+            indexer.load(copy)
 
 
 def test_manifest_describes_the_build(model):
     m = model.manifest
-    assert m["format_version"] == FORMAT_VERSION == 2
+    assert m["format_version"] == FORMAT_VERSION == 3
     assert m["params"]["trie_depth"] == 3
     assert m["counts"]["labels"] == len(model.labels)
     assert all(len(v) == 64 for v in m["inputs"].values())

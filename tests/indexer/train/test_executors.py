@@ -106,7 +106,7 @@ def test_local_cluster_builds_the_same_weights(both_builds):
     assert np.array_equal(a.data, b.data)
     for name, arr in local.tree.tree.to_arrays().items():
         assert np.array_equal(arr, dask.tree.tree.to_arrays()[name]), name
-    assert np.array_equal(local.reranker, dask.reranker)
+    assert np.array_equal(local.scorer.weights, dask.scorer.weights)
 
 
 def test_local_cluster_builds_the_same_answers(both_builds, small_log):
