@@ -64,7 +64,9 @@ def test_complete_refuses_k_below_one(tmp_path, capsys, k):
     assert err.startswith("usage: qac complete") and f"argument -k: must be > 0, got {k}" in err
 
 
-@pytest.mark.parametrize("argv", [["serve", "--bogus"], ["build", "--out", "x", "--bogus"], ["pairs", "x", "--out", "y", "z"]])
+@pytest.mark.parametrize("argv", [
+    ["serve", "--bogus"], ["build", "--out", "x", "--bogus"], ["pairs", "x", "--out", "y", "z"],
+])
 def test_a_bad_flag_shows_the_usage_of_its_subcommand(capsys, argv):
     with pytest.raises(SystemExit) as exited:
         main(argv)

@@ -137,7 +137,8 @@ def test_a_query_column_of_times_is_refused(tmp_path):
 
 
 def test_a_few_numeric_queries_are_kept(tmp_path):
-    text = "AnonID\tQuery\tQueryTime\n" + "".join(f"{u}\t{q}\t{t}\n" for u, q, t in ROWS) + "1\t90210\t2006-03-04 10:00:00\n"
+    text = "AnonID\tQuery\tQueryTime\n" + "".join(f"{u}\t{q}\t{t}\n" for u, q, t in ROWS)
+    text += "1\t90210\t2006-03-04 10:00:00\n"
     assert read_logs([write(tmp_path / "log.tsv", text)])[0][-1].query == "90210"
 
 
