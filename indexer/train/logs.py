@@ -271,93 +271,97 @@ def _rows_of(path: Path, report: _FileReport, stats: LogStats, columns: Mapping[
     first_time = True
     max_columns = MAX_COLUMNS
     max_chars, control, norm, when_of = MAX_QUERY_CHARS, _CONTROL.search, normalize, parse_time  # locals: 1M+ lines
+    text_bytes = 0
     with _open_binary(path) as stream:
-        for lineno, raw in enumerate(_lines(stream), 1):
-            if raw is None:
-                note(LINE_TOO_LONG, lineno, "")
-                continue
-            raw = raw.rstrip(b"\r")
-            if not raw or raw.isspace():
-                skipped[EMPTY_LINE] += 1
-                continue
-            try:
-                line = raw.decode("utf-8")
-                repaired = False
-            except UnicodeDecodeError:
-                line = _decode(raw)
-                repaired = True
-            if not line.isprintable() and control(raw):  # isprintable: the fast common case
-                note(BINARY, lineno, raw)
-                report.binary_bytes += len(raw)
-                continue
-            report.text_bytes += len(raw)
-            if layout is None:
-                layout = report.layout = _layout(path, line.lstrip("\ufeff"), columns)
-                kind, max_columns = layout.kind, layout.max_columns
-                u, q, t = (layout.places.get(k) for k in (USER, QUERY, TIME))
-                need = 1 + max((p for p in (u, q, t) if isinstance(p, int)), default=0)
-                if layout.header is not None:
+        try:
+            for lineno, raw in enumerate(_lines(stream), 1):
+                if raw is None:
+                    note(LINE_TOO_LONG, lineno, "")
                     continue
-            user: str | None = None
-            when: float | None = None
-            if kind == "tsv" or kind == "csv":
-                cols = line.split("\t") if kind == "tsv" else next(csv.reader([line]), [])
-                if len(cols) < need:
-                    note(TOO_FEW_COLUMNS, lineno, line)
+                raw = raw.rstrip(b"\r")
+                if not raw or raw.isspace():
+                    skipped[EMPTY_LINE] += 1
                     continue
-                if len(cols) > max_columns:
-                    note(TOO_MANY_COLUMNS, lineno, line)
-                    continue
-                query = cols[q]  # type: ignore[index]
-                if u is not None:
-                    user = cols[u]  # type: ignore[index]
-                if t is not None:
-                    stamp: object = cols[t]  # type: ignore[index]
-                    when = when_of(stamp)
-                    if when is None:
-                        note(BAD_TIME, lineno, line)
-                        continue
-            elif kind == "json":
                 try:
-                    obj = json.loads(line)
-                except ValueError:
-                    obj = None
-                if not isinstance(obj, dict):
-                    note(NOT_JSON, lineno, line)
+                    line = raw.decode("utf-8")
+                    repaired = False
+                except UnicodeDecodeError:
+                    line = _decode(raw)
+                    repaired = True
+                if not line.isprintable() and control(raw):  # isprintable: the fast common case
+                    note(BINARY, lineno, raw)
+                    report.binary_bytes += len(raw)
                     continue
-                fields = {str(k).lower(): v for k, v in obj.items()}
-                values = {key: _field(fields, layout.places.get(key), names)  # type: ignore[union-attr]
-                          for key, names in COLUMN_NAMES.items()}
-                query = values[QUERY]
-                if not isinstance(query, str):
-                    note(NO_QUERY, lineno, line)
-                    continue
-                if values[USER] is not None:
-                    user = str(values[USER])
-                if values[TIME] is not None:
-                    stamp = values[TIME]
-                    when = when_of(stamp)
-                    if when is None:
-                        note(BAD_TIME, lineno, line)
+                text_bytes += len(raw)
+                if layout is None:
+                    layout = report.layout = _layout(path, line.lstrip("\ufeff"), columns)
+                    kind, max_columns = layout.kind, layout.max_columns
+                    u, q, t = (layout.places.get(k) for k in (USER, QUERY, TIME))
+                    need = 1 + max((p for p in (u, q, t) if isinstance(p, int)), default=0)
+                    if layout.header is not None:
                         continue
-            else:
-                query = line
-            if len(query) > max_chars and len(query.strip()) > max_chars:
-                note(QUERY_TOO_LONG, lineno, line)
-                continue
-            query = norm(query)
-            if not query:
-                note(EMPTY_QUERY, lineno, line)
-                continue
-            if query[0].isdigit() and query.replace(" ", "").isdigit():
-                note(_NUMERIC, lineno, line)
-            if repaired:
-                skipped[DECODED_CP1252] += 1
-            if when is not None and first_time:
-                first_time = False
-                stats.zoned_times |= not is_local_time(stamp)
-            report.rows += 1
-            yield LogRow(user, query, when)
+                user: str | None = None
+                when: float | None = None
+                if kind == "tsv" or kind == "csv":
+                    cols = line.split("\t") if kind == "tsv" else next(csv.reader([line]), [])
+                    if len(cols) < need:
+                        note(TOO_FEW_COLUMNS, lineno, line)
+                        continue
+                    if len(cols) > max_columns:
+                        note(TOO_MANY_COLUMNS, lineno, line)
+                        continue
+                    query = cols[q]  # type: ignore[index]
+                    if u is not None:
+                        user = cols[u]  # type: ignore[index]
+                    if t is not None:
+                        stamp: object = cols[t]  # type: ignore[index]
+                        when = when_of(stamp)
+                        if when is None:
+                            note(BAD_TIME, lineno, line)
+                            continue
+                elif kind == "json":
+                    try:
+                        obj = json.loads(line)
+                    except ValueError:
+                        obj = None
+                    if not isinstance(obj, dict):
+                        note(NOT_JSON, lineno, line)
+                        continue
+                    fields = {str(k).lower(): v for k, v in obj.items()}
+                    values = {key: _field(fields, layout.places.get(key), names)  # type: ignore[union-attr]
+                              for key, names in COLUMN_NAMES.items()}
+                    query = values[QUERY]
+                    if not isinstance(query, str):
+                        note(NO_QUERY, lineno, line)
+                        continue
+                    if values[USER] is not None:
+                        user = str(values[USER])
+                    if values[TIME] is not None:
+                        stamp = values[TIME]
+                        when = when_of(stamp)
+                        if when is None:
+                            note(BAD_TIME, lineno, line)
+                            continue
+                else:
+                    query = line
+                if len(query) > max_chars and len(query.strip()) > max_chars:
+                    note(QUERY_TOO_LONG, lineno, line)
+                    continue
+                query = norm(query)
+                if not query:
+                    note(EMPTY_QUERY, lineno, line)
+                    continue
+                if query[0].isdigit() and query.replace(" ", "").isdigit():
+                    note(_NUMERIC, lineno, line)
+                if repaired:
+                    skipped[DECODED_CP1252] += 1
+                if when is not None and first_time:
+                    first_time = False
+                    stats.zoned_times |= not is_local_time(stamp)
+                report.rows += 1
+                yield LogRow(user, query, when)
+        finally:
+            report.text_bytes = text_bytes
 
 
 def _field(fields: dict[str, object], place: int | str | None, names: tuple[str, ...]) -> object:
