@@ -49,7 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``qac pairs``: read, split, make the pairs, write every file at once."""
-    from indexer.train.logs import read_logs
+    from indexer.train.logs import REPAIRS, read_logs
     from indexer.train.pairs import TRAIN, log_tsv, pairs_jsonl, split_by_date, with_pairs
 
     out: Path = args.out.expanduser()
@@ -57,6 +57,11 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--out {out} is not a directory")
     rows, stats = read_logs([args.log], columns=args.columns)
     local = not stats.zoned_times
+    skipped = {why: n for why, n in stats.skipped.items() if why not in REPAIRS}
+    read = f"read {args.log}  {stats.rows_read:,} rows"
+    if skipped:
+        read += f" ({sum(skipped.values()):,} skipped: " + ", ".join(
+            f"{n:,} {why}" for why, n in sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0]))) + ")"
     splits = split_by_date(rows, args.dev_from, args.test_from)
     del rows
     dated = args.dev_from is not None or args.test_from is not None
@@ -71,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
             name = f"{split.name}.pairs.jsonl" if dated else "pairs.jsonl"
             files.append((name, pairs_jsonl(made), f"{len(made.pairs):,} pairs from {made.sessions:,} sessions"))
     _write_all(out, [(name, data) for name, data, _ in files])
+    print(read)
     width = max(len(str(out / name)) for name, _, _ in files)
     for name, _, what in files:
         print(f"wrote {str(out / name):<{width}}  {what}")

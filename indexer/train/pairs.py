@@ -82,7 +82,7 @@ def with_pairs(split: Split, seed: int = 0, local_times: bool = True) -> Split:
 
 def pairs_jsonl(split: Split) -> bytes:
     """The pairs of ``split``, one JSON object a line."""
-    return "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in split.pairs).encode()
+    return "".join(json.dumps(p) + "\n" for p in split.pairs).encode()
 
 
 def log_tsv(rows: Sequence[LogRow], local_times: bool = True) -> bytes:

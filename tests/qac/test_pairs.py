@@ -25,8 +25,8 @@ DEV_PAIRS = DATA / "dev-5-users.pairs.jsonl"
 def test_pairs_of_a_log_reproduce_the_published_pairs_line_for_line(tmp_path, capsys):
     assert main(["pairs", str(DEV_LOG), "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "pairs.jsonl").read_bytes() == DEV_PAIRS.read_bytes()
-    assert capsys.readouterr().out.split() == ["wrote", str(tmp_path / "out" / "pairs.jsonl"), "90", "pairs",
-                                               "from", "47", "sessions"]
+    assert capsys.readouterr().out.splitlines() == [
+        f"read {DEV_LOG}  146 rows", f"wrote {tmp_path / 'out' / 'pairs.jsonl'}  90 pairs from 47 sessions"]
     assert os.listdir(tmp_path / "out") == ["pairs.jsonl"]
 
 
