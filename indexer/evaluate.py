@@ -45,6 +45,8 @@ def read_pairs(path: str | Path, limit: int | None = None) -> list[Pair]:
     """Read a JSON-lines pairs file; malformed lines are skipped. ``user`` and ``time`` are
     optional; ``time`` is read as a log's time is (:func:`indexer.times.parse_time`)."""
     path = Path(path)
+    if path.is_dir():
+        raise PairsError(f"{path} is a directory, not a pairs file")
     if not path.is_file():
         raise PairsError(f"pairs file not found: {path}")
     pairs = []

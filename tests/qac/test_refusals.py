@@ -26,6 +26,14 @@ def test_a_directory_as_log_is_called_a_directory(tmp_path, capsys):
     err = refused(capsys, ["build", "--log", str(tmp_path), "--out", str(tmp_path / "model"), *FAST])
     assert err == f"qac build: error: {tmp_path} is a directory, not a log file"
     assert not (tmp_path / "model").exists()
+    err = refused(capsys, ["pairs", str(tmp_path), "--out", str(tmp_path / "pairs")])
+    assert err == f"qac pairs: error: {tmp_path} is a directory, not a log file"
+    assert not (tmp_path / "pairs").exists()
+
+
+def test_a_directory_as_pairs_is_called_a_directory(tmp_path, small_model_dir, capsys):
+    err = refused(capsys, ["eval", "--index", str(small_model_dir), "--pairs", str(tmp_path)])
+    assert err == f"qac eval: error: {tmp_path} is a directory, not a pairs file"
 
 
 @pytest.mark.parametrize("min_users", ["3", "1"])
