@@ -211,7 +211,9 @@ def _layout(path: Path, line: str, columns: Mapping[str, int | str] | None) -> _
             return _Layout("list", {})
     lowered = [c.strip().lower() for c in cells]
     wanted = {p for p in (columns or {}).values() if isinstance(p, str)}
-    is_header = any(c in wanted or any(c in n for n in COLUMN_NAMES.values()) for c in lowered)
+    # A header names a column and holds no time: a first row whose query is "q" is a row.
+    is_header = any(c in wanted or any(c in n for n in COLUMN_NAMES.values()) for c in lowered) and \
+        not any(parse_time(c) is not None for c in cells)
     if not is_header:
         if wanted:
             raise LogError(f"{path} has no header line to find {', '.join(sorted(wanted))} in; "

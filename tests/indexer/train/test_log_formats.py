@@ -104,6 +104,12 @@ def test_columns_place_the_fields_of_a_headerless_file(tmp_path):
     assert [r.query for r in rows] == [r.query for r in EXPECTED] and {r.user for r in rows} == {None}
 
 
+def test_a_first_row_whose_query_is_a_column_name_is_a_row(tmp_path):
+    text = "".join(f"{u}\t{q}\t{t}\n" for u, q, t in [("1490552", "Query", "2006-03-01 09:00:00"), *ROWS])
+    rows, _ = read_logs([write(tmp_path / "log.tsv", text)])
+    assert rows[0] == LogRow("1490552", "query", epoch("2006-03-01 09:00:00")) and rows[1:] == EXPECTED
+
+
 def test_columns_by_name_for_a_header_with_other_names(tmp_path):
     text = "who\tsearch_terms\twhen\n" + "".join(f"{u}\t{q}\t{t}\n" for u, q, t in ROWS)
     columns = parse_columns("user=who,query=search_terms,time=WHEN")
