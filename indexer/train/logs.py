@@ -202,7 +202,8 @@ def _layout(path: Path, line: str, columns: Mapping[str, int | str] | None) -> _
     else:
         cells = next(csv.reader([line]), [])
         known = {n for names_ in COLUMN_NAMES.values() for n in names_}
-        looks_csv = len(cells) > 1 and any(c.strip().lower() in known for c in cells)
+        # Two known names: a query list whose first query is "pizza, q" stays a query list.
+        looks_csv = sum(c.strip().lower() in known for c in cells) >= 2
         if columns or looks_csv or names.endswith((".csv", ".csv.gz")):
             kind = "csv"
         elif stripped.lower() in COLUMN_NAMES[QUERY]:

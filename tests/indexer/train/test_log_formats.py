@@ -180,6 +180,9 @@ def test_a_binary_file_is_refused_although_a_few_lines_look_like_queries(tmp_pat
         read_logs([write(tmp_path / "data.bin", data)])
 
 
-def test_a_plain_query_list_with_its_header_still_reads(tmp_path):
-    rows, _ = read_logs([write(tmp_path / "q.txt", "Query\nweather\nny times\n", True)])
-    assert [(r.user, r.query, r.time) for r in rows] == [(None, "weather", None), (None, "ny times", None)]
+@pytest.mark.parametrize("first", ["Query", "pizza, q"])
+def test_a_plain_query_list_still_reads(tmp_path, first):
+    rows, _ = read_logs([write(tmp_path / "q.txt", f"{first}\nweather\nny times, today\n", True)])
+    queries = [(r.user, r.query, r.time) for r in rows]
+    assert queries[-2:] == [(None, "weather", None), (None, "ny times today", None)]
+    assert len(queries) == (2 if first == "Query" else 3)
