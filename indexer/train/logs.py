@@ -63,11 +63,14 @@ DAMAGED_GZIP = "damaged gzip file (rest unread)"
 # Rows kept after a repair, counted in LogStats.skipped too (a build summary has one table).
 DECODED_CP1252 = "not utf-8, decoded as cp1252 (kept)"
 REPAIRS = frozenset({DECODED_CP1252})
-# Rows kept whose query is only digits (and spaces): an id or a time read as a query when most are.
-_NUMERIC = "query of digits only"
+# Rows kept whose query is a number or a time: an id or a time read as a query when most are.
+_NUMERIC = "query of a number or a time"
 
 # C0 controls but tab, and DEL: never typed into a search box, and all over binary junk.
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# A normalized query that is a number, or a time: 2006-03-01 10:00:00 and 2006-03-01T10:00:00Z
+# normalize to "20060301 100000" and "20060301t100000z".
+_NUMBER_OR_TIME = re.compile(r"[\d ]+|\d{8}t\d{4,6}[\dz ]*")
 _FORMATS_HELP = "times as YYYY-MM-DD hh:mm:ss, ISO 8601 or epoch seconds or milliseconds"
 _COLUMNS_HELP = "name the columns in a header line (AnonID, Query, QueryTime) or give --columns user=N,query=N,time=N"
 
@@ -274,6 +277,7 @@ def _rows_of(path: Path, report: _FileReport, stats: LogStats, columns: Mapping[
     first_time = True
     max_columns = MAX_COLUMNS
     max_chars, control, norm, when_of = MAX_QUERY_CHARS, _CONTROL.search, normalize, parse_time  # locals: 1M+ lines
+    number_or_time = _NUMBER_OR_TIME.fullmatch
     text_bytes = 0
     with _open_binary(path) as stream:
         try:
@@ -354,7 +358,7 @@ def _rows_of(path: Path, report: _FileReport, stats: LogStats, columns: Mapping[
                 if not query:
                     note(EMPTY_QUERY, lineno, line)
                     continue
-                if query[0].isdigit() and query.replace(" ", "").isdigit():
+                if query[0].isdigit() and number_or_time(query):
                     note(_NUMERIC, lineno, line)
                 if repaired:
                     skipped[DECODED_CP1252] += 1
@@ -399,7 +403,7 @@ def _refusal(path: Path, report: _FileReport, damage: str) -> str | None:
     if counts[_NUMERIC] * 2 > rows:
         where = layout.describe(QUERY) if layout and layout.kind != "list" else "the query column"
         return (f"the queries of {path} look like ids or times ({where}): {counts[_NUMERIC]:,} of {rows:,} "
-                f"are only digits, first {report.line(_NUMERIC)}; {_COLUMNS_HELP}")
+                f"are numbers or times, first {report.line(_NUMERIC)}; {_COLUMNS_HELP}")
     return None
 
 

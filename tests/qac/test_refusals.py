@@ -55,7 +55,7 @@ def test_a_query_column_of_ids_is_refused_and_the_old_model_stays(tmp_path, caps
     out.mkdir()
     (out / "keep").write_text("old")
     err = refused(capsys, ["build", "--log", str(reordered), "--out", str(out), "--min-users", "1", *FAST])
-    assert "look like ids or times" in err and "146 of 146" in err and "--columns" in err
+    assert "look like ids or times" in err and "146 of 146 are numbers or times" in err and "--columns" in err
     assert os.listdir(out) == ["keep"]
     # Told where the columns are, the same file builds.
     assert main(["build", "--log", str(reordered), "--columns", "query=1,user=2,time=3", "--out", str(out),

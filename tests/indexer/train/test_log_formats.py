@@ -131,13 +131,14 @@ def test_a_header_without_a_query_column_is_refused(tmp_path):
 def test_a_query_column_of_ids_is_refused_with_counts_and_the_first_line(tmp_path):
     # The issue's case: a header-less log in the order Query, AnonID, QueryTime, read by position.
     text = "".join(f"{q}\t{u}\t{t}\n" for u, q, t in ROWS)
-    with pytest.raises(LogError, match=r"look like ids or times \(column 2\): 4 of 4 are only digits, "
+    with pytest.raises(LogError, match=r"look like ids or times \(column 2\): 4 of 4 are numbers or times, "
                                        r"first line 1: 'Weather Channel\\t1490552"):
         read_logs([write(tmp_path / "log.tsv", text)])
 
 
-def test_a_query_column_of_times_is_refused(tmp_path):
-    text = "user\tquery\ttime\n" + "".join(f"{u}\t{t}\t{t}\n" for u, _, t in ROWS)
+@pytest.mark.parametrize("stamp", [str, iso_utc, lambda t: str(int(epoch(t)))], ids=["naive", "iso", "epoch"])
+def test_a_query_column_of_times_is_refused(tmp_path, stamp):
+    text = "user\tquery\ttime\n" + "".join(f"{u}\t{stamp(t)}\t{t}\n" for u, _, t in ROWS)
     with pytest.raises(LogError, match="look like ids or times"):
         read_logs([write(tmp_path / "log.tsv", text)])
 
