@@ -21,7 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "eval",
         help="measure a model against most-popular completion on evaluation pairs",
         description="Score a model and most-popular completion (from the same label counts) on "
-        "JSON-lines pairs {prev_query, prefix, next_query, user, time}: MRR@10, success@1/10, BLEU, "
+        "JSON-lines pairs {prev_query, prefix, next_query, user, time} (as `qac pairs` writes them; the time in "
+        "any format a log may have): MRR@10, success@1/10, BLEU, "
         "latency; with --personal-log, each user's own history and the leak rate too.",
     )
     p.add_argument("--index", required=True, type=Path, metavar="DIR", help="model directory")
