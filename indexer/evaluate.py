@@ -8,7 +8,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import IO, Any
@@ -19,6 +18,7 @@ from .errors import QacError
 from .model import Completion, Model
 from .normalize import normalize, normalize_prefix
 from .personal import PersonalHistory, replay_histories
+from .times import parse_time
 from .typos import TYPO_MIN_CHARS, add_typo
 
 # A shown suggestion that is a logged query fewer people typed, not the user's own (their
@@ -41,18 +41,12 @@ class Pair:
     time: float | None = None  # of the next query, in seconds like the log's
 
 
-def _seconds(text: object) -> float | None:
-    """A pair's ``time`` (``YYYY-MM-DD hh:mm:ss``) in seconds, read as the log reader does."""
-    try:
-        return datetime.fromisoformat(str(text)).timestamp() if text else None
-    except ValueError:
-        return None
-
-
 def read_pairs(path: str | Path, limit: int | None = None) -> list[Pair]:
     """Read a JSON-lines pairs file; malformed lines are skipped. ``user`` and ``time`` are
-    optional."""
+    optional; ``time`` is read as a log's time is (:func:`indexer.times.parse_time`)."""
     path = Path(path)
+    if path.is_dir():
+        raise PairsError(f"{path} is a directory, not a pairs file")
     if not path.is_file():
         raise PairsError(f"pairs file not found: {path}")
     pairs = []
@@ -62,7 +56,7 @@ def read_pairs(path: str | Path, limit: int | None = None) -> list[Pair]:
                 d = json.loads(line)
                 user = d.get("user")
                 pair = Pair(str(d.get("prev_query") or ""), str(d["prefix"]), str(d["next_query"]),
-                            None if user is None else str(user), _seconds(d.get("time")))
+                            None if user is None else str(user), parse_time(d.get("time")))
             except (ValueError, KeyError, TypeError, AttributeError):
                 continue
             pairs.append(pair)

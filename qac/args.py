@@ -45,6 +45,25 @@ def list_of(kind: Callable[[str], T]) -> Callable[[str], tuple[T, ...]]:
     return parse
 
 
+def add_columns_flag(parser: argparse.ArgumentParser) -> None:
+    """Add ``--columns``: where the fields of a log without a header are."""
+    from indexer.train.logs import parse_columns
+
+    def parse(text: str) -> dict[str, int | str]:
+        try:
+            return parse_columns(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    parse.__name__ = "columns"
+    parser.add_argument(
+        "--columns", type=parse, metavar="user=N,query=N,time=N",
+        help="where a log without a header line has its fields, counted from 1 as cut -f does (or, "
+        "for a header or JSON lines with other names, the names: query=search_terms); user and time "
+        "are optional. Default: the header's AnonID/user/user_id/uid, Query/query/q and "
+        "QueryTime/time/timestamp/ts, or without a header user=1,query=2,time=3")
+
+
 def csv(values: tuple[object, ...]) -> str:
     """``values`` as the text :func:`list_of` reads back."""
     return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)

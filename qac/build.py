@@ -15,7 +15,7 @@ from indexer.params import SOURCES, WEIGHTINGS, BuildParams
 from indexer.train.logs import REPAIRS
 from indexer.train.sample import SAMPLE_LOG
 
-from .args import CommandError
+from .args import CommandError, add_columns_flag
 
 _DEFAULTS = BuildParams()
 
@@ -25,12 +25,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "build",
         help="build a completion model from query logs",
-        description="Read AOL-format query logs (or plain one-query-per-line files), cut them "
-        "into sessions and write a model directory atomically.",
+        description="Read query logs (TSV, CSV or JSON lines with user, query and time, found by "
+        "the header; or one query per line), cut them into sessions and write a model directory "
+        "atomically.",
     )
     arg = p.add_argument
     arg("--log", action="append", type=Path, metavar="PATH",
-        help=f"a query log, .tsv or .gz; repeatable (default: the shipped sample {SAMPLE_LOG.name})")
+        help="a query log: TSV, CSV or JSON lines, plain or gzipped, or one query per line; repeatable "
+        f"(default: the shipped sample {SAMPLE_LOG.name})")
+    add_columns_flag(p)
     arg("--out", required=True, type=Path, metavar="DIR", help="model directory to write")
     arg("--trie-depth", type=int, default=_DEFAULTS.trie_depth,
         help="characters of the label trie above the clusters; 0 = pure clustering (default: %(default)s)")
@@ -92,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     logs = args.log or [SAMPLE_LOG]
     blocklist = Blocklist.from_files(args.blocklist, default=params.default_blocklist, sensitive=args.sensitive)
     with sigterm_exits(), open_executor(args.dask, params.workers) as executor:
-        summary = build(logs, args.out, params, quiet=args.quiet, executor=executor, blocklist=blocklist)
+        summary = build(logs, args.out, params, quiet=args.quiet, executor=executor, blocklist=blocklist,
+                        columns=args.columns)
     skipped = {why: n for why, n in summary.skipped.items() if why not in REPAIRS}
     repaired = {why: n for why, n in summary.skipped.items() if why in REPAIRS}
     print(f"built {args.out}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .args import positive
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Add ``complete`` to the ``qac`` subcommands."""
@@ -14,7 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("prefix", help="the text typed so far")
     p.add_argument("--prev", action="append", default=[], metavar="QUERY",
                    help="an earlier query of the session; repeat, oldest first")
-    p.add_argument("-k", type=int, default=10, help="how many completions (default: %(default)s)")
+    p.add_argument("-k", type=positive(int), default=10, help="how many completions (default: %(default)s)")
     p.set_defaults(func=run)
 
 

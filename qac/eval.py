@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from .args import CommandError
+from .args import CommandError, add_columns_flag
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,17 +21,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "eval",
         help="measure a model against most-popular completion on evaluation pairs",
         description="Score a model and most-popular completion (from the same label counts) on "
-        "JSON-lines pairs {prev_query, prefix, next_query, user, time}: MRR@10, success@1/10, BLEU, "
+        "JSON-lines pairs {prev_query, prefix, next_query, user, time} (as `qac pairs` writes them; the time in "
+        "any format a log may have): MRR@10, success@1/10, BLEU, "
         "latency; with --personal-log, each user's own history and the leak rate too.",
     )
     p.add_argument("--index", required=True, type=Path, metavar="DIR", help="model directory")
     p.add_argument("--pairs", required=True, type=Path, metavar="PAIRS.jsonl", help="evaluation pairs")
     p.add_argument("--limit", type=int, metavar="N", help="use only the first N pairs")
     p.add_argument("--personal-log", action="append", type=Path, default=[], metavar="LOG",
-                   help="an AOL log (TSV, plain or .gz) whose queries, with those of the user's earlier "
-                   "pairs, make each pair's personal history (only what is dated before the pair); "
+                   help="a query log with users and times (as `qac build` reads it) whose queries, with those of "
+                   "the user's earlier pairs, make each pair's personal history (only what is dated before the pair); "
                    "also counts leaks: shown logged queries that fewer than 3 users of LOG typed, not "
                    "the user's own and not the prefix itself; repeatable")
+    add_columns_flag(p)
     p.add_argument("--dump", type=Path, metavar="FILE",
                    help="write one JSON line per pair: its fields and the items each system showed")
     p.add_argument("--typos", action="store_true",
@@ -88,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     pairs = read_pairs(args.pairs, args.limit)
     personal = leak_users = None
     if args.personal_log:
-        rows, _ = read_logs(args.personal_log, LogStats())
+        rows, _ = read_logs(args.personal_log, LogStats(), columns=args.columns)
         if not any(p.user is not None and p.time is not None for p in pairs):
             raise CommandError(f"--personal-log needs pairs with 'user' and 'time'; {args.pairs} has none")
         personal = pair_histories(pairs, ((r.user, r.time, r.query) for r in rows))

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 
 from indexer.errors import QacError
 
-from . import bench, build, complete, eval, replay, serve
+from . import bench, build, complete, eval, pairs, replay, serve
 
 EXIT_ERROR = 2
-COMMANDS = (build, eval, complete, serve, replay, bench)
+COMMANDS = (build, pairs, eval, complete, serve, replay, bench)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -31,7 +31,11 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``qac``; returns the exit code."""
-    args = make_parser().parse_args(argv)
+    parser = make_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said with the subcommand's usage, not the top level's
+        subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        subcommands.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return int(args.func(args))
     except QacError as exc:

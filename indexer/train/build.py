@@ -7,7 +7,7 @@ import json
 import resource
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -323,6 +323,7 @@ def build(
     quiet: bool = False,
     executor: Executor | None = None,
     blocklist: Blocklist | None = None,
+    columns: Mapping[str, int | str] | None = None,
 ) -> BuildSummary:
     """Build a model from ``logs`` into directory ``out``, atomically.
 
@@ -337,7 +338,8 @@ def build(
     Raises :class:`~indexer.train.logs.LogError` for unusable input,
     :class:`~indexer.train.counts.PrivacyError` for a log without users and
     ``params.min_users > 1``, and :class:`~indexer.storage.ModelError` when ``out`` cannot be
-    written; ``out`` is then left as it was.
+    written; ``out`` is then left as it was. ``columns`` is where the logs' fields are
+    (:func:`~indexer.train.logs.read_logs`).
     """
     if blocklist is None:
         blocklist = Blocklist.default() if params.default_blocklist else Blocklist()
@@ -348,7 +350,7 @@ def build(
     with atomic_directory(out) as tmp:
         stats = LogStats()
         with stages.stage("read", unit="row") as update:
-            rows, stats = read_logs([Path(p) for p in logs], stats, progress=update)
+            rows, stats = read_logs([Path(p) for p in logs], stats, progress=update, columns=columns)
         summary.rows_read = stats.rows_read
         summary.skipped = dict(stats.skipped)
         check_users(rows, params.min_users)

@@ -1,0 +1,93 @@
+"""Every refusal says why in one line and exits 2, with nothing written; a bad flag shows the
+usage of the subcommand it was given to."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from qac.main import main
+
+DEV_LOG = Path(__file__).parent / "data" / "dev-5-users.tsv"
+FAST = ["--workers", "1", "--max-leaf", "50", "--no-reranker", "--quiet"]
+
+
+def refused(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1 and captured.out == ""
+    return err
+
+
+def test_a_directory_as_log_is_called_a_directory(tmp_path, capsys):
+    err = refused(capsys, ["build", "--log", str(tmp_path), "--out", str(tmp_path / "model"), *FAST])
+    assert err == f"qac build: error: {tmp_path} is a directory, not a log file"
+    assert not (tmp_path / "model").exists()
+    err = refused(capsys, ["pairs", str(tmp_path), "--out", str(tmp_path / "pairs")])
+    assert err == f"qac pairs: error: {tmp_path} is a directory, not a log file"
+    assert not (tmp_path / "pairs").exists()
+
+
+def test_a_directory_as_pairs_is_called_a_directory(tmp_path, small_model_dir, capsys):
+    err = refused(capsys, ["eval", "--index", str(small_model_dir), "--pairs", str(tmp_path)])
+    assert err == f"qac eval: error: {tmp_path} is a directory, not a pairs file"
+
+
+@pytest.mark.parametrize("min_users", ["3", "1"])
+def test_a_binary_file_is_refused_as_binary_without_advice_to_lower_min_users(tmp_path, capsys, min_users):
+    blob = bytes(range(256)) * 64
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(b"".join(blob[i:i + 500] + b"\nreadable text here\n" for i in range(0, len(blob), 500)))
+    err = refused(capsys, ["build", "--log", str(path), "--out", str(tmp_path / "model"), "--min-users", min_users,
+                           *FAST])
+    assert "is a binary file, not a text log" in err and "--min-users" not in err
+    assert not (tmp_path / "model").exists()
+
+
+def test_a_query_column_of_ids_is_refused_and_the_old_model_stays(tmp_path, capsys):
+    reordered = tmp_path / "log.tsv"
+    cells = [line.split("\t") for line in DEV_LOG.read_text().splitlines()[1:]]
+    reordered.write_text("".join(f"{q}\t{u}\t{t}\n" for u, q, t, *_ in cells))
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "keep").write_text("old")
+    err = refused(capsys, ["build", "--log", str(reordered), "--out", str(out), "--min-users", "1", *FAST])
+    assert "look like ids or times" in err and "146 of 146 are numbers or times" in err and "--columns" in err
+    assert os.listdir(out) == ["keep"]
+    # Told where the columns are, the same file builds.
+    assert main(["build", "--log", str(reordered), "--columns", "query=1,user=2,time=3", "--out", str(out),
+                 "--min-users", "1", *FAST]) == 0
+    assert "rows read       146 (0 skipped)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("k", ["0", "-1"])
+def test_complete_refuses_k_below_one(tmp_path, capsys, k):
+    with pytest.raises(SystemExit) as exited:
+        main(["complete", "--index", str(tmp_path), "-k", k, "ny t"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: qac complete") and f"argument -k: must be > 0, got {k}" in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["serve", "--bogus"], ["build", "--out", "x", "--bogus"], ["pairs", "x", "--out", "y", "z"],
+])
+def test_a_bad_flag_shows_the_usage_of_its_subcommand(capsys, argv):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: qac {argv[0]} ")
+    assert err.strip().splitlines()[-1].startswith(f"qac {argv[0]}: error: unrecognized arguments: ")
+
+
+@pytest.mark.parametrize("columns", ["user=2", "query=0", "query=1,user=1"])
+def test_bad_columns_are_refused_by_the_subcommand(tmp_path, capsys, columns):
+    with pytest.raises(SystemExit) as exited:
+        main(["build", "--log", str(DEV_LOG), "--out", str(tmp_path / "m"), "--columns", columns])
+    assert exited.value.code == 2
+    assert "qac build: error: argument --columns" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
