@@ -337,10 +337,11 @@ def _rows_of(path: Path, report: _FileReport, stats: LogStats, columns: Mapping[
                     fields = {str(k).lower(): v for k, v in obj.items()}
                     values = {key: _field(fields, layout.places.get(key), names)  # type: ignore[union-attr]
                               for key, names in COLUMN_NAMES.items()}
-                    query = values[QUERY]
-                    if not isinstance(query, str):
+                    given = values[QUERY]
+                    if not isinstance(given, str):
                         note(NO_QUERY, lineno, line)
                         continue
+                    query = given
                     if values[USER] is not None:
                         user = str(values[USER])
                     if values[TIME] is not None:

@@ -45,7 +45,7 @@ def split_by_date(rows: Sequence[LogRow], dev_from: float | None, test_from: flo
     if dev_from is None and test_from is None:
         return [Split(DEV, list(rows))]
     first = dev_from if dev_from is not None else test_from
-    bounds = [(TRAIN, None, first)]
+    bounds: list[tuple[str, float | None, float | None]] = [(TRAIN, None, first)]
     if dev_from is not None:
         bounds.append((DEV, dev_from, test_from))
     if test_from is not None:
