@@ -184,8 +184,11 @@ def test_the_server_restarts_mid_typing_and_the_page_tells_the_truth(
             box.press_sequentially("s")  # typing retries at once, not when the back-off ends
             expect(page.locator("#status")).to_have_attribute("data-state", "online", timeout=1500)
             expect(banner).to_be_hidden()
-            # A new server: the session it holds is the submit made offline, and only that.
+            # A new server: the session it holds is the submit made offline, and only that; the
+            # page says that the earlier queries are gone.
             expect(strip(page)).to_have_text(["garden ponds"])
+            expect(page.locator("#notice")).to_have_text(re.compile("restarted and no longer has this session"))
+            expect(page.locator("#notice")).to_have_class(re.compile(r"\binfo\b"))
             box.fill("")
             type_into(page, box, frames, "ga")
             answer = frames.answer()
