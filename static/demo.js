@@ -435,6 +435,10 @@
     }
   });
   client.on("error", (m) => {
+    if (m.for === "forget" && forgetting) {
+      forgetting = false; // not done: Forget is offered again
+      showForget();
+    }
     if (m.code === "history_unavailable") showNotice("Your history cannot be reached just now; try again later.");
     else if (m.code === "internal") showNotice("The server could not rank that; keep typing.");
   });

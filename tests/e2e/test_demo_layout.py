@@ -12,7 +12,17 @@ from typing import Any
 import pytest
 
 from indexer.model import Model
-from tests.e2e.browser import Page, expect, open_demo, options_of, route_socket, tab, type_into, wait_until, watch_frames
+from tests.e2e.browser import (
+    Page,
+    expect,
+    open_demo,
+    options_of,
+    route_socket,
+    tab,
+    type_into,
+    wait_until,
+    watch_frames,
+)
 
 VIEWPORTS = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 375, "height": 667}}
 
