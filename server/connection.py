@@ -241,11 +241,11 @@ class Connection:
                 if error is not None and not isinstance(error, (*_Closed, _Drop)):
                     raise error
 
-    async def _hello(self) -> None:
+    async def _hello(self, restored: bool | None = None) -> None:
         config = self.state.config
         await self._send(protocol.hello(self.state.sign_session(self.session, self._issued),
                                         self.state.ranker.version, self._history, max_prefix=config.max_prefix,
-                                        rate=config.rate, burst=config.burst))
+                                        rate=config.rate, burst=config.burst, restored=restored))
 
     async def _resume(self, msg: Resume) -> None:
         """Resume the session a signed id names, then hello again. An id this server did not
@@ -280,7 +280,9 @@ class Connection:
             self._remember([])
         self._unsynced.clear()
         self._claimed = True
-        await self._hello()
+        # Whether the store gave queries back: a client that held some learns they are gone
+        # (expired, or lost with a restart of a server on the memory store). Unknown: left out.
+        await self._hello(restored=bool(self._history) if opened else None)
 
     def _remember(self, history: list[str]) -> None:
         self._history = list(history)
@@ -420,7 +422,8 @@ class Connection:
         async with self._store_lock:  # no write of this session's queries is on its way meanwhile
             answer = await self.user.handle(msg)
             session = None if isinstance(msg, Remove) else self._follow_user(isinstance(msg, Forget))
-        return protocol.user(*answer, session=session)
+        # After a remove, the session's queries as they are now: a page redraws what it shows.
+        return protocol.user(*answer, session=session, queries=self._history if isinstance(msg, Remove) else None)
 
     def _follow_user(self, forgot: bool) -> str | None:
         """After a ``user`` or ``forget`` frame: a new session unless this one is the user's (or

@@ -217,10 +217,17 @@ def items(completions: Sequence[Completion]) -> list[dict[str, Any]]:
     return out
 
 
-def hello(session: str, index: str, queries: Sequence[str], *, max_prefix: int, rate: float, burst: int) -> str:
-    """``queries`` is the session's history, oldest first; the limits are the connection's."""
-    return _dump({"type": "hello", "session": session, "index": index, "history": len(queries),
-                  "queries": list(queries), "limits": {"max_prefix": max_prefix, "rate": float(rate), "burst": burst}})
+def hello(session: str, index: str, queries: Sequence[str], *, max_prefix: int, rate: float, burst: int,
+          restored: bool | None = None) -> str:
+    """``queries`` is the session's history, oldest first; the limits are the connection's;
+    ``restored``, in the hello answering a resume whose store answered: whether the store gave
+    queries back (left out otherwise)."""
+    frame: dict[str, Any] = {"type": "hello", "session": session, "index": index, "history": len(queries),
+                             "queries": list(queries),
+                             "limits": {"max_prefix": max_prefix, "rate": float(rate), "burst": burst}}
+    if restored is not None:
+        frame["restored"] = restored
+    return _dump(frame)
 
 
 TOOK_MS_STEP = 5
@@ -254,15 +261,19 @@ def ack(queries: Sequence[str], added: bool, stored: bool = True) -> str:
     return _dump(frame)
 
 
-def user(token: str, history: int | None, removed: bool | None = None, session: str | None = None) -> str:
+def user(token: str, history: int | None, removed: bool | None = None, session: str | None = None,
+         queries: Sequence[str] | None = None) -> str:
     """``history`` is None while the personal history store cannot be read; ``session``: the
-    (signed) id of the new, empty session the connection goes on in, if it started one."""
+    (signed) id of the new, empty session the connection goes on in, if it started one;
+    ``queries``: after ``remove``, the session's queries as they are now."""
     frame: dict[str, Any] = {"type": "user", "token": token, "history": history}
     if removed is not None:
         frame["removed"] = removed
     if session is not None:
         frame["session"] = session
         frame["queries"] = []
+    elif queries is not None:
+        frame["queries"] = list(queries)
     return _dump(frame)
 
 

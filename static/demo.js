@@ -13,8 +13,14 @@
  * comes from there. Suggestions are always inserted as text, never as HTML.
  *
  * Suggestions from the user's own history carry a clock named "from your history" and a
- * Remove button (pressed with the pointer; from the keyboard, Shift+Delete on the active
- * option, as options may hold no focusable control); "Forget my history" deletes it all.
+ * Remove button beside the option, outside the listbox (an option may hold no control), named
+ * for the query it removes and pointing at its option (aria-controls); from the keyboard,
+ * Shift+Delete on the active option, which says so (aria-describedby). "Forget my history"
+ * shows once there is history, asks once, and then says what it did.
+ *
+ * Nothing moves the box: the messages float under it, the session strip is one row of fixed
+ * height, and the list never reaches the footer. On a phone the header steps aside once the
+ * user types (not on focus: a first visit keeps its explanation in view).
  */
 (function () {
   "use strict";
@@ -26,7 +32,9 @@
   const clearButton = $("clear");
   const popup = $("popup");
   const listbox = $("suggestions");
-  const context = $("context");
+  let context = $("context"); // replaced, not moved, on every answer (see showContext)
+  const removes = $("removes");
+  const footer = $("stats");
   const notice = $("notice");
   const historyList = $("history");
   const historyEmpty = $("history-empty");
@@ -40,6 +48,8 @@
   const modelLabel = $("model");
   const announce = $("announce");
   const forgetButton = $("forget");
+  const forgetDialog = $("forget-dialog");
+  const forgotten = $("forgotten");
   const personalNote = $("personal-note");
 
   const HISTORY_SHOWN = 8;
@@ -58,6 +68,9 @@
   let offline = false; // since the connection dropped, until it is back
   let announceTimer = null;
   let countdown = null;
+  let hasUser = false; // the server named a user: personal history is kept
+  let personalCount = 0; // queries in the user's history, as the server last said (or more)
+  let forgetting = false; // a forget was sent, its answer not yet here
 
   // -- suggestions ------------------------------------------------------------------------
 
@@ -70,6 +83,8 @@
     active = -1;
     input.removeAttribute("aria-activedescendant");
     listbox.replaceChildren(...items.map(option));
+    removes.replaceChildren(...items.map(removeSlot));
+    followScroll();
     popup.classList.remove("stale");
     listbox.removeAttribute("aria-busy");
     showContext(m.context);
@@ -96,8 +111,8 @@
   }
 
   /** One suggestion: the typed part as plain text, the completion in bold, both text nodes;
-   * one from the user's history also gets its mark and a Remove button (no text nodes: the
-   * option's text stays the query). */
+   * one from the user's history also gets its mark (no text node: the option's text stays
+   * the query). */
   function option(item, i) {
     const li = document.createElement("li");
     li.id = `suggestion-${i}`;
@@ -127,18 +142,33 @@
     if (item.personal) {
       li.classList.add("mine");
       const mark = icon("mark", `suggestion-${i}-mark`, "from your history");
-      const remove = document.createElement("button");
-      remove.type = "button";
-      remove.className = "remove";
-      remove.tabIndex = -1; // the caret stays in the box: Shift+Delete is the keyboard's way
-      remove.setAttribute("aria-label", `Remove \u201c${item.query}\u201d from your history`);
-      remove.setAttribute("aria-keyshortcuts", "Shift+Delete");
       li.setAttribute("aria-labelledby", [...labels, mark.id].join(" "));
       li.setAttribute("aria-describedby", "remove-hint");
       li.prepend(mark);
-      li.append(remove);
     }
     return li;
+  }
+
+  /** The Remove buttons scroll with the list. */
+  function followScroll() {
+    removes.style.transform = listbox.scrollTop ? `translateY(${-listbox.scrollTop}px)` : "";
+  }
+
+  /** The row beside option ``i``: a Remove button for one of the user's own, else empty. */
+  function removeSlot(item, i) {
+    const slot = document.createElement("div");
+    if (!item.personal) return slot;
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.className = "remove";
+    remove.tabIndex = -1; // the caret stays in the box: Shift+Delete is the keyboard's way
+    remove.dataset.index = String(i);
+    remove.textContent = "Remove";
+    remove.setAttribute("aria-label", `Remove \u201c${item.query}\u201d from your history`);
+    remove.setAttribute("aria-controls", `suggestion-${i}`);
+    remove.setAttribute("aria-keyshortcuts", "Shift+Delete");
+    slot.append(remove);
+    return slot;
   }
 
   /** A mark drawn by CSS and named for screen readers (it holds no text node). */
@@ -167,14 +197,18 @@
     announce.textContent = text;
   }
 
-  /** The context line, only when the session (or the user's history) changed the ranking. */
+  /** The context line, only when the session (or the user's history) changed the ranking.
+   * A new element each time: under a list of another length it is a line that appears, not
+   * one that moves (a layout shift). */
   function showContext(changed) {
     const last = queries[queries.length - 1];
-    context.hidden = !changed;
+    const line = context.cloneNode(false);
+    line.hidden = !changed;
     if (changed) {
-      context.replaceChildren(...(last ? ["Ranked for this session, after ", quote(last)]
-        : ["Ranked with your past searches"]));
+      line.append(...(last ? ["Ranked for this session, after ", quote(last)] : ["Ranked with your past searches"]));
     }
+    context.replaceWith(line);
+    context = line;
     input.setAttribute("aria-describedby", changed ? "context hint" : "hint");
   }
 
@@ -241,12 +275,13 @@
     }
   }
 
-  /** On a phone the on-screen keyboard takes half the screen: the list fits in what is left
-   * and scrolls, and the page's header steps aside while the box has focus. */
+  /** The list fits above the footer and the bottom of what is visible (on a phone, the
+   * on-screen keyboard takes half the screen), and scrolls. */
   function fitPopup() {
     const viewport = window.visualViewport;
-    const bottom = viewport ? viewport.offsetTop + viewport.height : window.innerHeight;
-    const room = bottom - box.getBoundingClientRect().bottom - 12 - (context.hidden ? 0 : context.offsetHeight + 6);
+    let bottom = viewport ? viewport.offsetTop + viewport.height : window.innerHeight;
+    if (footer.offsetParent !== null) bottom = Math.min(bottom, footer.getBoundingClientRect().top);
+    const room = bottom - box.getBoundingClientRect().bottom - 20 - (context.hidden ? 0 : context.offsetHeight + 14);
     listbox.style.maxHeight = `${Math.max(96, Math.floor(room))}px`;
   }
 
@@ -263,9 +298,11 @@
     input.focus();
   }
 
-  function showNotice(text) {
+  /** A message under the box; ``kind`` "info" for news that is no refusal. */
+  function showNotice(text, kind) {
     notice.textContent = text;
     notice.hidden = !text;
+    notice.classList.toggle("info", kind === "info");
     if (text) say(text);
   }
 
@@ -296,8 +333,19 @@
       return li;
     }));
     historyList.classList.toggle("more", queries.length > shown.length);
+    historyList.scrollLeft = historyList.scrollWidth; // the newest in view
     historyEmpty.hidden = queries.length > 0;
     newSessionButton.hidden = queries.length === 0;
+    if (!context.hidden) showContext(true); // "after ..." names the session's last query
+    showForget();
+  }
+
+  /** "Forget my history" only when there is some to forget. */
+  function showForget() {
+    const some = hasUser && !forgetting && (personalCount > 0 || queries.length > 0);
+    forgetButton.hidden = !some;
+    personalNote.hidden = !some;
+    if (some) forgotten.hidden = true;
   }
 
   // -- online, offline and the corner ---------------------------------------------------------
@@ -348,10 +396,17 @@
     modelLabel.textContent = `model ${m.index}`;
     input.maxLength = m.limits.maxPrefix;
     showHistory(m.queries);
+    if (m.lost) {
+      const back = announce.textContent === "Back online." ? "Back online. " : ""; // said in this same turn
+      showNotice("The server restarted and no longer has this session\u2019s earlier queries. " +
+        "What you add now starts the session again.", "info");
+      say(back + notice.textContent);
+    }
   });
   client.on("ack", (m) => {
+    if (m.added && hasUser) personalCount = Math.max(personalCount, 1); // the submit went into it too
     showHistory(m.queries);
-    if (m.added) showNotice("");
+    if (m.added && !notice.classList.contains("info")) showNotice(""); // a refusal is answered
   });
   client.on("refused", (m) => {
     if (m.for !== "submit" && m.for !== "query") return;
@@ -363,20 +418,33 @@
     }
   });
   client.on("user", (m) => {
-    if (m.session) showHistory(m.queries); // a new session: after a forget, or for another user
-    forgetButton.hidden = false;
-    personalNote.hidden = false;
+    hasUser = true;
+    if (m.history != null) personalCount = m.history;
+    const wasForgetting = forgetting && m.session;
+    if (wasForgetting) forgetting = false;
+    // The session as the server holds it now: a new one (after a forget, or for another
+    // user), or this one without a removed query.
+    showHistory(m.queries);
+    if (wasForgetting) {
+      forgotten.hidden = false;
+      say("Your history is forgotten, and a new session began");
+    }
     if (m.history === 0 && items.some((item) => item.personal)) {
       // forgotten: drop its marks at once
       render({ items: items.filter((item) => !item.personal), prefix, id: listId, text: listText, context: false });
     }
   });
   client.on("error", (m) => {
+    if (m.for === "forget" && forgetting) {
+      forgetting = false; // not done: Forget is offered again
+      showForget();
+    }
     if (m.code === "history_unavailable") showNotice("Your history cannot be reached just now; try again later.");
     else if (m.code === "internal") showNotice("The server could not rank that; keep typing.");
   });
 
   input.addEventListener("input", () => {
+    if (NARROW.matches) document.body.classList.add("searching"); // the header steps aside
     typed = input.value;
     clearButton.hidden = !typed;
     if (active >= 0) setActive(-1, false);
@@ -443,7 +511,6 @@
   });
 
   input.addEventListener("focus", () => {
-    document.body.classList.add("searching");
     if (items.length && fresh()) {
       setOpen(true);
     } else if (QacClient.normalize(input.value) && listText !== input.value) {
@@ -469,14 +536,13 @@
   popup.addEventListener("pointerdown", (event) => event.preventDefault());
   listbox.addEventListener("click", (event) => {
     const li = event.target.closest('[role="option"]');
-    if (!li) return;
-    const i = Array.prototype.indexOf.call(listbox.children, li);
-    if (event.target.closest(".remove")) {
-      removeSuggestion(i);
-    } else {
-      submit(items[i].query);
-    }
+    if (li) submit(items[Array.prototype.indexOf.call(listbox.children, li)].query);
   });
+  removes.addEventListener("click", (event) => {
+    const remove = event.target.closest(".remove");
+    if (remove) removeSuggestion(Number(remove.dataset.index));
+  });
+  listbox.addEventListener("scroll", followScroll, { passive: true });
   // Hovering highlights (CSS) until the keys take over again.
   listbox.addEventListener("pointermove", () => listbox.classList.remove("keys"));
 
@@ -494,9 +560,17 @@
     input.focus();
   });
 
-  forgetButton.addEventListener("click", () => {
+  forgetButton.addEventListener("click", () => forgetDialog.showModal()); // asks once
+  forgetDialog.addEventListener("close", () => {
+    if (forgetDialog.returnValue !== "forget") {
+      forgetButton.focus();
+      return;
+    }
+    forgetDialog.returnValue = "";
     client.forget();
-    say("Your history is forgotten");
+    forgetting = true; // until the answer, which says what happened
+    showForget();
+    input.focus();
     if (items.some((item) => item.personal)) {
       render({ items: items.filter((item) => !item.personal), prefix, id: listId, text: listText, context: false });
     }
@@ -504,7 +578,6 @@
 
   retryButton.addEventListener("click", () => client.retry());
 
-  if (document.activeElement === input) document.body.classList.add("searching"); // autofocus came first
   if (input.value) {
     typed = input.value; // restored by the browser on back/forward
     clearButton.hidden = false;

@@ -54,8 +54,10 @@
  *                     history changed the list
  *       "status"      {state: "connecting" | "online" | "offline" | "idle", retryInMs, retryAt}
  *                     retryAt: Date.now() of the next attempt while offline
- *       "hello"       {session, index, history, queries, limits, resumed}   index is the model
- *                     version; queries: the session's queries, oldest first
+ *       "hello"       {session, index, history, queries, limits, resumed, lost}   index is the
+ *                     model version; queries: the session's queries, oldest first; lost: the
+ *                     session held queries here and the server no longer has them (it
+ *                     restarted on the memory store, or the session expired)
  *       "ack"         {history, queries, added, stored, query}  after a submit: the session's
  *                     queries as the server now holds them; added false: nothing was recorded
  *       "refused"     {for, code, message, query}   a submit ("for": "submit") or keystroke
@@ -64,6 +66,7 @@
  *                     user's personal history (null if the server cannot read it); removed:
  *                     after remove(); session: the new, empty session the server began after
  *                     a forget or a change of user (else null), queries: the session's queries
+ *                     (after remove(), without the removed one)
  *       "error"       {id, code, message, for}   every error frame (refusals included);
  *                     code "bad_user": the token was refused
  *   client.query(text)   send a keystroke; text that normalizes to "" (no letter or digit)
@@ -428,6 +431,8 @@
         const store = storage();
         if (store) store.setItem(this.storageKey, m.session);
         this.queries = Array.isArray(m.queries) ? m.queries : [];
+      } else if (Array.isArray(m.queries)) {
+        this.queries = m.queries; // after remove(): the session without the removed query
       }
       this._emit("user", { history: m.history, removed: m.removed, signedIn, session: m.session || null,
                            queries: this.queries });
@@ -542,7 +547,7 @@
       if (m.code === "bad_session" && this._resuming) {
         // The server does not know this id (its secret changed): go on with the fresh session.
         this._resuming = false;
-        this._online(this._fresh);
+        this._online(this._fresh, true);
         return;
       }
       if (m.code === "bad_user") this._refusedUser();
@@ -581,8 +586,10 @@
       this._online(m);
     }
 
-    _online(m) {
+    /** ``refused``: the server refused to resume the kept session (its secret changed). */
+    _online(m, refused) {
       const resumed = this.session !== null && m.session === this.session;
+      const lost = this.queries.length > 0 && (refused === true || m.restored === false);
       this.session = m.session;
       this.index = m.index;
       this.limits = limitsOf(m);
@@ -594,7 +601,7 @@
       this._attempt = 0;
       this._setState("online", null);
       this._emit("hello", { session: m.session, index: m.index, history: m.history, queries: this.queries,
-                            limits: this.limits, resumed });
+                            limits: this.limits, resumed, lost });
       if (this._userEarly) {
         this._userEarly = false; // named before the resume
       } else {

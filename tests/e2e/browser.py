@@ -133,3 +133,45 @@ def wait_until(page: Page, done: Callable[[], bool], timeout: float = 5.0) -> No
     while not done():
         assert time.monotonic() < deadline, "timed out"
         page.wait_for_timeout(20)
+
+
+@dataclass
+class Link:
+    """The page's WebSocket, routed through playwright: ``drop()`` closes it and refuses new
+    ones (offline) until ``allow()``."""
+
+    sockets: list[Any] = field(default_factory=list)
+    refuse: bool = False
+
+    def drop(self) -> None:
+        self.refuse = True
+        self.sockets[-1].close(code=1012, reason="restarting")
+
+    def allow(self) -> None:
+        self.refuse = False
+
+
+def route_socket(page: Page, rewrite: Callable[[dict[str, Any]], None] | None = None) -> Link:
+    """Route the page's WebSockets through a :class:`Link`; ``rewrite`` edits, in place, every
+    frame the server sends."""
+    link = Link()
+
+    def route(ws: Any) -> None:
+        if link.refuse:
+            ws.close(code=1013, reason="try again later")
+            return
+        upstream = ws.connect_to_server()
+        link.sockets.append(ws)
+        if rewrite is None:
+            return
+
+        def down(message: str) -> None:
+            frame = json.loads(message)
+            rewrite(frame)
+            ws.send(json.dumps(frame))
+
+        ws.on_message(upstream.send)
+        upstream.on_message(down)
+
+    page.route_web_socket(re.compile(r"/ws(\?|$)"), route)
+    return link

@@ -19,6 +19,7 @@ from tests.e2e.browser import (
     options_of,
     queries,
     rewrite_frames,
+    route_socket,
     tab,
     type_into,
     wait_until,
@@ -148,6 +149,7 @@ def test_the_context_line_shows_only_when_the_session_changed_the_ranking(
     context = page.locator("#context")
     for (prev, prefix), changed in ((neutral_pair, False), (history_pair, True)):
         if changed:
+            box.press("Escape")  # the list lies over the session strip
             page.get_by_role("button", name="Start a new session").click()
         box.fill(prev)
         box.press("Enter")
@@ -178,6 +180,90 @@ def test_axe_finds_nothing_with_the_list_open(browser: Any, server: str, scheme:
         page.locator("#notice").evaluate("el => { el.hidden = false; el.textContent = 'Not searched: a notice'; }")
         results = axe_api.Axe().run(page)
         assert results.violations_count == 0, results.generate_report()
+
+
+MINE = ("zqxj plugh", "weather", "zqxj quux")  # the zqxj ones are in no log: only the user's history has them
+VIEWPORTS = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 375, "height": 667}}
+
+
+def with_a_correction(frame: dict[str, Any]) -> None:
+    """Every list for "zqxj" also gets a corrected spelling, so one list holds both marks."""
+    if frame["type"] == "suggestions" and frame["prefix"] == "zqxj":
+        frame["items"].append({"query": "squeak", "score": 0.001, "corrected": True})
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+@pytest.mark.parametrize("size", ["desktop", "phone"])
+def test_axe_finds_nothing_in_any_state(browser: Any, server: str, scheme: str, size: str) -> None:
+    """Empty, typing, a list with the user's own and corrected items, Forget's question,
+    offline, and after forget: 0 violations in each."""
+    found: dict[str, list[str]] = {}
+    with tab(browser, color_scheme=scheme, viewport=VIEWPORTS[size], allow=r"WebSocket connection to") as page:
+        frames = watch_frames(page)
+        link = route_socket(page, with_a_correction)
+
+        def check(state: str) -> None:
+            results = axe_api.Axe().run(page)
+            found[state] = [f"{v['id']}: {[n['target'] for n in v['nodes']]}"
+                            for v in results.response["violations"]]
+
+        box = open_demo(page, server)
+        check("empty")
+        type_into(page, box, frames, "rec")
+        box.press("ArrowDown")
+        expect(box).to_have_attribute("aria-expanded", "true")
+        check("typing")
+        for query in MINE:
+            box.fill(query)
+            box.press("Enter")
+        expect(page.locator("#history li")).to_have_count(3)
+        type_into(page, box, frames, "zqxj")
+        expect(page.locator("[role=option].mine")).to_have_count(2)
+        expect(page.locator("[role=option].corrected")).to_have_count(1)
+        box.press("ArrowDown")
+        check("personal and corrected")
+        box.press("Escape")
+        box.blur()  # on a phone, the header (and Forget) come back once the box is left
+        page.get_by_role("button", name="Forget my history").click()
+        expect(page.get_by_role("dialog")).to_be_visible()
+        check("asked to forget")
+        page.get_by_role("button", name="Forget everything").click()
+        expect(page.locator("#forgotten")).to_be_visible()
+        check("after forget")
+        link.drop()
+        expect(page.locator("#offline")).to_be_visible()
+        check("offline")
+        link.allow()
+        page.goto("about:blank")
+    print(f"axe, {scheme}, {size}:", {state: len(v) for state, v in found.items()})
+    assert not any(found.values()), found
+
+
+def test_remove_is_a_button_beside_its_option_never_inside_one(page: Page, server: str, frames: Frames) -> None:
+    box = open_demo(page, server)
+    for query in MINE:
+        box.fill(query)
+        box.press("Enter")
+    expect(page.locator("#history li")).to_have_count(3)
+    type_into(page, box, frames, "zqxj")
+    options = options_of(page, box)
+    expect(options.locator(".mark")).to_have_count(2)
+    # No control inside an option (axe's nested-interactive): nothing focusable at all.
+    expect(options.locator("button, a, input, [tabindex]")).to_have_count(0)
+    removes = page.get_by_role("button", name=re.compile("^Remove \u201czqxj \\w+\u201d from your history$"))
+    expect(removes).to_have_count(2)
+    for i in range(2):
+        remove = removes.nth(i)
+        target = page.locator(f"#{remove.get_attribute('aria-controls')}")
+        expect(target).to_have_attribute("role", "option")  # tied to its option
+        query = remove.get_attribute("aria-label").split("\u201c")[1].split("\u201d")[0]
+        expect(target).to_have_text(query)
+        expect(remove).to_have_attribute("aria-keyshortcuts", "Shift+Delete")
+        expect(target).to_have_attribute("aria-describedby", "remove-hint")
+        # Beside it: on the same row, and in view.
+        row, button = target.bounding_box(), remove.bounding_box()
+        assert row and button and row["y"] <= button["y"] + button["height"] / 2 <= row["y"] + row["height"]
+    expect(page.locator("#remove-hint")).to_have_text(re.compile("Shift\\+Delete"))
 
 
 def test_on_a_phone_the_box_and_every_option_stay_above_the_keyboard(
@@ -222,6 +308,16 @@ def test_the_clear_button_empties_the_box_and_keeps_the_focus(
     expect(box).to_be_focused()
     expect(box).to_have_attribute("aria-expanded", "false")
     expect(clear).to_be_hidden()
+
+
+def test_the_search_box_is_the_first_tab_stop(page: Page, server: str) -> None:
+    box = open_demo(page, server)
+    box.fill("weather")
+    box.press("Enter")  # a chip, "Start a new session" and "Forget my history" now show
+    expect(page.get_by_role("button", name="Forget my history")).to_be_visible()
+    page.mouse.click(2, 2)  # the top of the page: Tab goes on from there
+    page.keyboard.press("Tab")
+    expect(box).to_be_focused()
 
 
 def test_keyboard_focus_is_a_ring_unlike_hover(page: Page, server: str) -> None:

@@ -453,7 +453,8 @@ def test_suggestions_from_your_history_are_marked_and_can_be_removed_or_forgotte
     session = page.evaluate("sessionStorage.getItem('qac.session')")
     box.press("Escape")
     page.get_by_role("button", name="Forget my history").click()
-    assert {"type": "forget"} in frames.sent
+    page.get_by_role("dialog").get_by_role("button", name="Forget everything").click()
+    wait_until(page, lambda: {"type": "forget"} in frames.sent)
     expect(page.locator("#history li")).to_have_count(0)
     wait_until(page, lambda: page.evaluate("localStorage.getItem('qac.user')") != forgotten)
     assert page.evaluate("sessionStorage.getItem('qac.session')") != session

@@ -184,8 +184,11 @@ def test_the_server_restarts_mid_typing_and_the_page_tells_the_truth(
             box.press_sequentially("s")  # typing retries at once, not when the back-off ends
             expect(page.locator("#status")).to_have_attribute("data-state", "online", timeout=1500)
             expect(banner).to_be_hidden()
-            # A new server: the session it holds is the submit made offline, and only that.
+            # A new server: the session it holds is the submit made offline, and only that; the
+            # page says that the earlier queries are gone.
             expect(strip(page)).to_have_text(["garden ponds"])
+            expect(page.locator("#notice")).to_have_text(re.compile("restarted and no longer has this session"))
+            expect(page.locator("#notice")).to_have_class(re.compile(r"\binfo\b"))
             box.fill("")
             type_into(page, box, frames, "ga")
             answer = frames.answer()
@@ -221,3 +224,80 @@ def test_a_chip_has_its_whole_query_as_a_title_and_searches_it_again(
     chip.click()
     expect(strip(page)).to_have_text([long, "weather", normalize(long)])
     assert [f["query"] for f in frames.sent if f["type"] == "submit"] == [long, "weather", long]
+
+
+def test_after_remove_and_forget_the_strip_and_the_context_line_say_what_the_server_holds(
+    page: Page, server: str, frames: Frames
+) -> None:
+    box = open_demo(page, server)
+    for query in ("zqxj plugh", "weather", "zqxj quux"):
+        box.fill(query)
+        box.press("Enter")
+    expect(strip(page)).to_have_text(["zqxj plugh", "weather", "zqxj quux"])
+    type_into(page, box, frames, "zqxj")
+    context = page.locator("#context")
+    expect(context).to_have_text("Ranked for this session, after zqxj quux")
+
+    # Remove with the pointer: the server's answer carries the session without it.
+    page.get_by_role("button", name="Remove \u201czqxj quux\u201d from your history").click()
+    wait_until(page, lambda: any(f["type"] == "user" and "removed" in f for f in frames.received))
+    expect(strip(page)).to_have_text(["zqxj plugh", "weather"])
+    expect(context).not_to_contain_text("zqxj quux")
+    expect(context).to_have_text("Ranked for this session, after weather")
+
+    # Remove with the keyboard.
+    box.press("ArrowDown")
+    expect(page.locator("[role=option][aria-selected=true]")).to_have_text("zqxj plugh")
+    box.press("Shift+Delete")
+    expect(strip(page)).to_have_text(["weather"])
+    answers = [f for f in frames.received if f["type"] == "user" and "removed" in f]
+    assert [a["queries"] for a in answers] == [["zqxj plugh", "weather"], ["weather"]]
+
+    # Forget: an empty strip and no context line, as the new session is.
+    box.press("Escape")
+    box.blur()
+    page.get_by_role("button", name="Forget my history").click()
+    page.get_by_role("button", name="Forget everything").click()
+    expect(strip(page)).to_have_count(0)
+    expect(page.locator("#history-empty")).to_be_visible()
+    box.fill("")
+    type_into(page, box, frames, "zqxj")
+    expect(context).to_be_hidden()
+
+
+def test_forget_shows_only_with_history_asks_once_and_says_what_it_did(
+    page: Page, server: str, frames: Frames
+) -> None:
+    box = open_demo(page, server)
+    forget = page.get_by_role("button", name="Forget my history")
+    wait_until(page, lambda: any(f["type"] == "user" for f in frames.received))
+    expect(forget).to_be_hidden()  # a first visit: nothing to forget
+    box.fill("zqxj plugh")
+    box.press("Enter")
+    expect(forget).to_be_visible()
+
+    dialog = page.get_by_role("dialog", name="Forget your history?")
+    forget.click()
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text("cannot be undone")
+    dialog.get_by_role("button", name="Keep it").click()  # changed their mind: nothing happens
+    expect(dialog).to_be_hidden()
+    page.wait_for_timeout(200)
+    assert {"type": "forget"} not in frames.sent
+    expect(strip(page)).to_have_text(["zqxj plugh"])
+    expect(forget).to_be_focused()
+
+    forget.click()
+    dialog.get_by_role("button", name="Forget everything").click()
+    wait_until(page, lambda: {"type": "forget"} in frames.sent)
+    assert [f for f in frames.sent if f["type"] == "forget"] == [{"type": "forget"}]  # asked once, sent once
+    done = page.locator("#forgotten")
+    expect(done).to_be_visible()
+    expect(done).to_have_text(re.compile("deleted.*new session"))
+    expect(forget).to_be_hidden()  # nothing left to forget
+    expect(strip(page)).to_have_count(0)
+    expect(page.locator("#announce")).to_have_text(re.compile("forgotten"))
+    box.fill("weather")
+    box.press("Enter")  # history again: Forget is back, the news goes
+    expect(forget).to_be_visible()
+    expect(done).to_be_hidden()

@@ -296,6 +296,28 @@ async def test_a_resumed_sessions_hello_carries_its_queries_oldest_first(server:
     assert (hello["history"], hello["queries"]) == (3, ["weather", "new york", "weather"])
 
 
+async def test_a_resume_after_a_restart_on_the_memory_store_says_the_queries_were_not_restored(
+    config: ServerConfig,
+) -> None:
+    """The page can tell its user that a restart lost the session: the hello answering a resume
+    says whether the store gave queries back."""
+    with running(create_app(config), config) as server:
+        async with connect(f"ws://{server}/ws") as ws:
+            session = (await recv_json(ws))["session"]
+            await ws.send(submit("weather"))
+            await recv_json(ws)
+        async with connect(f"ws://{server}/ws") as ws:
+            kept = await resume(ws, session)
+        assert (kept["queries"], kept["restored"]) == (["weather"], True)
+    with running(create_app(config), config) as server:  # a new process: the memory store is empty
+        async with connect(f"ws://{server}/ws") as ws:
+            fresh = await recv_json(ws)
+            assert "restored" not in fresh  # only a hello answering a resume says it
+            await ws.send(json.dumps({"type": "resume", "session": session}))
+            lost = await recv_json(ws)
+    assert (lost["type"], lost["session"], lost["queries"], lost["restored"]) == ("hello", session, [], False)
+
+
 async def test_another_tabs_submit_reaches_a_connection_at_its_next_history_refresh(
     server: str, small_model: Model, history_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -158,13 +158,35 @@ async def test_forged_expired_and_bare_tokens_are_refused_and_the_connection_goe
     assert float(refused[0].split()[-1]) >= 3 * len(forged_expired_and_bare())
 
 
+async def test_the_answer_to_remove_carries_the_sessions_queries_without_the_removed_one(server: str) -> None:
+    async with connect(f"ws://{server}/ws") as ws:
+        session = (await recv_json(ws))["session"]
+        await ws.send(json.dumps({"type": "user"}))
+        token = (await recv_json(ws))["token"]
+        for text in ("weather", "zqxj quux", "news", "Zqxj  Quux!"):
+            await submit(ws, text)
+        await ws.send(json.dumps({"type": "remove", "query": "zqxj quux"}))
+        answer = await recv_json(ws)
+        assert answer == {"type": "user", "token": token, "history": 2, "removed": True, "queries": ["weather", "news"]}
+        await ws.send(json.dumps({"type": "remove", "query": "never asked"}))
+        assert (await recv_json(ws))["queries"] == ["weather", "news"]
+    async with connect(f"ws://{server}/ws") as ws:  # the store agrees
+        assert (await recv_json(ws))["type"] == "hello"
+        await ws.send(json.dumps({"type": "user", "token": token}))
+        assert (await recv_json(ws))["type"] == "user"
+        await ws.send(json.dumps({"type": "resume", "session": session}))
+        resumed = await recv_json(ws)
+    assert (resumed["session"], resumed["queries"], resumed["restored"]) == (session, ["weather", "news"], True)
+
+
 async def test_remove_and_forget_over_the_socket_and_http(server: str) -> None:
     token = await new_user(server, MINE, "zqxj xyzzy", "zqxj quux")
     async with connect(f"ws://{server}/ws") as ws:
         assert (await hello(ws, token))["history"] == 3
         assert sorted(personal(await suggest(ws, 1, "zqxj"))) == ["zqxj plugh", "zqxj quux", "zqxj xyzzy"]
         await ws.send(json.dumps({"type": "remove", "query": "ZQXJ  Plugh!"}))  # normalized like a submit
-        assert await recv_json(ws) == {"type": "user", "token": token, "history": 2, "removed": True}
+        # This connection's session is empty: the answer says so (a page redraws its strip).
+        assert await recv_json(ws) == {"type": "user", "token": token, "history": 2, "removed": True, "queries": []}
         assert sorted(personal(await suggest(ws, 2, "zqxj"))) == ["zqxj quux", "zqxj xyzzy"]
         await ws.send(json.dumps({"type": "remove", "query": "never asked"}))
         assert (await recv_json(ws))["removed"] is False
