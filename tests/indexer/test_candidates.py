@@ -48,9 +48,14 @@ def test_transitions_propose_what_followed_the_previous_query():
     assert set(texts) == {"new york times", "new york pizza"}
 
 
-def test_candidates_without_history_have_no_session_features():
+def test_candidates_without_history_have_no_session_or_personal_features():
+    from indexer.candidates import FEATURES
+
     cands = generator().generate("new", [])
-    assert np.isfinite(cands.features).all()
+    assert len(cands.texts) and np.isfinite(cands.features).all()
+    for name in ("src_session", "src_trans", "in_history", "trans_log", "overlap_prev", "overlap_history",
+                 "src_personal", "own_log_count", "own_recency", "src_personal_word", "prefix_own"):
+        assert not cands.features[:, FEATURES.index(name)].any(), name
 
 
 def test_the_users_words_offer_a_bounded_number_of_candidates_newest_queries_first():
