@@ -20,7 +20,7 @@ import numpy as np
 from .params import SOURCES
 from .personal import PersonalHistory, QueryWords, Vocabulary, query_words
 from .topk import PrefixTopK
-from .typos import WordCorrector, max_edits, one_edit_variants, prefix_distance, session_fixes
+from .typos import CORRECTED_MIN_CHARS, WordCorrector, max_edits, one_edit_variants, prefix_distance, session_fixes
 from .wordmodel import WordModel, split_prefix
 
 FEATURES = (
@@ -84,7 +84,6 @@ class CandidateConfig:
     personal_words: int = 20  # the user's latest queries whose words finish the prefix
     personal_word_k: int = 20  # and at most this many such candidates (BENCHMARKS.md#personal-word-cap)
     sources: tuple[str, ...] = SOURCES
-    typo_min_chars: int = 4  # shorter prefixes are never corrected
     typo_fixes: int = 2  # corrected prefixes generated from, at most
     typo_support: float = 50.0  # a partial or word under this weight may be a typo
     typo_tree_chars: int = 3  # the fuzzy beam searches labels under these first characters
@@ -234,7 +233,7 @@ class CandidateGenerator:
         texts, base = self._gather(prefix, prev, history, personal, on).table()
         self._table(texts, base, prefix, prev, history, personal)
         keystroke = Keystroke(Candidates(texts, base, bucket_of(len(prefix))), prefix, prev, history, personal, on)
-        if len(prefix) < cfg.typo_min_chars or not (on & {"typo_words", "typo_tree"}):
+        if len(prefix) < CORRECTED_MIN_CHARS or not (on & {"typo_words", "typo_tree"}):
             return keystroke
         # Corrections only where the exact prefix finds few candidates that people logged or
         # the user asked before.

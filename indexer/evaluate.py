@@ -19,7 +19,7 @@ from .model import Completion, Model
 from .normalize import normalize, normalize_prefix
 from .personal import PersonalHistory, replay_histories
 from .times import parse_time
-from .typos import TYPO_MIN_CHARS, add_typo
+from .typos import SYNTHETIC_TYPO_MIN_CHARS, add_typo
 
 # A shown suggestion that is a logged query fewer people typed, not the user's own (their
 # history or this session) and not what they typed, is counted as a leak. No source consults
@@ -256,14 +256,14 @@ def evaluate(
 
 
 def typo_pairs(pairs: Sequence[Pair], seed: int = 0) -> tuple[list[int], list[Pair]]:
-    """The pairs whose normalized prefix has :data:`TYPO_MIN_CHARS`+ characters (their
+    """The pairs whose normalized prefix has :data:`~indexer.typos.SYNTHETIC_TYPO_MIN_CHARS`+ characters (their
     indices) and each with one synthetic typo in that prefix (:func:`~indexer.typos.add_typo`,
     drawn from ``numpy.random.default_rng(seed)`` in pair order): the same seed, the same typos."""
     rng = np.random.default_rng(seed)
     kept, typo = [], []
     for i, pair in enumerate(pairs):
         norm = normalize_prefix(pair.prefix)
-        if len(norm) >= TYPO_MIN_CHARS:
+        if len(norm) >= SYNTHETIC_TYPO_MIN_CHARS:
             kept.append(i)
             typo.append(replace(pair, prefix=add_typo(norm, rng)))
     return kept, typo

@@ -33,14 +33,15 @@ def _qwerty_neighbours() -> dict[str, str]:
 
 
 NEIGHBOURS = _qwerty_neighbours()
-TYPO_MIN_CHARS = 5  # the evaluation's typo prefixes; also where the reranker trains on typos
-WORD_MIN_CHARS = 4  # a shorter word or partial word is never corrected
+# Two thresholds, for two things: what is corrected, and where synthetic typos go.
+CORRECTED_MIN_CHARS = 4  # a shorter prefix, word or partial word is never corrected
+SYNTHETIC_TYPO_MIN_CHARS = 5  # typos go into prefixes this long (`qac eval --typos`, the scorer's training)
 
 
 def max_edits(length: int) -> int:
-    """Edits tolerated in a typed text of ``length`` characters: 1 from 4, 2 from 8 (Algolia's
-    default), 0 below."""
-    return 0 if length < 4 else 1 if length < 8 else 2
+    """Edits tolerated in a typed text of ``length`` characters: 1 from
+    :data:`CORRECTED_MIN_CHARS` (4), 2 from 8 (Algolia's default), 0 below."""
+    return 0 if length < CORRECTED_MIN_CHARS else 1 if length < 8 else 2
 
 
 def add_typo(prefix: str, rng: np.random.Generator) -> str:
@@ -245,7 +246,7 @@ class WordCorrector:
     def _correct(self, word: str, keep_first: bool = True) -> str | None:
         """The most frequent word within one edit of ``word`` that is ``ratio`` times more
         frequent than it, or None. Its first character may change unless ``keep_first``."""
-        if len(word) < WORD_MIN_CHARS:
+        if len(word) < CORRECTED_MIN_CHARS:
             return None
         words = self.words
         own = words.count(word)
@@ -259,7 +260,7 @@ class WordCorrector:
     def _partials(self, partial: str, k: int = 3, keep_first: bool = True) -> list[str]:
         """Up to ``k`` word prefixes within one edit of ``partial`` under which the vocabulary
         holds ``ratio`` times the weight it holds under ``partial``, heaviest first."""
-        if len(partial) < WORD_MIN_CHARS:
+        if len(partial) < CORRECTED_MIN_CHARS:
             return []
         words = self.words
         floor = max(1.0, words.total(partial) * self.ratio)
@@ -278,7 +279,7 @@ class WordCorrector:
 def session_fixes(word: str, vocabulary: Iterable[str], whole: bool, keep_first: bool = True) -> list[str]:
     """Words of ``vocabulary`` (the session's own) within one edit of ``word``, not starting
     with it: as a whole word, or (not ``whole``) of which ``word`` is a misspelled start."""
-    if len(word) < WORD_MIN_CHARS:
+    if len(word) < CORRECTED_MIN_CHARS:
         return []
     first = word[0]
     vocabulary = [v for v in vocabulary if v[:1] == first or not keep_first]

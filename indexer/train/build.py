@@ -26,7 +26,7 @@ from ..params import BuildParams
 from ..personal import PersonalHistory, replay_histories
 from ..storage import atomic_directory
 from ..topk import PrefixTopK
-from ..typos import TYPO_MIN_CHARS, add_typo
+from ..typos import SYNTHETIC_TYPO_MIN_CHARS, add_typo
 from ..wordmodel import counted_index
 from .cluster import build_label_tree
 from .counts import check_users, count_people
@@ -252,13 +252,13 @@ def reranker_examples(sessions: Sequence[Sequence[LogRow]], params: BuildParams)
 
 
 def typo_examples(examples: Sequence[Example], share: float, seed: int = 0) -> list[Example]:
-    """Copies of a ``share`` of the examples whose prefix has :data:`TYPO_MIN_CHARS`+
+    """Copies of a ``share`` of the examples whose prefix has :data:`~indexer.typos.SYNTHETIC_TYPO_MIN_CHARS`+
     characters, each with one synthetic typo in its prefix (as ``qac eval --typos`` makes
     them), so that the reranker learns what a corrected candidate is worth."""
     rng = np.random.default_rng(seed + 13)
     out = []
     for ex in examples:
-        if len(ex.prefix) >= TYPO_MIN_CHARS and rng.random() < share:
+        if len(ex.prefix) >= SYNTHETIC_TYPO_MIN_CHARS and rng.random() < share:
             typed = normalize_prefix(add_typo(ex.prefix, rng))
             if typed and typed != ex.prefix:
                 out.append(Example(ex.history, typed, ex.target, ex.user, ex.time))
