@@ -19,8 +19,9 @@ _METAVARS = {"index": "DIR", "host": "HOST", "port": "PORT", "workers": "N", "se
              "session_ttl": "SECONDS", "allowed_origins": "ORIGIN", "secret_file": "FILE", "sessions_file": "FILE",
              "history_max": "N", "history_days": "DAYS", "blocklist": "FILE", "sensitive": "FILE",
              "forwarded_allow_ips": "IPS",
-             "models_root": "DIR", "internal_port": "PORT", "anonymous_days": "DAYS", "history_anonymous_max": "N"}
-_REPEATABLE = {"allowed_origins": "+", "blocklist": None, "sensitive": None}  # tuple fields: nargs (None: one per flag)
+             "models_root": "DIR", "internal_port": "PORT", "anonymous_days": "DAYS", "history_anonymous_max": "N",
+             "seed_history": "LOG"}
+_REPEATABLE = {"allowed_origins": "+", "blocklist": None, "sensitive": None, "seed_history": None}  # tuple fields: nargs (None: one per flag)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -42,6 +42,7 @@ from .limits import AddressBuckets, AddressLimits, SubmitLimits, client_address
 from .metrics import Metrics
 from .personal import PersonalHub
 from .ranker import Ranker, load_warm, read_announcement
+from .seed import Seed, read_seed, seed_store
 from .sessions import open_store
 from .store_health import StoreHealth
 from .users import Signer, default_secret_path, load_secret
@@ -58,9 +59,9 @@ NO_STORE_PATHS = ("/complete", "/history/", "/healthz", "/metrics", "/admin/")
 STATIC_DIR = Path(str(resources.files("static")))
 
 
-def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette:
+def create_app(config: ServerConfig, *, model: Model | None = None, seed: Seed | None = None) -> Starlette:
     """The server as an ASGI app; the model (unless given), secret, blocklist and stores open
-    at startup."""
+    at startup, and the history store is seeded with ``seed`` (else from ``--seed-history``)."""
     metrics = Metrics(shared_sessions=config.sessions != "memory")
     static_dir = Path(config.static_dir) if config.static_dir else STATIC_DIR
 
@@ -76,6 +77,9 @@ def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette
                                anonymous_max=config.history_anonymous_max, pool=config.redis_pool)
         try:
             await store.ping()
+            if seed is not None or config.seed_history:
+                await seed_store(history, seed or await asyncio.to_thread(
+                    read_seed, config.seed_history, time.time(), config.history_max, history.ttl))
             # The files' terms before the ranker, which ranks the fresh answers with them once.
             blocklist = ServeBlocklist(config.blocklist, config.sensitive, metrics)
             ranker = Ranker(

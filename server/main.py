@@ -7,6 +7,7 @@ import copy
 import os
 import socket
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -20,9 +21,11 @@ from indexer.errors import QacError
 from .app import create_app, generated_warning, secret_source
 from .blocklists import read as read_blocklist
 from .config import ServerConfig
+from .history import HistoryError, open_history
 from .http_protocol import HttpProtocol
 from .metrics import MULTIPROC_ENV
 from .ranker import announce_reload, load_warm, release_memory
+from .seed import Seed, read_seed, seed_store
 from .sessions import SessionError, open_store
 from .users import SecretError, load_secret
 
@@ -48,6 +51,7 @@ def run(config: ServerConfig, *, say: Callable[[str], None] = print) -> None:
                          "redis://HOST:PORT/DB (with --sessions memory, run one worker)")
     _check_secret(config, say)
     _check_sessions(config)
+    seed = _read_seed(config, say)
     sock = _bind(config.host, config.port)
     sockets = [sock]
     config = replace(config, index=str(index), port=sock.getsockname()[1])
@@ -60,12 +64,16 @@ def run(config: ServerConfig, *, say: Callable[[str], None] = print) -> None:
     if config.internal_port is not None:
         say(f"qac serve: /metrics and /admin/* on port {config.internal_port} only")
     if config.workers == 1:
-        server = uvicorn.Server(uvicorn_config(config, create_app(config, model=model)))
+        server = uvicorn.Server(uvicorn_config(config, create_app(config, model=model, seed=seed)))
         server.run(sockets=sockets)
         if not server.started:
             raise ServeError("the server did not start; see the log above")
         return
     del model  # each worker loads its own (memory-mapped, so the pages are shared)
+    if seed is not None:  # once, here: the workers share the store
+        _seed_shared(config, seed)
+        config = replace(config, seed_history=())
+        del seed
     release_memory()
     with tempfile.TemporaryDirectory(prefix="qac-serve-") as tmp:
         reload_file = Path(tmp) / "reload"
@@ -132,6 +140,35 @@ def _check_secret(config: ServerConfig, say: Callable[[str], None]) -> None:
         raise ServeError(str(exc)) from exc
     if generated:
         say(f"qac serve: warning: {generated_warning(path)}")
+
+
+def _read_seed(config: ServerConfig, say: Callable[[str], None]) -> Seed | None:
+    """The histories of ``--seed-history``, read before the port opens (None without it)."""
+    if not config.seed_history:
+        return None
+    try:
+        seed = read_seed(config.seed_history, time.time(), config.history_max, config.history_days * 86400)
+    except QacError as exc:
+        raise ServeError(f"--seed-history: {exc}") from exc
+    say(f"qac serve: {len(seed.histories):,} users' histories read from {seed.rows:,} rows of "
+        f"{', '.join(config.seed_history)}, their times moved {seed.shift / 86400:,.1f} days forward")
+    return seed
+
+
+def _seed_shared(config: ServerConfig, seed: Seed) -> None:
+    """Seed the store the workers share, before they start."""
+    async def run() -> None:
+        history = open_history(config.sessions, max_entries=config.history_max, ttl=config.history_days * 86400,
+                               anonymous_max=config.history_anonymous_max, pool=config.redis_pool)
+        try:
+            await seed_store(history, seed)
+        finally:
+            await history.close()
+
+    try:
+        asyncio.run(run())
+    except HistoryError as exc:
+        raise ServeError(str(exc)) from exc
 
 
 def _check_sessions(config: ServerConfig) -> None:
