@@ -21,7 +21,8 @@ _METAVARS = {"index": "DIR", "host": "HOST", "port": "PORT", "workers": "N", "se
              "forwarded_allow_ips": "IPS",
              "models_root": "DIR", "internal_port": "PORT", "anonymous_days": "DAYS", "history_anonymous_max": "N",
              "seed_history": "LOG"}
-_REPEATABLE = {"allowed_origins": "+", "blocklist": None, "sensitive": None, "seed_history": None}  # tuple fields: nargs (None: one per flag)
+# tuple fields: nargs (None: one per flag)
+_REPEATABLE = {"allowed_origins": "+", "blocklist": None, "sensitive": None, "seed_history": None}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
