@@ -42,7 +42,7 @@ from .limits import AddressBuckets, AddressLimits, SubmitLimits, client_address
 from .metrics import Metrics
 from .personal import PersonalHub
 from .ranker import Ranker, load_warm, read_announcement
-from .seed import Seed, read_seed, seed_store
+from .seed import Seed, seed_store
 from .sessions import open_store
 from .store_health import StoreHealth
 from .users import Signer, default_secret_path, load_secret
@@ -61,7 +61,10 @@ STATIC_DIR = Path(str(resources.files("static")))
 
 def create_app(config: ServerConfig, *, model: Model | None = None, seed: Seed | None = None) -> Starlette:
     """The server as an ASGI app; the model (unless given), secret, blocklist and stores open
-    at startup, and the history store is seeded with ``seed`` (else from ``--seed-history``)."""
+    at startup, and the history store is seeded with ``seed``: the histories of
+    ``config.seed_history``, read by the caller (``qac serve``)."""
+    if config.seed_history and seed is None:
+        raise ConfigError("seed_history: pass the histories read from those logs (qac serve reads them)")
     metrics = Metrics(shared_sessions=config.sessions != "memory")
     static_dir = Path(config.static_dir) if config.static_dir else STATIC_DIR
 
@@ -77,9 +80,8 @@ def create_app(config: ServerConfig, *, model: Model | None = None, seed: Seed |
                                anonymous_max=config.history_anonymous_max, pool=config.redis_pool)
         try:
             await store.ping()
-            if seed is not None or config.seed_history:
-                await seed_store(history, seed or await asyncio.to_thread(
-                    read_seed, config.seed_history, time.time(), config.history_max, history.ttl))
+            if seed is not None:
+                await seed_store(history, seed)
             # The files' terms before the ranker, which ranks the fresh answers with them once.
             blocklist = ServeBlocklist(config.blocklist, config.sensitive, metrics)
             ranker = Ranker(

@@ -7,7 +7,6 @@ import copy
 import os
 import socket
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -25,7 +24,7 @@ from .history import HistoryError, open_history
 from .http_protocol import HttpProtocol
 from .metrics import MULTIPROC_ENV
 from .ranker import announce_reload, load_warm, release_memory
-from .seed import Seed, read_seed, seed_store
+from .seed import Seed, seed_store
 from .sessions import SessionError, open_store
 from .users import SecretError, load_secret
 
@@ -34,8 +33,9 @@ class ServeError(QacError):
     """The server cannot start: port taken, session store unreachable or not shared, no model."""
 
 
-def run(config: ServerConfig, *, say: Callable[[str], None] = print) -> None:
-    """Serve ``config`` until interrupted.
+def run(config: ServerConfig, *, say: Callable[[str], None] = print, seed: Seed | None = None) -> None:
+    """Serve ``config`` until interrupted, the history store seeded with ``seed`` (the
+    histories of ``config.seed_history``, :func:`server.seed.seed_from_rows`).
 
     Raises :class:`ServeError`, and :class:`indexer.ModelError` for a bad ``--index``.
     """
@@ -51,7 +51,8 @@ def run(config: ServerConfig, *, say: Callable[[str], None] = print) -> None:
                          "redis://HOST:PORT/DB (with --sessions memory, run one worker)")
     _check_secret(config, say)
     _check_sessions(config)
-    seed = _read_seed(config, say)
+    if config.seed_history and seed is None:
+        raise ServeError("--seed-history: the logs were not read (qac serve reads them)")
     sock = _bind(config.host, config.port)
     sockets = [sock]
     config = replace(config, index=str(index), port=sock.getsockname()[1])
@@ -140,19 +141,6 @@ def _check_secret(config: ServerConfig, say: Callable[[str], None]) -> None:
         raise ServeError(str(exc)) from exc
     if generated:
         say(f"qac serve: warning: {generated_warning(path)}")
-
-
-def _read_seed(config: ServerConfig, say: Callable[[str], None]) -> Seed | None:
-    """The histories of ``--seed-history``, read before the port opens (None without it)."""
-    if not config.seed_history:
-        return None
-    try:
-        seed = read_seed(config.seed_history, time.time(), config.history_max, config.history_days * 86400)
-    except QacError as exc:
-        raise ServeError(f"--seed-history: {exc}") from exc
-    say(f"qac serve: {len(seed.histories):,} users' histories read from {seed.rows:,} rows of "
-        f"{', '.join(config.seed_history)}, their times moved {seed.shift / 86400:,.1f} days forward")
-    return seed
 
 
 def _seed_shared(config: ServerConfig, seed: Seed) -> None:

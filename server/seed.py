@@ -14,13 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 from indexer.errors import QacError
 from indexer.personal import histories_at
-from indexer.train.logs import read_logs
 
 from .history import HistoryEntry, HistoryStore
 from .users import MAX_USER_ID, SIGNED_IN, User
@@ -43,19 +41,18 @@ class Seed:
     shift: float  # seconds added to every time of the logs
 
 
-def read_seed(paths: Sequence[str | Path], now: float, max_entries: int, ttl: float) -> Seed:
-    """Each logged user's history at ``now``, from the logs at ``paths`` (read as ``qac build``
-    reads them), their times shifted so that the latest row of all is at ``now``. Rows without
-    a user or a time, and users whose id is no signed-in id, are left out. Raises
-    :class:`SeedError`, or :class:`indexer.train.logs.LogError` for an unreadable log."""
-    rows, _ = read_logs([Path(p) for p in paths])
+def seed_from_rows(rows: Iterable[tuple[str | None, float | None, str]], now: float, max_entries: int,
+                   ttl: float) -> Seed:
+    """Each logged user's history at ``now``, from log rows (user, time, normalized query)
+    whose times are shifted so that the latest row of all is at ``now``. Rows without a user
+    or a time, and users whose id is no signed-in id, are left out. Raises :class:`SeedError`
+    when no row is left."""
     events: dict[str, list[tuple[float, str]]] = {}
-    for row in rows:
-        if row.user and row.time is not None and len(row.user.encode("utf-8")) <= MAX_USER_ID:
-            events.setdefault(row.user, []).append((row.time, row.query))
-    del rows
+    for user, when, query in rows:
+        if user and when is not None and len(user.encode("utf-8")) <= MAX_USER_ID:
+            events.setdefault(user, []).append((when, query))
     if not events:
-        raise SeedError(f"no row with a user and a time to seed histories from in {', '.join(map(str, paths))}")
+        raise SeedError("no row with a user and a time to seed histories from")
     shift = now - max(max(when for when, _ in mine) for mine in events.values())
     after = math.nextafter(now, math.inf)  # histories_at: what was recorded before the moment
     histories = {}

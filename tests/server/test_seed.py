@@ -13,11 +13,13 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect
 
+from qac.args import CommandError
+from qac.main import main as qac_main
+from qac.serve import read_seed
 from server import main
 from server.app import create_app
-from server.config import ServerConfig
+from server.config import ConfigError, ServerConfig
 from server.history import HistoryEntry, RedisHistoryStore
-from server.seed import SeedError, read_seed
 from server.users import SIGNED_IN, Signer
 from tests.support import recv_json, running
 
@@ -67,7 +69,7 @@ def test_the_bound_and_the_expiry_apply_to_the_shifted_times(log: Path) -> None:
 def test_a_log_without_users_and_times_cannot_seed(tmp_path: Path) -> None:
     plain = tmp_path / "queries.txt"
     plain.write_text("Query\nweather\nnews\n", encoding="utf-8")
-    with pytest.raises(SeedError, match="no row with a user and a time"):
+    with pytest.raises(CommandError, match="--seed-history: no row with a user and a time"):
         read_seed([plain], NOW, 1000, 90 * DAY)
 
 
@@ -96,7 +98,8 @@ async def test_a_signed_in_user_sees_their_seeded_queries_from_the_start(
     small_model_dir: Path, log: Path, store_url: str
 ) -> None:
     config = ServerConfig(index=str(small_model_dir), secret=SECRET, sessions=store_url, seed_history=(str(log),))
-    with running(create_app(config), config) as address:
+    seed = read_seed([log], time.time(), config.history_max, config.history_days * DAY)
+    with running(create_app(config, seed=seed), config) as address:
         answer, mine = await as_user(address, "u1", "zqxj")
         assert answer["history"] == 2
         assert sorted(item["query"] for item in mine) == ["zqxj plugh", "zqxj xyzzy"]
@@ -111,7 +114,8 @@ async def test_a_history_redis_already_has_is_kept(small_model_dir: Path, log: P
     await store.record("s:u1", "zqxj mine")
     await store.close()
     config = ServerConfig(index=str(small_model_dir), secret=SECRET, sessions=redis_url, seed_history=(str(log),))
-    with running(create_app(config), config) as address:
+    seed = read_seed([log], time.time(), config.history_max, config.history_days * DAY)
+    with running(create_app(config, seed=seed), config) as address:
         answer, mine = await as_user(address, "u1", "zqxj")
         assert (answer["history"], [item["query"] for item in mine]) == (1, ["zqxj mine"])
         assert (await as_user(address, "u2", "zqxj"))[0]["history"] == 1
@@ -133,7 +137,7 @@ def test_several_workers_are_seeded_once_before_they_start(
     monkeypatch.setattr(os, "environ", dict(os.environ))
     config = ServerConfig(index=str(small_model_dir), secret=SECRET, sessions=redis_url, workers=2, port=0,
                           seed_history=(str(log),))
-    main.run(config, say=lambda line: None)
+    main.run(config, say=lambda line: None, seed=read_seed([log], time.time(), 1000, 90 * DAY))
 
     async def entries() -> list[HistoryEntry]:
         store = RedisHistoryStore(redis_url)
@@ -146,8 +150,14 @@ def test_several_workers_are_seeded_once_before_they_start(
     assert len(started) == 1 and not started[0].get("QAC_SEED_HISTORY")  # the workers seed nothing
 
 
-def test_an_unusable_seed_log_stops_the_server_before_it_listens(small_model_dir: Path, tmp_path: Path) -> None:
-    config = ServerConfig(index=str(small_model_dir), secret=SECRET, port=0,
-                          seed_history=(str(tmp_path / "missing.tsv"),))
-    with pytest.raises(main.ServeError, match="--seed-history: log file not found"):
-        main.run(config, say=lambda line: None)
+def test_an_unusable_seed_log_stops_qac_serve_with_one_line(
+    small_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "missing.tsv"
+    assert qac_main(["serve", "--index", str(small_model_dir), "--port", "0", "--seed-history", str(missing)]) == 2
+    assert "--seed-history: log file not found" in capsys.readouterr().err
+
+
+def test_an_app_told_to_seed_without_the_histories_refuses_to_start(small_model_dir: Path, log: Path) -> None:
+    with pytest.raises(ConfigError, match="seed_history"):
+        create_app(ServerConfig(index=str(small_model_dir), seed_history=(str(log),)))
