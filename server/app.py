@@ -70,7 +70,7 @@ def create_app(config: ServerConfig, *, model: Model | None = None, seed: Seed |
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        nonlocal model
+        nonlocal model, seed
         loaded, index, announced = await _initial_model(config, model)
         model = None  # from here the ranker alone holds it, so that a reload frees it
         signer = Signer(server_secret(config))
@@ -82,6 +82,7 @@ def create_app(config: ServerConfig, *, model: Model | None = None, seed: Seed |
             await store.ping()
             if seed is not None:
                 await seed_store(history, seed)
+                seed = None  # the store has it now
             # The files' terms before the ranker, which ranks the fresh answers with them once.
             blocklist = ServeBlocklist(config.blocklist, config.sensitive, metrics)
             ranker = Ranker(

@@ -65,7 +65,9 @@ def run(config: ServerConfig, *, say: Callable[[str], None] = print, seed: Seed 
     if config.internal_port is not None:
         say(f"qac serve: /metrics and /admin/* on port {config.internal_port} only")
     if config.workers == 1:
-        server = uvicorn.Server(uvicorn_config(config, create_app(config, model=model, seed=seed)))
+        app = create_app(config, model=model, seed=seed)
+        del seed  # the app drops it once the store has it
+        server = uvicorn.Server(uvicorn_config(config, app))
         server.run(sockets=sockets)
         if not server.started:
             raise ServeError("the server did not start; see the log above")
