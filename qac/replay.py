@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from replay.replay import ReplayOptions
 
-from .args import positive
+from .args import CommandError, positive
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +29,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="a query log, cut into sessions as `qac build` does; repeatable")
     source.add_argument("--pairs", type=Path, metavar="PAIRS.jsonl",
                         help="evaluation pairs: submit prev_query, then type next_query")
+    p.add_argument("--as-users", action="store_true",
+                   help="replay each session as its user (the log's user id, or the pair's 'user'): present a "
+                   "token signed for that id as the embedding site signs a signed-in user, with the server's "
+                   "secret from QAC_SECRET, and replay one user's sessions in order, so that their submits build "
+                   "the personal history their later sessions see (the server's per-user and per-address submit "
+                   "limits are for people: raise QAC_SUBMIT_RATE and QAC_ADDRESS_SUBMIT_RATE for a replay)")
     p.add_argument("--sessions", type=positive(int), metavar="N", help="replay only the first N sessions")
     p.add_argument("--concurrency", type=positive(int), default=d.concurrency, metavar="C",
                    help="sessions replayed at once (default: %(default)s)")
@@ -44,16 +51,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``qac replay``: replay the sessions and print the report."""
-    from replay.replay import format_report, run_replay
-    from replay.scripts import scripts_from_log, scripts_from_pairs
+    from replay.replay import format_report, run_replay, site_signer
+    from replay.scripts import user_scripts_from_log, user_scripts_from_pairs
 
     options = ReplayOptions(concurrency=args.concurrency, rate=args.rate, timeout=args.timeout,
                             duration=args.duration)
+    sign = None
+    if args.as_users:
+        secret = os.environ.get("QAC_SECRET", "")
+        if not secret:
+            raise CommandError("--as-users signs user tokens with the server's secret: set QAC_SECRET to it (the "
+                               "server's QAC_SECRET, or the content of its --secret-file)")
+        sign = site_signer(secret)
     if args.pairs is not None:
-        scripts = scripts_from_pairs(args.pairs, args.sessions)
+        sessions = user_scripts_from_pairs(args.pairs, args.sessions)
     else:
-        scripts = scripts_from_log(args.log, args.sessions)
-    report = run_replay(args.url, scripts, options, quiet=args.quiet)
+        sessions = user_scripts_from_log(args.log, args.sessions)
+    users = [user for user, _ in sessions]
+    scripts = [script for _, script in sessions]
+    report = run_replay(args.url, scripts, options, quiet=args.quiet, users=users, sign=sign)
     print(format_report(report))
     if args.json:
         print(json.dumps(report))

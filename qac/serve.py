@@ -8,9 +8,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from server.config import ServerConfig, env_name
+
+from .args import CommandError
+
+if TYPE_CHECKING:
+    from server.seed import Seed
 
 _DEFAULTS = ServerConfig()
 _FLAG_TYPES = {"port": int, "workers": int, "session_ttl": float, "history_max": int, "history_days": float,
@@ -19,8 +27,10 @@ _METAVARS = {"index": "DIR", "host": "HOST", "port": "PORT", "workers": "N", "se
              "session_ttl": "SECONDS", "allowed_origins": "ORIGIN", "secret_file": "FILE", "sessions_file": "FILE",
              "history_max": "N", "history_days": "DAYS", "blocklist": "FILE", "sensitive": "FILE",
              "forwarded_allow_ips": "IPS",
-             "models_root": "DIR", "internal_port": "PORT", "anonymous_days": "DAYS", "history_anonymous_max": "N"}
-_REPEATABLE = {"allowed_origins": "+", "blocklist": None, "sensitive": None}  # tuple fields: nargs (None: one per flag)
+             "models_root": "DIR", "internal_port": "PORT", "anonymous_days": "DAYS", "history_anonymous_max": "N",
+             "seed_history": "LOG"}
+# tuple fields: nargs (None: one per flag)
+_REPEATABLE = {"allowed_origins": "+", "blocklist": None, "sensitive": None, "seed_history": None}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -57,6 +67,21 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Se
     return ServerConfig.from_env(environ, **given)
 
 
+def read_seed(paths: Sequence[str | Path], now: float, max_entries: int, ttl: float) -> Seed:
+    """The histories ``--seed-history`` gives: the logs at ``paths``, read as ``qac build``
+    reads them, their times shifted so that the latest row of all is at ``now``
+    (:func:`server.seed.seed_from_rows`). Raises :class:`CommandError`."""
+    from indexer.errors import QacError
+    from indexer.train.logs import read_logs
+    from server.seed import seed_from_rows
+
+    try:
+        rows, _ = read_logs([Path(p) for p in paths])
+        return seed_from_rows(((r.user, r.time, r.query) for r in rows), now, max_entries, ttl)
+    except QacError as exc:
+        raise CommandError(f"--seed-history: {exc} ({', '.join(map(str, paths))})") from exc
+
+
 def run(args: argparse.Namespace) -> int:
     """``qac serve``: serve until interrupted."""
     from server.main import run as serve
@@ -66,5 +91,10 @@ def run(args: argparse.Namespace) -> int:
         from indexer.train.sample import SAMPLE_LOG, ensure_sample_model
 
         config = dataclasses.replace(config, index=str(ensure_sample_model(SAMPLE_LOG)))
-    serve(config)
+    seed = None
+    if config.seed_history:
+        seed = read_seed(config.seed_history, time.time(), config.history_max, config.history_days * 86400)
+        print(f"qac serve: {len(seed.histories):,} users' histories read from {seed.rows:,} rows of "
+              f"{', '.join(config.seed_history)}, their times moved {seed.shift / 86400:,.1f} days forward")
+    serve(config, seed=seed)
     return 0

@@ -6,6 +6,11 @@ keystroke at a time, each answer awaited before the next keystroke (so none is s
 and then submitted, so the server's session history is what the user's was. A connection
 that drops is opened again once and the session resumed with a ``resume`` frame (session ids
 never go in the URL), so the history survives the reconnect as it does in a browser.
+
+Replayed as users (``users`` and ``sign`` given), each session first presents its user's token
+in a ``user`` frame, signed as the embedding site signs a signed-in user (:func:`site_signer`),
+and one user's sessions are replayed one after another in their order, so that each sees the
+personal history the user's earlier submits built.
 """
 
 from __future__ import annotations
@@ -27,16 +32,19 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from indexer.errors import QacError
 from indexer.evaluate import Scores
 from server.protocol import RATE_LIMITED
+from server.users import MAX_USER_ID, MIN_SECRET, SIGNED_IN, Signer
 
 from .scripts import Script, Typed
 
 TOP = 10
+TOKEN_SECONDS = 3600  # how long a token signed for a replayed user is valid
 LENGTH_CAP = 12  # prefixes this long or longer share one row of the by-length table
 MAX_RETRIES = 50
 REQUIRED_KEYS = ("sessions", "keystrokes", "mrr", "success@10", "keystrokes_saved", "p50_ms", "p95_ms",
                  "p99_ms", "errors")
 
 Progress = Callable[[int], None]
+Sign = Callable[[str], str]  # a user id -> a user token
 Answer = tuple[dict[str, Any], float]  # a frame and the round trip that brought it, in seconds
 
 
@@ -202,6 +210,12 @@ class Client:
             self.session = frame.get("session")
         return frame
 
+    async def user(self, token: str) -> dict[str, Any]:
+        """Present a user token: the ``user`` answer, or the error."""
+        await self.ws.send(json.dumps({"type": "user", "token": token}))
+        return await self._wait(lambda m: m.get("type") == "user" or (m.get("type") == "error"
+                                                                      and m.get("id") is None))
+
     async def resume(self, session: str) -> dict[str, Any]:
         """Resume ``session`` on this connection (after its first hello): the new hello, or
         the ``bad_session`` error (the connection then keeps its fresh session)."""
@@ -239,6 +253,24 @@ class Client:
                 continue
             if isinstance(frame, dict) and wanted(frame):
                 return frame
+
+
+def site_signer(secret: str, clock: Callable[[], float] = time.time) -> Sign:
+    """Signs a user id as the embedding site does (``server/users.py``), under the server's
+    secret, valid :data:`TOKEN_SECONDS`; :class:`ReplayError` for a secret the server refuses."""
+    if len(secret) < MIN_SECRET:
+        raise ReplayError(f"QAC_SECRET is {len(secret)} characters; the server's is at least {MIN_SECRET}")
+    signer = Signer(secret.encode("utf-8"), clock)
+
+    def sign(user: str) -> str:
+        return signer.sign(SIGNED_IN, user, int(clock()) + TOKEN_SECONDS)
+
+    return sign
+
+
+def signable(user: str | None) -> bool:
+    """Whether ``user`` can name a signed-in user (1 to :data:`MAX_USER_ID` UTF-8 bytes)."""
+    return bool(user) and len(user.encode("utf-8")) <= MAX_USER_ID  # type: ignore[union-attr]
 
 
 def check_url(url: str) -> None:
@@ -281,9 +313,21 @@ async def _with_retries(call: Callable[[str], Awaitable[Answer]], text: str, sta
     return frame, seconds
 
 
+async def _identify(client: Client, token: str | None, stats: ReplayStats) -> bool:
+    """Present ``token`` (if any) on the connection; whether the server took it."""
+    if token is None:
+        return True
+    answer = await client.user(token)
+    if answer.get("type") == "error":
+        stats.errors[f"user {answer.get('code')}"] += 1
+        return False
+    return True
+
+
 async def _play(url: str, script: Script, stats: ReplayStats, opts: ReplayOptions, pacer: Pacer,
-                stop: Callable[[], bool], progress: Progress) -> None:
-    """Replay one session on its own connection; failures are counted, never raised."""
+                stop: Callable[[], bool], progress: Progress, token: str | None = None) -> None:
+    """Replay one session on its own connection (as the user of ``token``, if given);
+    failures are counted, never raised."""
     left = sum(len(step.keystrokes) for step in script)
     stats.sessions += 1
     try:
@@ -295,6 +339,8 @@ async def _play(url: str, script: Script, stats: ReplayStats, opts: ReplayOption
         try:
             client = Client(ws, opts.timeout)
             await client.hello()
+            if not await _identify(client, token, stats):
+                return
             reconnects = 1
             for step in script:
                 shown: list[tuple[str, Sequence[str]]] = []
@@ -314,6 +360,7 @@ async def _play(url: str, script: Script, stats: ReplayStats, opts: ReplayOption
                         ws = client.ws = await open_ws(url, opts.timeout)
                         await client.hello()
                         await client.resume(client.session)
+                        await _identify(client, token, stats)
                         client.last_id = 0
                         frame, seconds = await _with_retries(client.ask, prefix, stats)
                     stats.sent += 1
@@ -345,10 +392,32 @@ async def _play(url: str, script: Script, stats: ReplayStats, opts: ReplayOption
             progress(left)
 
 
+def _by_user(scripts: Sequence[Script], users: Sequence[str | None] | None) -> list[list[tuple[Script, str | None]]]:
+    """The scripts in groups replayed one after another: a user's, in their order (groups in
+    the order of the users' first sessions); a script without a user is a group of its own."""
+    if users is None:
+        return [[(script, None)] for script in scripts]
+    if len(users) != len(scripts):
+        raise ValueError("one user (or None) per script")
+    groups: list[list[tuple[Script, str | None]]] = []
+    mine: dict[str, list[tuple[Script, str | None]]] = {}
+    for script, user in zip(scripts, users):
+        if not signable(user):
+            groups.append([(script, None)])
+        elif user in mine:
+            mine[user].append((script, user))  # type: ignore[index]
+        else:
+            groups.append(mine.setdefault(user, [(script, user)]))  # type: ignore[arg-type]
+    return groups
+
+
 async def replay(url: str, scripts: Sequence[Script], options: ReplayOptions | None = None,
-                 progress: Progress | None = None) -> dict[str, Any]:
+                 progress: Progress | None = None, users: Sequence[str | None] | None = None,
+                 sign: Sign | None = None) -> dict[str, Any]:
     """Replay ``scripts`` against the server at ``url``, ``options.concurrency`` at a time;
-    the report. Raises :class:`ReplayError` if the server cannot be reached at all."""
+    the report. With ``users`` (one per script, None: unknown) and ``sign``, each session is
+    replayed as its user (the module's docstring). Raises :class:`ReplayError` if the server
+    cannot be reached at all."""
     opts = options or ReplayOptions()
     if not scripts:
         raise ReplayError("nothing to replay: no session with a query to type")
@@ -357,26 +426,30 @@ async def replay(url: str, scripts: Sequence[Script], options: ReplayOptions | N
     started = time.monotonic()
     deadline = started + opts.duration if opts.duration else math.inf
     tick = progress or (lambda n: None)
-    queue = iter(scripts)
+    groups = _by_user(scripts, users if sign is not None else None)
+    queue = iter(groups)
 
     def stop() -> bool:
         return time.monotonic() >= deadline
 
     async def worker() -> None:
-        for script in queue:
-            if stop():
-                stats.stopped_early = True
-                tick(sum(len(step.keystrokes) for step in script))
-                continue
-            await _play(url, script, stats, opts, pacer, stop, tick)
+        for group in queue:
+            for script, user in group:
+                if stop():
+                    stats.stopped_early = True
+                    tick(sum(len(step.keystrokes) for step in script))
+                    continue
+                token = sign(user) if sign is not None and user is not None else None
+                await _play(url, script, stats, opts, pacer, stop, tick, token)
 
-    await asyncio.gather(*(worker() for _ in range(min(opts.concurrency, len(scripts)))))
+    await asyncio.gather(*(worker() for _ in range(min(opts.concurrency, len(groups)))))
     stats.seconds = time.monotonic() - started
     return {"url": url, **stats.report()}
 
 
 def run_replay(url: str, scripts: Sequence[Script], options: ReplayOptions | None = None, *,
-               quiet: bool = True) -> dict[str, Any]:
+               quiet: bool = True, users: Sequence[str | None] | None = None,
+               sign: Sign | None = None) -> dict[str, Any]:
     """:func:`replay` in a fresh event loop, with a progress bar on stderr unless ``quiet``."""
     from tqdm import tqdm
 
@@ -386,7 +459,7 @@ def run_replay(url: str, scripts: Sequence[Script], options: ReplayOptions | Non
         await probe(url, (options or ReplayOptions()).timeout)  # fail before drawing a bar
         with tqdm(total=total, desc="replay", unit="key", disable=quiet or None, leave=False,
                   dynamic_ncols=True) as bar:
-            return await replay(url, scripts, options, bar.update)
+            return await replay(url, scripts, options, bar.update, users, sign)
 
     return asyncio.run(run())
 

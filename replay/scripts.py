@@ -31,29 +31,44 @@ def keystrokes_of(query: str) -> tuple[str, ...]:
     return tuple(query[:i] for i in range(1, len(query) + 1))
 
 
-def scripts_from_log(paths: Sequence[str | Path], limit: int | None = None) -> list[Script]:
-    """Sessions of a log cut as the indexer cuts them; sessions of one query type nothing and
-    are left out. The sampled prefix of each typed query is drawn as the published protocol
-    draws it (:func:`indexer.train.examples.protocol_pairs`)."""
+# A session's user (None: not known) and its script.
+UserScript = tuple[str | None, Script]
+
+
+def user_scripts_from_log(paths: Sequence[str | Path], limit: int | None = None) -> list[UserScript]:
+    """Sessions of a log cut as the indexer cuts them, each with the log's user id; sessions
+    of one query type nothing and are left out. The sampled prefix of each typed query is
+    drawn as the published protocol draws it (:func:`indexer.train.examples.protocol_pairs`)."""
     rows, _ = read_logs([Path(p) for p in paths])
     sessions = sessions_of(rows)
     draws = iter(protocol_pairs(sessions))
-    scripts: list[Script] = []
+    scripts: list[UserScript] = []
     for session in sessions:
         if len(session) < 2:
             continue
         steps = [Typed(session[0].query)]
         for row in session[1:]:
             steps.append(Typed(row.query, keystrokes_of(row.query), len(next(draws).prefix) - 1))
-        scripts.append(tuple(steps))
+        scripts.append((session[0].user, tuple(steps)))
         if limit is not None and len(scripts) >= limit:
             break
     return scripts
 
 
+def scripts_from_log(paths: Sequence[str | Path], limit: int | None = None) -> list[Script]:
+    """:func:`user_scripts_from_log` without the users."""
+    return [script for _, script in user_scripts_from_log(paths, limit)]
+
+
 def scripts_from_pairs(path: str | Path, limit: int | None = None) -> list[Script]:
-    """One session per pair: submit ``prev_query`` (if any), then type ``next_query``."""
-    scripts: list[Script] = []
+    """:func:`user_scripts_from_pairs` without the users."""
+    return [script for _, script in user_scripts_from_pairs(path, limit)]
+
+
+def user_scripts_from_pairs(path: str | Path, limit: int | None = None) -> list[UserScript]:
+    """One session per pair, with the pair's ``user``: submit ``prev_query`` (if any), then
+    type ``next_query``."""
+    scripts: list[UserScript] = []
     for pair in read_pairs(path, limit):
         keys = list(keystrokes_of(pair.next_query))
         if pair.prefix in keys:
@@ -62,5 +77,5 @@ def scripts_from_pairs(path: str | Path, limit: int | None = None) -> list[Scrip
             sampled = min(len(pair.prefix), len(keys))
             keys.insert(sampled, pair.prefix)
         typed = Typed(pair.next_query, tuple(keys), sampled)
-        scripts.append((Typed(pair.prev_query), typed) if pair.prev_query else (typed,))
+        scripts.append((pair.user, (Typed(pair.prev_query), typed) if pair.prev_query else (typed,)))
     return scripts

@@ -42,6 +42,7 @@ from .limits import AddressBuckets, AddressLimits, SubmitLimits, client_address
 from .metrics import Metrics
 from .personal import PersonalHub
 from .ranker import Ranker, load_warm, read_announcement
+from .seed import Seed, seed_store
 from .sessions import open_store
 from .store_health import StoreHealth
 from .users import Signer, default_secret_path, load_secret
@@ -58,15 +59,18 @@ NO_STORE_PATHS = ("/complete", "/history/", "/healthz", "/metrics", "/admin/")
 STATIC_DIR = Path(str(resources.files("static")))
 
 
-def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette:
+def create_app(config: ServerConfig, *, model: Model | None = None, seed: Seed | None = None) -> Starlette:
     """The server as an ASGI app; the model (unless given), secret, blocklist and stores open
-    at startup."""
+    at startup, and the history store is seeded with ``seed``: the histories of
+    ``config.seed_history``, read by the caller (``qac serve``)."""
+    if config.seed_history and seed is None:
+        raise ConfigError("seed_history: pass the histories read from those logs (qac serve reads them)")
     metrics = Metrics(shared_sessions=config.sessions != "memory")
     static_dir = Path(config.static_dir) if config.static_dir else STATIC_DIR
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        nonlocal model
+        nonlocal model, seed
         loaded, index, announced = await _initial_model(config, model)
         model = None  # from here the ranker alone holds it, so that a reload frees it
         signer = Signer(server_secret(config))
@@ -76,6 +80,9 @@ def create_app(config: ServerConfig, *, model: Model | None = None) -> Starlette
                                anonymous_max=config.history_anonymous_max, pool=config.redis_pool)
         try:
             await store.ping()
+            if seed is not None:
+                await seed_store(history, seed)
+                seed = None  # the store has it now
             # The files' terms before the ranker, which ranks the fresh answers with them once.
             blocklist = ServeBlocklist(config.blocklist, config.sensitive, metrics)
             ranker = Ranker(

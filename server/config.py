@@ -106,6 +106,12 @@ class ServerConfig:
                                flag="--history-days")
     anonymous_days: float = _opt(30.0, float, "days an anonymous user token lives; every 'user' frame that "
                                  "presents one renews it for as long", flag="--anonymous-days")
+    seed_history: tuple[str, ...] = _opt(
+        (), _paths, "query log (read as qac build reads it) whose users' queries, with their counts and last "
+        "use, become at start the personal histories of the signed-in users of those ids, unless the store has "
+        "one for them already (or, in Redis, ever seeded them); the log's times are moved forward so that its "
+        "latest row (of all the logs given) is the moment of start, and recency and expiry count from there; "
+        "repeatable", flag="--seed-history")
     history_anonymous_max: int = _opt(
         500_000, int, "distinct queries kept over all anonymous users' personal histories in the store; beyond "
         "it the least recently active anonymous users' histories go first (signed-in users' never do)",

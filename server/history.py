@@ -35,7 +35,7 @@ import math
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +79,20 @@ def _check(user_key: str, query: str | None = None) -> None:
         raise ValueError("empty query")
 
 
+def _check_seeded(user_key: str) -> None:
+    _check(user_key)
+    if _anonymous(user_key):  # the anonymous bound counts what users record, not seeds
+        raise ValueError("only signed-in users are seeded")
+
+
+def _kept(entries: Sequence[HistoryEntry], now: float, ttl: float, max_entries: int) -> list[HistoryEntry]:
+    """The live ``entries`` at ``now`` a bounded history keeps: the ``max_entries`` most
+    recently used (ties: the larger query stays, as :func:`least_recent` drops the smallest),
+    least recently used first."""
+    live = sorted((e for e in entries if e.query and e.last_used > now - ttl), key=lambda e: (e.last_used, e.query))
+    return live[-max_entries:]
+
+
 class HistoryStore(ABC):
     """Where histories live; every method of a remote store may raise :class:`HistoryError`."""
 
@@ -100,6 +114,13 @@ class HistoryStore(ABC):
     @abstractmethod
     async def entries(self, user_key: str) -> list[HistoryEntry]:
         """The user's live entries, most recently used first."""
+
+    @abstractmethod
+    async def seed(self, user_key: str, entries: Sequence[HistoryEntry]) -> bool:
+        """Give a user who has no history ``entries`` (from a log, see ``server/seed.py``):
+        whether it did. A user the store holds a history of is left alone, and so, in Redis,
+        is one it was ever seeded for (a forgotten user stays forgotten). Entries expired by
+        now go, and beyond :attr:`max_entries` the least recently used ones."""
 
     @abstractmethod
     async def forget(self, user_key: str, revoke_for: float = 0.0) -> None:
@@ -218,6 +239,21 @@ class MemoryHistoryStore(HistoryStore):
         self._notify(user_key)
         return len(history)
 
+    async def seed(self, user_key: str, entries: Sequence[HistoryEntry]) -> bool:
+        _check_seeded(user_key)
+        now = self._clock()
+        if self._live(user_key, now):
+            return False
+        kept = _kept(entries, now, self.ttl, self.max_entries)
+        if not kept:
+            return False
+        self._users[user_key] = OrderedDict((e.query, (e.count, e.last_used)) for e in kept)
+        self._users.move_to_end(user_key)
+        self._resize(user_key, active=True)
+        self._evict(user_key)
+        self._notify(user_key)
+        return True
+
     @staticmethod
     def _victim(history: OrderedDict[str, tuple[int, float]], keep: str) -> str:
         """The least recently used query but ``keep`` (ties: the smallest query). ``history`` is
@@ -310,6 +346,23 @@ redis.call('PUBLISH', ARGV[6], ARGV[7])
 return redis.call('ZCARD', KEYS[1])
 """
 
+# KEYS: times, counts, seeded (a mark that never expires)
+# ARGV: cutoff, key ttl, channel, user key, then query, count, last use of each entry
+_SEED = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+redis.call('SET', KEYS[3], '1')
+if redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[1], '+inf') > 0 then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+for i = 5, #ARGV, 3 do
+  redis.call('ZADD', KEYS[1], ARGV[i + 2], ARGV[i])
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+"""
+
 # KEYS: times, counts; ARGV: query, cutoff, channel, user key
 _REMOVE = """
 local used = redis.call('ZSCORE', KEYS[1], ARGV[1])
@@ -362,7 +415,8 @@ class RedisHistoryStore(HistoryStore):
 
     Per user a sorted set ``<prefix>u:{<user key>}:t`` of query -> last use and a hash
     ``...:c`` of query -> count (one hash slot, so Redis Cluster can run the scripts), both
-    expiring ``ttl`` after the last record, and ``...:x`` while the user is revoked. Changes
+    expiring ``ttl`` after the last record, ``...:x`` while the user is revoked, and ``...:s``
+    (never expiring, kept by a forget) once the user was offered a seeded history. Changes
     are published on ``<prefix>history``. What anonymous users hold is counted in
     ``<prefix>{anonymous}:active`` (a sorted set of user keys by last record), ``...:sizes`` (a
     hash of their entries) and ``...:total``, one hash slot of their own; the store deletes the
@@ -384,6 +438,7 @@ class RedisHistoryStore(HistoryStore):
         self._redis: Any = redis_client(url, pool, HistoryError, "history store")
         self._record = self._redis.register_script(_RECORD)
         self._remove = self._redis.register_script(_REMOVE)
+        self._seed = self._redis.register_script(_SEED)
         self._account = self._redis.register_script(_ACCOUNT)
         self._anonymous_keys = [f"{prefix}{{anonymous}}:{name}" for name in ("active", "sizes", "total")]
 
@@ -441,6 +496,19 @@ class RedisHistoryStore(HistoryStore):
             "entries", lambda p: p.zrevrangebyscore(times, "+inf", cutoff, withscores=True).hgetall(counts)
         )
         return [HistoryEntry(query, int(count.get(query, 1)), float(last)) for query, last in used]
+
+    async def seed(self, user_key: str, entries: Sequence[HistoryEntry]) -> bool:
+        _check_seeded(user_key)
+        now = self._clock()
+        kept = _kept(entries, now, self.ttl, self.max_entries)
+        if not kept:
+            return False
+        key_ttl = max(1, math.ceil(kept[-1].last_used + self.ttl - now))
+        args: list[Any] = [repr(float(now - self.ttl)), key_ttl, self.channel, user_key]
+        for e in kept:
+            args += [e.query, int(e.count), repr(float(e.last_used))]
+        keys = [*self._keys(user_key), f"{self.prefix}u:{{{user_key}}}:s"]
+        return bool(await self._run("seed", lambda: self._seed(keys=keys, args=args)))
 
     async def forget(self, user_key: str, revoke_for: float = 0.0) -> None:
         _check(user_key)

@@ -20,9 +20,11 @@ from indexer.errors import QacError
 from .app import create_app, generated_warning, secret_source
 from .blocklists import read as read_blocklist
 from .config import ServerConfig
+from .history import HistoryError, open_history
 from .http_protocol import HttpProtocol
 from .metrics import MULTIPROC_ENV
 from .ranker import announce_reload, load_warm, release_memory
+from .seed import Seed, seed_store
 from .sessions import SessionError, open_store
 from .users import SecretError, load_secret
 
@@ -31,8 +33,9 @@ class ServeError(QacError):
     """The server cannot start: port taken, session store unreachable or not shared, no model."""
 
 
-def run(config: ServerConfig, *, say: Callable[[str], None] = print) -> None:
-    """Serve ``config`` until interrupted.
+def run(config: ServerConfig, *, say: Callable[[str], None] = print, seed: Seed | None = None) -> None:
+    """Serve ``config`` until interrupted, the history store seeded with ``seed`` (the
+    histories of ``config.seed_history``, :func:`server.seed.seed_from_rows`).
 
     Raises :class:`ServeError`, and :class:`indexer.ModelError` for a bad ``--index``.
     """
@@ -48,6 +51,8 @@ def run(config: ServerConfig, *, say: Callable[[str], None] = print) -> None:
                          "redis://HOST:PORT/DB (with --sessions memory, run one worker)")
     _check_secret(config, say)
     _check_sessions(config)
+    if config.seed_history and seed is None:
+        raise ServeError("--seed-history: the logs were not read (qac serve reads them)")
     sock = _bind(config.host, config.port)
     sockets = [sock]
     config = replace(config, index=str(index), port=sock.getsockname()[1])
@@ -60,12 +65,18 @@ def run(config: ServerConfig, *, say: Callable[[str], None] = print) -> None:
     if config.internal_port is not None:
         say(f"qac serve: /metrics and /admin/* on port {config.internal_port} only")
     if config.workers == 1:
-        server = uvicorn.Server(uvicorn_config(config, create_app(config, model=model)))
+        app = create_app(config, model=model, seed=seed)
+        del seed  # the app drops it once the store has it
+        server = uvicorn.Server(uvicorn_config(config, app))
         server.run(sockets=sockets)
         if not server.started:
             raise ServeError("the server did not start; see the log above")
         return
     del model  # each worker loads its own (memory-mapped, so the pages are shared)
+    if seed is not None:  # once, here: the workers share the store
+        _seed_shared(config, seed)
+        config = replace(config, seed_history=())
+        del seed
     release_memory()
     with tempfile.TemporaryDirectory(prefix="qac-serve-") as tmp:
         reload_file = Path(tmp) / "reload"
@@ -132,6 +143,22 @@ def _check_secret(config: ServerConfig, say: Callable[[str], None]) -> None:
         raise ServeError(str(exc)) from exc
     if generated:
         say(f"qac serve: warning: {generated_warning(path)}")
+
+
+def _seed_shared(config: ServerConfig, seed: Seed) -> None:
+    """Seed the store the workers share, before they start."""
+    async def run() -> None:
+        history = open_history(config.sessions, max_entries=config.history_max, ttl=config.history_days * 86400,
+                               anonymous_max=config.history_anonymous_max, pool=config.redis_pool)
+        try:
+            await seed_store(history, seed)
+        finally:
+            await history.close()
+
+    try:
+        asyncio.run(run())
+    except HistoryError as exc:
+        raise ServeError(str(exc)) from exc
 
 
 def _check_sessions(config: ServerConfig) -> None:

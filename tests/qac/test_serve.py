@@ -88,3 +88,13 @@ def test_keystrokes_are_ranked_on_the_event_loop_unless_threads_are_asked_for() 
     assert ServerConfig.from_env({"QAC_RANK_THREADS": "3"}).rank_threads == 3
     with pytest.raises(ConfigError, match="rank_threads"):
         ServerConfig(rank_threads=-1)
+
+
+def test_seed_history_is_repeatable_and_read_from_the_environment(capsys: pytest.CaptureFixture[str]) -> None:
+    args = parse("--seed-history", "train.tsv.gz", "--seed-history", "dev.tsv.gz")
+    assert config_from_args(args, {}).seed_history == ("train.tsv.gz", "dev.tsv.gz")
+    assert config_from_args(parse(), {"QAC_SEED_HISTORY": "a.tsv,b.tsv"}).seed_history == ("a.tsv", "b.tsv")
+    with pytest.raises(SystemExit):
+        parse("--help")
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--seed-history LOG" in text and "latest row (of all the logs given) is the moment of start" in text

@@ -400,3 +400,58 @@ def test_a_memory_store_full_of_anonymous_users_never_evicts_a_signed_in_one() -
         assert [bool(await store.entries(u)) for u in ANON] == [False] * 4 + [True] * 2
 
     run(body, lambda: MemoryHistoryStore(max_users=3))
+
+
+def test_a_seed_fills_a_user_without_history_within_the_bound_and_the_ttl(make: Make) -> None:
+    clock = Clock(T0)
+    seed = [HistoryEntry("expired", 5, T0 - 11), HistoryEntry("oldest", 1, T0 - 9), HistoryEntry("b", 2, T0 - 5),
+            HistoryEntry("a", 3, T0 - 5), HistoryEntry("newest", 4, T0)]
+
+    async def body(store: HistoryStore) -> None:
+        assert await store.seed(ALICE, seed)
+        # 3 kept of the 4 live: "oldest" goes; the tie at T0 - 5 keeps both
+        assert await store.entries(ALICE) == [HistoryEntry("newest", 4, T0), HistoryEntry("b", 2, T0 - 5),
+                                              HistoryEntry("a", 3, T0 - 5)]
+        clock.now += 1  # then it ages as if recorded live
+        assert await store.record(ALICE, "a") == 3
+        assert [(e.query, e.count) for e in await store.entries(ALICE)] == [("a", 4), ("newest", 4), ("b", 2)]
+        clock.now = T0 + 6
+        assert [e.query for e in await store.entries(ALICE)] == ["a", "newest"]
+        assert not await store.seed("s:carol", [HistoryEntry("gone", 1, T0 - 20)])  # nothing alive to seed
+        with pytest.raises(ValueError):
+            await store.seed(BOB, seed)  # anonymous users are never seeded
+
+    run(body, lambda: make(clock=clock, max_entries=3, ttl=10.0))
+
+
+def test_a_seed_never_overwrites_a_history_the_store_has(make: Make, request: pytest.FixtureRequest) -> None:
+    clock = Clock(T0)
+
+    async def body(store: HistoryStore, other: HistoryStore) -> None:
+        await store.record(ALICE, "mine")
+        assert not await other.seed(ALICE, [HistoryEntry("logged", 9, T0)])  # another replica, the same store
+        assert await store.entries(ALICE) == [HistoryEntry("mine", 1, T0)]
+
+    if request.node.callspec.params["make"] == "memory":
+        store = MemoryHistoryStore(clock=clock)
+        run(body, lambda: store, lambda: store)
+    else:
+        run(body, lambda: make(clock=clock), lambda: make(clock=clock))
+
+
+def test_redis_seeds_a_user_once_so_a_forgotten_user_stays_forgotten(redis_server: str) -> None:
+    import redis
+
+    prefix = f"t{next(_prefixes)}:"
+
+    async def body(store: HistoryStore) -> None:
+        assert await store.seed(ALICE, [HistoryEntry("logged", 2, T0 - 100)])
+        await store.forget(ALICE)
+        assert not await store.seed(ALICE, [HistoryEntry("logged", 2, T0 - 100)])  # a restart seeding again
+        assert await store.entries(ALICE) == []
+        assert await store.seed("s:carol", [HistoryEntry("logged", 1, T0 - 100)])
+
+    run(body, lambda: RedisHistoryStore(redis_server, prefix=prefix, ttl=1000.0, clock=Clock(T0)))
+    with redis.Redis.from_url(redis_server) as client:
+        ttl = client.ttl(f"{prefix}u:{{s:carol}}:t")
+    assert 0 < ttl <= 900  # the key expires with its newest entry, as a recorded one would
