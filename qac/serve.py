@@ -22,13 +22,14 @@ if TYPE_CHECKING:
 
 _DEFAULTS = ServerConfig()
 _FLAG_TYPES = {"port": int, "workers": int, "session_ttl": float, "history_max": int, "history_days": float,
-               "internal_port": int, "anonymous_days": float, "history_anonymous_max": int}
+               "internal_port": int, "anonymous_days": float, "history_anonymous_max": int,
+               "worker_healthcheck": int}
 _METAVARS = {"index": "DIR", "host": "HOST", "port": "PORT", "workers": "N", "sessions": "STORE",
              "session_ttl": "SECONDS", "allowed_origins": "ORIGIN", "secret_file": "FILE", "sessions_file": "FILE",
              "history_max": "N", "history_days": "DAYS", "blocklist": "FILE", "sensitive": "FILE",
              "forwarded_allow_ips": "IPS",
              "models_root": "DIR", "internal_port": "PORT", "anonymous_days": "DAYS", "history_anonymous_max": "N",
-             "seed_history": "LOG"}
+             "seed_history": "LOG", "worker_healthcheck": "SECONDS"}
 # tuple fields: nargs (None: one per flag)
 _REPEATABLE = {"allowed_origins": "+", "blocklist": None, "sensitive": None, "seed_history": None}
 

@@ -54,6 +54,10 @@ class ServerConfig:
     port: int = _opt(8000, int, "TCP port", flag="--port")
     workers: int = _opt(1, int, "server processes sharing the port (more than one needs --sessions redis://)",
                         flag="--workers")
+    worker_healthcheck: int = _opt(60, int, "seconds a worker may leave the supervisor's health check "
+                                   "unanswered before it is killed and replaced; a worker starting on a busy "
+                                   "machine imports and loads the model for longer than uvicorn's 5",
+                                   flag="--worker-healthcheck")
     sessions: str = _opt("memory", str, "session store: memory, or redis://HOST:PORT/DB shared by "
                          "every process and replica (a URL with a password: give it in QAC_SESSIONS or "
                          "--sessions-file, which no process list shows)", flag="--sessions",
@@ -169,7 +173,7 @@ class ServerConfig:
         for name in ("workers", "max_sessions", "max_history", "max_prefix", "max_message", "burst", "k",
                      "max_connections", "history_max", "max_connections_per_address",
                      "address_burst", "complete_burst", "complete_queue", "store_failures", "redis_pool",
-                     "history_anonymous_max", "submit_burst", "address_submit_burst", "max_body"):
+                     "history_anonymous_max", "submit_burst", "address_submit_burst", "max_body", "worker_healthcheck"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("rank_threads", "fresh_answers"):

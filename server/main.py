@@ -103,6 +103,7 @@ def uvicorn_config(config: ServerConfig, app: Any) -> uvicorn.Config:
         # Frames are a few hundred bytes: compressing them costs both sides CPU for nothing.
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=5,
+        timeout_worker_healthcheck=config.worker_healthcheck,
         # Typed int, used as call_later's delay: a float works. QAC_HEADER_TIMEOUT is HttpProtocol's.
         timeout_keep_alive=config.keep_alive_timeout,  # type: ignore[arg-type]
         # The app reads X-Forwarded-For itself (server/forwarded.py), from the right.

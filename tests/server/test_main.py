@@ -163,3 +163,12 @@ def test_metrics_add_up_every_worker(qac_serve: str) -> None:
         assert _samples(text, 'qac_completion_seconds_count{transport="ws"}')[0].endswith(" 12.0")
         assert _samples(text, "qac_open_connections") == ["qac_open_connections 0.0"]
         assert len(_samples(text, "qac_model_info{")) == 2  # one per worker, with its pid
+
+
+def test_a_slow_starting_worker_is_given_the_configured_time() -> None:
+    """uvicorn kills a worker that leaves its health check unanswered for 5 s, which a worker
+    importing and loading on a busy machine did: the supervisor waits --worker-healthcheck."""
+    from server.main import uvicorn_config
+
+    assert uvicorn_config(ServerConfig(), "server.app:app_from_env").timeout_worker_healthcheck == 60
+    assert uvicorn_config(ServerConfig(worker_healthcheck=7), "x:y").timeout_worker_healthcheck == 7
