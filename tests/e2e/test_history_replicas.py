@@ -82,7 +82,8 @@ async def test_a_removal_and_a_forget_hold_on_both_replicas(replicas: tuple[str,
         await on2.until("zqxj", everything, time.monotonic())  # fed by a submit on the other replica
 
         await ws1.send(json.dumps({"type": "remove", "query": "zqxj plugh"}))
-        assert await recv_json(ws1) == {"type": "user", "token": token, "history": 2, "removed": True}
+        assert await recv_json(ws1) == {"type": "user", "token": token, "history": 2, "removed": True,
+                                             "queries": ["zqxj xyzzy", "zqxj quux"]}
         removed = time.monotonic()
         assert await on1.personal("zqxj") == ["zqxj quux", "zqxj xyzzy"]
         await on2.until("zqxj", ["zqxj quux", "zqxj xyzzy"], removed)
