@@ -4,7 +4,7 @@ Sources (docs/METHOD.md, "Generated candidates"): the label tree's beam, the mos
 logged completions, the typed prefix itself, the last partial word completed from the word model (and one word
 further), queries that followed the previous query in the log, and the session's own
 queries and words. Features are computed for every candidate whatever its source, so the
-reranker sees one uniform table.
+scorer sees one uniform table.
 """
 
 from __future__ import annotations

@@ -13,12 +13,12 @@ import scipy.sparse as sp
 from . import storage
 from .blocklist import Blocklist
 from .candidates import FEATURES, N_BASE, N_BUCKETS, CandidateConfig, CandidateGenerator, Candidates
-from .features import PrefixFeaturizer
 from .normalize import normalize, normalize_prefix
 from .params import BuildParams
 from .personal import PersonalHistory
 from .scorer import Completion, Scorer
 from .search import SearchIndex, beam_search
+from .tfidf import PrefixFeaturizer
 from .topk import PrefixTopK
 from .tree import LabelTree
 from .wordmodel import WordModel
@@ -62,7 +62,7 @@ class Model:
         params: BuildParams,
         labels: PrefixTopK,
         words: WordModel,
-        reranker: np.ndarray,
+        scorer_weights: np.ndarray,
         tree: TreeRanker | None = None,
         manifest: dict[str, Any] | None = None,
         blocklist: Blocklist | None = None,
@@ -70,7 +70,7 @@ class Model:
         self.params = params
         self.labels = labels
         self.words = words
-        self.scorer = Scorer(reranker)
+        self.scorer = Scorer(scorer_weights)
         self.tree = tree
         self.manifest = manifest or {}
         self.blocklist = blocklist if blocklist is not None else Blocklist()
@@ -146,7 +146,7 @@ class Model:
         storage.save_prefix_index(self.words.words, directory, "words")
         storage.save_prefix_index(self.words.bigrams, directory, "bigrams")
         storage.save_prefix_index(self.words.transitions, directory, "transitions")
-        np.savez(directory / "reranker.npz", weights=self.scorer.weights)
+        np.savez(directory / "scorer.npz", weights=self.scorer.weights)
         if self.tree is not None:
             np.savez(directory / "featurizer.npz", **self.tree.featurizer.to_arrays())  # type: ignore[arg-type]
             np.savez(directory / "tree.npz", **self.tree.tree.to_arrays())  # type: ignore[arg-type]
@@ -181,9 +181,9 @@ def load(directory: str | Path) -> Model:
     if manifest.get("features") != list(FEATURES):
         raise storage.ModelError(f"{directory} was built with other ranking features than this version's: "
                                  "rebuild it with qac build")
-    reranker = storage.load_arrays(directory, "reranker").get("weights")
-    if reranker is None or reranker.shape != (N_BUCKETS, N_BASE):
-        raise storage.ModelError(f"reranker.npz in {directory} does not fit {N_BUCKETS}x{N_BASE} features")
+    scorer_weights = storage.load_arrays(directory, "scorer").get("weights")
+    if scorer_weights is None or scorer_weights.shape != (N_BUCKETS, N_BASE):
+        raise storage.ModelError(f"scorer.npz in {directory} does not fit {N_BUCKETS}x{N_BASE} features")
     try:
         blocklist = Blocklist.from_text(*((directory / name).read_text(encoding="utf-8")
                                           for name in ("blocklist.txt", "sensitive.txt")))
@@ -202,4 +202,4 @@ def load(directory: str | Path) -> Model:
         except (KeyError, ValueError, TypeError) as exc:
             raise storage.ModelError(f"model file damaged: {directory / 'search.npz'} ({exc})") from exc
         tree = TreeRanker(featurizer, label_tree, weights, params.beam, index=search)
-    return Model(params, labels, words, reranker, tree, manifest, blocklist)
+    return Model(params, labels, words, scorer_weights, tree, manifest, blocklist)

@@ -1,6 +1,6 @@
 """A user's own past queries, as the ranking sees them: suggested to that user only.
 
-The server keeps each user's history (``server/history.py``); evaluation and the reranker's
+The server keeps each user's history (``server/history.py``); evaluation and the scorer's
 training examples rebuild it from a log with :func:`histories_at`. Either way the ranking
 gets a :class:`PersonalHistory`: the queries sorted (a prefix is one range of them), each with
 how often the user asked it and when last. See docs/METHOD.md, "Privacy".

@@ -3,7 +3,7 @@
 ``W`` is a CSC matrix of shape (n_features + 1, n_edges): column ``e`` scores edge ``e`` of
 the tree (a child node, or a label under a leaf); the last row is the bias, matched by an
 implicit 1 in the input. A child's score is its parent's times exp(-max(0, 1 - w.x)^3).
-The rankers are fitted by :mod:`indexer.train.rankers`; see docs/METHOD.md.
+The rankers are fitted by :mod:`indexer.train.node_rankers`; see docs/METHOD.md.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from .features import ragged_positions
+from .tfidf import ragged_positions
 from .tree import LabelTree
 
 

@@ -10,7 +10,7 @@ Layout of a model directory::
     tree.npz             the label tree
     weights.npz          the tree's sparse ranker weights
     search.npz           the same weights regrouped by (node, feature) for the beam search
-    reranker.npz         the reranker's weights
+    scorer.npz           the scorer's weights
 """
 
 from __future__ import annotations

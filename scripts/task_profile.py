@@ -24,14 +24,14 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from indexer.features import PrefixFeaturizer
 from indexer.params import BuildParams
+from indexer.tfidf import PrefixFeaturizer
 from indexer.train.build import FEATURE_CHUNK_ROWS, _transform_chunk, training_rows
 from indexer.train.cluster import build_label_tree
 from indexer.train.counts import count_people
 from indexer.train.examples import training_examples
 from indexer.train.logs import LogStats, read_logs
-from indexer.train.rankers import FitSettings, _fit_chunk, ranker_tasks
+from indexer.train.node_rankers import FitSettings, _fit_chunk, ranker_tasks
 from indexer.train.sessions import sessions_of
 
 # Runs one pickled (function, shared, payload) task in a fresh interpreter and prints the
@@ -39,7 +39,7 @@ from indexer.train.sessions import sessions_of
 # to clear_refs resets the peak, VmHWM).
 RUNNER = """
 import pickle, sys
-import indexer.train.build, indexer.train.rankers
+import indexer.train.build, indexer.train.node_rankers
 
 def status(key):
     with open("/proc/self/status") as f:

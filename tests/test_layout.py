@@ -54,7 +54,7 @@ def graph() -> dict[str, set[str]]:
 
 def test_the_graph_is_read_from_the_code() -> None:
     g = graph()
-    assert "indexer.train.rankers" in g["indexer.train.build"]
+    assert "indexer.train.node_rankers" in g["indexer.train.build"]
     assert "indexer.search" in g["indexer.model"]
 
 

@@ -19,12 +19,12 @@ import scipy.sparse as sp
 from tqdm import tqdm
 
 from ..blocklist import Blocklist
-from ..features import PrefixFeaturizer
 from ..model import Model, TreeRanker
 from ..normalize import normalize_prefix
 from ..params import BuildParams
 from ..personal import PersonalHistory, replay_histories
 from ..storage import atomic_directory
+from ..tfidf import PrefixFeaturizer
 from ..topk import PrefixTopK
 from ..typos import SYNTHETIC_TYPO_MIN_CHARS, add_typo
 from ..wordmodel import counted_index
@@ -33,8 +33,8 @@ from .counts import check_users, count_people
 from .examples import Example, protocol_pairs, training_examples
 from .executors import Executor, LocalExecutor
 from .logs import LogRow, LogStats, read_logs
-from .rankers import train_rankers
-from .reranker import collect_training_rows, default_weights, fit_reranker
+from .node_rankers import train_rankers
+from .scorer import collect_training_rows, default_weights, fit_scorer
 from .sessions import sessions_of
 
 # Examples featurized per task: about 50 MB of input vectors.
@@ -313,7 +313,7 @@ def train_reranker(
         summary.rerank_recall = round(float(y.sum()) / max(1, len(examples)), 4)
         if y.sum() == 0:
             return default_weights()
-        return fit_reranker(X, y, groups, buckets, C=params.rerank_c, seed=params.seed, typo_from=len(clean))
+        return fit_scorer(X, y, groups, buckets, C=params.rerank_c, seed=params.seed, typo_from=len(clean))
 
 
 def build(

@@ -70,7 +70,7 @@ def test_threads_share_a_model(model):
     assert not errors
 
 
-@pytest.mark.parametrize("name", ["labels.npz", "reranker.npz", "weights.npz", "tree.npz", "labels.marisa"])
+@pytest.mark.parametrize("name", ["labels.npz", "scorer.npz", "weights.npz", "tree.npz", "labels.marisa"])
 def test_truncated_model_file_gives_a_clear_error(small_model_dir, tmp_path, name):
     copy = tmp_path / "copy"
     shutil.copytree(small_model_dir, copy)

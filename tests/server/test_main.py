@@ -34,7 +34,7 @@ def test_the_sample_model_is_built_once_then_reused_until_it_no_longer_loads(
     assert first.name.startswith("sample-") and len(first.name) == len("sample-") + 12
     assert indexer.load(second).version == version
     assert len(said) == 1 and "once" in said[0]
-    (first / "reranker.npz").unlink()
+    (first / "scorer.npz").unlink()
     third = ensure_sample_model(small_log, SMALL_PARAMS, tmp_path, say=said.append, quiet=True)
     assert third == first and len(said) == 2
     assert indexer.load(third).version != version

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from indexer.features import PrefixFeaturizer
+from indexer.tfidf import PrefixFeaturizer
 from indexer.train.cluster import build_label_tree
 from indexer.tree import LabelTree
 

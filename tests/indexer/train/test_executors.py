@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import indexer
-from indexer.features import PrefixFeaturizer
 from indexer.params import BuildParams
+from indexer.tfidf import PrefixFeaturizer
 from indexer.train import build as build_module
-from indexer.train import rankers as xlinear
+from indexer.train import node_rankers as xlinear
 from indexer.train.build import build, featurize
 from indexer.train.cluster import build_label_tree
 from indexer.train.executors import DaskExecutor, ExecutorError, LocalExecutor, open_executor

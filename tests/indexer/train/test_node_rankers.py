@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from indexer.features import PrefixFeaturizer
 from indexer.search import SearchIndex, beam_search
+from indexer.tfidf import PrefixFeaturizer
 from indexer.train.cluster import build_label_tree
-from indexer.train.rankers import train_rankers
+from indexer.train.node_rankers import train_rankers
 from indexer.tree import LabelTree
 from tests.support import make_data
 

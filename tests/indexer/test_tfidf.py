@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.exceptions import NotFittedError
 
-from indexer.features import PrefixFeaturizer, position_weights
+from indexer.tfidf import PrefixFeaturizer, position_weights
 
 LABELS = sorted(
     {"nike", "nike shoes", "nikon camera", "new york times", "new york", "news", "kids games", "ikea"}

@@ -1,4 +1,4 @@
-"""The learned reranker: a linear scorer per prefix-length bucket over candidate features."""
+"""Fitting the scorer: a linear weight vector per prefix-length bucket over the ranking features."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def collect_training_rows(
     return np.vstack(feats), np.concatenate(targets), np.concatenate(groups), np.concatenate(buckets)
 
 
-def fit_reranker(
+def fit_scorer(
     X: np.ndarray, y: np.ndarray, groups: np.ndarray, buckets: np.ndarray, C: float = 1.0, seed: int = 0,
     typo_from: int | None = None,
 ) -> np.ndarray:
