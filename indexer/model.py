@@ -25,8 +25,9 @@ from .wordmodel import WordModel
 
 
 @dataclass
-class TreeRanker:
-    """The featurizer, label tree and node rankers: XR-Linear over the logged queries."""
+class XRLinear:
+    """XR-Linear over the logged queries: the TF-IDF featurizer, the label tree and its node
+    rankers, searched by beam."""
 
     featurizer: PrefixFeaturizer
     tree: LabelTree
@@ -63,7 +64,7 @@ class Model:
         labels: PrefixTopK,
         words: WordModel,
         scorer_weights: np.ndarray,
-        tree: TreeRanker | None = None,
+        tree: XRLinear | None = None,
         manifest: dict[str, Any] | None = None,
         blocklist: Blocklist | None = None,
     ):
@@ -201,5 +202,5 @@ def load(directory: str | Path) -> Model:
             search = SearchIndex.from_arrays(storage.load_arrays(directory, "search"))
         except (KeyError, ValueError, TypeError) as exc:
             raise storage.ModelError(f"model file damaged: {directory / 'search.npz'} ({exc})") from exc
-        tree = TreeRanker(featurizer, label_tree, weights, params.beam, index=search)
+        tree = XRLinear(featurizer, label_tree, weights, params.beam, index=search)
     return Model(params, labels, words, scorer_weights, tree, manifest, blocklist)

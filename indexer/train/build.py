@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from tqdm import tqdm
 
 from ..blocklist import Blocklist
-from ..model import Model, TreeRanker
+from ..model import Model, XRLinear
 from ..normalize import normalize_prefix
 from ..params import BuildParams
 from ..personal import PersonalHistory, replay_histories
@@ -162,7 +162,7 @@ def fit_tree(
     stages: _Stages,
     summary: BuildSummary | None = None,
     executor: Executor | None = None,
-) -> TreeRanker:
+) -> XRLinear:
     """Featurizer, label tree and node rankers (docs/METHOD.md: features, label tree, node
     rankers), the costly stages run as tasks on ``executor`` (default: ``params.workers``
     local processes)."""
@@ -191,7 +191,7 @@ def fit_tree(
         summary.tree_depth = int(tree.max_depth)
         summary.tree_leaves = int(tree.n_leaves)
         summary.nonzero_weights = int(weights.nnz)
-    return TreeRanker(featurizer, tree, weights.tocsc(), params.beam)
+    return XRLinear(featurizer, tree, weights.tocsc(), params.beam)
 
 
 def fit_model(
