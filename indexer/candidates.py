@@ -35,14 +35,14 @@ FEATURES = (
     "src_cont",
     "src_session",
     "src_trans",
-    "in_history",
+    "in_session",
     "trans_log",
     "word_logp",
     "bigram_logp",
     "coverage",
     "extra_words",
     "overlap_prev",
-    "overlap_history",
+    "overlap_session",
     "changes_partial",
     "src_personal",
     "own_log_count",
@@ -58,7 +58,7 @@ _F = {name: i for i, name in enumerate(FEATURES)}
 N_BASE = len(FEATURES)
 # What makes an exact candidate good enough that no corrected one ranks above it: logged by
 # several people, or asked before by the user (in the session or ever).
-TRUSTED = [_F[name] for name in ("is_label", "src_personal", "in_history")]
+TRUSTED = [_F[name] for name in ("is_label", "src_personal", "in_session")]
 # Prefix-length buckets: the scorer has one weight vector per bucket, so it can trust the
 # typed prefix more when it is long and popularity more when it is short.
 BUCKET_EDGES = (3, 6, 10)
@@ -78,8 +78,8 @@ class CandidateConfig:
     word_k: int = 10
     cont_k: int = 3
     trans_k: int = 10
-    history_max: int = 5  # the session's newest queries ranking reads
-    history_chars: int = 256  # and of those, the newest that fit in this many characters
+    session_max: int = 5  # the session's newest queries ranking reads
+    session_chars: int = 256  # and of those, the newest that fit in this many characters
     personal_k: int = 10
     personal_words: int = 20  # the user's latest queries whose words finish the prefix
     personal_word_k: int = 20  # and at most this many such candidates (BENCHMARKS.md#personal-word-cap)
@@ -118,7 +118,7 @@ class Keystroke:
     candidates: Candidates
     prefix: str
     prev: str
-    history: list[str]
+    session: list[str]
     personal: PersonalHistory | None
     on: set[str]
     trusted: int = 0  # exact candidates that are trusted (see TRUSTED)
@@ -212,15 +212,15 @@ class CandidateGenerator:
         return out
 
     def generate(
-        self, prefix: str, history: Sequence[str] = (), personal: PersonalHistory | None = None
+        self, prefix: str, session: Sequence[str] = (), personal: PersonalHistory | None = None
     ) -> Candidates:
-        """All candidates for normalized ``prefix`` after ``history`` (newest last), with the
+        """All candidates for normalized ``prefix`` after ``session`` (newest last), with the
         user's own past queries from ``personal``; when the prefix looks misspelled, also the
         candidates of what it probably meant (``corrected``)."""
-        return self.corrected(self.exact(prefix, history, personal))
+        return self.corrected(self.exact(prefix, session, personal))
 
     def exact(
-        self, prefix: str, history: Sequence[str] = (), personal: PersonalHistory | None = None
+        self, prefix: str, session: Sequence[str] = (), personal: PersonalHistory | None = None
     ) -> Keystroke:
         """The candidates that start with normalized ``prefix`` (as :meth:`generate`), and
         whether the prefix looks misspelled enough for :meth:`corrected` to add any."""
@@ -228,11 +228,11 @@ class CandidateGenerator:
         on = set(cfg.sources)
         if "personal" not in on:
             personal = None
-        history = _newest(history, cfg.history_max, cfg.history_chars)
-        prev = history[-1] if history else ""
-        texts, base = self._gather(prefix, prev, history, personal, on).table()
-        self._table(texts, base, prefix, prev, history, personal)
-        keystroke = Keystroke(Candidates(texts, base, bucket_of(len(prefix))), prefix, prev, history, personal, on)
+        session = _newest(session, cfg.session_max, cfg.session_chars)
+        prev = session[-1] if session else ""
+        texts, base = self._gather(prefix, prev, session, personal, on).table()
+        self._table(texts, base, prefix, prev, session, personal)
+        keystroke = Keystroke(Candidates(texts, base, bucket_of(len(prefix))), prefix, prev, session, personal, on)
         if len(prefix) < CORRECTED_MIN_CHARS or not (on & {"typo_words", "typo_tree"}):
             return keystroke
         # Corrections only where the exact prefix finds few candidates that people logged or
@@ -266,7 +266,7 @@ class CandidateGenerator:
         return Candidates(exact.texts + extra_texts, np.vstack((exact.features, extra)), exact.bucket, corrected)
 
     def _gather(
-        self, prefix: str, prev: str, history: Sequence[str], personal: PersonalHistory | None, on: set[str],
+        self, prefix: str, prev: str, session: Sequence[str], personal: PersonalHistory | None, on: set[str],
         cfg: CandidateConfig | None = None,
     ) -> _Rows:
         """The candidates of every source in ``on`` that start with ``prefix`` (as many as
@@ -297,8 +297,8 @@ class CandidateGenerator:
         if "transitions" in on and prev:
             rows.mark([q for q, _ in self.words.next_queries(prev, prefix, cfg.trans_k)], _F["src_trans"])
         if "session" in on:
-            session = (_query_words(h) for h in reversed(history))  # split only as far as k needs
-            rows.mark(_session_candidates(session, prefix, head, partial, cfg.session_k), _F["src_session"])
+            queries = (_query_words(h) for h in reversed(session))  # split only as far as k needs
+            rows.mark(_session_candidates(queries, prefix, head, partial, cfg.session_k), _F["src_session"])
         if personal:
             rows.mark(personal.starting_with(prefix, cfg.personal_k), _F["src_personal"])
             # The user's words: the prefix finished as in their latest queries.
@@ -312,7 +312,7 @@ class CandidateGenerator:
         base: np.ndarray,
         prefix: str,
         prev: str,
-        history: Sequence[str],
+        session: Sequence[str],
         personal: PersonalHistory | None,
         under_prefix: bool = True,
     ) -> None:
@@ -323,7 +323,7 @@ class CandidateGenerator:
         lo, hi = self.labels.range(prefix)
         # None when no label starts with the prefix (nor so any of the texts).
         found = None if hi == lo and under_prefix else self.labels.indices(texts)
-        self._generic_features(base, texts, found, prefix, head, prev_word, partial, prev, history, under_prefix)
+        self._generic_features(base, texts, found, prefix, head, prev_word, partial, prev, session, under_prefix)
         # Words of the prefix the vocabulary lacks (and a partial word it has no word for):
         # what tells a typed prefix with a typo from its correction. The vocabulary holds what
         # at least K people typed: a word fewer typed is unknown like one nobody typed, unless
@@ -333,10 +333,10 @@ class CandidateGenerator:
         unknown = [w for w, n in zip(head_words, words.count_list(head_words)) if not n]
         weak_partial = bool(partial) and not words.total(partial)
         if unknown or weak_partial:  # else both columns stay 0
-            session = {w for h in history for w in h.split()}
+            said = {w for h in session for w in h.split()}
             vocabulary = personal.vocabulary() if personal else Vocabulary()
-            own = sum(w in session or w in vocabulary for w in unknown)
-            own += weak_partial and (vocabulary.starts(partial) or any(w.startswith(partial) for w in session))
+            own = sum(w in said or w in vocabulary for w in unknown)
+            own += weak_partial and (vocabulary.starts(partial) or any(w.startswith(partial) for w in said))
             base[:, _F["prefix_unknown"]] = len(unknown) + weak_partial - own
             base[:, _F["prefix_own"]] = own
         if personal and texts:
@@ -349,7 +349,7 @@ class CandidateGenerator:
         (``typo_tree``), each within :func:`max_edits` of the prefix (docs/METHOD.md, "Typo
         tolerance")."""
         cfg = self.config
-        prefix, prev, history, personal, on = (keystroke.prefix, keystroke.prev, keystroke.history,
+        prefix, prev, session, personal, on = (keystroke.prefix, keystroke.prev, keystroke.session,
                                                keystroke.personal, keystroke.on)
         weak, weak_partial, trusted = keystroke.weak, keystroke.weak_partial, keystroke.trusted
         have = set(keystroke.candidates.texts)
@@ -357,20 +357,20 @@ class CandidateGenerator:
         head, _, partial = split_prefix(prefix)
         words = self.words.words
         toks = head.split()
-        fixes = self._fixes(prefix, history, on, toks, weak, weak_partial) if "typo_words" in on else []
+        fixes = self._fixes(prefix, session, on, toks, weak, weak_partial) if "typo_words" in on else []
         out: list[str] = []
         tables: list[np.ndarray] = []
         for fix in fixes:
             # A corrected prefix is a query of its own only if it ends with a whole word.
             whole = fix.endswith(" ") or words.count(fix[fix.rfind(" ") + 1 :]) > 0
             sources = on - ({"tree"} if whole else {"tree", "prefix"})
-            texts, base = self._gather(fix, prev, history, personal, sources, self._fix_config).table()
+            texts, base = self._gather(fix, prev, session, personal, sources, self._fix_config).table()
             keep = [j for j, t in enumerate(texts) if not (t in have or t.startswith(prefix))]
             if len(keep) < len(texts):
                 texts, base = [texts[j] for j in keep], base[keep]
             if not texts:
                 continue
-            self._table(texts, base, fix, prev, history, personal)
+            self._table(texts, base, fix, prev, session, personal)
             base[:, _F["src_fix"]] = 1.0
             base[:, _F["edit_dist"]] = 1.0
             out += texts
@@ -382,14 +382,14 @@ class CandidateGenerator:
         if ("typo_tree" in on and self.tree is not None and not out and not trusted
                 and (cfg.typo_tree_max_chars is None or len(prefix) <= cfg.typo_tree_max_chars)
                 and (weak or (partial and not words.total(partial)))):
-            out, base = self._fuzzy_tree(prefix, prev, history, personal, have, limit)
+            out, base = self._fuzzy_tree(prefix, prev, session, personal, have, limit)
             tables.append(base)
         if not out:
             return [], np.zeros((0, N_BASE))
         return out, tables[0] if len(tables) == 1 else np.vstack(tables)
 
     def _fixes(
-        self, prefix: str, history: Sequence[str], on: set[str], toks: list[str], weak: list[int],
+        self, prefix: str, session: Sequence[str], on: set[str], toks: list[str], weak: list[int],
         weak_partial: bool,
     ) -> list[str]:
         """Up to ``typo_fixes`` corrected prefixes, most trusted kinds first (docs/METHOD.md,
@@ -407,7 +407,7 @@ class CandidateGenerator:
                 fixes[fix] = None
 
         # The session's own words first: a user retyping a query misspells it anew.
-        mine = list(dict.fromkeys(w for h in reversed(history) for w in h.split()))[: cfg.session_words]
+        mine = list(dict.fromkeys(w for h in reversed(session) for w in h.split()))[: cfg.session_words]
         # The first character of the prefix is taken as typed; of a later word, not.
         for j in weak:
             first = j == 0
@@ -451,7 +451,7 @@ class CandidateGenerator:
         self,
         prefix: str,
         prev: str,
-        history: Sequence[str],
+        session: Sequence[str],
         personal: PersonalHistory | None,
         have: set[str],
         limit: int,
@@ -478,7 +478,7 @@ class CandidateGenerator:
             rows.set(text, _F["src_typo_tree"], 1.0)
         texts, base = rows.table()
         if texts:
-            self._table(texts, base, prefix, prev, history, personal, under_prefix=False)
+            self._table(texts, base, prefix, prev, session, personal, under_prefix=False)
         return texts, base
 
     def _generic_features(
@@ -491,15 +491,15 @@ class CandidateGenerator:
         prev_word: str,
         partial: str,
         prev: str,
-        history: Sequence[str],
+        session: Sequence[str],
         under_prefix: bool,
     ) -> None:
         if not texts:
             return
         words = self.words
         prev_words = set(prev.split())
-        hist_words = {w for h in history for w in h.split()}
-        hist_set = set(history)
+        session_words = {w for h in session for w in h.split()}
+        session_set = set(session)
         cut = len(head)
         base[:, _F["bias"]] = 1.0
         if label_ids is not None:  # else no text is a label: their columns stay 0
@@ -522,25 +522,25 @@ class CandidateGenerator:
         if prev:  # transition_counts answers zeros at once when nothing followed prev
             base[:, _F["trans_log"]] = np.log1p(words.transition_counts(prev, texts))
         n_toks = np.array([len(t) for t in toks], dtype=np.float64) + len(head_toks)
-        for h in hist_set:  # a few queries, each found among the texts (unique) by one scan
+        for h in session_set:  # a few queries, each found among the texts (unique) by one scan
             if h in texts:
-                base[texts.index(h), _F["in_history"]] = 1.0
+                base[texts.index(h), _F["in_session"]] = 1.0
         base[:, _F["extra_words"]] = n_toks - (head.count(" ") + 1)
         if prev_words:
             base[:, _F["overlap_prev"]] = _overlaps(prev_words, head_toks, toks) / n_toks
-        if hist_words == prev_words:  # the session is the previous query
-            base[:, _F["overlap_history"]] = base[:, _F["overlap_prev"]]
-        elif hist_words:
-            base[:, _F["overlap_history"]] = _overlaps(hist_words, head_toks, toks) / n_toks
+        if session_words == prev_words:  # the session is the previous query
+            base[:, _F["overlap_session"]] = base[:, _F["overlap_prev"]]
+        elif session_words:
+            base[:, _F["overlap_session"]] = _overlaps(session_words, head_toks, toks) / n_toks
         base[:, _F["changes_partial"]] = [c != partial for c in completed]
 
 
-def _newest(history: Sequence[str], most: int, chars: int) -> list[str]:
-    """The newest of the non-empty ``history`` (oldest first), at most ``most`` of them and
+def _newest(session: Sequence[str], most: int, chars: int) -> list[str]:
+    """The newest of the non-empty ``session`` (oldest first), at most ``most`` of them and
     as many as fit in ``chars`` characters (the newest always): what a crafted session of
     long queries costs a keystroke stays that of an ordinary one."""
     out: list[str] = []
-    for h in reversed(history):
+    for h in reversed(session):
         if h:
             chars -= len(h)
             if out and (chars < 0 or len(out) == most):

@@ -88,33 +88,33 @@ class Model:
         return str(self.manifest.get("version", "unsaved"))
 
     def candidates(
-        self, prefix: str, history: Sequence[str] = (), personal: PersonalHistory | None = None
+        self, prefix: str, session: Sequence[str] = (), personal: PersonalHistory | None = None
     ) -> Candidates:
         """The candidate table for an already normalized prefix."""
-        return self.generator.generate(prefix, history, personal)
+        return self.generator.generate(prefix, session, personal)
 
     def complete(
         self,
         prefix: str,
-        history: Sequence[str] = (),
+        session: Sequence[str] = (),
         k: int = 10,
         *,
         personal: PersonalHistory | None = None,
         blocklist: Blocklist | None = None,
     ) -> list[Completion]:
-        """The ``k`` most likely queries starting with ``prefix`` after ``history``.
+        """The ``k`` most likely queries starting with ``prefix`` after ``session``.
 
-        ``prefix`` is normalized as typed; ``history`` holds the session's earlier queries,
+        ``prefix`` is normalized as typed; ``session`` holds the session's earlier queries,
         newest last; ``personal`` the user's own past queries. Nothing that ``blocklist``
         (default: the model's own) blocks is returned, whatever its source, nor any of its
         sensitive terms that the prefix does not hold whole. Fewer than ``k``
         candidates are topped up with the most popular logged queries that start with the prefix.
         """
         prefix = normalize_prefix(prefix)
-        history = [h for h in (normalize(q) for q in history) if h]
+        session = [h for h in (normalize(q) for q in session) if h]
         blocked = (self.blocklist if blocklist is None else blocklist).hider(prefix)
         mine = personal if personal is not None and "personal" in self.params.sources else ()
-        keystroke = self.generator.exact(prefix, history, personal)
+        keystroke = self.generator.exact(prefix, session, personal)
         if keystroke.may_hold_typo:
             settled = self.scorer.settled(keystroke.candidates, prefix, k, blocked, mine)
             if settled is not None:  # no corrected candidate could change the answer

@@ -53,7 +53,7 @@ def test_candidates_without_history_have_no_session_or_personal_features():
 
     cands = generator().generate("new", [])
     assert len(cands.texts) and np.isfinite(cands.features).all()
-    for name in ("src_session", "src_trans", "in_history", "trans_log", "overlap_prev", "overlap_history",
+    for name in ("src_session", "src_trans", "in_session", "trans_log", "overlap_prev", "overlap_session",
                  "src_personal", "own_log_count", "own_recency", "src_personal_word", "prefix_own"):
         assert not cands.features[:, FEATURES.index(name)].any(), name
 
@@ -154,7 +154,7 @@ def test_a_crafted_session_offers_a_bounded_number_of_candidates(small_model, mo
 
 
 def test_a_keystroke_reads_only_the_newest_session_queries_that_fit_the_budget(small_model):
-    """Issue 27: ranking reads the session's newest queries up to history_chars characters (the
+    """Issue 27: ranking reads the session's newest queries up to session_chars characters (the
     newest always), so five crafted 200-character queries cost what one does; a short session
     is read whole."""
     from indexer.candidates import FEATURES

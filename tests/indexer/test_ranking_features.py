@@ -55,8 +55,8 @@ ROWS = [
     ("src_trans", NEWS, "new yo", ["weather"], None, "new york", 1.0),
     ("trans_log", NEWS, "new yo", ["weather"], None, "new york", math.log1p(2)),
     ("trans_log", NEWS, "new yo", ["news"], None, "new york", 0.0),
-    ("in_history", NEWS, "new yo", ["new york times", "weather"], None, "new york times", 1.0),
-    ("in_history", NEWS, "new yo", ["new york times", "weather"], None, "new york", 0.0),
+    ("in_session", NEWS, "new yo", ["new york times", "weather"], None, "new york times", 1.0),
+    ("in_session", NEWS, "new yo", ["new york times", "weather"], None, "new york", 0.0),
     ("word_logp", NEWS, "new yo", [], None, "new york", math.log(9 / 10)),  # of the 10 "yo..." words
     ("word_logp", NEWS, "new yo", [], None, "new yo", -20.0),  # not a word: the floor
     ("bigram_logp", NEWS, "new yo", [], None, "new yoga", math.log(1 / 10)),  # of the 10 "new yo..." bigrams
@@ -65,7 +65,7 @@ ROWS = [
     ("extra_words", NEWS, "new yo", [], None, "new york", 0.0),
     ("overlap_prev", NEWS, "new yo", ["york weather"], None, "new york weather", 2 / 3),
     ("overlap_prev", NEWS, "new yo", ["york weather"], None, "new york times", 1 / 3),
-    ("overlap_history", NEWS, "new yo", ["new york times", "york weather"], None, "new yo", 1 / 2),
+    ("overlap_session", NEWS, "new yo", ["new york times", "york weather"], None, "new yo", 1 / 2),
     ("changes_partial", NEWS, "new yo", [], None, "new york", 1.0),
     ("changes_partial", NEWS, "new yo", [], None, "new yo", 0.0),
     ("src_personal", NEWS, "new yo", [], YOGA, "new yoga class", 1.0),
