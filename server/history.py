@@ -42,6 +42,7 @@ from typing import Any
 from indexer.errors import QacError
 from indexer.personal import least_recent
 
+from .redis_client import redis_client, redis_failures
 from .users import ANONYMOUS
 
 log = logging.getLogger("qac.server")
@@ -430,8 +431,7 @@ class RedisHistoryStore(HistoryStore):
                  clock: Callable[[], float] = time.time, prefix: str = "qac:", pool: int = 64,
                  anonymous_max: int = ANONYMOUS_MAX):
         super().__init__(max_entries, ttl, clock, anonymous_max)
-        from .sessions import redis_client
-
+        self._url = url
         self.prefix = prefix
         self.channel = prefix + "history"
         self._closed = False
@@ -447,12 +447,8 @@ class RedisHistoryStore(HistoryStore):
         return [base + "t", base + "c"]
 
     async def _run(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
-        from redis.exceptions import RedisError
-
-        try:
+        with redis_failures(HistoryError, "history store", self._url, what):
             return await call()
-        except (RedisError, OSError) as exc:
-            raise HistoryError(f"history store (redis): {exc.__class__.__name__} in {what}") from exc
 
     async def _transaction(self, what: str, build: Callable[[Any], object]) -> list[Any]:
         async def run() -> list[Any]:

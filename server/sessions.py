@@ -12,18 +12,18 @@ sessions of an owner are listed, so :meth:`SessionStore.forget` deletes them all
 
 from __future__ import annotations
 
-import contextlib
 import re
 import secrets
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeGuard
 
 from indexer.errors import QacError
 
-from .config import redact_url, scrub
+from .config import redact_url
+from .redis_client import redis_client, redis_failures
 
 _ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
@@ -254,20 +254,9 @@ class RedisSessionStore(SessionStore):
     def _owned(self, owner: str) -> str:
         return f"{self.prefix}o:{owner}"
 
-    @contextlib.contextmanager
-    def _failures(self) -> Iterator[None]:
-        """Redis's errors as :class:`SessionError`, without the URL's password."""
-        from redis.exceptions import RedisError
-
-        try:
-            yield
-        except (RedisError, OSError) as exc:
-            raise SessionError(scrub(f"session store {self.url}: {exc.__class__.__name__}: {exc}",
-                                     self._raw_url)) from None
-
     async def _run(self, build: Callable[[Any], object]) -> list[Any]:
         """Queue commands with ``build(pipeline)`` and run them as one transaction: their results."""
-        with self._failures():
+        with redis_failures(SessionError, "session store", self._raw_url, "a transaction"):
             async with self._redis.pipeline(transaction=True) as pipe:
                 build(pipe)
                 return list(await pipe.execute())
@@ -304,7 +293,7 @@ class RedisSessionStore(SessionStore):
         name = _name(sid, owner)
         keys = [self._key(name), self._live, *([self._owned(owner)] if owner is not None else [])]
         args = [self.max_history, self._expire_seconds, repr(self._clock()), name, *queries[-self.max_history:]]
-        with self._failures():
+        with redis_failures(SessionError, "session store", self._raw_url, "extend"):
             return int(await self._extend(keys=keys, args=args))
 
     async def discard(self, sid: str, query: str, owner: str | None = None) -> int:
@@ -313,7 +302,7 @@ class RedisSessionStore(SessionStore):
         return int(result[1])
 
     async def forget(self, owner: str) -> int:
-        with self._failures():
+        with redis_failures(SessionError, "session store", self._raw_url, "forget"):
             return int(await self._forget(keys=[self._owned(owner), self._live], args=[self._key("")]))
 
     async def count(self) -> int:
@@ -326,21 +315,6 @@ class RedisSessionStore(SessionStore):
 
     async def close(self) -> None:
         await self._redis.aclose()
-
-
-def redis_client(url: str, pool: int, error: type[QacError], what: str) -> Any:
-    """An asyncio Redis client of ``url`` over a pool of at most ``pool`` connections; a call
-    waits up to 2 s for one. A malformed URL raises ``error`` without the URL's text."""
-    import redis.asyncio
-
-    try:
-        connections = redis.asyncio.BlockingConnectionPool.from_url(
-            url, max_connections=pool, timeout=2.0, decode_responses=True, socket_timeout=2.0,
-            socket_connect_timeout=2.0, health_check_interval=30,
-        )
-    except Exception as exc:  # its message may hold the URL, password included
-        raise error(f"{what} (redis): bad URL ({exc.__class__.__name__})") from None
-    return redis.asyncio.Redis.from_pool(connections)
 
 
 def open_store(url: str, ttl: float, max_history: int, max_sessions: int, pool: int = 64) -> SessionStore:
