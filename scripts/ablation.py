@@ -1,7 +1,7 @@
 """Ablation study on dev: build one model per variant with ``qac build``, score it with
 ``qac eval --json``, and print a Markdown table.
 
-    python scripts/ablation.py --log TRAIN.tsv.gz --pairs DEV.pairs.jsonl --work DIR [--only NAME ...]
+    python -m scripts.ablation --log TRAIN.tsv.gz --pairs DEV.pairs.jsonl --work DIR [--only NAME ...]
 
 Each variant is a set of ``qac build`` flags (or, for "no previous query", the pairs with
 their previous query blanked out). Models and results are kept under ``--work`` so an

@@ -1,6 +1,6 @@
 """The server's CPU time per answered typist keystroke, with and without two abusive addresses.
 
-    python scripts/abusive_addresses.py --index /tmp/aol --pairs data/aol-top1000/dev.pairs.jsonl \\
+    python -m scripts.abusive_addresses --index /tmp/aol --pairs data/aol-top1000/dev.pairs.jsonl \\
         [--code .] [--users 100] [--seconds 20]
 
 Starts ``qac serve`` from the source tree ``--code`` (so that two trees can be compared in
@@ -31,14 +31,10 @@ from typing import Any
 import httpx
 from websockets.asyncio.client import connect
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from adversarial_keystrokes import Crafter  # noqa: E402
-
-import indexer  # noqa: E402
-from replay.loadgen import chain_pairs, measure  # noqa: E402
-from replay.scripts import scripts_from_pairs  # noqa: E402
+import indexer
+from replay.loadgen import chain_pairs, measure
+from replay.scripts import scripts_from_pairs
+from scripts.adversarial_keystrokes import Crafter
 
 RECIPE = (200, ("typo", "word"), True, "none")
 

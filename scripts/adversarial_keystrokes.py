@@ -1,6 +1,6 @@
 """The costliest keystrokes a search finds, against the median clean keystroke, in CPU time in process.
 
-    python scripts/adversarial_keystrokes.py --index /tmp/aol \\
+    python -m scripts.adversarial_keystrokes --index /tmp/aol \\
         --pairs data/aol-top1000/dev.pairs.jsonl [--rounds 40] [--final 200] [--seed 0]
 
 Clean keystrokes are those ``scripts/keystroke_cost.py`` ranks (the dev pairs chained into
@@ -27,16 +27,13 @@ import random
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import indexer  # noqa: E402
-from indexer.typos import add_typo  # noqa: E402
-from replay.loadgen import chain_pairs  # noqa: E402
-from replay.scripts import scripts_from_pairs  # noqa: E402
+import indexer
+from indexer.typos import add_typo
+from replay.loadgen import chain_pairs
+from replay.scripts import scripts_from_pairs
 
 KINDS = ("random5", "random", "typo", "word", "glued", "long", "digits", "typo_long")
 HISTORIES = ("none", "crafted", "near")

@@ -1,6 +1,6 @@
 """Cut the "aol-top1000" log from the AOL query log (2006): the users with the most clicked queries.
 
-    python scripts/aol_top1000.py user-ct-test-collection-01.txt ... -10.txt --out top1000.tsv.gz
+    python -m scripts.aol_top1000 user-ct-test-collection-01.txt ... -10.txt --out top1000.tsv.gz
 
 Input: the collection's files (plain or gzipped), tab-separated with a header line,
 ``AnonID Query QueryTime ItemRank ClickURL``. A query with several clicks is listed once per

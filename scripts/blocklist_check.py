@@ -1,6 +1,6 @@
 """Does any one- or two-letter prefix show a default blocked or sensitive term, from any source?
 
-    python scripts/blocklist_check.py --index DIR [--log TRAIN.tsv.gz]
+    python -m scripts.blocklist_check --index DIR [--log TRAIN.tsv.gz]
 
 Ranks every prefix a..z and aa..zz three ways: alone; after previous queries holding a
 blocked and a sensitive term; and with a personal history of every blocked query of the log

@@ -4,7 +4,7 @@ answer, and the fresh session's answer, ranked ahead for the most typed prefixes
 on the spot), against
 ``Model.complete`` alone on the same keystrokes, interleaved.
 
-    python scripts/context_cost.py --index DIR --pairs DEV.pairs.jsonl [--limit N] [--cache N]
+    python -m scripts.context_cost --index DIR --pairs DEV.pairs.jsonl [--limit N] [--cache N]
 
 Prints how many keystrokes' fresh answers were ranked ahead, how often the flag is true, and p50/p99.
 """

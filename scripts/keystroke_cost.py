@@ -1,6 +1,6 @@
 """What ranking one keystroke costs in process: ``Model.complete`` over the typists' keystrokes.
 
-    python scripts/keystroke_cost.py --index models/head2 \\
+    python -m scripts.keystroke_cost --index models/head2 \\
         --pairs data/aol-top1000/dev.pairs.jsonl [--limit 1000] [--passes 3]
 
 The keystrokes are those ``scripts/typists.py`` sends: the dev pairs chained into sessions,
@@ -20,14 +20,11 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import indexer  # noqa: E402
-from replay.bench import rss_mb  # noqa: E402
-from replay.loadgen import chain_pairs  # noqa: E402
-from replay.scripts import scripts_from_pairs  # noqa: E402
+import indexer
+from replay.bench import rss_mb
+from replay.loadgen import chain_pairs
+from replay.scripts import scripts_from_pairs
 
 
 def main() -> int:

@@ -1,7 +1,7 @@
 """Write indexer/data/confusables.txt, the look-alike table of indexer/skeleton.py, from a
 Unicode TR39 ``confusables.txt``.
 
-    python scripts/make_confusables.py CONFUSABLES_TXT > indexer/data/confusables.txt
+    python -m scripts.make_confusables CONFUSABLES_TXT > indexer/data/confusables.txt
 
 Kept: each character that can survive :func:`indexer.normalize.normalize` (alphanumeric,
 NFKC-stable, lowercase), is not ASCII and does not fold to ASCII by dropping its accents,

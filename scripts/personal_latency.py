@@ -1,7 +1,7 @@
 """In-process latency with a full personal history: every dev keystroke ranked with a
 1,000-query history (the server's bound), against the same keystrokes with none.
 
-    python scripts/personal_latency.py --index DIR --log TRAIN.tsv.gz --pairs DEV.pairs.jsonl [--limit N]
+    python -m scripts.personal_latency --index DIR --log TRAIN.tsv.gz --pairs DEV.pairs.jsonl [--limit N]
 
 The history is the 1,000 most recent distinct queries of the users with the most distinct
 queries (no user of the AOL sample has 1,000), as the history store would hold them. Prints

@@ -1,7 +1,7 @@
 """Privacy against accuracy on dev: one model per --min-users K, each scored with and without
 personal history, with the leak rate, and the build's cost. Prints a Markdown table.
 
-    python scripts/privacy_table.py --log TRAIN.tsv.gz --pairs DEV.pairs.jsonl --work DIR [--k 1 2 3 5]
+    python -m scripts.privacy_table --log TRAIN.tsv.gz --pairs DEV.pairs.jsonl --work DIR [--k 1 2 3 5]
 
 Personal history and leaks come from ``qac eval --personal-log TRAIN``. Models and results are
 kept under ``--work`` so an interrupted run resumes where it stopped.

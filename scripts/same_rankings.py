@@ -1,9 +1,9 @@
 """Same rankings before and after a speed change: record every answer of a model, compare two records.
 
-    python scripts/same_rankings.py record --index models/final \\
+    python -m scripts.same_rankings record --index models/final \\
         --pairs data/aol-top1000/dev.pairs.jsonl --log data/aol-top1000/train.tsv.gz \\
         --out before.json
-    python scripts/same_rankings.py compare before.json after.json
+    python -m scripts.same_rankings compare before.json after.json
 
 ``record`` ranks keystrokes of the dev pairs with ``Model.complete(prefix, [prev], 10,
 personal=..., blocklist=None)``: each pair's prefix, the same prefix with one synthetic typo
@@ -20,17 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import indexer  # noqa: E402
-from indexer.evaluate import read_pairs, typo_pairs  # noqa: E402
-from indexer.normalize import normalize, normalize_prefix  # noqa: E402
-from indexer.personal import pooled_history, replay_histories  # noqa: E402
-from indexer.train.logs import read_logs  # noqa: E402
+import indexer
+from indexer.evaluate import read_pairs, typo_pairs
+from indexer.normalize import normalize, normalize_prefix
+from indexer.personal import pooled_history, replay_histories
+from indexer.train.logs import read_logs
 
 
 def record(args: argparse.Namespace) -> int:

@@ -2,7 +2,7 @@
 hoarder and a GET /complete flooder abuse the server in windows between quiet ones, with a
 model reload half-way (see replay/soak.py).
 
-    python scripts/soak.py --index models/aol --pairs data/aol-top1000/dev.pairs.jsonl
+    python -m scripts.soak --index models/aol --pairs data/aol-top1000/dev.pairs.jsonl
 
 Prints the figures BENCHMARKS.md#soak records; exits 1 if the typists' p99 in the abused windows is
 over twice the one in the quiet windows (each side pooled), or a typist saw an error, or the

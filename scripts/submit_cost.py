@@ -2,7 +2,7 @@
 memory history store, the change notification, and the next keystroke's read of the user's
 copy (``UserLink.record`` then ``UserLink.personal``).
 
-    python scripts/submit_cost.py [--entries 1000] [--submits 2000]
+    python -m scripts.submit_cost [--entries 1000] [--submits 2000]
 
 The user starts with ``--entries`` queries (the server's bound); each submit is a new query
 (so one entry is evicted) or, every other time, one already there. Prints the CPU time per

@@ -1,6 +1,6 @@
 """Per-task cost of a build's distributed stages: what one Dask task needs, to plan a cluster.
 
-    python scripts/task_profile.py --log data/aol-1m-queries.txt.gz [--top 5] [--json OUT]
+    python -m scripts.task_profile --log data/aol-1m-queries.txt.gz [--top 5] [--json OUT]
 
 Prepares the final model's training rows and tree exactly as ``qac build`` does (default
 parameters), then runs every featurizing task and every ranker task one after the other in

@@ -1,6 +1,6 @@
 """Human-paced typists against a running server, for one load figure (e.g. Redis vs memory).
 
-    python scripts/typists.py --url ws://127.0.0.1:8000/ws --pairs dev.pairs.jsonl --users 100
+    python -m scripts.typists --url ws://127.0.0.1:8000/ws --pairs dev.pairs.jsonl --users 100
 
 Each typist replays dev sessions keystroke by keystroke, one every 150-250 ms (or with no
 pause: ``--no-pause``), through the load generator `qac bench` uses; prints the report as JSON.

@@ -7,7 +7,7 @@ scored for every model directory given and for fast-autocomplete (a word-graph a
 fast-autocomplete is a measuring aid only, not a dependency of the project:
 
     pip install 'fast-autocomplete[levenshtein]'
-    python scripts/typo_bench.py --pairs data/aol-top1000/dev.pairs.jsonl \\
+    python -m scripts.typo_bench --pairs data/aol-top1000/dev.pairs.jsonl \\
         --model default=models/aol --model no-tree=models/aol-notree --json out.json
 """
 
@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import indexer  # noqa: E402
-from indexer.evaluate import LENGTH_BUCKETS, Scores, length_bucket, read_pairs, typo_pairs  # noqa: E402
-from indexer.normalize import normalize_prefix  # noqa: E402
+import indexer
+from indexer.evaluate import LENGTH_BUCKETS, Scores, length_bucket, read_pairs, typo_pairs
+from indexer.normalize import normalize_prefix
 
 
 def fast_autocomplete(model: indexer.Model):  # type: ignore[no-untyped-def]

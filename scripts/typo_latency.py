@@ -2,7 +2,7 @@
 with one synthetic typo (the pairs of ``qac eval --typos``): 200 warm-up requests, then one
 request at a time, featurizing included.
 
-    python scripts/typo_latency.py models/aol data/aol-top1000/dev.pairs.jsonl [SEED]
+    python -m scripts.typo_latency models/aol data/aol-top1000/dev.pairs.jsonl [SEED]
 """
 
 from __future__ import annotations
@@ -10,14 +10,11 @@ from __future__ import annotations
 import gc
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import indexer  # noqa: E402
-from indexer.evaluate import read_pairs, typo_pairs  # noqa: E402
+import indexer
+from indexer.evaluate import read_pairs, typo_pairs
 
 
 def main() -> int:

@@ -114,3 +114,13 @@ def test_the_sample_log_and_the_demo_page_are_package_data() -> None:
     assert (resources.files("indexer") / "data" / "sample.tsv.gz").is_file()
     for name in ("index.html", "qac-client.js", "demo.js", "demo.css"):
         assert (resources.files("static") / name).is_file()
+
+
+def test_scripts_use_public_names_only() -> None:
+    """A script measures what users run: it imports no private name of the project's packages."""
+    private = []
+    for path in sorted((ROOT / "scripts").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in PACKAGES:
+                private += [f"{path.name}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+    assert not private

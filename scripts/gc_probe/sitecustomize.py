@@ -1,7 +1,7 @@
 """What the cyclic garbage collector does in every Python process started with this directory
 on ``PYTHONPATH`` (the server's workers included), for BENCHMARKS.md (#gc, #connection-garbage):
 
-    PYTHONPATH=scripts/gc_probe GC_PAUSES=/tmp/gc python scripts/soak.py ...
+    PYTHONPATH=scripts/gc_probe GC_PAUSES=/tmp/gc python -m scripts.soak ...
 
 - ``GC_PAUSES=PREFIX``: one line per collection in ``PREFIX.<pid>``: the wall-clock time at its
   end, the generation, how long it took in ms, and how many objects it freed.
