@@ -1,5 +1,5 @@
 """What the suggestions' "context" flag costs a keystroke: dev keystrokes typed character by
-character after the pair's previous query, ranked as the server ranks them (``_rank``: the
+character after the pair's previous query, ranked as the server ranks them (``rank_keystroke``: the
 answer, and the fresh session's answer, ranked ahead for the most typed prefixes or ranked
 on the spot), against
 ``Model.complete`` alone on the same keystrokes, interleaved.
@@ -20,7 +20,7 @@ import numpy as np
 import indexer
 from indexer.evaluate import read_pairs
 from indexer.normalize import normalize_prefix
-from server.ranker import FRESH_ANSWERS, FreshAnswers, _rank
+from server.ranker import FRESH_ANSWERS, FreshAnswers, rank_keystroke
 
 
 def main() -> int:
@@ -45,7 +45,7 @@ def main() -> int:
         plain.append(time.perf_counter() - started)
         hits += fresh.get(normalize_prefix(prefix)) is not None
         started = time.perf_counter()
-        changed += bool(_rank(model, prefix, history, None, args.k, None, fresh, True)[2])
+        changed += bool(rank_keystroke(model, prefix, history, None, args.k, None, fresh, True)[2])
         flagged.append(time.perf_counter() - started)
 
     def ms(xs: list[float]) -> dict[str, float]:

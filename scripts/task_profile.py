@@ -26,12 +26,12 @@ import scipy.sparse as sp
 
 from indexer.params import BuildParams
 from indexer.tfidf import PrefixFeaturizer
-from indexer.train.build import FEATURE_CHUNK_ROWS, _transform_chunk, training_rows
+from indexer.train.build import FEATURE_CHUNK_ROWS, training_rows, transform_chunk
 from indexer.train.cluster import build_label_tree
 from indexer.train.counts import count_people
 from indexer.train.examples import training_examples
 from indexer.train.logs import LogStats, read_logs
-from indexer.train.node_rankers import FitSettings, _fit_chunk, ranker_tasks
+from indexer.train.node_rankers import FitSettings, fit_chunk, ranker_tasks
 from indexer.train.sessions import sessions_of
 
 # Runs one pickled (function, shared, payload) task in a fresh interpreter and prints the
@@ -106,7 +106,7 @@ def main() -> None:
     for i in range(0, len(rows.y), FEATURE_CHUNK_ROWS):
         chunk = (rows.prefixes[i : i + FEATURE_CHUNK_ROWS], rows.prevs[i : i + FEATURE_CHUNK_ROWS])
         start = time.perf_counter()
-        X = _transform_chunk(featurizer, chunk)
+        X = transform_chunk(featurizer, chunk)
         feature_tasks.append({
             "seconds": time.perf_counter() - start,
             "payload_mb": mb(len(pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL))),
@@ -116,7 +116,7 @@ def main() -> None:
     X = sp.vstack(parts, format="csr")
     first = (rows.prefixes[:FEATURE_CHUNK_ROWS], rows.prevs[:FEATURE_CHUNK_ROWS])  # a full-size chunk
     report["featurize"] = summarize("featurize", feature_tasks)
-    report["featurize"]["peak_mb_largest"] = peak_mb(_transform_chunk, featurizer, first)
+    report["featurize"]["peak_mb_largest"] = peak_mb(transform_chunk, featurizer, first)
     print(json.dumps(report["featurize"]), file=sys.stderr)
 
     embeddings = featurizer.embed(keys)
@@ -126,7 +126,7 @@ def main() -> None:
     ranker_tasks_, sizes = [], []
     for payload in payloads:
         start = time.perf_counter()
-        _, trip = _fit_chunk(settings, payload)
+        _, trip = fit_chunk(settings, payload)
         nbytes = len(pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
         ranker_tasks_.append({
             "seconds": time.perf_counter() - start,
@@ -149,7 +149,7 @@ def main() -> None:
     for i, payload in enumerate(payloads):
         if i in top:
             t = dict(ranker_tasks_[i])
-            t["peak_mb"] = peak_mb(_fit_chunk, settings, payload)
+            t["peak_mb"] = peak_mb(fit_chunk, settings, payload)
             t["seconds"] = round(t["seconds"], 2)
             largest.append(t)
             print(json.dumps(t), file=sys.stderr)

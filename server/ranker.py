@@ -184,7 +184,8 @@ class Ranker:
                 alone = now
             return Ranked(normalized, list(alone), model.version, time.perf_counter() - started,
                           False if context else None, cpu)
-        call = functools.partial(_rank, model, prefix, tuple(history), personal, self.k, blocklist, fresh, context)
+        call = functools.partial(rank_keystroke, model, prefix, tuple(history), personal, self.k, blocklist, fresh,
+                                 context)
         (normalized, items, changed), cpu = await self._run(call)
         return Ranked(normalized, items, model.version, time.perf_counter() - started, changed, cpu)
 
@@ -261,7 +262,7 @@ def _timed(call: Callable[[], _T]) -> tuple[_T, float]:
     return out, CPU_CLOCK() - start
 
 
-def _rank(model: Model, prefix: str, history: tuple[str, ...], personal: PersonalHistory | None, k: int,
+def rank_keystroke(model: Model, prefix: str, history: tuple[str, ...], personal: PersonalHistory | None, k: int,
           blocklist: Blocklist | None, fresh: FreshAnswers, context: bool) -> tuple[str, list[Completion], bool | None]:
     """The ranking of a keystroke with a history (session or personal):
     (normalized prefix, suggestions, whether the history changed them: None unless

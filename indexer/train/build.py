@@ -127,7 +127,7 @@ def training_rows(keys: Sequence[str], examples: Sequence[Example]) -> TrainingR
     )
 
 
-def _transform_chunk(featurizer: PrefixFeaturizer, chunk: tuple[list[str], list[str]]) -> sp.csr_matrix:
+def transform_chunk(featurizer: PrefixFeaturizer, chunk: tuple[list[str], list[str]]) -> sp.csr_matrix:
     """Input vectors of one chunk of (prefixes, previous queries): a featurizing task."""
     return featurizer.transform(*chunk)
 
@@ -149,7 +149,7 @@ def featurize(
         for i in range(0, len(prefixes), chunk_rows)
     )
     on_result = None if progress is None else (lambda _: progress(1))
-    parts = executor.map(_transform_chunk, chunks, featurizer, on_result)
+    parts = executor.map(transform_chunk, chunks, featurizer, on_result)
     if not parts:
         return featurizer.transform([], [])
     return sp.vstack(parts, format="csr")

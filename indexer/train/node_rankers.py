@@ -161,7 +161,7 @@ class FitSettings:
     max_iter: int
 
 
-def _fit_chunk(settings: FitSettings, payload: Sequence[NodeRows]) -> tuple[list[int], Triplets]:
+def fit_chunk(settings: FitSettings, payload: Sequence[NodeRows]) -> tuple[list[int], Triplets]:
     """Rankers of the jobs of several nodes as W triplets, and the node of every job."""
     s = settings
     feats, edges, vals = [], [], []
@@ -310,7 +310,7 @@ def train_rankers(
                 progress(n_done)
 
     settings = FitSettings(n_features=X.shape[1], C=C, prune=prune, tol=tol, max_iter=max_iter)
-    parts = [trip for _, trip in (executor or LocalExecutor(workers)).map(_fit_chunk, payloads, settings, finished)]
+    parts = [trip for _, trip in (executor or LocalExecutor(workers)).map(fit_chunk, payloads, settings, finished)]
     feats = np.concatenate([p[0] for p in parts])
     cols = np.concatenate([p[1] for p in parts])
     vals = np.concatenate([p[2] for p in parts])

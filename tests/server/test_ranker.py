@@ -182,7 +182,7 @@ async def test_by_default_keystrokes_are_ranked_on_the_event_loops_thread(
     small_model: Model, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ranked_on: list[int] = []
-    for name in ("_rank", "_fresh"):
+    for name in ("rank_keystroke", "_fresh"):
         real = getattr(ranker_module, name)
 
         def spy(*args: Any, real: Any = real) -> Any:
