@@ -20,9 +20,10 @@ from indexer.errors import QacError
 from .app import create_app, generated_warning, secret_source
 from .blocklists import read as read_blocklist
 from .config import ServerConfig
+from .forking import forking
 from .http_protocol import HttpProtocol
 from .metrics import MULTIPROC_ENV
-from .ranker import announce_reload, load_warm, release_memory
+from .ranker import announce_reload, load_warm
 from .sessions import SessionError, open_store
 from .users import SecretError, load_secret
 
@@ -65,8 +66,6 @@ def run(config: ServerConfig, *, say: Callable[[str], None] = print) -> None:
         if not server.started:
             raise ServeError("the server did not start; see the log above")
         return
-    del model  # each worker loads its own (memory-mapped, so the pages are shared)
-    release_memory()
     with tempfile.TemporaryDirectory(prefix="qac-serve-") as tmp:
         reload_file = Path(tmp) / "reload"
         announce_reload(reload_file, config.index or "")
@@ -74,7 +73,9 @@ def run(config: ServerConfig, *, say: Callable[[str], None] = print) -> None:
         os.environ.update(config.to_env())
         (Path(tmp) / "metrics").mkdir()
         os.environ[MULTIPROC_ENV] = str(Path(tmp) / "metrics")  # read by prometheus_client in each worker
-        Multiprocess(uvicorn_config(config, "server.app:app_from_env"), sockets=sockets).run()
+        # The workers are forked with the model loaded here: they share its pages (server/forking.py).
+        with forking(config.index or "", model):
+            Multiprocess(uvicorn_config(config, "server.app:app_from_env"), sockets=sockets).run()
 
 
 def uvicorn_config(config: ServerConfig, app: Any) -> uvicorn.Config:
