@@ -59,7 +59,7 @@ def main() -> int:
                 print(json.dumps({"workers": workers, "supervisor_pss_mb": round(pss_mb(supervisor), 1),
                                   "worker_pss_mb": [round(v, 1) for v in worker_pss],
                                   "other_children_mb": [round(v, 1) for v in pss.values() if v <= 20],
-                                  "total_pss_mb": round(pss_mb(supervisor) * (workers > 1) + sum(pss.values()), 1)}),
+                                  "total_pss_mb": round(pss_mb(supervisor) + sum(pss.values()), 1)}),
                       flush=True)
     return 0
 

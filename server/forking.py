@@ -11,6 +11,7 @@ reloads a model loads its own copy (as before).
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import socket
 from collections.abc import Callable, Iterator
@@ -28,8 +29,11 @@ _preloaded: tuple[str, Model] | None = None
 
 
 def preloaded(index: str | None) -> Model | None:
-    """The model the supervisor loaded from ``index`` before forking this worker, if any."""
-    return _preloaded[1] if _preloaded is not None and _preloaded[0] == index else None
+    """The model the supervisor loaded from ``index`` before forking this worker, if any; the
+    first call only (a reload then frees what replaced it)."""
+    global _preloaded
+    found, _preloaded = _preloaded, None
+    return found[1] if found is not None and found[0] == index else None
 
 
 def _forked(config: uvicorn.Config, target: Callable[..., None], sockets: list[socket.socket]) -> BaseProcess:
@@ -43,6 +47,9 @@ def forking(index: str, model: Model) -> Iterator[None]:
     (loaded from ``index``) with :func:`preloaded`. Call after setting
     ``PROMETHEUS_MULTIPROC_DIR``: the workers' metrics write to its files."""
     global _preloaded
+    # What the supervisor holds now is kept out of every collection, in the workers too: a full
+    # collection writes to each object it walks, and each page it writes is copied.
+    gc.freeze()
     # prometheus_client picks how values are kept when it is imported, before the variable was set.
     prometheus_client.values.ValueClass = prometheus_client.values.get_value_class()
     spawning = multiprocess.get_subprocess

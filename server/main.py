@@ -23,7 +23,7 @@ from .config import ServerConfig
 from .forking import forking
 from .http_protocol import HttpProtocol
 from .metrics import MULTIPROC_ENV
-from .ranker import announce_reload, load_warm
+from .ranker import announce_reload, load_warm, rank_ahead
 from .sessions import SessionError, open_store
 from .users import SecretError, load_secret
 
@@ -40,7 +40,7 @@ def run(config: ServerConfig, *, say: Callable[[str], None] = print) -> None:
     if not config.index:
         raise ServeError("no model to serve: give --index DIR")
     index = Path(config.index).expanduser().resolve()
-    read_blocklist(config.blocklist, config.sensitive)  # a bad --blocklist or --sensitive file stops here
+    extra = read_blocklist(config.blocklist, config.sensitive)  # a bad --blocklist or --sensitive file stops here
     model = load_warm(index)
     if config.workers > 1 and config.sessions == "memory":
         # Each worker would keep its own sessions and histories: a forget on one would leave the
@@ -73,7 +73,9 @@ def run(config: ServerConfig, *, say: Callable[[str], None] = print) -> None:
         os.environ.update(config.to_env())
         (Path(tmp) / "metrics").mkdir()
         os.environ[MULTIPROC_ENV] = str(Path(tmp) / "metrics")  # read by prometheus_client in each worker
-        # The workers are forked with the model loaded here: they share its pages (server/forking.py).
+        # The workers are forked with the model loaded here and its fresh answers ranked: they
+        # share their pages (server/forking.py).
+        rank_ahead(model, extra, config.k, config.fresh_answers)
         with forking(config.index or "", model):
             Multiprocess(uvicorn_config(config, "server.app:app_from_env"), sockets=sockets).run()
 
