@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from replay.bench import BenchConfig, BenchError
 from replay.capacity import CapacityConfig, cpu_seconds, find_capacity, search, served
 from replay.loadgen import load
 from replay.scripts import Typed, keystrokes_of
@@ -89,3 +91,29 @@ def test_cpu_seconds_counts_this_process() -> None:
     sum(i * i for i in range(2_000_000))
     assert cpu_seconds(os.getpid()) > before
     assert cpu_seconds(2**22 + 12345) == 0.0  # no such process
+
+
+def test_qac_bench_hands_its_capacity_flags_to_the_search(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import replay.bench
+    from qac.main import main
+
+    seen: list[BenchConfig] = []
+    monkeypatch.setattr(replay.bench, "run_bench", lambda cfg: seen.append(cfg) or "")
+    main(["bench", "--log", "l.tsv", "--pairs", "p.jsonl", "--skip-scale", "--capacity-workers", "2,4",
+          "--capacity-start", "10", "--capacity-limit", "80", "--capacity-duration", "3"])
+    cfg = seen[0]
+    assert (cfg.capacity, cfg.capacity_workers, cfg.capacity_sessions) == (True, (2, 4), None)
+    assert cfg.capacity_search() == CapacityConfig(start=10, limit=80, duration=3.0)
+    main(["bench", "--log", "l.tsv", "--pairs", "p.jsonl", "--skip-scale", "--skip-capacity"])
+    assert not seen[1].capacity and seen[1].capacity_search() == CapacityConfig()  # the defaults
+
+
+def test_bench_refuses_capacity_bounds_it_cannot_search(tmp_path: Path) -> None:
+    (tmp_path / "l.tsv").write_text("x")
+    (tmp_path / "p.jsonl").write_text("x")
+    cfg = BenchConfig(logs=(tmp_path / "l.tsv",), pairs=tmp_path / "p.jsonl", scale=False, capacity_start=100,
+                      capacity_limit=10)
+    with pytest.raises(BenchError, match="capacity bounds"):
+        cfg.check()
+    BenchConfig(logs=cfg.logs, pairs=cfg.pairs, scale=False, capacity=False, capacity_start=100,
+                capacity_limit=10).check()
