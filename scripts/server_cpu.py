@@ -37,18 +37,20 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--limit", type=int, default=2000, help="pairs to draw sessions from")
+    ap.add_argument("--redis", action="store_true", help="sessions in a throwaway redis-server even for one worker "
+                    "(more than one always has them there)")
     args = ap.parse_args()
     trees = dict(t.split("=", 1) for t in args.tree)
     scripts = chain_pairs(scripts_from_pairs(args.pairs, args.limit))
     index = Path(args.index).resolve()
     runs: dict[str, list[float]] = {name: [] for name in trees}
-    with tempfile.TemporaryDirectory(prefix="server-cpu-") as tmp, RedisProcess() if args.workers > 1 else \
-            _Nothing() as redis:
+    shared = args.redis or args.workers > 1
+    with tempfile.TemporaryDirectory(prefix="server-cpu-") as tmp, RedisProcess() if shared else _Nothing() as redis:
         for _ in range(args.rounds):
             for name, tree in trees.items():
                 env = UNLIMITED | {"PYTHONPATH": str(Path(tree).resolve())}
                 with ServerProcess(index, Path(tmp) / f"{name}.log", workers=args.workers, env=env,
-                                   sessions=redis.url if args.workers > 1 else "memory") as server:
+                                   sessions=redis.url if shared else "memory") as server:
                     assert server.proc is not None
                     before = cpu_seconds(server.proc.pid)
                     report = run_load(server.url, scripts, users=args.users, duration=args.duration)
