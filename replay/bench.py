@@ -168,11 +168,12 @@ class ServerProcess:
     """``qac serve`` in a subprocess on a free port, for the length of a ``with`` block."""
 
     def __init__(self, index: Path, log_path: Path, *, workers: int = 1, timeout: float = 600.0,
-                 env: dict[str, str] | None = None, sessions: str = "memory"):
+                 env: dict[str, str] | None = None, sessions: str = "memory", cwd: Path | None = None):
         """``env``: the ``QAC_*`` settings of the server (default: no rate limit, for benchmarks);
-        ``sessions``: its store (more than one worker needs a ``redis://`` one)."""
+        ``sessions``: its store (more than one worker needs a ``redis://`` one); ``cwd``: its
+        working directory (``python -m`` puts it first on the path: a code tree to serve)."""
         self.index, self.log_path, self.workers, self.timeout = index, log_path, workers, timeout
-        self.sessions = sessions
+        self.sessions, self.cwd = sessions, cwd
         self.env = UNLIMITED if env is None else env
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -187,7 +188,7 @@ class ServerProcess:
                "--port", str(self.port), "--workers", str(self.workers), "--sessions", self.sessions]
         env = {k: v for k, v in os.environ.items() if not k.startswith("QAC_")} | self.env
         with self.log_path.open("w") as sink:
-            self.proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env)
+            self.proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=self.cwd)
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         deadline = time.monotonic() + self.timeout
         while True:

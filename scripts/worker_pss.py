@@ -3,8 +3,8 @@
     python scripts/worker_pss.py --index models/aol --pairs data/aol-top1000/dev.pairs.jsonl \\
         [--tree DIR] [--workers 1,2,4] [--users 50] [--duration 5]
 
-Serves the model with ``qac serve --workers N`` from the code in ``--tree`` (first on
-``PYTHONPATH``; default this checkout), drives it with human-paced typists for a few seconds
+Serves the model with ``qac serve --workers N`` from the code in ``--tree`` (its working
+directory and first on ``PYTHONPATH``; default this checkout), drives it with human-paced typists for a few seconds
 (so the workers have ranked, as in service), then reads ``Pss`` from ``/proc/PID/smaps_rollup``
 of the supervisor and each worker: shared pages count a fraction to each process that maps
 them, so the sum is what the server costs the machine. Prints one JSON line per worker count.
@@ -47,7 +47,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="worker-pss-") as tmp, RedisProcess() as redis:
         for workers in (int(w) for w in args.workers.split(",")):
             with ServerProcess(Path(args.index).resolve(), Path(tmp) / f"serve-{workers}.log", workers=workers,
-                               env=env, sessions=redis.url if workers > 1 else "memory") as server:
+                               env=env, cwd=Path(args.tree).resolve(),
+                               sessions=redis.url if workers > 1 else "memory") as server:
                 assert server.proc is not None
                 run_load(server.url, scripts, users=args.users, duration=args.duration)
                 supervisor = server.proc.pid
