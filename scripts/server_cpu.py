@@ -4,11 +4,12 @@
         --tree old=/tmp/qac-old --tree new=. [--users 100] [--rounds 3] [--workers 1]
 
 Each round serves the model from each tree in turn (``qac serve`` run in that tree, which
-``python -m`` puts first on the path, and on ``PYTHONPATH``; rate limits lifted), drives it with ``--users`` human-paced typists
-(``replay.loadgen``, as ``scripts/typists.py``) and reads the server processes' user + system
-CPU time (``/proc/PID/stat``) around the run. Prints one JSON line per run, then the spread of
-each tree. CPU time is steadier than wall-clock latency on a shared machine; alternating the
-trees spreads what else runs over both.
+``python -m`` puts first on the path, and on ``PYTHONPATH``; rate limits lifted), drives it
+with ``--users`` human-paced typists (``replay.loadgen``, as ``scripts/typists.py``) and
+reads the server processes' user + system CPU time (``/proc/PID/stat``) around the run.
+Prints one JSON line per run, then the spread of each tree. CPU time is steadier than
+wall-clock latency on a shared machine; alternating the trees spreads what else runs over
+both.
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ def main() -> int:
         for _ in range(args.rounds):
             for name, tree in trees.items():
                 env = UNLIMITED | {"PYTHONPATH": str(Path(tree).resolve())}
-                with ServerProcess(index, Path(tmp) / f"{name}.log", workers=args.workers, env=env, cwd=Path(tree).resolve(),
-                                   sessions=redis.url if shared else "memory") as server:
+                with ServerProcess(index, Path(tmp) / f"{name}.log", workers=args.workers, env=env,
+                                   cwd=Path(tree).resolve(), sessions=redis.url if shared else "memory") as server:
                     assert server.proc is not None
                     before = cpu_seconds(server.proc.pid)
                     report = run_load(server.url, scripts, users=args.users, duration=args.duration)
