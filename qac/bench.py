@@ -20,7 +20,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Build the model and most-popular completion (the baseline) from LOG, measure build "
         "time, peak memory and size; serve each with `qac serve` on a free port; measure accuracy and "
         "single-request latency by replaying PAIRS, then concurrent human-paced load and one saturation "
-        "run; then the same costs on growing slices of a plain query list. Writes DIR/bench.json, "
+        "run; then the capacity of 1 and 2 workers (the most human-paced typists served with p99 <= 50 ms), "
+        "the headline; then the same costs on growing slices of a plain query list. Writes DIR/bench.json, "
         "DIR/bench.md and PNG charts, and prints the Markdown summary.",
     )
     arg = p.add_argument
@@ -43,12 +44,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help=f"fractions of --scale-log to build from (default: {csv(d.scale_fractions)})")
     arg("--scale-pairs-limit", type=positive(int), default=d.scale_pairs_limit, metavar="N",
         help="pairs replayed for the latency of each scaled model (default: %(default)s)")
+    arg("--capacity-workers", type=list_of(int), default=d.capacity_workers, metavar="N,N,...",
+        help="worker counts whose capacity is searched: the most human-paced typists served with p99 <= 50 ms "
+        f"and no error (default: {csv(d.capacity_workers)})")
+    arg("--capacity-start", type=positive(int), default=d.capacity_start, metavar="N",
+        help="typists of the capacity search's first step; doubled until a step fails, then bisected "
+        "(default: %(default)s)")
+    arg("--capacity-limit", type=positive(int), default=d.capacity_limit, metavar="N",
+        help="most typists the capacity search tries (default: %(default)s)")
+    arg("--capacity-duration", type=positive(float), default=d.capacity_duration, metavar="SECONDS",
+        help="measured seconds of each step of the capacity search (default: %(default)s)")
+    arg("--capacity-sessions", default=d.capacity_sessions, metavar="redis://HOST:PORT/DB",
+        help="session store of the capacity runs with more than one worker (default: a throwaway "
+        "redis-server)")
     arg("--build-args", default="", metavar="'ARGS'",
         help="extra `qac build` flags for every build, e.g. --build-args='--workers 2'")
     arg("--server-workers", type=positive(int), default=d.server_workers, metavar="N",
         help="`qac serve --workers` (default: %(default)s)")
     for part, what in (("baseline", "most-popular completion"), ("load", "the concurrent load runs"),
-                       ("saturation", "the saturation run"), ("scale", "the scaling table")):
+                       ("saturation", "the saturation run"),
+                       ("capacity", "the capacity search"), ("scale", "the scaling table")):
         arg(f"--skip-{part}", action="store_true", help=f"leave out {what}")
     arg("--quiet", action="store_true", help="no progress messages")
     p.set_defaults(func=run)
@@ -67,7 +82,10 @@ def run(args: argparse.Namespace) -> int:
         scale_fractions=args.scale_fractions, scale_pairs_limit=args.scale_pairs_limit,
         build_args=tuple(shlex.split(args.build_args)), server_workers=args.server_workers,
         baseline=not args.skip_baseline, load=not args.skip_load, saturation=not args.skip_saturation,
-        scale=not args.skip_scale, quiet=args.quiet,
+        scale=not args.skip_scale, capacity=not args.skip_capacity,
+        capacity_workers=args.capacity_workers, capacity_start=args.capacity_start,
+        capacity_limit=args.capacity_limit, capacity_duration=args.capacity_duration,
+        capacity_sessions=args.capacity_sessions, quiet=args.quiet,
     )
     summary = run_bench(config)
     print(summary)

@@ -8,6 +8,7 @@ not the limiter. The clients run in this process.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import os
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from indexer.errors import QacError
+
+from .capacity import P99_BUDGET_MS, CapacityConfig, cpu_seconds, find_capacity, ranking_cost
 
 # The baseline goes through the same build, server and client: a model whose only candidates
 # are the most popular completions, ranked by the fixed scorer (popularity first).
@@ -55,12 +58,18 @@ class BenchConfig:
     scale_log: Path | None = None
     scale_fractions: tuple[float, ...] = (0.25, 0.5, 1.0)
     scale_pairs_limit: int = 500
+    capacity_workers: tuple[int, ...] = (1, 2)
+    capacity_start: int = 50
+    capacity_limit: int = 1600
+    capacity_duration: float = 8.0
+    capacity_sessions: str | None = None  # a redis:// store for more than one worker; None: a throwaway one
     build_args: tuple[str, ...] = ()
     server_workers: int = 1
     baseline: bool = True
     load: bool = True
     saturation: bool = True
     scale: bool = True
+    capacity: bool = True
     quiet: bool = False
 
     def check(self) -> None:
@@ -72,8 +81,17 @@ class BenchConfig:
                 raise BenchError(f"file not found: {path}")
         if not self.logs:
             raise BenchError("no training log given")
+        if self.capacity:
+            try:
+                self.capacity_search().check()
+            except ValueError as exc:
+                raise BenchError(str(exc)) from None
         if any(not 0 < f <= 1 for f in self.scale_fractions):
             raise BenchError(f"scale fractions must be in (0, 1], got {self.scale_fractions}")
+
+    def capacity_search(self) -> CapacityConfig:
+        """The bounds of the capacity search."""
+        return CapacityConfig(start=self.capacity_start, limit=self.capacity_limit, duration=self.capacity_duration)
 
 
 def free_port() -> int:
@@ -150,11 +168,12 @@ class ServerProcess:
     """``qac serve`` in a subprocess on a free port, for the length of a ``with`` block."""
 
     def __init__(self, index: Path, log_path: Path, *, workers: int = 1, timeout: float = 600.0,
-                 env: dict[str, str] | None = None, sessions: str = "memory"):
+                 env: dict[str, str] | None = None, sessions: str = "memory", cwd: Path | None = None):
         """``env``: the ``QAC_*`` settings of the server (default: no rate limit, for benchmarks);
-        ``sessions``: its store (more than one worker needs a ``redis://`` one)."""
+        ``sessions``: its store (more than one worker needs a ``redis://`` one); ``cwd``: its
+        working directory (``python -m`` puts it first on the path: a code tree to serve)."""
         self.index, self.log_path, self.workers, self.timeout = index, log_path, workers, timeout
-        self.sessions = sessions
+        self.sessions, self.cwd = sessions, cwd
         self.env = UNLIMITED if env is None else env
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -169,7 +188,7 @@ class ServerProcess:
                "--port", str(self.port), "--workers", str(self.workers), "--sessions", self.sessions]
         env = {k: v for k, v in os.environ.items() if not k.startswith("QAC_")} | self.env
         with self.log_path.open("w") as sink:
-            self.proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env)
+            self.proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=self.cwd)
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         deadline = time.monotonic() + self.timeout
         while True:
@@ -240,6 +259,87 @@ def _serve_and_measure(name: str, index: Path, cfg: BenchConfig, scripts: Sequen
                                          duration=cfg.duration, pause=None)
         out["memory"] = server.memory()
     return out
+
+
+class RedisProcess:
+    """A throwaway ``redis-server`` on a free port, for a server of more than one worker."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def __enter__(self) -> RedisProcess:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise BenchError("more than one worker needs a shared session store: install redis-server "
+                             "or give --capacity-sessions redis://HOST:PORT/DB")
+        port = free_port()
+        self.proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.__exit__()
+                raise BenchError("redis-server did not start")
+            time.sleep(0.1)
+        self.url = f"redis://127.0.0.1:{port}/0"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _capacity(cfg: BenchConfig, index: Path, scripts: Sequence[Any], say: Callable[[str], None]) -> dict[str, Any]:
+    """The most human-paced typists each worker count serves, and what an answer costs the
+    server beside what ranking it costs in process."""
+    import contextlib
+
+    import indexer
+
+    from .loadgen import chain_pairs
+
+    sessions = chain_pairs(scripts)
+    search = cfg.capacity_search()
+    out: dict[str, Any] = {"ranking": ranking_cost(indexer.load(index), sessions), "workers": {}}
+    say(f"capacity: in-process ranking {out['ranking']['cpu_ms_per_keystroke']:.3f} ms of CPU per keystroke")
+    with contextlib.ExitStack() as stack:
+        store = "memory"
+        for workers in cfg.capacity_workers:
+            if workers > 1 and store == "memory":
+                store = cfg.capacity_sessions or stack.enter_context(RedisProcess()).url
+            log = cfg.out / f"serve-capacity-{workers}.log"
+            with ServerProcess(index, log, workers=workers, sessions=store if workers > 1 else "memory") as server:
+                found = _search_capacity(server, sessions, search, functools.partial(_said, say, workers))
+            say(f"capacity, {workers} worker(s): {found['typists']} typists")
+            out["workers"][str(workers)] = found
+    return out
+
+
+def _said(say: Callable[[str], None], workers: int, text: str) -> None:
+    say(f"capacity, {workers} worker(s): {text}")
+
+
+def _search_capacity(server: ServerProcess, sessions: Sequence[Any], search: CapacityConfig,
+                     say: Callable[[str], None]) -> dict[str, Any]:
+    from .loadgen import run_load
+
+    assert server.proc is not None
+    pid = server.proc.pid
+
+    def run(users: int) -> dict[str, Any]:
+        say(f"{users} human-paced typists for {search.duration:g} s")
+        return run_load(server.url, sessions, users=users, duration=search.duration)
+
+    return find_capacity(run, search, lambda: cpu_seconds(pid))
 
 
 def _scale(cfg: BenchConfig, scripts: Sequence[Any], work: Path, say: Callable[[str], None]) -> list[dict[str, Any]]:
@@ -315,6 +415,8 @@ def run_bench(cfg: BenchConfig) -> str:
         system.update(_serve_and_measure(name, index, cfg, scripts, say))
         system["replay_agrees_with_eval"] = system["single"]["sampled_mrr"] == system["eval"]["mrr"]
         result["systems"][name] = system
+    if cfg.capacity:
+        result["capacity"] = _capacity(cfg, cfg.out / "models" / "model", scripts, say)
     if cfg.scale:
         with tempfile.TemporaryDirectory(prefix=".scale-", dir=cfg.out) as work:
             result["scale"] = _scale(cfg, scripts_from_pairs(cfg.pairs, cfg.scale_pairs_limit), Path(work), say)
@@ -351,6 +453,7 @@ def markdown(result: dict[str, Any]) -> str:
     out = [f"Measured {result['started'][:10]} on {m['cpus']} CPUs, Python {m['python']}; "
            f"`qac bench --log {' '.join(cfg['logs'])} --pairs {cfg['pairs']}` ({cfg['pairs_limit']:,} pairs), "
            f"server and clients on the same machine.", "",
+           *_capacity_table(result.get("capacity")),
            "| system | build s | peak build MB | model MB | labels | server RSS MB | MRR@10 (eval) "
            "| MRR@10 (replay) | success@10 | keystrokes saved | p50 ms | p95 ms | p99 ms |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -386,6 +489,27 @@ def markdown(result: dict[str, Any]) -> str:
                        f"| {_f(r['peak_mb'], ',.0f')} | {_f(r['size_mb'])} | {_f(r['serve_rss_mb'], ',.0f')} "
                        f"| {_f(r['p50_ms'], '.2f')} | {_f(r['p99_ms'], '.2f')} |")
     return "\n".join(out)
+
+
+def _capacity_table(capacity: dict[str, Any] | None) -> list[str]:
+    """The headline: the most human-paced typists served, and what an answer costs the server."""
+    if not capacity:
+        return []
+    ranking = capacity["ranking"]["cpu_ms_per_keystroke"]
+    budget = next(iter(capacity["workers"].values()))["p99_budget_ms"] if capacity["workers"] else P99_BUDGET_MS
+    out = [f"Capacity: the most human-paced typists (a keystroke every 150-250 ms each, sessions replayed from "
+           f"the pairs) served with p99 <= {budget:g} ms and no error, load generator on the same machine; "
+           f"server CPU (its processes' user + system time) per answered keystroke at that load, beside "
+           f"the in-process ranking CPU of the same keystrokes ({ranking:.3f} ms).", "",
+           "| workers | typists served | p99 ms | server CPU ms / answer | x ranking |",
+           "|---:|---:|---:|---:|---:|"]
+    for workers, found in capacity["workers"].items():
+        cpu = found["server_cpu_ms_per_answer"]
+        ratio = cpu / ranking if cpu is not None and ranking else None
+        more = "+" if found["limit_reached"] else ""
+        out.append(f"| {workers} | {found['typists']:,}{more} | {_f(found['p99_ms'], '.2f')} | {_f(cpu, '.3f')} "
+                   f"| {_f(ratio, '.2f')} |")
+    return [*out, ""]
 
 
 def _load_row(name: str, r: dict[str, Any]) -> str:

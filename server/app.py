@@ -34,6 +34,7 @@ from .blocklists import ServeBlocklist
 from .bodies import BodyLimit, complete_body_limit
 from .config import ConfigError, ServerConfig, normalize_origin
 from .connection import Connection, ServerState, expose_abort
+from .forking import preloaded
 from .forwarded import ForwardedFor
 from .history import open_history
 from .history_routes import forget_route, personal_of, remove_route
@@ -219,7 +220,8 @@ def server_secret(config: ServerConfig) -> bytes:
 
 def app_from_env() -> Starlette:
     """App factory for worker processes: the configuration comes from ``QAC_*`` variables."""
-    return create_app(ServerConfig.from_env(os.environ))
+    config = ServerConfig.from_env(os.environ)
+    return create_app(config, model=preloaded(config.index))
 
 
 async def _initial_model(

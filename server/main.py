@@ -20,10 +20,11 @@ from indexer.errors import QacError
 from .app import create_app, generated_warning, secret_source
 from .blocklists import read as read_blocklist
 from .config import ServerConfig
+from .forking import forking
 from .history import HistoryError, open_history
 from .http_protocol import HttpProtocol
 from .metrics import MULTIPROC_ENV
-from .ranker import announce_reload, load_warm, release_memory
+from .ranker import announce_reload, load_warm, rank_ahead, release_memory
 from .seed import Seed, seed_store
 from .sessions import SessionError, open_store
 from .users import SecretError, load_secret
@@ -42,7 +43,7 @@ def run(config: ServerConfig, *, say: Callable[[str], None] = print, seed: Seed 
     if not config.index:
         raise ServeError("no model to serve: give --index DIR")
     index = Path(config.index).expanduser().resolve()
-    read_blocklist(config.blocklist, config.sensitive)  # a bad --blocklist or --sensitive file stops here
+    extra = read_blocklist(config.blocklist, config.sensitive)  # a bad --blocklist or --sensitive file stops here
     model = load_warm(index)
     if config.workers > 1 and config.sessions == "memory":
         # Each worker would keep its own sessions and histories: a forget on one would leave the
@@ -72,12 +73,11 @@ def run(config: ServerConfig, *, say: Callable[[str], None] = print, seed: Seed 
         if not server.started:
             raise ServeError("the server did not start; see the log above")
         return
-    del model  # each worker loads its own (memory-mapped, so the pages are shared)
     if seed is not None:  # once, here: the workers share the store
         _seed_shared(config, seed)
         config = replace(config, seed_history=())
         del seed
-    release_memory()
+        release_memory()  # before the fork, so that no worker inherits the log's garbage
     with tempfile.TemporaryDirectory(prefix="qac-serve-") as tmp:
         reload_file = Path(tmp) / "reload"
         announce_reload(reload_file, config.index or "")
@@ -85,7 +85,11 @@ def run(config: ServerConfig, *, say: Callable[[str], None] = print, seed: Seed 
         os.environ.update(config.to_env())
         (Path(tmp) / "metrics").mkdir()
         os.environ[MULTIPROC_ENV] = str(Path(tmp) / "metrics")  # read by prometheus_client in each worker
-        Multiprocess(uvicorn_config(config, "server.app:app_from_env"), sockets=sockets).run()
+        # The workers are forked with the model loaded here and its fresh answers ranked: they
+        # share their pages (server/forking.py).
+        rank_ahead(model, extra, config.k, config.fresh_answers)
+        with forking(config.index or "", model):
+            Multiprocess(uvicorn_config(config, "server.app:app_from_env"), sockets=sockets).run()
 
 
 def uvicorn_config(config: ServerConfig, app: Any) -> uvicorn.Config:

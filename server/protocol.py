@@ -32,6 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
+import orjson
+
 from indexer.model import Completion
 
 # Error codes. Every one but INTERNAL names something the client did; all keep the connection open.
@@ -286,4 +288,9 @@ def error(code: str, message: str, qid: int | None = None, frame_type: str | Non
 
 
 def _dump(obj: dict[str, Any]) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    """A frame's text. orjson encodes a suggestions frame in ~2 us where json took 25-50; a
+    string orjson refuses (a lone surrogate a client escaped in its prefix) goes through json."""
+    try:
+        return orjson.dumps(obj).decode()
+    except TypeError:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))

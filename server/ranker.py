@@ -79,7 +79,12 @@ class FreshAnswers:
 
     @classmethod
     def ranked(cls, model: Model, blocklist: Blocklist | None, k: int, size: int = FRESH_ANSWERS) -> FreshAnswers:
-        """The answers for the ``size`` most typed prefixes of ``model``, with ``blocklist``."""
+        """The answers for the ``size`` most typed prefixes of ``model``, with ``blocklist``
+        (those :func:`rank_ahead` ranked, the first time they are asked for)."""
+        global _ranked_ahead
+        ahead, _ranked_ahead = _ranked_ahead, None
+        if ahead is not None and ahead[0] is model and ahead[1] == blocklist and ahead[2:4] == (k, size):
+            return ahead[4]
         if size <= 0:
             return cls()
         return cls({p: tuple(model.complete(p, (), k, blocklist=blocklist))
@@ -90,6 +95,19 @@ class FreshAnswers:
 
     def get(self, prefix: str) -> tuple[Completion, ...] | None:
         return self._answers.get(prefix)
+
+
+_ranked_ahead: tuple[Model, Blocklist | None, int, int, FreshAnswers] | None = None
+
+
+def rank_ahead(model: Model, extra: Blocklist, k: int, size: int) -> None:
+    """Rank the fresh answers of ``model`` with ``extra`` (the ``--blocklist`` and ``--sensitive``
+    files) now, in the supervisor before it forks the workers: the first :class:`Ranker` of the
+    same model, lists, ``k`` and ``size`` takes them instead of ranking its own, and the workers
+    share their pages (ranking them in each worker made ~13 MB of it private)."""
+    global _ranked_ahead
+    blocklist = _union(model, extra)
+    _ranked_ahead = (model, blocklist, k, size, FreshAnswers.ranked(model, blocklist, k, size))
 
 
 class Ranker:

@@ -24,18 +24,29 @@ def starts_with(prefix: str, history: list[str]) -> list[str]:
 @contextlib.asynccontextmanager
 async def fake_server(
     suggest: Suggest, *, answers_per_connection: int | None = None, abort: bool = False, refuse_every: int = 0,
-    silent: Callable[[str], bool] | None = None,
+    silent: Callable[[str], bool] | None = None, max_connections: int | None = None,
 ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
     """Serve on a free port; yields the URL and every message received, in order.
 
     After ``answers_per_connection`` answers it closes the connection (or aborts the TCP
     connection); with ``refuse_every`` = n, every n-th keystroke is answered ``rate_limited``;
-    keystrokes ``silent`` accepts are not answered at all (as if superseded).
+    keystrokes ``silent`` accepts are not answered at all (as if superseded); with
+    ``max_connections`` = n, every keystroke of a connection opened while n others were open
+    is answered ``overloaded`` (a server past its capacity).
     """
     received: list[dict[str, Any]] = []
     seen = 0
+    open_now = 0
 
     async def handle(ws: ServerConnection) -> None:
+        nonlocal open_now
+        open_now += 1
+        try:
+            await serve_one(ws, max_connections is not None and open_now > max_connections)
+        finally:
+            open_now -= 1
+
+    async def serve_one(ws: ServerConnection, overloaded: bool) -> None:
         nonlocal seen
         await ws.send(json.dumps({"type": "hello", "session": "s" * 22, "index": "fake", "history": 0}))
         history: list[str] = []
@@ -58,6 +69,9 @@ async def fake_server(
                     await ws.close()
                 return
             seen += 1
+            if overloaded:
+                await ws.send(json.dumps({"type": "error", "id": msg["id"], "code": "overloaded", "message": "x"}))
+                continue
             if refuse_every and seen % refuse_every == 0:
                 await ws.send(json.dumps({"type": "error", "id": msg["id"], "code": "rate_limited", "message": "x"}))
                 continue

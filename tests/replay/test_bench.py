@@ -39,7 +39,8 @@ def bench(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tu
     config = BenchConfig(
         logs=(tiny["log"],), pairs=tiny["pairs"], out=out, concurrency_levels=(1, 3), duration=0.5,
         saturation_users=2, scale_log=tiny["queries"], scale_fractions=(0.5, 1.0), scale_pairs_limit=5,
-        build_args=TINY_BUILD, quiet=True,
+        build_args=TINY_BUILD, capacity_workers=(1,), capacity_start=1, capacity_limit=2, capacity_duration=0.5,
+        quiet=True,
     )
     return out, run_bench(config)
 
@@ -52,7 +53,8 @@ def test_bench_writes_json_charts_and_a_markdown_summary(bench: tuple[Path, str]
     for chart in result["charts"]:
         assert (out / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "bench.md").read_text().strip() == summary
-    assert summary.count("\n|---") == 4  # build, load, saturation and scaling tables
+    assert summary.count("\n|---") == 5  # capacity, build, load, saturation and scaling tables
+    assert summary.index("typists served") < summary.index("| system | build s")  # the headline comes first
 
 
 def test_each_system_is_built_served_and_loaded(bench: tuple[Path, str]) -> None:
@@ -67,6 +69,14 @@ def test_each_system_is_built_served_and_loaded(bench: tuple[Path, str]) -> None
         saturation = system["saturation"]
         assert saturation["mode"] == "saturation" and saturation["answered_per_s"] > 0
         assert system["memory"]["rss_mb"] > 0
+
+
+def test_the_capacity_search_runs_against_the_served_model(bench: tuple[Path, str]) -> None:
+    capacity = json.loads((bench[0] / "bench.json").read_text())["capacity"]
+    assert capacity["ranking"]["keystrokes"] > 0 and capacity["ranking"]["cpu_ms_per_keystroke"] > 0
+    found = capacity["workers"]["1"]
+    assert [s["users"] for s in found["steps"]][:1] == [1] and found["typists"] in (0, 1, 2)
+    assert all(s["server_cpu_s"] >= 0 for s in found["steps"])
 
 
 def test_the_scaling_table_grows_with_the_data(bench: tuple[Path, str]) -> None:

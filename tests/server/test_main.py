@@ -172,3 +172,25 @@ def test_a_slow_starting_worker_is_given_the_configured_time() -> None:
 
     assert uvicorn_config(ServerConfig(), "server.app:app_from_env").timeout_worker_healthcheck == 60
     assert uvicorn_config(ServerConfig(worker_healthcheck=7), "x:y").timeout_worker_healthcheck == 7
+
+
+def _rollup(pid: int) -> dict[str, int]:
+    """``/proc/PID/smaps_rollup`` in kB."""
+    lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]
+    return {key: int(value.split()[0]) for key, _, value in (line.partition(":") for line in lines)}
+
+
+def test_the_workers_share_the_model_the_supervisor_loaded(small_model_dir: Path, redis_url: str) -> None:
+    """Forked after the supervisor loaded the model, the workers start with its heap: pages
+    written before the fork that both still map (shared dirty). Spawned, they had none."""
+    env = {"QAC_WORKERS": "2", "QAC_SESSIONS": redis_url, "QAC_SECRET": SECRET}
+    with qac_serve_process(small_model_dir, env) as (proc, address):
+        deadline = time.monotonic() + 30
+        while len(_samples(httpx.get(f"http://{address}/metrics").text, "qac_model_info{")) < 2:
+            assert time.monotonic() < deadline, "the second worker did not start"
+            time.sleep(0.1)
+        workers = [int(c) for c in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        assert len(workers) == 2  # no resource tracker: nothing was spawned
+        for worker in workers:
+            assert Path(f"/proc/{worker}/cmdline").read_bytes() == Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+            assert _rollup(worker)["Shared_Dirty"] > 10_000  # kB: the libraries' and the model's objects

@@ -285,3 +285,20 @@ async def test_the_files_given_at_start_rank_the_fresh_answers_once(small_model:
         assert ranker.fresh is fresh and ranker._filling is None
     finally:
         ranker.close()
+
+
+def test_fresh_answers_ranked_ahead_are_taken_once_by_a_ranker_of_the_same_model(small_model: Model) -> None:
+    """What the supervisor ranks before forking is what the worker's ranker serves (shared
+    pages), only for the same model, lists, k and size, and only once (a reload ranks anew)."""
+    ranker_module.rank_ahead(small_model, Blocklist(), 10, 64)
+    ahead = ranker_module._ranked_ahead
+    assert ahead is not None
+    ranker = Ranker(small_model, "small", threads=0, k=10, fresh_size=64)
+    assert ranker.fresh is ahead[4] and ranker_module._ranked_ahead is None
+    again = Ranker(small_model, "small", threads=0, k=10, fresh_size=64)
+    assert again.fresh is not ahead[4] and len(again.fresh) == len(ahead[4])
+    for k, size, extra in ((5, 64, Blocklist()), (10, 32, Blocklist()), (10, 64, Blocklist(["zzz"]))):
+        ranker_module.rank_ahead(small_model, Blocklist(), 10, 64)
+        ahead = ranker_module._ranked_ahead
+        assert ahead is not None
+        assert Ranker(small_model, "small", threads=0, k=k, fresh_size=size, extra=extra).fresh is not ahead[4]

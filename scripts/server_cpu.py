@@ -1,0 +1,76 @@
+"""Server CPU per answered keystroke of two code trees, alternated in one run.
+
+    python -m scripts.server_cpu --index models/aol --pairs data/aol-top1000/dev.pairs.jsonl \\
+        --tree old=/tmp/qac-old --tree new=. [--users 100] [--rounds 3] [--workers 1]
+
+Each round serves the model from each tree in turn (``qac serve`` run in that tree, which
+``python -m`` puts first on the path, and on ``PYTHONPATH``; rate limits lifted), drives it
+with ``--users`` human-paced typists (``replay.loadgen``, as ``scripts/typists.py``) and
+reads the server processes' user + system CPU time (``/proc/PID/stat``) around the run.
+Prints one JSON line per run, then the spread of each tree. CPU time is steadier than
+wall-clock latency on a shared machine; alternating the trees spreads what else runs over
+both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from replay.bench import UNLIMITED, RedisProcess, ServerProcess
+from replay.capacity import cpu_seconds
+from replay.loadgen import chain_pairs, run_load
+from replay.scripts import scripts_from_pairs
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--index", required=True, help="model directory")
+    ap.add_argument("--pairs", required=True, help="dev pairs (JSON lines)")
+    ap.add_argument("--tree", action="append", required=True, metavar="NAME=DIR", help="a code tree; repeatable")
+    ap.add_argument("--users", type=int, default=100)
+    ap.add_argument("--duration", type=float, default=15.0)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--limit", type=int, default=2000, help="pairs to draw sessions from")
+    ap.add_argument("--redis", action="store_true", help="sessions in a throwaway redis-server even for one worker "
+                    "(more than one always has them there)")
+    args = ap.parse_args()
+    trees = dict(t.split("=", 1) for t in args.tree)
+    scripts = chain_pairs(scripts_from_pairs(args.pairs, args.limit))
+    index = Path(args.index).resolve()
+    runs: dict[str, list[float]] = {name: [] for name in trees}
+    shared = args.redis or args.workers > 1
+    with tempfile.TemporaryDirectory(prefix="server-cpu-") as tmp, RedisProcess() if shared else _Nothing() as redis:
+        for _ in range(args.rounds):
+            for name, tree in trees.items():
+                env = UNLIMITED | {"PYTHONPATH": str(Path(tree).resolve())}
+                with ServerProcess(index, Path(tmp) / f"{name}.log", workers=args.workers, env=env,
+                                   cwd=Path(tree).resolve(), sessions=redis.url if shared else "memory") as server:
+                    assert server.proc is not None
+                    before = cpu_seconds(server.proc.pid)
+                    report = run_load(server.url, scripts, users=args.users, duration=args.duration)
+                    used = cpu_seconds(server.proc.pid) - before
+                per_answer = used * 1000 / max(1, report["answered"])
+                runs[name].append(per_answer)
+                print(json.dumps({"tree": name, "cpu_ms_per_answer": round(per_answer, 3), "cpu_s": round(used, 2),
+                                  **{k: report[k] for k in ("answered", "sent", "p50_ms", "p99_ms", "errors")}}),
+                      flush=True)
+    print(json.dumps({name: [round(min(v), 3), round(max(v), 3)] for name, v in runs.items()}))
+    return 0
+
+
+class _Nothing:
+    url = ""
+
+    def __enter__(self) -> _Nothing:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
