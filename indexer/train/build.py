@@ -23,7 +23,6 @@ from ..features import PrefixFeaturizer
 from ..model import Model, TreeRanker
 from ..normalize import normalize_prefix
 from ..params import BuildParams
-from ..personal import PersonalHistory, replay_histories
 from ..storage import atomic_directory
 from ..topk import PrefixTopK
 from ..typos import TYPO_MIN_CHARS, add_typo
@@ -34,7 +33,8 @@ from .examples import Example, protocol_pairs, training_examples
 from .executors import Executor, LocalExecutor
 from .logs import LogRow, LogStats, read_logs
 from .rankers import train_rankers
-from .reranker import collect_training_rows, default_weights, fit_reranker
+from .rerank_tasks import collect_in_tasks
+from .reranker import default_weights, fit_reranker
 from .sessions import sessions_of
 
 # Examples featurized per task: about 50 MB of input vectors.
@@ -265,23 +265,13 @@ def typo_examples(examples: Sequence[Example], share: float, seed: int = 0) -> l
     return out
 
 
-def personal_histories(rows: Sequence[LogRow], examples: Sequence[Example]) -> list[PersonalHistory | None]:
-    """Each example's user's own queries before the example's time, as the server's history
-    store would hold them then (None for examples without a user or time)."""
+def user_events(rows: Sequence[LogRow]) -> dict[str, list[tuple[float, str]]]:
+    """Each user's (time, query) rows: what their history is rebuilt from at any moment."""
     events: dict[str, list[tuple[float, str]]] = {}
     for r in rows:
         if r.user is not None and r.time is not None:
             events.setdefault(r.user, []).append((r.time, r.query))
-    return replay_histories(events, [(e.user, e.time) for e in examples])
-
-
-def _let_go(items: list[PersonalHistory | None]) -> Iterator[PersonalHistory | None]:
-    """The items of ``items`` one by one, each let go of by the list once handed over: a
-    keystroke's personal history (11.5M entries in all for train.tsv.gz) and the vocabulary it
-    builds are freed after that keystroke instead of being held until the last."""
-    for i in range(len(items)):
-        item, items[i] = items[i], None
-        yield item
+    return events
 
 
 def train_reranker(
@@ -305,10 +295,10 @@ def train_reranker(
     )
     clean = reranker_examples(sessions_of(late), params)
     examples = clean + typo_examples(clean, params.typo_share, params.seed)
-    personal: list[PersonalHistory | None] = (personal_histories(rows, examples) if "personal" in params.sources
-                                              else [None] * len(examples))
+    events = user_events(rows) if "personal" in params.sources else None
     with stages.stage("reranker", total=len(examples), unit="keystroke") as update:
-        X, y, groups, buckets = collect_training_rows(examples, _let_go(personal), early_model.candidates, update)
+        X, y, groups, buckets = collect_in_tasks(examples, early_model, events,
+                                                 executor or LocalExecutor(params.workers), update)
         summary.rerank_examples = len(examples)
         summary.rerank_recall = round(float(y.sum()) / max(1, len(examples)), 4)
         if y.sum() == 0:
