@@ -37,11 +37,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     arg("--max-leaf", type=int, default=_DEFAULTS.max_leaf, help="most labels in a tree leaf (default: %(default)s)")
     arg("--beam", type=int, default=_DEFAULTS.beam, help="beam width of the tree search (default: %(default)s)")
     arg("--workers", type=int, default=_DEFAULTS.workers,
-        help="processes featurizing and training the rankers; also how finely that work is split "
-        "into tasks (default: %(default)s)")
+        help="processes featurizing, training the rankers and ranking the reranker's training "
+        "keystrokes; also how finely that work is split into tasks (default: %(default)s)")
     arg("--dask", metavar="ADDRESS",
-        help="run featurizing and ranker training as tasks on a Dask cluster instead of local "
-        "processes: tcp://HOST:PORT of a running scheduler (its workers need qac installed), or "
+        help="run featurizing, ranker training and the reranker's keystrokes as tasks on a Dask cluster "
+        "instead of local processes: tcp://HOST:PORT of a running scheduler (its workers need qac installed), or "
         "local[:N] for a LocalCluster of N worker processes on this machine (default N: --workers). "
         "Needs pip install 'qac[dask]'. The model is the same either way")
     arg("--seed", type=int, default=_DEFAULTS.seed, help="random seed (default: %(default)s)")
