@@ -40,11 +40,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     arg("--max-leaf", type=int, default=_DEFAULTS.max_leaf, help="most labels in a tree leaf (default: %(default)s)")
     arg("--beam", type=int, default=_DEFAULTS.beam, help="beam width of the tree search (default: %(default)s)")
     arg("--workers", type=int, default=_DEFAULTS.workers,
-        help="processes featurizing and training the rankers; also how finely that work is split "
-        "into tasks (default: %(default)s)")
+        help="processes featurizing, training the rankers and ranking the scorer's training "
+        "keystrokes; also how finely that work is split into tasks (default: %(default)s)")
     arg("--dask", metavar="ADDRESS",
-        help="run featurizing and ranker training as tasks on a Dask cluster instead of local "
-        "processes: tcp://HOST:PORT of a running scheduler (its workers need qac installed), or "
+        help="run featurizing, ranker training and the scorer's keystrokes as tasks on a Dask cluster "
+        "instead of local processes: tcp://HOST:PORT of a running scheduler (its workers need qac installed), or "
         "local[:N] for a LocalCluster of N worker processes on this machine (default N: --workers). "
         "Needs pip install 'qac[dask]'. The model is the same either way")
     arg("--seed", type=int, default=_DEFAULTS.seed, help="random seed (default: %(default)s)")
@@ -69,10 +69,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="do not use the shipped default lists (blocked: adult, hateful and violent terms; sensitive: "
         "sexual, drug, violence and self-harm terms)")
     arg("--typo-share", type=float, default=_DEFAULTS.typo_share, metavar="SHARE",
-        help="share of the reranker's keystrokes of 5+ characters copied with a synthetic typo, so "
+        help="share of the scorer's keystrokes of 5+ characters copied with a synthetic typo, so "
         "that it learns to rank corrected candidates; 0 trains on clean keystrokes only (default: %(default)s)")
-    arg("--no-reranker", action="store_true",
-        help="rank with a fixed popularity-first scorer instead of a learned one")
+    arg("--default-scorer", "--no-reranker", dest="default_scorer", action="store_true",
+        help="rank with the fixed popularity-first weights instead of fitting the scorer "
+        "(--no-reranker: its old name, kept for a release)")
     arg("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         params = BuildParams(
             trie_depth=args.trie_depth, max_leaf=args.max_leaf, beam=args.beam, workers=args.workers,
             seed=args.seed, weighting=args.weighting, prev_weight=args.prev_weight,
-            sources=tuple(s for s in args.sources.split(",") if s), reranker=not args.no_reranker,
+            sources=tuple(s for s in args.sources.split(",") if s), fit_scorer=not args.default_scorer,
             min_users=args.min_users, default_blocklist=not args.no_default_blocklist,
             typo_share=args.typo_share,
         )
@@ -102,8 +103,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"built {args.out}")
     print(f"  rows read       {summary.rows_read:,} ({sum(skipped.values()):,} skipped)")
     print(f"  sessions        {summary.sessions:,}")
-    print(f"  examples        {summary.examples:,} (reranker: {summary.rerank_examples:,}, "
-          f"target among candidates {summary.rerank_recall:.1%})")
+    print(f"  examples        {summary.examples:,} (scorer: {summary.scorer_examples:,}, "
+          f"target among candidates {summary.scorer_recall:.1%})")
     print(f"  labels          {summary.labels:,} of {summary.distinct_queries:,} distinct queries "
           f"(typed by at least {params.min_users} {'people' if params.min_users > 1 else 'person'}, "
           f"none of {summary.blocklist_terms:,} blocked terms)")

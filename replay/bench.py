@@ -32,7 +32,7 @@ from .capacity import P99_BUDGET_MS, CapacityConfig, cpu_seconds, find_capacity,
 
 # The baseline goes through the same build, server and client: a model whose only candidates
 # are the most popular completions, ranked by the fixed scorer (popularity first).
-SYSTEMS: dict[str, tuple[str, ...]] = {"model": (), "mpc": ("--sources", "mpc", "--no-reranker")}
+SYSTEMS: dict[str, tuple[str, ...]] = {"model": (), "mpc": ("--sources", "mpc", "--default-scorer")}
 UNLIMITED = {"QAC_RATE": "1000000", "QAC_BURST": "1000000", "QAC_ADDRESS_RATE": "1000000",
              "QAC_ADDRESS_BURST": "1000000", "QAC_MAX_CONNECTIONS_PER_ADDRESS": "1000000",
              "QAC_SUBMIT_RATE": "1000000", "QAC_SUBMIT_BURST": "1000000",

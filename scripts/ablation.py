@@ -27,7 +27,7 @@ VARIANTS: dict[str, list[str]] = {
     "trie depth 1": ["--trie-depth", "1"],
     "trie depth 2": ["--trie-depth", "2"],
     "tree without prev query": ["--prev-weight", "0"],
-    "no reranker": ["--no-reranker"],
+    "default scorer": ["--default-scorer"],
     **{
         f"without {s}": ["--sources", ",".join(x for x in ALL.split(",") if x != s)]
         for s in ALL.split(",")

@@ -14,7 +14,7 @@ port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
 cd "$work"
 XDG_CACHE_HOME="$work/cache" "$work/venv/bin/qac" serve --port "$port" > "$work/serve.log" 2>&1 &
 pid=$!
-for _ in $(seq 1 300); do
+for _ in $(seq 1 600); do  # the first start builds the sample: about 50 s of CPU
   if python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$port/healthz', timeout=2)" 2>/dev/null; then
     python3 -c "import urllib.request as u; assert b'qac-client.js' in u.urlopen('http://127.0.0.1:$port/').read()"
     echo "plain install: qac serve answered /healthz and / from $work"

@@ -49,8 +49,8 @@ def small_model(small_model_dir: Path) -> Model:
 
 @pytest.fixture(scope="session")
 def sample_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The model ``qac serve`` builds by default: the shipped sample with the default build
-    parameters (at least 3 people per suggestion), about half a minute of CPU."""
+    """The model ``qac serve`` builds by default: the shipped sample (600 users) with the
+    default build parameters (at least 3 people per suggestion), about a minute of CPU."""
     out = tmp_path_factory.mktemp("models") / "sample"
     build([SAMPLE], out, BuildParams(), quiet=True)
     return out

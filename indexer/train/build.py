@@ -22,7 +22,6 @@ from ..blocklist import Blocklist
 from ..model import Model, XRLinear
 from ..normalize import normalize_prefix
 from ..params import BuildParams
-from ..personal import PersonalHistory, replay_histories
 from ..storage import atomic_directory
 from ..tfidf import PrefixFeaturizer
 from ..topk import PrefixTopK
@@ -34,7 +33,8 @@ from .examples import Example, protocol_pairs, training_examples
 from .executors import Executor, LocalExecutor
 from .logs import LogRow, LogStats, read_logs
 from .node_rankers import train_rankers
-from .scorer import collect_training_rows, default_weights, fit_scorer
+from .scorer import default_weights, fit_scorer
+from .scorer_tasks import collect_in_tasks
 from .sessions import sessions_of
 
 # Examples featurized per task: about 50 MB of input vectors.
@@ -55,8 +55,8 @@ class BuildSummary:
     tree_depth: int = 0
     tree_leaves: int = 0
     nonzero_weights: int = 0
-    rerank_examples: int = 0
-    rerank_recall: float = 0.0
+    scorer_examples: int = 0
+    scorer_recall: float = 0.0
     seconds: dict[str, float] = field(default_factory=dict)
     peak_memory_mb: float = 0.0
     worker_peak_memory_mb: float = 0.0
@@ -198,13 +198,13 @@ def fit_model(
     rows: Sequence[LogRow],
     sessions: Sequence[Sequence[LogRow]],
     params: BuildParams,
-    reranker: np.ndarray,
+    scorer_weights: np.ndarray,
     stages: _Stages,
     blocklist: Blocklist,
     summary: BuildSummary | None = None,
     executor: Executor | None = None,
 ) -> Model:
-    """Every component fitted on these rows and sessions, ranked by ``reranker``: only what
+    """Every component fitted on these rows and sessions, ranked by ``scorer_weights``: only what
     ``params.min_users`` people typed and ``blocklist`` lets through can be suggested."""
     with stages.stage("counts"):
         counts = count_people(rows, sessions)
@@ -219,34 +219,34 @@ def fit_model(
         examples = [e for e in training_examples(sessions, params.prefixes_per_query, params.seed)
                     if e.target in kept.queries]
         tree = fit_tree(labels, examples, params, stages, summary, executor)
-    return Model(params, labels, words, reranker, tree, blocklist=blocklist)
+    return Model(params, labels, words, scorer_weights, tree, blocklist=blocklist)
 
 
-def split_for_reranker(
+def split_for_scorer(
     rows: Sequence[LogRow], params: BuildParams
 ) -> tuple[list[LogRow], list[LogRow]]:
-    """Early rows (to fit counts and tree on) and late rows (to train the reranker on).
+    """Early rows (to fit counts and tree on) and late rows (to fit the scorer on).
 
-    Timed logs split at ``rerank_days`` before their end; a plain query list splits at random.
+    Timed logs split at ``scorer_days`` before their end; a plain query list splits at random.
     """
     times = [r.time for r in rows if r.time is not None]
     if len(times) == len(rows):
-        cut = max(times) - params.rerank_days * 86400
+        cut = max(times) - params.scorer_days * 86400
         return [r for r in rows if r.time < cut], [r for r in rows if r.time >= cut]  # type: ignore[operator]
-    late = np.random.default_rng(params.seed).random(len(rows)) < params.rerank_holdout
+    late = np.random.default_rng(params.seed).random(len(rows)) < params.scorer_holdout
     return [r for r, x in zip(rows, late) if not x], [r for r, x in zip(rows, late) if x]
 
 
-def reranker_examples(sessions: Sequence[Sequence[LogRow]], params: BuildParams) -> list[Example]:
-    """Keystrokes to train the reranker on: evaluation-style pairs, several prefixes each;
+def scorer_examples(sessions: Sequence[Sequence[LogRow]], params: BuildParams) -> list[Example]:
+    """Keystrokes to fit the scorer on: evaluation-style pairs, several prefixes each;
     for a log without sessions, each query with prefixes and no history."""
     if any(len(s) > 1 for s in sessions):
-        examples = [ex for seed in range(params.rerank_prefixes) for ex in protocol_pairs(sessions, seed)]
+        examples = [ex for seed in range(params.scorer_prefixes) for ex in protocol_pairs(sessions, seed)]
     else:
-        examples = training_examples(sessions, params.rerank_prefixes, params.seed)
-    if len(examples) > params.rerank_max_examples:
+        examples = training_examples(sessions, params.scorer_prefixes, params.seed)
+    if len(examples) > params.scorer_max_examples:
         # A few dozen weights need no more; a big log would only make the build slower.
-        keep = np.random.default_rng(params.seed).choice(len(examples), params.rerank_max_examples, replace=False)
+        keep = np.random.default_rng(params.seed).choice(len(examples), params.scorer_max_examples, replace=False)
         examples = [examples[i] for i in np.sort(keep)]
     return examples
 
@@ -254,7 +254,7 @@ def reranker_examples(sessions: Sequence[Sequence[LogRow]], params: BuildParams)
 def typo_examples(examples: Sequence[Example], share: float, seed: int = 0) -> list[Example]:
     """Copies of a ``share`` of the examples whose prefix has :data:`~indexer.typos.SYNTHETIC_TYPO_MIN_CHARS`+
     characters, each with one synthetic typo in its prefix (as ``qac eval --typos`` makes
-    them), so that the reranker learns what a corrected candidate is worth."""
+    them), so that the scorer learns what a corrected candidate is worth."""
     rng = np.random.default_rng(seed + 13)
     out = []
     for ex in examples:
@@ -265,26 +265,16 @@ def typo_examples(examples: Sequence[Example], share: float, seed: int = 0) -> l
     return out
 
 
-def personal_histories(rows: Sequence[LogRow], examples: Sequence[Example]) -> list[PersonalHistory | None]:
-    """Each example's user's own queries before the example's time, as the server's history
-    store would hold them then (None for examples without a user or time)."""
+def user_events(rows: Sequence[LogRow]) -> dict[str, list[tuple[float, str]]]:
+    """Each user's (time, query) rows: what their history is rebuilt from at any moment."""
     events: dict[str, list[tuple[float, str]]] = {}
     for r in rows:
         if r.user is not None and r.time is not None:
             events.setdefault(r.user, []).append((r.time, r.query))
-    return replay_histories(events, [(e.user, e.time) for e in examples])
+    return events
 
 
-def _let_go(items: list[PersonalHistory | None]) -> Iterator[PersonalHistory | None]:
-    """The items of ``items`` one by one, each let go of by the list once handed over: a
-    keystroke's personal history (11.5M entries in all for train.tsv.gz) and the vocabulary it
-    builds are freed after that keystroke instead of being held until the last."""
-    for i in range(len(items)):
-        item, items[i] = items[i], None
-        yield item
-
-
-def train_reranker(
+def train_scorer(
     rows: Sequence[LogRow],
     params: BuildParams,
     stages: _Stages,
@@ -294,26 +284,26 @@ def train_reranker(
 ) -> np.ndarray:
     """Fit the components on the early rows, then the scorer on keystrokes of the late ones,
     each with its user's own earlier queries as personal history."""
-    early, late = split_for_reranker(rows, params)
-    if not params.reranker or not early or not late:
+    early, late = split_for_scorer(rows, params)
+    if not params.fit_scorer or not early or not late:
         return default_weights()
-    # Counts and tree of the early weeks only: the reranker must see their features as they
+    # Counts and tree of the early weeks only: the scorer must see their features as they
     # look on queries they were not fitted on.
     early_model = fit_model(
         early, sessions_of(early), params, default_weights(), stages.prefixed("early "), blocklist,
         executor=executor,
     )
-    clean = reranker_examples(sessions_of(late), params)
+    clean = scorer_examples(sessions_of(late), params)
     examples = clean + typo_examples(clean, params.typo_share, params.seed)
-    personal: list[PersonalHistory | None] = (personal_histories(rows, examples) if "personal" in params.sources
-                                              else [None] * len(examples))
-    with stages.stage("reranker", total=len(examples), unit="keystroke") as update:
-        X, y, groups, buckets = collect_training_rows(examples, _let_go(personal), early_model.candidates, update)
-        summary.rerank_examples = len(examples)
-        summary.rerank_recall = round(float(y.sum()) / max(1, len(examples)), 4)
+    events = user_events(rows) if "personal" in params.sources else None
+    with stages.stage("scorer", total=len(examples), unit="keystroke") as update:
+        X, y, groups, buckets = collect_in_tasks(examples, early_model, events,
+                                                 executor or LocalExecutor(params.workers), update)
+        summary.scorer_examples = len(examples)
+        summary.scorer_recall = round(float(y.sum()) / max(1, len(examples)), 4)
         if y.sum() == 0:
             return default_weights()
-        return fit_scorer(X, y, groups, buckets, C=params.rerank_c, seed=params.seed, typo_from=len(clean))
+        return fit_scorer(X, y, groups, buckets, C=params.scorer_c, seed=params.seed, typo_from=len(clean))
 
 
 def build(
@@ -358,8 +348,8 @@ def build(
             sessions = sessions_of(rows)
         summary.sessions = len(sessions)
         executor = executor or LocalExecutor(params.workers)
-        reranker = train_reranker(rows, params, stages, summary, blocklist, executor)
-        model = fit_model(rows, sessions, params, reranker, stages, blocklist, summary, executor)
+        scorer_weights = train_scorer(rows, params, stages, summary, blocklist, executor)
+        model = fit_model(rows, sessions, params, scorer_weights, stages, blocklist, summary, executor)
         summary.labels = len(model.labels)
         with stages.stage("save"):
             built = datetime.now(UTC).isoformat(timespec="seconds")

@@ -148,3 +148,12 @@ def test_complete_marks_corrected_suggestions(small_model_dir, small_model, caps
     lines = capsys.readouterr().out.strip().splitlines()
     assert any(line.endswith("(corrected)") for line in lines), lines
     assert all(line.endswith("(corrected)") != line.split(None, 1)[1].startswith(typed) for line in lines)
+
+
+def test_the_old_name_of_default_scorer_still_works() -> None:
+    from qac.main import make_parser
+
+    parser = make_parser()
+    for flag in ("--default-scorer", "--no-reranker"):
+        assert parser.parse_args(["build", "--log", "x", "--out", "y", flag]).default_scorer
+    assert not parser.parse_args(["build", "--log", "x", "--out", "y"]).default_scorer

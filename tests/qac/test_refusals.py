@@ -11,7 +11,7 @@ import pytest
 from qac.main import main
 
 DEV_LOG = Path(__file__).parent / "data" / "dev-5-users.tsv"
-FAST = ["--workers", "1", "--max-leaf", "50", "--no-reranker", "--quiet"]
+FAST = ["--workers", "1", "--max-leaf", "50", "--default-scorer", "--quiet"]
 
 
 def refused(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
