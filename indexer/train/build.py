@@ -261,7 +261,7 @@ def typo_examples(examples: Sequence[Example], share: float, seed: int = 0) -> l
         if len(ex.prefix) >= SYNTHETIC_TYPO_MIN_CHARS and rng.random() < share:
             typed = normalize_prefix(add_typo(ex.prefix, rng))
             if typed and typed != ex.prefix:
-                out.append(Example(ex.history, typed, ex.target, ex.user, ex.time))
+                out.append(Example(ex.session, typed, ex.target, ex.user, ex.time))
     return out
 
 

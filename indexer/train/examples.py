@@ -12,10 +12,10 @@ from .logs import LogRow
 
 @dataclass(frozen=True, slots=True)
 class Example:
-    """What a user had asked before (newest last), what they typed, and what they asked;
-    who asked it and when, where the log says."""
+    """What the session had asked before (newest last), what the user typed, and what they
+    asked; who asked it and when, where the log says."""
 
-    history: tuple[str, ...]
+    session: tuple[str, ...]
     prefix: str
     target: str
     user: str | None = None
@@ -23,14 +23,14 @@ class Example:
 
     @property
     def prev(self) -> str:
-        return self.history[-1] if self.history else ""
+        return self.session[-1] if self.session else ""
 
 
 def protocol_pairs(sessions: Sequence[Sequence[LogRow]], seed: int = 0) -> list[Example]:
     """Evaluation pairs exactly as ``dev.pairs.jsonl`` was made.
 
     Every consecutive pair in a session, with one prefix length drawn uniformly from
-    1..len(next) by ``RandomState(seed)``, in session order. The history is the whole
+    1..len(next) by ``RandomState(seed)``, in session order. The session is the whole
     session so far (the published protocol only uses its last query).
     """
     rng = np.random.RandomState(seed)
@@ -57,8 +57,8 @@ def training_examples(
     for session in sessions:
         queries = [r.query for r in session]
         for i, target in enumerate(queries):
-            history = tuple(queries[max(0, i - 1) : i])
+            before = tuple(queries[max(0, i - 1) : i])
             n = min(prefixes_per_query, len(target))
             for cut in rng.choice(len(target), size=n, replace=False) + 1:
-                examples.append(Example(history, target[:cut], target))
+                examples.append(Example(before, target[:cut], target))
     return examples

@@ -28,7 +28,7 @@ def collect_training_rows(
     the scorer nothing about ordering)."""
     feats, targets, groups, buckets = [], [], [], []
     for g, (ex, mine) in enumerate(zip(examples, personal)):
-        cands = generate(ex.prefix, ex.history, mine)
+        cands = generate(ex.prefix, ex.session, mine)
         if progress is not None:
             progress(1)
         if ex.target not in cands.texts:

@@ -50,7 +50,7 @@ def test_protocol_pairs_follow_the_published_sampling():
     assert [(p.prev, p.target) for p in pairs] == [("ab", "cde"), ("cde", "fg")]
     for p in pairs:
         assert 1 <= len(p.prefix) <= len(p.target) and p.target.startswith(p.prefix)
-    assert pairs[1].history == ("ab", "cde")
+    assert pairs[1].session == ("ab", "cde")
 
 
 def test_training_examples_include_first_queries_without_context():
