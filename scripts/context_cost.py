@@ -20,7 +20,7 @@ import numpy as np
 import indexer
 from indexer.evaluate import read_pairs
 from indexer.normalize import normalize_prefix
-from server.ranker import FRESH_ANSWERS, FreshAnswers, rank_keystroke
+from server.completer import FRESH_ANSWERS, FreshAnswers, rank_keystroke
 
 
 def main() -> int:

@@ -35,7 +35,7 @@ def main() -> int:
     model = indexer.load(args.index)
     rows, _ = read_logs([args.log])
     history = pooled_history(((r.user, r.time, r.query) for r in rows), args.entries)
-    # As the server does after loading (server.ranker.load_warm): the log's millions of rows
+    # As the server does after loading (server.completer.load_warm): the log's millions of rows
     # gone, and what is left frozen out of the cyclic collector, so that no full collection
     # walks them in the middle of a timed keystroke.
     del rows

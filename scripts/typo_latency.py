@@ -21,7 +21,7 @@ def main() -> int:
     model = indexer.load(sys.argv[1])
     pairs = read_pairs(sys.argv[2])
     kept, typo = typo_pairs(pairs, int(sys.argv[3]) if len(sys.argv) > 3 else 0)
-    gc.freeze()  # as the server does after loading (server.ranker.load_warm)
+    gc.freeze()  # as the server does after loading (server.completer.load_warm)
     for name, subset in (("clean", [pairs[i] for i in kept]), ("typo", typo)):
         for p in subset[:200]:
             model.complete(p.prefix, [p.prev_query] if p.prev_query else [])

@@ -32,6 +32,7 @@ from indexer.normalize import normalize
 from . import protocol
 from .blocklists import ServeBlocklist
 from .bodies import BodyLimit, complete_body_limit
+from .completer import Completer, load_warm, read_announcement
 from .config import ConfigError, ServerConfig, normalize_origin
 from .connection import Connection, ServerState, expose_abort
 from .forking import preloaded
@@ -42,7 +43,6 @@ from .http_protocol import STATE_KEY
 from .limits import AddressBuckets, AddressLimits, SubmitLimits, client_address
 from .metrics import Metrics
 from .personal import PersonalHub
-from .ranker import Ranker, load_warm, read_announcement
 from .seed import Seed, seed_store
 from .sessions import open_store
 from .store_health import StoreHealth
@@ -73,7 +73,7 @@ def create_app(config: ServerConfig, *, model: Model | None = None, seed: Seed |
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         nonlocal model, seed
         loaded, index, announced = await _initial_model(config, model)
-        model = None  # from here the ranker alone holds it, so that a reload frees it
+        model = None  # from here the completer alone holds it, so that a reload frees it
         signer = Signer(server_secret(config))
         store = open_store(config.sessions, config.session_ttl, config.max_history, config.max_sessions,
                            config.redis_pool)
@@ -84,14 +84,14 @@ def create_app(config: ServerConfig, *, model: Model | None = None, seed: Seed |
             if seed is not None:
                 await seed_store(history, seed)
                 seed = None  # the store has it now
-            # The files' terms before the ranker, which ranks the fresh answers with them once.
+            # The files' terms before the completer, which ranks the fresh answers with them once.
             blocklist = ServeBlocklist(config.blocklist, config.sensitive, metrics)
-            ranker = Ranker(
+            completer = Completer(
                 loaded, index, threads=config.rank_threads, k=config.k, fresh_size=config.fresh_answers,
                 reload_file=config.reload_file, extra=blocklist.current,
                 announced=announced, on_swap=lambda m, i: metrics.set_model(m.version),
             )
-            blocklist.on_change = ranker.set_extra_blocklist
+            blocklist.on_change = completer.set_extra_blocklist
             metrics.set_model(loaded.version)
             log.info("serving model %s from %s, sessions in %s (pid %d)", loaded.version, index, store.kind,
                      os.getpid())
@@ -105,17 +105,17 @@ def create_app(config: ServerConfig, *, model: Model | None = None, seed: Seed |
                                    SubmitLimits(config.submit_rate, config.submit_burst,
                                                 config.address_submit_rate, config.address_submit_burst),
                                    AddressBuckets(config.address_cpu_rate, config.address_cpu_burst))
-            app.state.qac = ServerState(config, ranker, store, metrics, health, users, limits)
+            app.state.qac = ServerState(config, completer, store, metrics, health, users, limits)
             app.state.blocklist = blocklist
             tasks = [asyncio.create_task(job) for job in (
-                ranker.follow(), health.watch(), health.count_forever(), users.follow(),
+                completer.follow(), health.watch(), health.count_forever(), users.follow(),
                 blocklist.watch(config.blocklist_interval))]
             try:
                 yield {STATE_KEY: app.state.qac}  # for the HTTP protocol's deadlines and address count
             finally:
                 for task in tasks:
                     task.cancel()
-                ranker.close()
+                completer.close()
                 metrics.close()
         finally:
             await history.close()
@@ -366,7 +366,7 @@ async def complete(request: Request) -> Response:
             return personal
         started = time.perf_counter()
         state.metrics.keystrokes.labels("http").inc()
-        ranked = await state.ranker.complete(prefix, history, personal, context=want_context)
+        ranked = await state.completer.complete(prefix, history, personal, context=want_context)
     finally:
         state.complete_pending -= 1
     state.limits.charge(address, ranked.cpu)
@@ -384,7 +384,7 @@ async def healthz(request: Request) -> Response:
     store or the personal history store is down, and ``degraded`` names which. Public, so it
     names no URL, path or error text (the log has them, passwords redacted)."""
     state = _state(request)
-    body: dict[str, Any] = {"status": "ok", "index": state.ranker.version, "sessions": state.store.kind,
+    body: dict[str, Any] = {"status": "ok", "index": state.completer.version, "sessions": state.store.kind,
                             "store": "up"}
     degraded = []
     if not await state.health.probe():
@@ -433,14 +433,14 @@ async def admin_reload(request: Request) -> Response:
         state.metrics.reloads.labels("failed").inc()
         log.warning("refused a reload outside the models root %s: %s", root, index)
         return _error(400, "bad_index", f"not a directory under the models root; still serving "
-                      f"{state.ranker.version}")
+                      f"{state.completer.version}")
     try:
-        old, new = await state.ranker.reload(index)
+        old, new = await state.completer.reload(index)
     except Exception as exc:  # whatever a damaged directory raises, the old model keeps serving
         state.metrics.reloads.labels("failed").inc()
         log.warning("reload of %s failed: %s", index, exc)
         return _error(400, "bad_index", "the directory did not load (missing, half-written, damaged or of "
-                      f"another format); still serving {state.ranker.version}")
+                      f"another format); still serving {state.completer.version}")
     state.metrics.reloads.labels("ok").inc()
     return JSONResponse({"index": new, "previous": old})
 

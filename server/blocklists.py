@@ -4,7 +4,7 @@ lists, hot-reloaded.
 The files are read at start (a bad one stops the server) and again whenever one of them
 changes (its mtime, size or inode), checked every ``blocklist_interval`` seconds and on
 ``POST /admin/reload``, so a term can disappear before the next build. A file that cannot be
-read at a re-read is logged and the previous lists keep applying. The ranker applies the
+read at a re-read is logged and the previous lists keep applying. The completer applies the
 union of these lists and the model's to every source, the user's own history included.
 """
 

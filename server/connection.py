@@ -3,9 +3,9 @@
 Three tasks per connection: the reader parses frames and answers errors at once, puts each
 keystroke in a one-slot mailbox, replacing (superseding) a keystroke not yet ranked, and
 hands submits and user frames (``server/users_ws.py``) to the store writer, which writes them
-to the stores and answers them in order; the ranker takes the newest keystroke from the
+to the stores and answers them in order; the completer takes the newest keystroke from the
 mailbox, ranks it with the session's history (and the user's personal history, when the
-connection has a user) and sends the suggestions. A submit changes the history the ranker
+connection has a user) and sends the suggestions. A submit changes the history the completer
 sees at once, and no keystroke waits for a store: the writer writes a submit once the
 keystrokes received after it are answered. Query ids must increase on a connection, so
 answers never go backwards and the last keystroke is always answered.
@@ -45,12 +45,12 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDiscon
 from indexer.normalize import normalize
 
 from . import protocol
+from .completer import Completer
 from .config import ServerConfig
 from .limits import AddressLimits, TokenBucket
 from .metrics import Metrics
 from .personal import PersonalHub
 from .protocol import Forget, ProtocolError, Query, Remove, Resume, Submit, UserHello
-from .ranker import Ranker
 from .sessions import SessionError, SessionStore, new_session_id, valid_session_id
 from .store_health import StoreHealth
 from .users import TokenError
@@ -95,7 +95,7 @@ class ServerState:
     """What every request handler shares: configuration, model, sessions, users, metrics."""
 
     config: ServerConfig
-    ranker: Ranker
+    completer: Completer
     store: SessionStore
     metrics: Metrics
     health: StoreHealth
@@ -244,7 +244,7 @@ class Connection:
     async def _hello(self, restored: bool | None = None) -> None:
         config = self.state.config
         await self._send(protocol.hello(self.state.sign_session(self.session, self._issued),
-                                        self.state.ranker.version, self._history, max_prefix=config.max_prefix,
+                                        self.state.completer.version, self._history, max_prefix=config.max_prefix,
                                         rate=config.rate, burst=config.burst, restored=restored))
 
     async def _resume(self, msg: Resume) -> None:
@@ -586,7 +586,7 @@ class Connection:
         self._sync_soon()
         personal = await self.user.personal()
         try:
-            ranked = await self.state.ranker.complete(query.prefix, self._history, personal, context=query.context)
+            ranked = await self.state.completer.complete(query.prefix, self._history, personal, context=query.context)
         except Exception:
             log.exception("ranking %r failed", query.prefix)
             metrics.errors.labels(protocol.INTERNAL).inc()

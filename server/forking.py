@@ -4,7 +4,7 @@ its pages (copy-on-write) instead of each loading its own.
 uvicorn starts workers with ``multiprocessing``'s spawn: a fresh interpreter that imports
 everything and loads the model again, private memory each. Forked, a worker starts with the
 supervisor's modules and model; the model's objects are frozen out of the garbage collector
-(:func:`server.ranker.load_warm`), so no collection writes to their pages. A worker that
+(:func:`server.completer.load_warm`), so no collection writes to their pages. A worker that
 reloads a model loads its own copy (as before).
 """
 

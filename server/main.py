@@ -19,12 +19,12 @@ from indexer.errors import QacError
 
 from .app import create_app, generated_warning, secret_source
 from .blocklists import read as read_blocklist
+from .completer import announce_reload, load_warm, rank_ahead, release_memory
 from .config import ServerConfig
 from .forking import forking
 from .history import HistoryError, open_history
 from .http_protocol import HttpProtocol
 from .metrics import MULTIPROC_ENV
-from .ranker import announce_reload, load_warm, rank_ahead, release_memory
 from .seed import Seed, seed_store
 from .sessions import SessionError, open_store
 from .users import SecretError, load_secret

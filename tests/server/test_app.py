@@ -20,8 +20,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 import indexer
 from indexer.model import Model
 from server import app as app_module
+from server import completer as completer_module
 from server import connection
-from server import ranker as ranker_module
 from server.app import create_app
 from server.config import ServerConfig
 from server.sessions import MemorySessionStore
@@ -184,13 +184,13 @@ async def test_a_submit_costs_the_store_one_write_and_no_read(slow_server: str, 
 async def test_a_submit_is_written_once_the_keystroke_after_it_is_answered(
     slow_server: str, history_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rank = ranker_module.rank_keystroke
+    rank = completer_module.rank_keystroke
 
     def slow_rank(*args: Any) -> Any:  # half a second per keystroke
         time.sleep(0.5)
         return rank(*args)
 
-    monkeypatch.setattr(ranker_module, "rank_keystroke", slow_rank)
+    monkeypatch.setattr(completer_module, "rank_keystroke", slow_rank)
     prev, prefix = history_pair
     async with connect(f"ws://{slow_server}/ws") as ws:
         await recv_json(ws)

@@ -199,8 +199,8 @@ async def test_a_prefix_someone_else_typed_is_answered_as_one_nobody_typed(
     served: tuple[str, Starlette], oracle_model: Model
 ) -> None:
     address, app = served
-    ranker = app.state.qac.ranker
-    fresh = ranker.fresh
+    completer = app.state.qac.completer
+    fresh = completer.fresh
     ahead = oracle_model.labels.heaviest_prefixes(ServerConfig().fresh_answers + 50)
     table = {p: fresh.get(p) for p in ahead}
     typed = ["zanzibar f", "qzx", "new yor", *ahead[-60:]]  # some ranked ahead, most not
@@ -209,7 +209,7 @@ async def test_a_prefix_someone_else_typed_is_answered_as_one_nobody_typed(
         stranger += [http.get("/complete", params={"prefix": p}).json() for p in typed]
     # What answers at once is fixed when the model is loaded: the stranger's keystrokes put
     # nothing in it, so a probe cannot find them there.
-    assert ranker.fresh is fresh and {p: fresh.get(p) for p in ahead} == table
+    assert completer.fresh is fresh and {p: fresh.get(p) for p in ahead} == table
     assert fresh.get("zanzibar f") is None and fresh.get("qzx") is None
     probes = await answers(address, [("zanzibar f", []), ("zanzibar g", [])])
     # and the time the server reports is coarse: a hit and a miss look alike.

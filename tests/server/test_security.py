@@ -25,7 +25,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import server.app as app_module
-import server.ranker as ranker_module
+import server.completer as completer_module
 from indexer.model import Model
 from server.app import create_app
 from server.config import ServerConfig, redact_url
@@ -305,12 +305,12 @@ async def test_an_address_is_charged_the_cpu_time_of_its_rankings(
     at once gets three keystrokes ranked, then rate_limited on the WebSocket and 429 on
     GET /complete; another address is served."""
     ticks = iter(range(1_000_000))
-    monkeypatch.setattr(ranker_module, "CPU_CLOCK", lambda: next(ticks) * 0.1)  # read twice a ranking
+    monkeypatch.setattr(completer_module, "CPU_CLOCK", lambda: next(ticks) * 0.1)  # read twice a ranking
     config = ServerConfig(index=str(small_model_dir), address_cpu_rate=0.001, address_cpu_burst=250)
     app = create_app(config)
     with running(app, config) as server:
         prefixes = [f"xq{c}" for c in "abcdefgh"]  # nobody logged them: each is ranked
-        assert not any(app.state.qac.ranker.fresh.get(p) for p in prefixes)
+        assert not any(app.state.qac.completer.fresh.get(p) for p in prefixes)
         async with connect(f"ws://{server}/ws") as ws:
             await recv_json(ws)
             answers = []
@@ -356,18 +356,18 @@ async def test_complete_requests_ranked_on_the_event_loop_wait_their_turn_in_the
     config = ServerConfig(index=str(small_model_dir), complete_queue=2)
     assert config.rank_threads == 0
     app = create_app(config)
-    real = ranker_module._fresh
+    real = completer_module._fresh
 
     def slow(*args: Any) -> Any:  # a ranking that holds the event loop for 0.1 s
         time.sleep(0.1)
         return real(*args)
 
-    monkeypatch.setattr(ranker_module, "_fresh", slow)
+    monkeypatch.setattr(completer_module, "_fresh", slow)
     with running(app, config) as server:
         async with httpx.AsyncClient(base_url=f"http://{server}", timeout=30) as http:
             # Prefixes nobody logged: none is ranked ahead, each is ranked on the spot.
             prefixes = [f"xq{c}" for c in "abcdefghijkl"]
-            assert not any(app.state.qac.ranker.fresh.get(p) for p in prefixes)
+            assert not any(app.state.qac.completer.fresh.get(p) for p in prefixes)
             answers = await asyncio.gather(*(http.get("/complete", params={"prefix": p}) for p in prefixes))
     codes = [r.status_code for r in answers]
     # Requests read while one is ranked queue up to the bound; the others are refused at once.
@@ -379,14 +379,14 @@ async def test_complete_answers_503_when_its_ranking_queue_is_full(small_model_d
     app = create_app(config)
     release = threading.Event()
     with running(app, config) as server:
-        ranker = app.state.qac.ranker
-        real = ranker.complete
+        completer = app.state.qac.completer
+        real = completer.complete
 
         async def stuck(*args: Any, **kwargs: Any) -> Any:
             await asyncio.to_thread(release.wait, 30)
             return await real(*args, **kwargs)
 
-        ranker.complete = stuck
+        completer.complete = stuck
         async with httpx.AsyncClient(base_url=f"http://{server}", timeout=30) as http:
             first = asyncio.create_task(http.get("/complete", params={"prefix": "a"}))
             for _ in range(500):

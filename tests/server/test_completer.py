@@ -14,13 +14,20 @@ import pytest
 from websockets.asyncio.client import connect
 
 import indexer
-import server.ranker as ranker_module
+import server.completer as completer_module
 from indexer.blocklist import Blocklist
 from indexer.model import Completion, Model
 from indexer.personal import PersonalEntry, PersonalHistory
 from server.app import create_app
+from server.completer import (
+    FULL_COLLECTION_AFTER,
+    Completer,
+    FreshAnswers,
+    announce_reload,
+    load_warm,
+    read_announcement,
+)
 from server.config import ServerConfig
-from server.ranker import FULL_COLLECTION_AFTER, FreshAnswers, Ranker, announce_reload, load_warm, read_announcement
 from tests.support import recv_json, running
 
 pytestmark = pytest.mark.anyio
@@ -45,29 +52,29 @@ async def test_a_request_in_flight_finishes_on_its_model_while_the_next_gets_the
     other_model_dir: Path,
 ) -> None:
     slow = SlowModel()
-    ranker = Ranker(slow, "slow", threads=2, k=10, fresh_size=0)  # type: ignore[arg-type]
+    completer = Completer(slow, "slow", threads=2, k=10, fresh_size=0)  # type: ignore[arg-type]
     try:
-        in_flight = asyncio.create_task(ranker.complete("a", []))
+        in_flight = asyncio.create_task(completer.complete("a", []))
         await asyncio.to_thread(slow.started.wait, 5)
-        old, new = await ranker.reload(str(other_model_dir))
-        after = await ranker.complete("a", [])
+        old, new = await completer.reload(str(other_model_dir))
+        after = await completer.complete("a", [])
         slow.release.set()
         before = await in_flight
     finally:
         slow.release.set()
-        ranker.close()
+        completer.close()
     assert old == "slow" and new == after.version != "slow"
     assert before.version == "slow"
 
 
 async def test_a_failed_reload_keeps_the_model(small_model: Model) -> None:
-    ranker = Ranker(small_model, "small", threads=0, k=10)
+    completer = Completer(small_model, "small", threads=0, k=10)
     try:
         with pytest.raises(indexer.ModelError):
-            await ranker.reload("/no/such/model")
-        assert ranker.version == small_model.version and ranker.index == "small"
+            await completer.reload("/no/such/model")
+        assert completer.version == small_model.version and completer.index == "small"
     finally:
-        ranker.close()
+        completer.close()
 
 
 async def test_workers_follow_a_reload_announced_by_another(
@@ -75,8 +82,8 @@ async def test_workers_follow_a_reload_announced_by_another(
 ) -> None:
     announcements = tmp_path / "reload"
     start = announce_reload(announcements, "small")
-    one = Ranker(small_model, "small", threads=0, k=10, reload_file=str(announcements), announced=start)
-    two = Ranker(small_model, "small", threads=0, k=10, reload_file=str(announcements), announced=start)
+    one = Completer(small_model, "small", threads=0, k=10, reload_file=str(announcements), announced=start)
+    two = Completer(small_model, "small", threads=0, k=10, reload_file=str(announcements), announced=start)
     following = asyncio.create_task(two.follow(interval=0.02))
     try:
         await one.reload(str(other_model_dir))
@@ -112,14 +119,14 @@ def queries(completions: Sequence[Completion]) -> list[str]:
 async def test_context_says_whether_the_history_changed_what_a_fresh_session_gets(
     small_model: Model, history_pair: tuple[str, str], neutral_pair: tuple[str, str]
 ) -> None:
-    ranker = Ranker(small_model, "small", threads=0, k=10)
+    completer = Completer(small_model, "small", threads=0, k=10)
     try:
-        unasked = await ranker.complete(history_pair[1], [history_pair[0]])
-        alone = await ranker.complete(history_pair[1], [], PersonalHistory([], 0.0), context=True)
-        changed = await ranker.complete(history_pair[1], [history_pair[0]], context=True)
-        same = await ranker.complete(neutral_pair[1], [neutral_pair[0]], context=True)
+        unasked = await completer.complete(history_pair[1], [history_pair[0]])
+        alone = await completer.complete(history_pair[1], [], PersonalHistory([], 0.0), context=True)
+        changed = await completer.complete(history_pair[1], [history_pair[0]], context=True)
+        same = await completer.complete(neutral_pair[1], [neutral_pair[0]], context=True)
     finally:
-        ranker.close()
+        completer.close()
     assert unasked.context is None and queries(unasked.items) == queries(changed.items)
     assert alone.context is False
     assert changed.context is True
@@ -132,11 +139,11 @@ async def test_context_counts_the_users_personal_history(small_model: Model) -> 
     fresh = queries(small_model.complete("b"))
     mine = next(q for q in small_model.labels.keys if q.startswith("b") and q not in fresh)
     personal = PersonalHistory([PersonalEntry(mine, 5, 1000.0)], 1000.0)
-    ranker = Ranker(small_model, "small", threads=0, k=10)
+    completer = Completer(small_model, "small", threads=0, k=10)
     try:
-        ranked = await ranker.complete("B", [], personal, context=True)
+        ranked = await completer.complete("B", [], personal, context=True)
     finally:
-        ranker.close()
+        completer.close()
     assert mine in queries(ranked.items)
     assert ranked.context is True
 
@@ -145,14 +152,14 @@ async def test_the_fresh_answer_comes_from_the_table_by_normalized_prefix(
     small_model: Model, neutral_pair: tuple[str, str]
 ) -> None:
     prev, prefix = neutral_pair
-    ranker = Ranker(small_model, "small", threads=0, k=10)
+    completer = Completer(small_model, "small", threads=0, k=10)
     try:
-        first = await ranker.complete(prefix.upper() + "!", [prev], context=True)
-        ranked_ahead = ranker.fresh.get(prefix)
-        ranker._fresh = FreshAnswers({prefix: (Completion("not what the model says", 1.0),)})
-        second = await ranker.complete(prefix, [prev], context=True)
+        first = await completer.complete(prefix.upper() + "!", [prev], context=True)
+        ranked_ahead = completer.fresh.get(prefix)
+        completer._fresh = FreshAnswers({prefix: (Completion("not what the model says", 1.0),)})
+        second = await completer.complete(prefix, [prev], context=True)
     finally:
-        ranker.close()
+        completer.close()
     assert first.context is False and ranked_ahead is not None and queries(ranked_ahead) == queries(first.items)
     assert second.context is True  # compared with the table's answer, not ranked again
 
@@ -162,19 +169,19 @@ async def test_an_answer_ranked_ahead_is_given_without_a_ranking_thread(small_mo
         def submit(self, *args: Any, **kwargs: Any) -> Future[Any]:
             raise AssertionError("sent to a ranking thread")
 
-    ranker = Ranker(small_model, "small", threads=1, k=10)
-    assert ranker.fresh.get("we") is not None and ranker.fresh.get("wezq") is None
+    completer = Completer(small_model, "small", threads=1, k=10)
+    assert completer.fresh.get("we") is not None and completer.fresh.get("wezq") is None
     try:
-        first = await ranker.complete("we", [])
-        ranker._pool, pool = NoThreads(), ranker._pool
-        again = await ranker.complete("We", [], context=True)
+        first = await completer.complete("we", [])
+        completer._pool, pool = NoThreads(), completer._pool
+        again = await completer.complete("We", [], context=True)
         with pytest.raises(AssertionError, match="ranking thread"):
-            await ranker.complete("we", ["weather"])  # a history is ranked
+            await completer.complete("we", ["weather"])  # a history is ranked
         with pytest.raises(AssertionError, match="ranking thread"):
-            await ranker.complete("wezq", [])  # not ranked ahead
+            await completer.complete("wezq", [])  # not ranked ahead
     finally:
-        ranker._pool = pool
-        ranker.close()
+        completer._pool = pool
+        completer.close()
     assert again.items == first.items == small_model.complete("we") and again.context is False
 
 
@@ -183,32 +190,32 @@ async def test_by_default_keystrokes_are_ranked_on_the_event_loops_thread(
 ) -> None:
     ranked_on: list[int] = []
     for name in ("rank_keystroke", "_fresh"):
-        real = getattr(ranker_module, name)
+        real = getattr(completer_module, name)
 
         def spy(*args: Any, real: Any = real) -> Any:
             ranked_on.append(threading.get_ident())
             return real(*args)
 
-        monkeypatch.setattr(ranker_module, name, spy)
-    ranker = Ranker(small_model, "small", threads=ServerConfig().rank_threads, k=10)
+        monkeypatch.setattr(completer_module, name, spy)
+    completer = Completer(small_model, "small", threads=ServerConfig().rank_threads, k=10)
     try:
-        answers = [await ranker.complete("wezq", []), await ranker.complete("we", ["weather"])]
+        answers = [await completer.complete("wezq", []), await completer.complete("we", ["weather"])]
     finally:
-        ranker.close()
+        completer.close()
     assert ranked_on == [threading.get_ident()] * 2
     assert [a.items for a in answers] == [small_model.complete("wezq"), small_model.complete("we", ["weather"])]
 
 
 async def test_a_keystroke_without_history_is_answered_from_the_table(small_model: Model) -> None:
-    ranker = Ranker(small_model, "small", threads=0, k=10)
+    completer = Completer(small_model, "small", threads=0, k=10)
     try:
-        first = await ranker.complete("We", [], context=True)
-        assert first.items == small_model.complete("we") and ranker.fresh.get("we") == tuple(first.items)
-        ranker._fresh = FreshAnswers({"we": (Completion("what the table holds", 1.0),)})
-        again = await ranker.complete("we", [], PersonalHistory([], 0.0))
-        with_history = await ranker.complete("we", ["weather"])
+        first = await completer.complete("We", [], context=True)
+        assert first.items == small_model.complete("we") and completer.fresh.get("we") == tuple(first.items)
+        completer._fresh = FreshAnswers({"we": (Completion("what the table holds", 1.0),)})
+        again = await completer.complete("we", [], PersonalHistory([], 0.0))
+        with_history = await completer.complete("we", ["weather"])
     finally:
-        ranker.close()
+        completer.close()
     assert queries(again.items) == ["what the table holds"] and again.context is None
     assert "what the table holds" not in queries(with_history.items)  # a history is ranked
 
@@ -224,39 +231,39 @@ def test_fresh_answers_are_those_of_the_most_typed_prefixes(small_model: Model) 
 async def test_no_traffic_changes_which_answers_are_ranked_ahead(small_model: Model) -> None:
     # Were a stranger's keystrokes to fill the table, how fast a probe is answered would tell
     # what others typed (docs/METHOD.md, "Privacy").
-    ranker = Ranker(small_model, "small", threads=0, k=10, fresh_size=20)
-    fresh = ranker.fresh
+    completer = Completer(small_model, "small", threads=0, k=10, fresh_size=20)
+    fresh = completer.fresh
     ahead = {p: fresh.get(p) for p in small_model.labels.heaviest_prefixes(40)}
     try:
         for prefix in [*ahead, "wezq", "zanzibar f", "new yo"]:
             for history in ([], ["weather"]):
-                await ranker.complete(prefix, history, context=True)
+                await completer.complete(prefix, history, context=True)
     finally:
-        ranker.close()
-    assert ranker.fresh is fresh and len(fresh) == 20
+        completer.close()
+    assert completer.fresh is fresh and len(fresh) == 20
     assert {p: fresh.get(p) for p in ahead} == ahead and fresh.get("wezq") is None
 
 
 async def test_fresh_answers_are_ranked_again_for_a_new_model_or_blocklist(
     small_model: Model, other_model_dir: Path
 ) -> None:
-    ranker = Ranker(small_model, "small", threads=0, k=10, fresh_size=30)
+    completer = Completer(small_model, "small", threads=0, k=10, fresh_size=30)
     try:
-        kept = ranker.fresh
-        await ranker.reload(str(other_model_dir))
-        reloaded = ranker.fresh
+        kept = completer.fresh
+        await completer.reload(str(other_model_dir))
+        reloaded = completer.fresh
         assert reloaded is not kept and len(reloaded) == 30
-        assert reloaded.get("a") == tuple(ranker.model.complete("a"))
-        ranker.set_extra_blocklist(Blocklist(["weather"]))
-        assert len(ranker.fresh) == 0  # ranked in a thread meanwhile; every keystroke is ranked
-        assert not any("weather" in c.query for c in (await ranker.complete("w", [])).items)
-        assert ranker._filling is not None
-        await ranker._filling
-        assert len(ranker.fresh) == 30 and ranker.fresh.get("w") == tuple(
-            ranker.model.complete("w", blocklist=ranker.blocklist))
-        assert not any("weather" in c.query for c in ranker.fresh.get("w") or ())
+        assert reloaded.get("a") == tuple(completer.model.complete("a"))
+        completer.set_extra_blocklist(Blocklist(["weather"]))
+        assert len(completer.fresh) == 0  # ranked in a thread meanwhile; every keystroke is ranked
+        assert not any("weather" in c.query for c in (await completer.complete("w", [])).items)
+        assert completer._filling is not None
+        await completer._filling
+        assert len(completer.fresh) == 30 and completer.fresh.get("w") == tuple(
+            completer.model.complete("w", blocklist=completer.blocklist))
+        assert not any("weather" in c.query for c in completer.fresh.get("w") or ())
     finally:
-        ranker.close()
+        completer.close()
 
 
 def test_a_loaded_model_is_frozen_out_of_the_cyclic_collector(small_model_dir: Path) -> None:
@@ -276,29 +283,29 @@ def test_a_loaded_model_is_frozen_out_of_the_cyclic_collector(small_model_dir: P
 
 async def test_the_files_given_at_start_rank_the_fresh_answers_once(small_model: Model) -> None:
     files = Blocklist(["weather"])
-    ranker = Ranker(small_model, "small", threads=0, k=10, fresh_size=30, extra=files)
+    completer = Completer(small_model, "small", threads=0, k=10, fresh_size=30, extra=files)
     try:
-        fresh = ranker.fresh
-        assert len(fresh) == 30 and fresh.get("w") == tuple(small_model.complete("w", blocklist=ranker.blocklist))
+        fresh = completer.fresh
+        assert len(fresh) == 30 and fresh.get("w") == tuple(small_model.complete("w", blocklist=completer.blocklist))
         assert not any("weather" in c.query for c in fresh.get("w") or ())
-        ranker.set_extra_blocklist(Blocklist(["weather"]))  # the same files: nothing to rank again
-        assert ranker.fresh is fresh and ranker._filling is None
+        completer.set_extra_blocklist(Blocklist(["weather"]))  # the same files: nothing to rank again
+        assert completer.fresh is fresh and completer._filling is None
     finally:
-        ranker.close()
+        completer.close()
 
 
 def test_fresh_answers_ranked_ahead_are_taken_once_by_a_ranker_of_the_same_model(small_model: Model) -> None:
-    """What the supervisor ranks before forking is what the worker's ranker serves (shared
+    """What the supervisor ranks before forking is what the worker's completer serves (shared
     pages), only for the same model, lists, k and size, and only once (a reload ranks anew)."""
-    ranker_module.rank_ahead(small_model, Blocklist(), 10, 64)
-    ahead = ranker_module._ranked_ahead
+    completer_module.rank_ahead(small_model, Blocklist(), 10, 64)
+    ahead = completer_module._ranked_ahead
     assert ahead is not None
-    ranker = Ranker(small_model, "small", threads=0, k=10, fresh_size=64)
-    assert ranker.fresh is ahead[4] and ranker_module._ranked_ahead is None
-    again = Ranker(small_model, "small", threads=0, k=10, fresh_size=64)
+    completer = Completer(small_model, "small", threads=0, k=10, fresh_size=64)
+    assert completer.fresh is ahead[4] and completer_module._ranked_ahead is None
+    again = Completer(small_model, "small", threads=0, k=10, fresh_size=64)
     assert again.fresh is not ahead[4] and len(again.fresh) == len(ahead[4])
     for k, size, extra in ((5, 64, Blocklist()), (10, 32, Blocklist()), (10, 64, Blocklist(["zzz"]))):
-        ranker_module.rank_ahead(small_model, Blocklist(), 10, 64)
-        ahead = ranker_module._ranked_ahead
+        completer_module.rank_ahead(small_model, Blocklist(), 10, 64)
+        ahead = completer_module._ranked_ahead
         assert ahead is not None
-        assert Ranker(small_model, "small", threads=0, k=k, fresh_size=size, extra=extra).fresh is not ahead[4]
+        assert Completer(small_model, "small", threads=0, k=k, fresh_size=size, extra=extra).fresh is not ahead[4]

@@ -102,7 +102,7 @@ _ranked_ahead: tuple[Model, Blocklist | None, int, int, FreshAnswers] | None = N
 
 def rank_ahead(model: Model, extra: Blocklist, k: int, size: int) -> None:
     """Rank the fresh answers of ``model`` with ``extra`` (the ``--blocklist`` and ``--sensitive``
-    files) now, in the supervisor before it forks the workers: the first :class:`Ranker` of the
+    files) now, in the supervisor before it forks the workers: the first :class:`Completer` of the
     same model, lists, ``k`` and ``size`` takes them instead of ranking its own, and the workers
     share their pages (ranking them in each worker made ~13 MB of it private)."""
     global _ranked_ahead
@@ -110,7 +110,7 @@ def rank_ahead(model: Model, extra: Blocklist, k: int, size: int) -> None:
     _ranked_ahead = (model, blocklist, k, size, FreshAnswers.ranked(model, blocklist, k, size))
 
 
-class Ranker:
+class Completer:
     """Holds the current model; ranks on the event loop or a small thread pool; swaps models on reload."""
 
     def __init__(self, model: Model, index: str, *, threads: int, k: int,
