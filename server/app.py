@@ -75,7 +75,7 @@ def create_app(config: ServerConfig, *, model: Model | None = None, seed: Seed |
         loaded, index, announced = await _initial_model(config, model)
         model = None  # from here the completer alone holds it, so that a reload frees it
         signer = Signer(server_secret(config))
-        store = open_store(config.sessions, config.session_ttl, config.max_history, config.max_sessions,
+        store = open_store(config.sessions, config.session_ttl, config.session_queries, config.max_sessions,
                            config.redis_pool)
         history = open_history(config.sessions, max_entries=config.history_max, ttl=config.history_days * 86400,
                                anonymous_max=config.history_anonymous_max, pool=config.redis_pool)
@@ -144,7 +144,7 @@ def create_app(config: ServerConfig, *, model: Model | None = None, seed: Seed |
         Route("/static/{name:path}", asset),
         Route("/{name:path}", asset),
     ]
-    body_limits = {"/complete": complete_body_limit(config.max_body, config.max_prefix, config.max_history)}
+    body_limits = {"/complete": complete_body_limit(config.max_body, config.max_prefix, config.session_queries)}
     middleware = [Middleware(expose_abort), Middleware(SecurityHeaders, headers=security_headers(config)),
                   Middleware(ForwardedFor, trusted=config.forwarded_allow_ips),
                   Middleware(BodyLimit, default=config.max_body, limits=body_limits)]
@@ -338,7 +338,7 @@ async def complete(request: Request) -> Response:
     if longest > config.max_prefix:
         return _error(400, protocol.TOO_LONG, f"a parameter of {longest} characters; the limit is "
                       f"{config.max_prefix}")
-    history = [h for h in map(normalize, prev) if h][-config.max_history:]
+    history = [h for h in map(normalize, prev) if h][-config.session_queries:]
     address = client_address(request)
     if not state.limits.cpu_ready(address):  # it owes ranking CPU time
         state.metrics.errors.labels(protocol.RATE_LIMITED).inc()

@@ -15,10 +15,10 @@ class BodyTooLarge(Exception):
     """Raised by the capped ``receive`` once a body passes its cap."""
 
 
-def complete_body_limit(max_body: int, max_prefix: int, max_history: int) -> int:
-    """Bytes a ``POST /complete`` body may hold: ``max_body`` plus a prefix and ``max_history``
+def complete_body_limit(max_body: int, max_prefix: int, max_queries: int) -> int:
+    """Bytes a ``POST /complete`` body may hold: ``max_body`` plus a prefix and ``max_queries``
     queries of ``max_prefix`` characters, each character JSON-escaped (``\\uXXXX``, 6 bytes)."""
-    return max_body + (max_history + 1) * max_prefix * 6
+    return max_body + (max_queries + 1) * max_prefix * 6
 
 
 class BodyLimit:

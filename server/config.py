@@ -38,10 +38,12 @@ def _paths(text: str) -> tuple[str, ...]:
 
 def _opt(
     default: Any, parse: Callable[[str], Any], help: str, flag: str | None = None, env: str | None = None,
-    **kw: Any,
+    old_env: str | None = None, **kw: Any,
 ) -> Any:
-    """A field with how to parse it from text, its help and (for CLI options) its flag name."""
-    return field(default=default, metadata={"parse": parse, "help": help, "flag": flag, "env": env}, **kw)
+    """A field with how to parse it from text, its help and (for CLI options) its flag name;
+    ``old_env``: the variable's former name, still read when the new one is unset."""
+    return field(default=default, metadata={"parse": parse, "help": help, "flag": flag, "env": env,
+                                            "old_env": old_env}, **kw)
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ class ServerConfig:
         "(clients that send no Origin, such as scripts, are always allowed)", flag="--allowed-origin",
         env="QAC_ALLOWED_ORIGIN")
     max_sessions: int = _opt(100_000, int, "sessions kept by the memory store; least recently used go first")
-    max_history: int = _opt(20, int, "queries kept per session, newest last")
+    session_queries: int = _opt(20, int, "queries kept per session, newest last", old_env="QAC_MAX_HISTORY")
     max_prefix: int = _opt(MAX_QUERY_CHARS, int, "longest prefix or submitted query, in characters (the "
                            "longest query the indexer keeps)")
     max_message: int = _opt(4096, int, "largest client frame, in bytes; a larger one closes the connection "
@@ -84,7 +86,7 @@ class ServerConfig:
     send_timeout: float = _opt(10.0, float, "seconds a send may wait on a client that does not read before "
                                "the connection is dropped")
     max_body: int = _opt(4096, int, "largest request body of POST /history/* and /admin/reload, in bytes (POST "
-                         "/complete's allows max_history+1 queries of max_prefix characters more); a larger one "
+                         "/complete's allows session_queries+1 queries of max_prefix characters more); a larger one "
                          "is answered 413 before it is read, and its connection closed")
     header_timeout: float = _opt(5.0, float, "seconds an HTTP connection may take to send a request's headers "
                                  "(and body), from its opening or from the first byte of a later request; "
@@ -170,7 +172,7 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be in 0..65535, got {self.port}")
-        for name in ("workers", "max_sessions", "max_history", "max_prefix", "max_message", "burst", "k",
+        for name in ("workers", "max_sessions", "session_queries", "max_prefix", "max_message", "burst", "k",
                      "max_connections", "history_max", "max_connections_per_address",
                      "address_burst", "complete_burst", "complete_queue", "store_failures", "redis_pool",
                      "history_anonymous_max", "submit_burst", "address_submit_burst", "max_body", "worker_healthcheck"):
@@ -223,14 +225,16 @@ class ServerConfig:
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             given = overrides.pop(f.name, None)
+            names = [env_name(f), *([f.metadata["old_env"]] if f.metadata["old_env"] else [])]
+            name = next((n for n in names if environ.get(n, "").strip()), None)
             if given is not None:
                 values[f.name] = given
-            elif environ.get(env_name(f), "").strip():
-                text = environ[env_name(f)]
+            elif name is not None:
+                text = environ[name]
                 try:
                     values[f.name] = f.metadata["parse"](text)
                 except ValueError as exc:
-                    raise ConfigError(f"{env_name(f)}={text!r}: {exc}") from exc
+                    raise ConfigError(f"{name}={text!r}: {exc}") from exc
         if overrides:
             raise TypeError(f"unknown configuration fields {sorted(overrides)}")
         return cls(**values)

@@ -481,7 +481,7 @@ class Connection:
         self._hear()
         if query:
             self._claimed = True
-            limit = self.state.config.max_history
+            limit = self.state.config.session_queries
             self._history = (self._history + [query])[-limit:]
             # Held back until the store takes it: never more than the history keeps.
             self._taken += 1
@@ -542,7 +542,7 @@ class Connection:
                     # What the store has, and the submits taken since that wait their turn.
                     stored = await store.history(self.session, self._owner)
                     later = [q for _, q in self._unsynced]
-                    self._remember((stored + later)[-self.state.config.max_history:])
+                    self._remember((stored + later)[-self.state.config.session_queries:])
                 else:
                     self._history_read = time.monotonic()
             except SessionError as exc:

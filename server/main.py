@@ -168,7 +168,7 @@ def _seed_shared(config: ServerConfig, seed: Seed) -> None:
 
 def _check_sessions(config: ServerConfig) -> None:
     async def ping() -> None:
-        store = open_store(config.sessions, config.session_ttl, config.max_history, config.max_sessions, 2)
+        store = open_store(config.sessions, config.session_ttl, config.session_queries, config.max_sessions, 2)
         try:
             await store.ping()
         finally:

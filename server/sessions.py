@@ -47,9 +47,9 @@ class SessionStore(ABC):
 
     kind: str
 
-    def __init__(self, ttl: float, max_history: int):
+    def __init__(self, ttl: float, max_queries: int):
         self.ttl = ttl
-        self.max_history = max_history
+        self.max_queries = max_queries
 
     @abstractmethod
     async def open(self, requested: str | None = None, create: bool = False,
@@ -96,8 +96,8 @@ def _name(sid: str, owner: str | None) -> str:
 class _Entry:
     __slots__ = ("history", "seen", "owner")
 
-    def __init__(self, max_history: int, now: float, owner: str | None):
-        self.history: deque[str] = deque(maxlen=max_history)
+    def __init__(self, max_queries: int, now: float, owner: str | None):
+        self.history: deque[str] = deque(maxlen=max_queries)
         self.seen = now
         self.owner = owner
 
@@ -107,9 +107,9 @@ class MemorySessionStore(SessionStore):
 
     kind = "memory"
 
-    def __init__(self, ttl: float, max_history: int, max_sessions: int,
+    def __init__(self, ttl: float, max_queries: int, max_sessions: int,
                  clock: Callable[[], float] = time.monotonic):
-        super().__init__(ttl, max_history)
+        super().__init__(ttl, max_queries)
         self.max_sessions = max_sessions
         self._clock = clock
         self._sessions: OrderedDict[str, _Entry] = OrderedDict()  # by _name()
@@ -145,7 +145,7 @@ class MemorySessionStore(SessionStore):
         entry = self._get(sid, owner)
         if entry is None:
             name = _name(sid, owner)
-            entry = self._sessions[name] = _Entry(self.max_history, self._clock(), owner)
+            entry = self._sessions[name] = _Entry(self.max_queries, self._clock(), owner)
             if owner is not None:
                 self._owned.setdefault(owner, set()).add(name)
             self._expire(entry.seen)
@@ -235,9 +235,9 @@ class RedisSessionStore(SessionStore):
 
     kind = "redis"
 
-    def __init__(self, url: str, ttl: float, max_history: int, prefix: str = "qac:",
+    def __init__(self, url: str, ttl: float, max_queries: int, prefix: str = "qac:",
                  clock: Callable[[], float] = time.time, pool: int = 64):
-        super().__init__(ttl, max_history)
+        super().__init__(ttl, max_queries)
         self.url = redact_url(url)
         self._raw_url = url
         self.prefix = prefix
@@ -292,7 +292,7 @@ class RedisSessionStore(SessionStore):
         # store costs a worker's event loop (0.2 against 0.35 ms of its CPU, BENCHMARKS.md#store-script).
         name = _name(sid, owner)
         keys = [self._key(name), self._live, *([self._owned(owner)] if owner is not None else [])]
-        args = [self.max_history, self._expire_seconds, repr(self._clock()), name, *queries[-self.max_history:]]
+        args = [self.max_queries, self._expire_seconds, repr(self._clock()), name, *queries[-self.max_queries:]]
         with redis_failures(SessionError, "session store", self._raw_url, "extend"):
             return int(await self._extend(keys=keys, args=args))
 
@@ -317,8 +317,8 @@ class RedisSessionStore(SessionStore):
         await self._redis.aclose()
 
 
-def open_store(url: str, ttl: float, max_history: int, max_sessions: int, pool: int = 64) -> SessionStore:
+def open_store(url: str, ttl: float, max_queries: int, max_sessions: int, pool: int = 64) -> SessionStore:
     """The store named by ``--sessions``: ``memory`` or a ``redis://`` URL."""
     if url == "memory":
-        return MemorySessionStore(ttl, max_history, max_sessions)
-    return RedisSessionStore(url, ttl, max_history, pool=pool)
+        return MemorySessionStore(ttl, max_queries, max_sessions)
+    return RedisSessionStore(url, ttl, max_queries, pool=pool)

@@ -292,7 +292,7 @@ async def test_a_reload_rolls_across_the_replicas_while_a_client_types(
     # It met both models on both replicas, and its history followed it throughout.
     seen = {(address, hello["index"]) for address, hello in typist.hellos}
     assert seen == {(r.address, v) for r in replicas for v in (old, new)}
-    cap = ServerConfig().max_history
+    cap = ServerConfig().session_queries
     assert [hello["history"] for _, hello in typist.hellos] == [min(i, cap) for i in range(len(typist.hellos))]
 
 
@@ -311,7 +311,7 @@ async def test_clients_of_a_killed_replica_resume_on_the_other_and_lose_no_ackno
     await asyncio.wait_for(asyncio.gather(*typing), 30)
 
     config = ServerConfig()
-    store = RedisSessionStore(redis_url, ttl=config.session_ttl, max_history=config.max_history)
+    store = RedisSessionStore(redis_url, ttl=config.session_ttl, max_queries=config.session_queries)
     try:
         async with httpx.AsyncClient(timeout=10) as http:
             for typist in typists:

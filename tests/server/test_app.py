@@ -119,8 +119,8 @@ class SlowStore(MemorySessionStore):
     opened: list[SlowStore] = []
     gate: threading.Event | None = None  # when a test sets one, writes wait for it instead of a second
 
-    def __init__(self, url: str, ttl: float, max_history: int, max_sessions: int, *_: Any) -> None:
-        super().__init__(ttl, max_history, max_sessions)
+    def __init__(self, url: str, ttl: float, max_queries: int, max_sessions: int, *_: Any) -> None:
+        super().__init__(ttl, max_queries, max_sessions)
         self.calls: list[str] = []
         self.written_at: list[float] = []  # time.monotonic() of each extend call
         SlowStore.opened.append(self)
@@ -255,7 +255,7 @@ async def test_an_ack_carries_the_history_and_whether_the_query_was_added(server
 
 
 async def test_history_keeps_the_newest_queries_only(small_model_dir: Path) -> None:
-    config = ServerConfig(index=str(small_model_dir), max_history=3)
+    config = ServerConfig(index=str(small_model_dir), session_queries=3)
     with running(create_app(config), config) as server:
         async with connect(f"ws://{server}/ws") as ws:
             await recv_json(ws)

@@ -180,8 +180,8 @@ class GatedStore(MemorySessionStore):
     writing = threading.Event()
     gate = threading.Event()
 
-    def __init__(self, url: str, ttl: float, max_history: int, max_sessions: int, *_: Any) -> None:
-        super().__init__(ttl, max_history, max_sessions)
+    def __init__(self, url: str, ttl: float, max_queries: int, max_sessions: int, *_: Any) -> None:
+        super().__init__(ttl, max_queries, max_sessions)
 
     async def extend(self, sid: str, queries: list[str], owner: str | None = None) -> int:
         GatedStore.writing.set()

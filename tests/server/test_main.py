@@ -194,3 +194,11 @@ def test_the_workers_share_the_model_the_supervisor_loaded(small_model_dir: Path
         for worker in workers:
             assert Path(f"/proc/{worker}/cmdline").read_bytes() == Path(f"/proc/{proc.pid}/cmdline").read_bytes()
             assert _rollup(worker)["Shared_Dirty"] > 10_000  # kB: the libraries' and the model's objects
+
+
+def test_a_renamed_variable_is_still_read_under_its_old_name() -> None:
+    """QAC_MAX_HISTORY is QAC_SESSION_QUERIES now (the session's queries, not the user's
+    history): the old name still works for a release, and the new one wins."""
+    assert ServerConfig.from_env({"QAC_MAX_HISTORY": "7"}).session_queries == 7
+    assert ServerConfig.from_env({"QAC_MAX_HISTORY": "7", "QAC_SESSION_QUERIES": "9"}).session_queries == 9
+    assert ServerConfig.from_env({}).session_queries == 20

@@ -62,8 +62,8 @@ class FlakyStore(MemorySessionStore):
 
     instances: list[FlakyStore] = []
 
-    def __init__(self, url: str, ttl: float, max_history: int, max_sessions: int, *_: Any) -> None:
-        super().__init__(ttl, max_history, max_sessions)
+    def __init__(self, url: str, ttl: float, max_queries: int, max_sessions: int, *_: Any) -> None:
+        super().__init__(ttl, max_queries, max_sessions)
         self.down = False
         self.writes: list[list[str]] = []
         FlakyStore.instances.append(self)
@@ -448,7 +448,7 @@ async def test_binary_frames_count_against_the_size_and_the_rate(small_model_dir
 async def test_held_back_submits_are_capped_and_written_back_in_one_round_trip(
     small_model_dir: Path, flaky: list[FlakyStore]
 ) -> None:
-    config = ServerConfig(index=str(small_model_dir), max_history=5, store_failures=1)
+    config = ServerConfig(index=str(small_model_dir), session_queries=5, store_failures=1)
     with running(create_app(config), config) as server:
         (store,) = flaky
         async with connect(f"ws://{server}/ws") as ws:

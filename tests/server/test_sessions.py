@@ -32,12 +32,12 @@ async def make_store(request: pytest.FixtureRequest) -> AsyncIterator[Callable[.
     """Build a store of either kind with a fake clock; closes what it built."""
     made: list[SessionStore] = []
 
-    def make(ttl: float = 60, max_history: int = 3, clock: Clock | None = None) -> SessionStore:
+    def make(ttl: float = 60, max_queries: int = 3, clock: Clock | None = None) -> SessionStore:
         clock = clock or Clock()
         if request.param == "memory":
-            store: SessionStore = MemorySessionStore(ttl, max_history, max_sessions=100, clock=clock)
+            store: SessionStore = MemorySessionStore(ttl, max_queries, max_sessions=100, clock=clock)
         else:
-            store = RedisSessionStore(request.getfixturevalue("redis_url"), ttl, max_history, clock=clock)
+            store = RedisSessionStore(request.getfixturevalue("redis_url"), ttl, max_queries, clock=clock)
         made.append(store)
         return store
 
@@ -62,7 +62,7 @@ async def test_a_new_session_starts_empty(make_store: Callable[..., SessionStore
 
 
 async def test_history_keeps_the_newest_queries_oldest_first(make_store: Callable[..., SessionStore]) -> None:
-    store = make_store(max_history=3)
+    store = make_store(max_queries=3)
     sid, _ = await store.open()
     lengths = [await store.append(sid, q) for q in ["a", "b", "c", "d", "e"]]
     assert lengths == [1, 2, 3, 3, 3]
@@ -99,7 +99,7 @@ async def test_unknown_and_malformed_ids_get_a_new_session(make_store: Callable[
 
 
 async def test_memory_store_drops_the_least_recently_used_session_first() -> None:
-    store = MemorySessionStore(ttl=60, max_history=3, max_sessions=2, clock=Clock())
+    store = MemorySessionStore(ttl=60, max_queries=3, max_sessions=2, clock=Clock())
     a, _ = await store.open()
     b, _ = await store.open()
     await store.append(a, "used lately")
@@ -111,7 +111,7 @@ async def test_memory_store_drops_the_least_recently_used_session_first() -> Non
 
 
 async def test_a_session_belongs_to_the_user_it_was_opened_under(make_store: Callable[..., SessionStore]) -> None:
-    store = make_store(max_history=5)
+    store = make_store(max_queries=5)
     sid, _ = await store.open(owner="a:alice")
     await store.append(sid, "alice's query", owner="a:alice")
     assert await store.open(sid, owner="a:alice") == (sid, ["alice's query"])
@@ -126,7 +126,7 @@ async def test_a_session_belongs_to_the_user_it_was_opened_under(make_store: Cal
 async def test_forget_deletes_every_session_of_the_user_and_no_other(
     make_store: Callable[..., SessionStore],
 ) -> None:
-    store = make_store(max_history=5)
+    store = make_store(max_queries=5)
     mine = [(await store.open(owner="s:bob"))[0] for _ in range(3)]
     for i, sid in enumerate(mine):
         await store.append(sid, f"bob {i}", owner="s:bob")
@@ -148,7 +148,7 @@ async def test_forget_deletes_every_session_of_the_user_and_no_other(
 async def test_forget_leaves_no_redis_key_of_the_user(redis_url: str) -> None:
     import redis.asyncio
 
-    store = RedisSessionStore(redis_url, ttl=120, max_history=5, prefix="f:")
+    store = RedisSessionStore(redis_url, ttl=120, max_queries=5, prefix="f:")
     client = redis.asyncio.from_url(redis_url, decode_responses=True)
     try:
         for _ in range(2):
@@ -164,8 +164,8 @@ async def test_forget_leaves_no_redis_key_of_the_user(redis_url: str) -> None:
 
 
 async def test_redis_store_shares_sessions_between_instances(redis_url: str) -> None:
-    one = RedisSessionStore(redis_url, ttl=60, max_history=5)
-    two = RedisSessionStore(redis_url, ttl=60, max_history=5)
+    one = RedisSessionStore(redis_url, ttl=60, max_queries=5)
+    two = RedisSessionStore(redis_url, ttl=60, max_queries=5)
     try:
         sid, _ = await one.open()
         await one.append(sid, "weather")
@@ -180,7 +180,7 @@ async def test_redis_store_shares_sessions_between_instances(redis_url: str) -> 
 async def test_redis_keys_expire_with_the_ttl(redis_url: str) -> None:
     import redis.asyncio
 
-    store = RedisSessionStore(redis_url, ttl=120, max_history=5, prefix="t:")
+    store = RedisSessionStore(redis_url, ttl=120, max_queries=5, prefix="t:")
     client = redis.asyncio.from_url(redis_url)
     try:
         sid, _ = await store.open()
@@ -192,7 +192,7 @@ async def test_redis_keys_expire_with_the_ttl(redis_url: str) -> None:
 
 
 async def test_an_unreachable_redis_raises_session_error() -> None:
-    store = RedisSessionStore(f"redis://127.0.0.1:{free_port()}/0", ttl=60, max_history=5)
+    store = RedisSessionStore(f"redis://127.0.0.1:{free_port()}/0", ttl=60, max_queries=5)
     try:
         with pytest.raises(SessionError, match="session store redis://"):
             await store.ping()
