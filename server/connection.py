@@ -4,8 +4,8 @@ Three tasks per connection: the reader parses frames and answers errors at once,
 keystroke in a one-slot mailbox, replacing (superseding) a keystroke not yet ranked, and
 hands submits and user frames (``server/users_ws.py``) to the store writer, which writes them
 to the stores and answers them in order; the completer takes the newest keystroke from the
-mailbox, ranks it with the session's history (and the user's personal history, when the
-connection has a user) and sends the suggestions. A submit changes the history the completer
+mailbox, ranks it with the session's queries (and the user's personal history, when the
+connection has a user) and sends the suggestions. A submit changes the session queries the completer
 sees at once, and no keystroke waits for a store: the writer writes a submit once the
 keystrokes received after it are answered. Query ids must increase on a connection, so
 answers never go backwards and the last keystroke is always answered.
@@ -123,7 +123,7 @@ OVER_LIMIT_GAP = 1.0  # a connection refused again within this many seconds is s
 OVER_LIMIT_PAUSE = 0.5  # longest a connection over its rate limit goes unread (< OVER_LIMIT_GAP)
 
 
-# How long a connection ranks with its own copy of the session's history before reading it
+# How long a connection ranks with its own copy of the session's queries before reading it
 # from the store again (which also refreshes the session's TTL). The copy follows this
 # connection's own submits at once; only another tab's submits wait for the refresh, which a
 # keystroke starts in the background and never waits for.
@@ -165,15 +165,15 @@ class Connection:
         self._store_lock = asyncio.Lock()  # one store call sequence at a time per connection
         self._last_id: int | None = None
         self._bucket = TokenBucket(state.config.rate, state.config.burst)
-        self._history: list[str] = []
-        self._history_read = 0.0  # time.monotonic() of the last read from the store
+        self._queries: list[str] = []
+        self._queries_read = 0.0  # time.monotonic() of the last read from the store
         # Submits not in the store yet (taken but not written, or made while it was down),
         # oldest first, each numbered: what _drop takes out while a write is on its way
         # leaves the others' numbers as they were.
         self._unsynced: list[tuple[int, str]] = []
         self._taken = 0  # submits numbered so far
         self._forgotten_upto = 0  # submits numbered up to this one were taken before a forget
-        self._refresh: asyncio.Task[bool] | None = None  # a read of the history a keystroke started
+        self._refresh: asyncio.Task[bool] | None = None  # a read of the session's queries a keystroke started
         # Frames that write to the stores (with the query of a submit or remove, normalized, and
         # a submit's number), answered in order by _store_loop so that a keystroke read after
         # one never waits for the store's round trip.
@@ -244,13 +244,13 @@ class Connection:
     async def _hello(self, restored: bool | None = None) -> None:
         config = self.state.config
         await self._send(protocol.hello(self.state.sign_session(self.session, self._issued),
-                                        self.state.completer.version, self._history, max_prefix=config.max_prefix,
+                                        self.state.completer.version, self._queries, max_prefix=config.max_prefix,
                                         rate=config.rate, burst=config.burst, restored=restored))
 
     async def _resume(self, msg: Resume) -> None:
         """Resume the session a signed id names, then hello again. An id this server did not
         sign is refused (``bad_session``) and the connection keeps its fresh session. Without a
-        store, a signed id is kept with no history (it is ours, so no one chose it)."""
+        store, a signed id is kept with no queries (it is ours, so no one chose it)."""
         if not self._resumable:
             raise ProtocolError(protocol.BAD_MESSAGE, "resume must come before any query or submit",
                                 frame_type="resume")
@@ -267,11 +267,11 @@ class Connection:
         if health.up:
             try:
                 async with self._store_lock:
-                    session, history = await self.state.store.open(requested, create=young, owner=self._owner)
+                    session, queries = await self.state.store.open(requested, create=young, owner=self._owner)
                 health.answered()
                 self.session = session
                 self._issued = issued if session == requested else time.time()
-                self._remember(history)
+                self._remember(queries)
                 opened = True
             except SessionError as exc:
                 health.failed(exc)
@@ -282,11 +282,11 @@ class Connection:
         self._claimed = True
         # Whether the store gave queries back: a client that held some learns they are gone
         # (expired, or lost with a restart of a server on the memory store). Unknown: left out.
-        await self._hello(restored=bool(self._history) if opened else None)
+        await self._hello(restored=bool(self._queries) if opened else None)
 
-    def _remember(self, history: list[str]) -> None:
-        self._history = list(history)
-        self._history_read = time.monotonic()
+    def _remember(self, queries: list[str]) -> None:
+        self._queries = list(queries)
+        self._queries_read = time.monotonic()
 
     async def _send(self, text: str) -> None:
         if self._gone:
@@ -423,7 +423,7 @@ class Connection:
             answer = await self.user.handle(msg)
             session = None if isinstance(msg, Remove) else self._follow_user(isinstance(msg, Forget))
         # After a remove, the session's queries as they are now: a page redraws what it shows.
-        return protocol.user(*answer, session=session, queries=self._history if isinstance(msg, Remove) else None)
+        return protocol.user(*answer, session=session, queries=self._queries if isinstance(msg, Remove) else None)
 
     def _follow_user(self, forgot: bool) -> str | None:
         """After a ``user`` or ``forget`` frame: a new session unless this one is the user's (or
@@ -448,11 +448,11 @@ class Connection:
         queries goes; if they may have been, it is read again before long."""
         news, self.user.news = self.user.news, None
         if news:
-            self._history = []
+            self._queries = []
             self._unsynced.clear()
             self._forgotten_upto = self._taken
         if news is not None:
-            self._history_read = -math.inf
+            self._queries_read = -math.inf
 
     async def _keystrokes_first(self) -> None:
         """Wait until the keystrokes received so far are answered, at most
@@ -477,22 +477,22 @@ class Connection:
         self._wake.set()
 
     def _add(self, query: str) -> None:
-        """A submitted (normalized) query joins this connection's copy of the history."""
+        """A submitted (normalized) query joins this connection's copy of the session's queries."""
         self._hear()
         if query:
             self._claimed = True
             limit = self.state.config.session_queries
-            self._history = (self._history + [query])[-limit:]
-            # Held back until the store takes it: never more than the history keeps.
+            self._queries = (self._queries + [query])[-limit:]
+            # Held back until the store takes it: never more than the session keeps.
             self._taken += 1
             self._unsynced.append((self._taken, query))
             del self._unsynced[:-limit]
             self.state.metrics.submits.inc()
 
     def _drop(self, query: str) -> None:
-        """A removed query leaves this session's history too, so nothing suggests it again here."""
-        if query in self._history:
-            self._history = [q for q in self._history if q != query]
+        """A removed query leaves this session's queries too, so nothing suggests it again here."""
+        if query in self._queries:
+            self._queries = [q for q in self._queries if q != query]
             self._unsynced = [(n, q) for n, q in self._unsynced if q != query]
 
     async def _submit(self, query: str, number: int) -> None:
@@ -502,7 +502,7 @@ class Connection:
         self._hear()
         if query and number > self._forgotten_upto:
             await self.user.record(query)
-        await self._send(protocol.ack(self._history, bool(query), stored))
+        await self._send(protocol.ack(self._queries, bool(query), stored))
 
     async def _discard(self, query: str) -> None:
         """A query :meth:`_drop` took out goes from the session store too."""
@@ -514,7 +514,7 @@ class Connection:
                     self.state.health.failed(exc)
 
     async def _sync(self) -> bool:
-        """Write held-back submits to the store and read the history back if it is due; whether
+        """Write held-back submits to the store and read the session's queries back if it is due; whether
         the store has everything. Never raises for the store."""
         health = self.state.health
         if not health.up:
@@ -523,7 +523,7 @@ class Connection:
         async with self._store_lock:
             # Checked once the lock is ours: the sync that held it (the store writer's, or one a
             # keystroke started) may have done it all. A keystroke right after a submit started
-            # a second sync, which read the whole history back: a Redis round trip per submit.
+            # a second sync, which read all the session's queries back: a Redis round trip per submit.
             self._hear()
             if self._synced():
                 return True
@@ -538,13 +538,13 @@ class Connection:
                     if self._forgotten_upto >= last:  # forgotten while on their way: they may have landed after
                         for forgotten in set(batch):
                             length = await store.discard(self.session, forgotten, self._owner)
-                if length != len(self._history):  # nothing written, or another tab wrote meanwhile
+                if length != len(self._queries):  # nothing written, or another tab wrote meanwhile
                     # What the store has, and the submits taken since that wait their turn.
-                    stored = await store.history(self.session, self._owner)
+                    stored = await store.queries(self.session, self._owner)
                     later = [q for _, q in self._unsynced]
                     self._remember((stored + later)[-self.state.config.session_queries:])
                 else:
-                    self._history_read = time.monotonic()
+                    self._queries_read = time.monotonic()
             except SessionError as exc:
                 health.failed(exc)
                 return False
@@ -553,7 +553,7 @@ class Connection:
 
     def _sync_soon(self) -> None:
         """Start :meth:`_sync` in the background if it is due and not running: a keystroke ranks
-        with the history this connection has (a store round trip under load was a few ms of
+        with the session's queries this connection has (a store round trip under load was a few ms of
         its p99, BENCHMARKS.md#store-writer) and the next one gets what the read found. Not while the store
         writer has frames to answer: it syncs after this keystroke is answered."""
         if (self._refresh is None or self._refresh.done()) and self.state.health.up and not self._queued_writes \
@@ -561,9 +561,9 @@ class Connection:
             self._refresh = asyncio.create_task(self._sync())
 
     def _synced(self) -> bool:
-        """Whether the store has every submit and the history was read less than
+        """Whether the store has every submit and the session's queries were read less than
         :data:`HISTORY_REFRESH_SECONDS` ago: nothing for a sync to do."""
-        return not self._unsynced and time.monotonic() - self._history_read < HISTORY_REFRESH_SECONDS
+        return not self._unsynced and time.monotonic() - self._queries_read < HISTORY_REFRESH_SECONDS
 
     async def _rank_loop(self) -> None:
         while True:
@@ -586,7 +586,7 @@ class Connection:
         self._sync_soon()
         personal = await self.user.personal()
         try:
-            ranked = await self.state.completer.complete(query.prefix, self._history, personal, context=query.context)
+            ranked = await self.state.completer.complete(query.prefix, self._queries, personal, context=query.context)
         except Exception:
             log.exception("ranking %r failed", query.prefix)
             metrics.errors.labels(protocol.INTERNAL).inc()

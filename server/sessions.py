@@ -58,11 +58,11 @@ class SessionStore(ABC):
         history. With ``create``, a ``requested`` id that is not alive is started under that id."""
 
     @abstractmethod
-    async def history(self, sid: str, owner: str | None = None) -> list[str]:
+    async def queries(self, sid: str, owner: str | None = None) -> list[str]:
         """The session's queries, oldest first (empty if expired)."""
 
     async def append(self, sid: str, query: str, owner: str | None = None) -> int:
-        """Append a normalized query; the length of the history afterwards."""
+        """Append a normalized query; how many queries the session holds afterwards."""
         return await self.extend(sid, [query], owner)
 
     @abstractmethod
@@ -94,10 +94,10 @@ def _name(sid: str, owner: str | None) -> str:
 
 
 class _Entry:
-    __slots__ = ("history", "seen", "owner")
+    __slots__ = ("queries", "seen", "owner")
 
     def __init__(self, max_queries: int, now: float, owner: str | None):
-        self.history: deque[str] = deque(maxlen=max_queries)
+        self.queries: deque[str] = deque(maxlen=max_queries)
         self.seen = now
         self.owner = owner
 
@@ -156,27 +156,27 @@ class MemorySessionStore(SessionStore):
         if valid_session_id(requested):
             entry = self._get(requested, owner)
             if entry is not None:
-                return requested, list(entry.history)
+                return requested, list(entry.queries)
         sid = requested if create and valid_session_id(requested) else new_session_id()
         self._ensure(sid, owner)
         return sid, []
 
-    async def history(self, sid: str, owner: str | None = None) -> list[str]:
+    async def queries(self, sid: str, owner: str | None = None) -> list[str]:
         entry = self._get(sid, owner)
-        return list(entry.history) if entry is not None else []
+        return list(entry.queries) if entry is not None else []
 
     async def extend(self, sid: str, queries: list[str], owner: str | None = None) -> int:
         entry = self._ensure(sid, owner)
-        entry.history.extend(queries)
-        return len(entry.history)
+        entry.queries.extend(queries)
+        return len(entry.queries)
 
     async def discard(self, sid: str, query: str, owner: str | None = None) -> int:
         entry = self._get(sid, owner)
         if entry is None:
             return 0
-        kept = [q for q in entry.history if q != query]
-        entry.history.clear()
-        entry.history.extend(kept)
+        kept = [q for q in entry.queries if q != query]
+        entry.queries.clear()
+        entry.queries.extend(kept)
         return len(kept)
 
     async def forget(self, owner: str) -> int:
@@ -190,7 +190,7 @@ class MemorySessionStore(SessionStore):
         return len(self._sessions)
 
 
-# KEYS: the session's list, the live set[, the owner's set]. ARGV: max history, TTL (s), now,
+# KEYS: the session's list, the live set[, the owner's set]. ARGV: most queries, TTL (s), now,
 # the session's name, queries. What extend() did as RPUSH, LTRIM, EXPIRE and ZADD in a
 # transaction, plus listing the session under its owner; answers the length kept.
 _EXTEND = """
@@ -273,16 +273,16 @@ class RedisSessionStore(SessionStore):
                    owner: str | None = None) -> tuple[str, list[str]]:
         if valid_session_id(requested):
             name = _name(requested, owner)
-            seen, history = await self._run(lambda p: p.zscore(self._live, name).lrange(self._key(name), 0, -1))
+            seen, queries = await self._run(lambda p: p.zscore(self._live, name).lrange(self._key(name), 0, -1))
             if seen is not None and self._clock() - float(seen) < self.ttl:
                 await self._run(lambda p: self._touch(p, requested, owner))
-                return requested, list(history)
+                return requested, list(queries)
         sid = requested if create and valid_session_id(requested) else new_session_id()
         cutoff = self._clock() - self.ttl
         await self._run(lambda p: self._touch(p.zremrangebyscore(self._live, "-inf", cutoff), sid, owner))
         return sid, []
 
-    async def history(self, sid: str, owner: str | None = None) -> list[str]:
+    async def queries(self, sid: str, owner: str | None = None) -> list[str]:
         key = self._key(_name(sid, owner))
         result = await self._run(lambda p: self._touch(p.lrange(key, 0, -1), sid, owner))
         return list(result[0])

@@ -329,7 +329,7 @@ async def test_clients_of_a_killed_replica_resume_on_the_other_and_lose_no_ackno
                     await ws.send(json.dumps({"type": "query", "id": 1, "prefix": prefix}))
                     answer = await recv_json(ws)
                 assert typist.session is not None
-                history = await store.history(raw_session(typist.session))
+                history = await store.queries(raw_session(typist.session))
                 assert is_subsequence(typist.acked, history), (typist.acked, history)
                 assert len(history) <= len(typist.acked) + typist.drops
                 assert hello["history"] == len(history)

@@ -134,9 +134,9 @@ class SlowStore(MemorySessionStore):
             await asyncio.to_thread(SlowStore.gate.wait, 30)
         return await super().extend(sid, queries, owner)
 
-    async def history(self, sid: str, owner: str | None = None) -> list[str]:
+    async def queries(self, sid: str, owner: str | None = None) -> list[str]:
         self.calls.append("history")
-        return await super().history(sid, owner)
+        return await super().queries(sid, owner)
 
 
 @pytest.fixture

@@ -77,9 +77,9 @@ class FlakyStore(MemorySessionStore):
         self._check()
         return await super().open(requested, create, owner)
 
-    async def history(self, sid: str, owner: str | None = None) -> list[str]:
+    async def queries(self, sid: str, owner: str | None = None) -> list[str]:
         self._check()
-        return await super().history(sid, owner)
+        return await super().queries(sid, owner)
 
     async def extend(self, sid: str, queries: list[str], owner: str | None = None) -> int:
         self._check()
@@ -214,7 +214,7 @@ async def test_a_session_id_the_server_never_issued_is_refused_even_while_the_st
             assert (await recv_json(ws)) == {"type": "ack", "history": 2, "queries": ["my secret query", "another"],
                                              "added": True}
     assert [(r["type"], r["code"]) for r in refused] == [("error", "bad_session")] * 3
-    assert await store.history(chosen) == []  # the id the attacker chose never became a session
+    assert await store.queries(chosen) == []  # the id the attacker chose never became a session
 
 
 async def test_a_fresh_session_can_be_resumed_before_it_was_used(server: str) -> None:

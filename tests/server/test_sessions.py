@@ -57,7 +57,7 @@ async def test_a_new_session_starts_empty(make_store: Callable[..., SessionStore
     store = make_store()
     sid, history = await store.open()
     assert history == [] and valid_session_id(sid)
-    assert await store.history(sid) == []
+    assert await store.queries(sid) == []
     assert await store.count() == 1
 
 
@@ -66,7 +66,7 @@ async def test_history_keeps_the_newest_queries_oldest_first(make_store: Callabl
     sid, _ = await store.open()
     lengths = [await store.append(sid, q) for q in ["a", "b", "c", "d", "e"]]
     assert lengths == [1, 2, 3, 3, 3]
-    assert await store.history(sid) == ["c", "d", "e"]
+    assert await store.queries(sid) == ["c", "d", "e"]
 
 
 async def test_a_live_session_is_resumed_with_its_history(make_store: Callable[..., SessionStore]) -> None:
@@ -82,7 +82,7 @@ async def test_an_idle_session_expires_after_the_ttl(make_store: Callable[..., S
     sid, _ = await store.open()
     await store.append(sid, "weather")
     clock.now += 59
-    assert await store.history(sid) == ["weather"]  # and refreshes the TTL
+    assert await store.queries(sid) == ["weather"]  # and refreshes the TTL
     clock.now += 59
     assert await store.open(sid) == (sid, ["weather"])
     clock.now += 61
@@ -118,9 +118,9 @@ async def test_a_session_belongs_to_the_user_it_was_opened_under(make_store: Cal
     for someone_else in ("a:mallory", None):
         other, history = await store.open(sid, owner=someone_else)
         assert (other, history) != (sid, ["alice's query"]) and history == []
-        assert await store.history(sid, someone_else) == []
+        assert await store.queries(sid, someone_else) == []
         await store.append(sid, "not alice's", owner=someone_else)  # the same id under another owner
-    assert await store.history(sid, "a:alice") == ["alice's query"]
+    assert await store.queries(sid, "a:alice") == ["alice's query"]
 
 
 async def test_forget_deletes_every_session_of_the_user_and_no_other(
@@ -140,8 +140,8 @@ async def test_forget_deletes_every_session_of_the_user_and_no_other(
     for sid in mine:
         resumed, history = await store.open(sid, owner="s:bob")
         assert resumed != sid and history == []
-    assert await store.history(theirs, "s:carol") == ["carol"]
-    assert await store.history(nobody) == ["nobody's"]
+    assert await store.queries(theirs, "s:carol") == ["carol"]
+    assert await store.queries(nobody) == ["nobody's"]
     assert await store.forget("s:bob") == len(mine)  # the new sessions opened just now
 
 
@@ -171,7 +171,7 @@ async def test_redis_store_shares_sessions_between_instances(redis_url: str) -> 
         await one.append(sid, "weather")
         assert await two.open(sid) == (sid, ["weather"])
         assert await two.append(sid, "news") == 2
-        assert await one.history(sid) == ["weather", "news"]
+        assert await one.queries(sid) == ["weather", "news"]
     finally:
         await one.close()
         await two.close()
