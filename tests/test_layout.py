@@ -91,8 +91,6 @@ def test_what_serves_a_model_never_imports_the_trainer() -> None:
     wrong = {(name, m) for name, targets in graph().items()
              if name.startswith("server") or (name.startswith("indexer") and not name.startswith("indexer.train"))
              for m in targets if m.startswith("indexer.train")}
-    # evaluation reads logs for personal history; it is offline, not on the serving path
-    wrong = {(a, b) for a, b in wrong if a != "indexer.evaluate"}
     assert not wrong, sorted(wrong)
 
 
