@@ -321,7 +321,7 @@ def load_warm(index: str | Path) -> Model:
     objects stalled a keystroke by ~55 ms (BENCHMARKS.md#gc). Full collections of what came
     after (sessions, caches, connections) still took 11-30 ms, 2-4 per worker in a soak's
     two minutes of abuse. What the server drops has no cycles either
-    (tests/server/test_connection.py), so they are made rarer: one every
+    (tests/server/test_hardening.py), so they are made rarer: one every
     :data:`FULL_COLLECTION_AFTER` generation-1 collections, not 10."""
     model = indexer.load(index)
     model.complete("a", ("a",))

@@ -203,7 +203,7 @@ async def test_a_submit_is_written_once_the_keystroke_after_it_is_answered(
     assert SlowStore.opened[-1].written_at[0] - sent >= 0.45
 
 
-async def test_submits_on_their_way_to_a_slow_store_stay_in_the_sessions_history(
+async def test_submits_on_their_way_to_a_slow_store_stay_in_the_sessions_queries(
     slow_server: str, small_model: Model, history_pair: tuple[str, str]
 ) -> None:
     prev, prefix = history_pair
@@ -229,7 +229,7 @@ async def test_a_submit_made_just_before_leaving_is_written_all_the_same(slow_se
     assert hello["queries"] == ["weather"]
 
 
-async def test_a_history_that_leaves_the_list_as_it_was_is_no_context(
+async def test_session_queries_that_leave_the_list_as_it_was_are_no_context(
     server: str, small_model: Model, neutral_pair: tuple[str, str]
 ) -> None:
     prev, prefix = neutral_pair
@@ -242,7 +242,7 @@ async def test_a_history_that_leaves_the_list_as_it_was_is_no_context(
     assert answer["context"] is False
 
 
-async def test_an_ack_carries_the_history_and_whether_the_query_was_added(server: str) -> None:
+async def test_an_ack_carries_the_sessions_queries_and_whether_the_query_was_added(server: str) -> None:
     async with connect(f"ws://{server}/ws") as ws:
         await recv_json(ws)
         acks = []
@@ -254,7 +254,7 @@ async def test_an_ack_carries_the_history_and_whether_the_query_was_added(server
     ]
 
 
-async def test_history_keeps_the_newest_queries_only(small_model_dir: Path) -> None:
+async def test_a_session_keeps_its_newest_queries_only(small_model_dir: Path) -> None:
     config = ServerConfig(index=str(small_model_dir), session_queries=3)
     with running(create_app(config), config) as server:
         async with connect(f"ws://{server}/ws") as ws:
@@ -267,7 +267,7 @@ async def test_history_keeps_the_newest_queries_only(small_model_dir: Path) -> N
     assert acks[-1]["queries"] == ["two", "three", "four"]
 
 
-async def test_reconnecting_with_the_session_id_keeps_the_history(
+async def test_reconnecting_with_the_session_id_keeps_its_queries(
     server: str, small_model: Model, history_pair: tuple[str, str]
 ) -> None:
     prev, prefix = history_pair
@@ -318,7 +318,7 @@ async def test_a_resume_after_a_restart_on_the_memory_store_says_the_queries_wer
     assert (lost["type"], lost["session"], lost["queries"], lost["restored"]) == ("hello", session, [], False)
 
 
-async def test_another_tabs_submit_reaches_a_connection_at_its_next_history_refresh(
+async def test_another_tabs_submit_reaches_a_connection_when_it_next_reads_the_session(
     server: str, small_model: Model, history_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     prev, prefix = history_pair

@@ -61,7 +61,7 @@ async def test_a_new_session_starts_empty(make_store: Callable[..., SessionStore
     assert await store.count() == 1
 
 
-async def test_history_keeps_the_newest_queries_oldest_first(make_store: Callable[..., SessionStore]) -> None:
+async def test_a_session_keeps_its_newest_queries_oldest_first(make_store: Callable[..., SessionStore]) -> None:
     store = make_store(max_queries=3)
     sid, _ = await store.open()
     lengths = [await store.append(sid, q) for q in ["a", "b", "c", "d", "e"]]
@@ -69,7 +69,7 @@ async def test_history_keeps_the_newest_queries_oldest_first(make_store: Callabl
     assert await store.queries(sid) == ["c", "d", "e"]
 
 
-async def test_a_live_session_is_resumed_with_its_history(make_store: Callable[..., SessionStore]) -> None:
+async def test_a_live_session_is_resumed_with_its_queries(make_store: Callable[..., SessionStore]) -> None:
     store = make_store()
     sid, _ = await store.open()
     await store.append(sid, "weather")

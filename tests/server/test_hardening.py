@@ -273,7 +273,7 @@ def test_session_ids_carry_128_random_bits() -> None:
     assert all(len(base64.urlsafe_b64decode(i + "==")) == 16 for i in ids)
 
 
-async def test_one_session_never_sees_another_ones_history(
+async def test_one_session_never_sees_another_ones_queries(
     server: str, small_model: Model, history_pair: tuple[str, str]
 ) -> None:
     prev, prefix = history_pair
