@@ -255,20 +255,6 @@ class MemoryHistoryStore(HistoryStore):
         self._notify(user_key)
         return True
 
-    @staticmethod
-    def _victim(history: OrderedDict[str, tuple[int, float]], keep: str) -> str:
-        """The least recently used query but ``keep`` (ties: the smallest query). ``history`` is
-        in order of last use, so only its first entries, those used at the same time, are read."""
-        victim, first = "", None
-        for query, (_, used) in history.items():
-            if query == keep:
-                continue
-            if first is not None and used != first:
-                break
-            if first is None or query < victim:
-                victim, first = query, used
-        return victim
-
     async def entries(self, user_key: str) -> list[HistoryEntry]:
         _check(user_key)
         history = self._live(user_key, self._clock())
