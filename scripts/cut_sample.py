@@ -2,7 +2,7 @@
 row of its first N users (in the order they first appear), unchanged, gzipped with no
 timestamp, so the same input gives the same bytes (indexer/data/SAMPLE-SOURCE.md).
 
-    python scripts/cut_sample.py train.tsv.gz --users 600 --out indexer/data/sample.tsv.gz
+    python -m scripts.cut_sample train.tsv.gz --users 600 --out indexer/data/sample.tsv.gz
 """
 
 from __future__ import annotations
@@ -11,24 +11,21 @@ import argparse
 import gzip
 from pathlib import Path
 
+from indexer.train.sample import first_users
+
 
 def cut(log: Path, users: int, out: Path) -> tuple[int, int]:
     """Write the header and the rows of the first ``users`` users of ``log`` to ``out``:
     (users, rows) written."""
     seen: set[str] = set()
-    rows = 0
+    rows = -1  # the header is not a row
     with gzip.open(log, "rt", encoding="utf-8", newline="") as src, open(out, "wb") as raw, \
             gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as gz:
-        gz.write(next(src).encode("utf-8"))
-        for line in src:
-            user = line.split("\t", 1)[0]
-            if user not in seen:
-                if len(seen) == users:
-                    break
-                seen.add(user)
+        for line in first_users(src, users):
             gz.write(line.encode("utf-8"))
+            seen.add(line.split("\t", 1)[0])
             rows += 1
-    return len(seen), rows
+    return len(seen) - 1, rows
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from websockets.asyncio.client import ClientConnection
 
 from indexer.model import Model
 from indexer.params import BuildParams
-from indexer.train.sample import SAMPLE_LOG
+from indexer.train.sample import SAMPLE_LOG, first_users
 from server.config import ServerConfig
 from server.main import uvicorn_config
 
@@ -35,18 +35,8 @@ SMALL_PARAMS = BuildParams(workers=1, max_leaf=50, min_users=1)
 
 def slice_log(path: Path, users: int) -> list[str]:
     """The header and the rows of the first ``users`` users of a gzipped AOL log."""
-    out: list[str] = []
-    seen: set[str] = set()
     with gzip.open(path, "rt", encoding="utf-8") as f:
-        out.append(next(f))
-        for line in f:
-            user = line.split("\t", 1)[0]
-            if user not in seen:
-                if len(seen) == users:
-                    break
-                seen.add(user)
-            out.append(line)
-    return out
+        return list(first_users(f, users))
 
 TOKEN = "test-admin-token"
 

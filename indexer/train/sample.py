@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -16,6 +17,22 @@ from ..storage import ModelError
 
 # Shipped as package data, so it is there after a plain ``pip install``.
 SAMPLE_LOG = Path(str(resources.files("indexer") / "data" / "sample.tsv.gz"))
+
+
+def first_users(lines: Iterable[str], users: int) -> Iterator[str]:
+    """The first of ``lines`` (a header), then every line of the first ``users`` users (what
+    comes before a line's first tab), in the order they first appear: how the shipped sample
+    was cut from the train log (``python -m scripts.cut_sample``)."""
+    rows = iter(lines)
+    yield from itertools.islice(rows, 1)
+    seen: set[str] = set()
+    for line in rows:
+        user = line.split("\t", 1)[0]
+        if user not in seen:
+            if len(seen) == users:
+                return
+            seen.add(user)
+        yield line
 
 
 class SampleMissing(QacError, FileNotFoundError):
