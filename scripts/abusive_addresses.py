@@ -32,17 +32,12 @@ import httpx
 from websockets.asyncio.client import connect
 
 import indexer
+from replay.capacity import cpu_seconds
 from replay.loadgen import chain_pairs, measure
 from replay.scripts import scripts_from_pairs
 from scripts.adversarial_keystrokes import Crafter
 
 RECIPE = (200, ("typo", "word"), True, "none")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU seconds of a process."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def abuse(url: str, address: str, prefixes: list[str], until: float, seen: Counter[str]) -> None:
