@@ -17,7 +17,7 @@ import numpy as np
 from .errors import QacError
 from .model import Completion, Model
 from .normalize import normalize, normalize_prefix
-from .personal import PersonalHistory, replay_histories
+from .personal import PersonalHistory, replay_histories, user_events
 from .times import parse_time
 from .typos import SYNTHETIC_TYPO_MIN_CHARS, add_typo
 
@@ -155,10 +155,7 @@ def pair_histories(
     """Each pair's user's own queries before the pair: theirs in ``log`` (user, time, query)
     and those of their earlier pairs (the previous query just before its pair, unless it is
     the next query of the pair before). None for a pair without user or time."""
-    events: dict[str, list[tuple[float, str]]] = {}
-    for user, when, query in log:
-        if user is not None and when is not None:
-            events.setdefault(user, []).append((when, query))
+    events = user_events(log)
     last: dict[str, str] = {}
     for pair in pairs:
         if pair.user is None or pair.time is None:

@@ -278,6 +278,16 @@ def histories_at(
         yield PersonalHistory((PersonalEntry(q, counts[q], last[q]) for q in alive), t)
 
 
+def user_events(rows: Iterable[tuple[str | None, float | None, str]]) -> dict[str, list[tuple[float, str]]]:
+    """Each user's (time, query) events from (user, time, query) rows, rows without a user or a
+    time left out: what their history is rebuilt from at any moment."""
+    events: dict[str, list[tuple[float, str]]] = {}
+    for user, when, query in rows:
+        if user is not None and when is not None:
+            events.setdefault(user, []).append((when, query))
+    return events
+
+
 def replay_histories(
     events: Mapping[str, Sequence[tuple[float, str]]], asks: Sequence[tuple[str | None, float | None]]
 ) -> list[PersonalHistory | None]:

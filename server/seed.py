@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from indexer.errors import QacError
-from indexer.personal import histories_at
+from indexer.personal import histories_at, user_events
 
 from .history import HistoryEntry, HistoryStore
 from .users import MAX_USER_ID, SIGNED_IN, User
@@ -47,10 +47,8 @@ def seed_from_rows(rows: Iterable[tuple[str | None, float | None, str]], now: fl
     whose times are shifted so that the latest row of all is at ``now``. Rows without a user
     or a time, and users whose id is no signed-in id, are left out. Raises :class:`SeedError`
     when no row is left."""
-    events: dict[str, list[tuple[float, str]]] = {}
-    for user, when, query in rows:
-        if user and when is not None and len(user.encode("utf-8")) <= MAX_USER_ID:
-            events.setdefault(user, []).append((when, query))
+    events = user_events((user, when, query) for user, when, query in rows
+                         if user and len(user.encode("utf-8")) <= MAX_USER_ID)
     if not events:
         raise SeedError("no row with a user and a time to seed histories from")
     shift = now - max(max(when for when, _ in mine) for mine in events.values())

@@ -22,6 +22,7 @@ from ..blocklist import Blocklist
 from ..model import Model, XRLinear
 from ..normalize import normalize_prefix
 from ..params import BuildParams
+from ..personal import user_events
 from ..storage import atomic_directory
 from ..tfidf import PrefixFeaturizer
 from ..topk import PrefixTopK
@@ -265,15 +266,6 @@ def typo_examples(examples: Sequence[Example], share: float, seed: int = 0) -> l
     return out
 
 
-def user_events(rows: Sequence[LogRow]) -> dict[str, list[tuple[float, str]]]:
-    """Each user's (time, query) rows: what their history is rebuilt from at any moment."""
-    events: dict[str, list[tuple[float, str]]] = {}
-    for r in rows:
-        if r.user is not None and r.time is not None:
-            events.setdefault(r.user, []).append((r.time, r.query))
-    return events
-
-
 def train_scorer(
     rows: Sequence[LogRow],
     params: BuildParams,
@@ -295,7 +287,7 @@ def train_scorer(
     )
     clean = scorer_examples(sessions_of(late), params)
     examples = clean + typo_examples(clean, params.typo_share, params.seed)
-    events = user_events(rows) if "personal" in params.sources else None
+    events = user_events((r.user, r.time, r.query) for r in rows) if "personal" in params.sources else None
     with stages.stage("scorer", total=len(examples), unit="keystroke") as update:
         X, y, groups, buckets = collect_in_tasks(examples, early_model, events,
                                                  executor or LocalExecutor(params.workers), update)

@@ -1,8 +1,8 @@
 import numpy as np
 
 from indexer.params import BuildParams
-from indexer.personal import replay_histories
-from indexer.train.build import scorer_examples, split_for_scorer, typo_examples, user_events
+from indexer.personal import replay_histories, user_events
+from indexer.train.build import scorer_examples, split_for_scorer, typo_examples
 from indexer.train.examples import Example
 from indexer.train.executors import LocalExecutor
 from indexer.train.logs import LogRow, LogStats, read_logs
@@ -45,7 +45,7 @@ def test_keystrokes_run_as_tasks_give_the_rows_of_one_pass_in_their_order(small_
     rows, _ = read_logs([small_log], LogStats())
     examples = scorer_examples(sessions_of(rows), BuildParams(scorer_prefixes=2))[:600]
     examples += typo_examples(examples, 0.3)
-    events = user_events(rows)
+    events = user_events((r.user, r.time, r.query) for r in rows)
     one_pass = collect_training_rows(
         examples, replay_histories(events, [(e.user, e.time) for e in examples]), small_model.candidates
     )
