@@ -21,9 +21,6 @@ if TYPE_CHECKING:
     from server.seed import Seed
 
 _DEFAULTS = ServerConfig()
-_FLAG_TYPES = {"port": int, "workers": int, "session_ttl": float, "history_max": int, "history_days": float,
-               "internal_port": int, "anonymous_days": float, "history_anonymous_max": int,
-               "worker_healthcheck": int}
 _METAVARS = {"index": "DIR", "host": "HOST", "port": "PORT", "workers": "N", "sessions": "STORE",
              "session_ttl": "SECONDS", "allowed_origins": "ORIGIN", "secret_file": "FILE", "sessions_file": "FILE",
              "history_max": "N", "history_days": "DAYS", "blocklist": "FILE", "sensitive": "FILE",
@@ -54,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             p.add_argument(flag, dest=f.name, action="append" if _REPEATABLE[f.name] is None else "extend",
                            nargs=_REPEATABLE[f.name], metavar=_METAVARS[f.name], help=help)
         else:
-            p.add_argument(flag, dest=f.name, type=_FLAG_TYPES.get(f.name, str), metavar=_METAVARS[f.name],
+            p.add_argument(flag, dest=f.name, type=f.metadata["parse"], metavar=_METAVARS[f.name],
                            help=help)
     p.set_defaults(func=run)
 
