@@ -74,12 +74,21 @@ class PrefixTopK:
         self._children: dict[str, tuple[int, int, str, tuple[int, ...]]] = {}  # of children()
         self._tops: dict[tuple[int, int, int], list[int]] = {}  # (lo, hi, k) -> top_range()
         self._ranges: dict[str, tuple[int, int]] = {}  # prefix -> range()
+        self.members: frozenset[str] | None = None  # the keys as a set, once keep_members() built it
+
+    def keep_members(self) -> None:
+        """Keep the keys as a set too (tens of bytes a key): an absent key, what a typo or a
+        crafted word is looked up as, is then told by one set test instead of a binary search."""
+        if self.members is None:
+            self.members = frozenset(self.keys)
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def index(self, key: str, lo: int = 0, hi: int | None = None) -> int:
         """The index of ``key``, or -1 when it is absent (from ``[lo, hi)``, if it can only be there)."""
+        if self.members is not None and key not in self.members:
+            return -1
         hi = len(self.keys) if hi is None else hi
         i = bisect_left(self.keys, key, lo, hi)
         return i if i < hi and self.keys[i] == key else -1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from functools import lru_cache
 
 import numpy as np
@@ -149,7 +150,11 @@ def one_edit_variants(index: PrefixTopK, text: str, whole: bool = False, keep_fi
     It walks the sorted keys as a trie: an edit at offset i needs a key starting with
     ``text[:i]``, and only characters that follow ``text[:i]`` in some key are tried, so a
     lookup costs a few binary searches per character of ``text``, not one per variant.
+    When the index keeps its keys as a set too (:meth:`PrefixTopK.keep_members`), a ``whole``
+    lookup makes a set test per variant instead.
     """
+    if whole and index.members is not None:
+        return _whole_variants(index, text, keep_first, index.members)
     keys = index.keys
     out: dict[str, None] = {}
 
@@ -176,6 +181,29 @@ def one_edit_variants(index: PrefixTopK, text: str, whole: bool = False, keep_fi
             check(left + rest, lo, hi)  # an extra character
             if len(right) > 1 and right[0] != right[1]:
                 check(left + right[1] + right[0] + right[2:], lo, hi)  # a swap
+    out.pop(text, None)
+    return list(out)
+
+
+def _whole_variants(index: PrefixTopK, text: str, keep_first: bool, members: AbstractSet[str]) -> list[str]:
+    """:func:`one_edit_variants` of a ``whole`` lookup, in the same order, each variant
+    tested against ``members``: a crafted word costs a few set tests per character, not a
+    binary search each (docs/METHOD.md, "Typo tolerance")."""
+    out: dict[str, None] = {}
+    for i in range(0 if not keep_first else 1, len(text) + 1):
+        left, right = text[:i], text[i:]
+        lo, hi, nexts, _ = index.children(left)
+        if lo >= hi:
+            break
+        first = right[:1]
+        rest = right[1:]
+        tried = [left + c + right for c in nexts if c != first]
+        if right:
+            tried += [left + c + rest for c in nexts if c != first]
+            tried.append(left + rest)
+            if len(right) > 1 and right[0] != right[1]:
+                tried.append(left + right[1] + right[0] + right[2:])
+        out.update((v, None) for v in tried if v in members)
     out.pop(text, None)
     return list(out)
 

@@ -38,6 +38,11 @@ class WordModel:
     _followers: dict[tuple[str, int], tuple[str, ...]] = field(default_factory=dict, init=False, repr=False,
                                                                compare=False)
 
+    def __post_init__(self) -> None:
+        # Words and word pairs are looked up by the thousand, most of them absent when typed wrong.
+        self.words.keep_members()
+        self.bigrams.keep_members()
+
     @classmethod
     def from_counts(cls, words: Counter[str], bigrams: Counter[str], transitions: Counter[str]) -> WordModel:
         """Indexes over counted words, bigrams (``"w1 w2"``) and transitions (``"prev\\tnext"``)."""

@@ -40,6 +40,11 @@ def test_indices_and_counts_are_those_of_each_key(counts, asked):
     asked = asked + keys[:5] + asked  # asked again: answered from memory
     assert index.indices(asked).tolist() == [index.index(key) for key in asked]
     assert index.counts(asked).tolist() == [index.count(key) for key in asked]
+    # Keeping the keys as a set changes how an absent key is told, not the answers.
+    kept = PrefixTopK(keys, index.weights)
+    kept.keep_members()
+    assert [kept.index(key) for key in asked] == [keys.index(key) if key in counts else -1 for key in asked]
+    assert kept.count_list(asked, "a") == index.count_list(asked, "a")
 
 
 @given(

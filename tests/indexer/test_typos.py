@@ -92,6 +92,8 @@ def test_one_edit_variants_are_every_variant_the_index_has(small_model):
     rng = np.random.default_rng(0)
     for index in (small_model.words.words, small_model.labels):
         keys = index.keys
+        searching, members = PrefixTopK(keys, index.weights), PrefixTopK(keys, index.weights)
+        members.keep_members()
         for k in rng.choice(len(keys), 80, replace=False).tolist():
             key = keys[k]
             text = key[: int(rng.integers(2, len(key) + 1))] if len(key) > 2 else key
@@ -99,6 +101,10 @@ def test_one_edit_variants_are_every_variant_the_index_has(small_model):
                 text = add_typo(text, rng)
             for whole in (False, True):
                 assert set(one_edit_variants(index, text, whole)) == brute_variants(index, text, whole), text
+            # A whole look-up by set tests finds what the search finds, in the same order.
+            for keep_first in (True, False):
+                searched = one_edit_variants(searching, text, True, keep_first)
+                assert one_edit_variants(members, text, True, keep_first) == searched, text
 
 
 def test_word_corrector_finds_the_frequent_neighbour():
