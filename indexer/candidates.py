@@ -17,6 +17,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from .normalize import MAX_QUERY_CHARS
 from .params import SOURCES
 from .personal import PersonalHistory, QueryWords, Vocabulary, query_words
 from .topk import PrefixTopK
@@ -133,7 +134,9 @@ class Keystroke:
 
 class _Rows:
     """Candidate texts in the order their sources first offer them, and the feature cells
-    the sources set: one table built at once, not a row array per candidate."""
+    the sources set: one table built at once, not a row array per candidate. A text longer
+    than a query can be (:data:`MAX_QUERY_CHARS`) is no candidate: a long crafted prefix and
+    session cannot make each keystroke featurize hundreds of characters per candidate."""
 
     __slots__ = ("at", "rows", "cols", "vals")
 
@@ -148,6 +151,8 @@ class _Rows:
 
     def set(self, text: str, col: int, value: float) -> None:
         """Feature ``col`` of ``text`` (a new row if it is new) is ``value``."""
+        if len(text) > MAX_QUERY_CHARS:
+            return
         at = self.at
         row = at.get(text)
         if row is None:
@@ -160,7 +165,7 @@ class _Rows:
         """Feature ``col`` (a source's flag) of each of ``texts`` is 1."""
         at = self.at
         setdefault = at.setdefault
-        rows = [setdefault(t, len(at)) for t in texts]
+        rows = [setdefault(t, len(at)) for t in texts if len(t) <= MAX_QUERY_CHARS]
         self.rows += rows
         self.cols += [col] * len(rows)
         self.vals += [1.0] * len(rows)

@@ -168,3 +168,19 @@ def test_a_keystroke_reads_only_the_newest_session_queries_that_fit_the_budget(s
     assert "zebra crossing" in from_session(["zebra crossing", "weather"])
     assert "zebra crossing" not in from_session(["zebra crossing", long, long])
     assert "zebra crossing" in from_session([long, "zebra crossing"])
+
+
+def test_no_candidate_is_longer_than_a_query_can_be(small_model):
+    """Issue 27: a long crafted prefix after a session of long queries offers no candidate over
+    MAX_QUERY_CHARS (nobody could submit it), so featurizing one stays bounded; a short prefix
+    after the same session still finishes with the session's words."""
+    from indexer.candidates import FEATURES
+    from indexer.normalize import MAX_QUERY_CHARS
+
+    history = [" ".join(_typo_words(small_model, 40, 5))[:200]]
+    for length in (120, 180, MAX_QUERY_CHARS):
+        prefix = " ".join(_typo_words(small_model, 40, length))[: length - 1].rstrip() + " "
+        cands = small_model.generator.generate(prefix, history)
+        assert max(map(len, cands.texts), default=0) <= MAX_QUERY_CHARS, length
+    cands = small_model.generator.generate("new ", history)
+    assert (cands.features[:, FEATURES.index("src_session")] > 0).any()
