@@ -21,7 +21,7 @@ import indexer
 from indexer.model import Model
 from server import app as app_module
 from server import completer as completer_module
-from server import connection
+from server import connection, session_queries
 from server.app import create_app
 from server.config import ServerConfig
 from server.sessions import MemorySessionStore
@@ -329,7 +329,7 @@ async def test_another_tabs_submit_reaches_a_connection_when_it_next_reads_the_s
             assert (await ask(second, 1, prefix))["items"] == items_of(small_model, prefix, [])
             await first.send(submit(prev))
             await recv_json(first)
-            monkeypatch.setattr(connection, "HISTORY_REFRESH_SECONDS", 0.0)
+            monkeypatch.setattr(session_queries, "REFRESH_SECONDS", 0.0)
             # The keystroke that finds the refresh due starts it and ranks with what it has.
             assert (await ask(second, 2, prefix))["items"] == items_of(small_model, prefix, [])
             assert (await ask(second, 3, prefix))["items"] == items_of(small_model, prefix, [prev])
