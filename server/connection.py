@@ -21,11 +21,10 @@ never in the URL (which access logs keep). The ids clients see are signed by the
 (``Signer.sign_value("session", id)``), so an id the server never issued is refused, whatever
 the store's state: nobody can make a victim adopt a session they chose.
 
-A session belongs to the user it was opened under; the connection's copy of the session
-queries, its sync with the store and the owner's rules are :class:`SessionQueries`'
-(``server/session_queries.py``). A ``user`` frame that starts a new session, and a ``forget``,
-are answered with the new id. A resume finds only the sessions of the connection's user (send
-``user`` first).
+The connection's session (its id, whose it is, the copy of the session queries and their sync
+with the store) is a :class:`SessionQueries` (``server/session_queries.py``). A ``user`` frame
+that starts a new session, and a ``forget``, are answered with the new id. A resume finds only
+the sessions of the connection's user (send ``user`` first).
 """
 
 from __future__ import annotations
