@@ -119,7 +119,7 @@ class SlowStore(MemorySessionStore):
         return await super().extend(sid, queries, owner)
 
     async def queries(self, sid: str, owner: str | None = None) -> list[str]:
-        self.calls.append("history")
+        self.calls.append("queries")
         return await super().queries(sid, owner)
 
 @pytest.fixture
