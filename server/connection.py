@@ -21,12 +21,10 @@ never in the URL (which access logs keep). The ids clients see are signed by the
 (``Signer.sign_value("session", id)``), so an id the server never issued is refused, whatever
 the store's state: nobody can make a victim adopt a session they chose.
 
-A session belongs to the user it was opened under (its owner in the store). A session nothing
-was written to yet becomes the first user's; once used, a ``user`` frame naming someone else
-starts a new session, and so does a ``forget``: the ``user`` frame answering it carries the
-new id. A resume finds only the sessions of the connection's user (send ``user`` first). When
-the user is forgotten on another connection or replica, this one drops its copy of the
-session's queries at once.
+The connection's session (its id, whose it is, the copy of the session queries and their sync
+with the store) is a :class:`SessionQueries` (``server/session_queries.py``). A ``user`` frame
+that starts a new session, and a ``forget``, are answered with the new id. A resume finds only
+the sessions of the connection's user (send ``user`` first).
 """
 
 from __future__ import annotations
@@ -35,7 +33,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import math
 import time
 from dataclasses import dataclass
 
@@ -51,7 +48,8 @@ from .limits import AddressLimits, TokenBucket
 from .metrics import Metrics
 from .personal import PersonalHub
 from .protocol import Forget, ProtocolError, Query, Remove, Resume, Submit, UserHello
-from .sessions import SessionError, SessionStore, new_session_id, valid_session_id
+from .session_queries import SessionQueries
+from .sessions import SessionStore, valid_session_id
 from .store_health import StoreHealth
 from .users import TokenError
 from .users_ws import UserLink
@@ -123,11 +121,6 @@ OVER_LIMIT_GAP = 1.0  # a connection refused again within this many seconds is s
 OVER_LIMIT_PAUSE = 0.5  # longest a connection over its rate limit goes unread (< OVER_LIMIT_GAP)
 
 
-# How long a connection ranks with its own copy of the session's queries before reading it
-# from the store again (which also refreshes the session's TTL). The copy follows this
-# connection's own submits at once; only another tab's submits wait for the refresh, which a
-# keystroke starts in the background and never waits for.
-HISTORY_REFRESH_SECONDS = 10.0
 # Frames that write to the stores waiting for them; reading stops while this many wait (each
 # has already spent a token of the rate limit).
 MAX_QUEUED_WRITES = 16
@@ -150,10 +143,6 @@ class Connection:
         self.ws = websocket
         self.state = state
         self.address = address
-        self.session = ""  # the store's id; clients see it signed
-        self._issued = 0.0  # time.time() when the session id was issued
-        self._owner: str | None = None  # the key of the user the session was opened under
-        self._claimed = False  # the session was resumed or written to: it keeps its owner
         self._resumable = True  # until the first query or submit
         self._over_since: float | None = None  # time.monotonic() since which frames are refused
         self._refused_at = 0.0
@@ -162,18 +151,8 @@ class Connection:
         self._answered = asyncio.Event()  # set while no keystroke waits for its answer
         self._answered.set()
         self._send_lock = asyncio.Lock()
-        self._store_lock = asyncio.Lock()  # one store call sequence at a time per connection
         self._last_id: int | None = None
         self._bucket = TokenBucket(state.config.rate, state.config.burst)
-        self._queries: list[str] = []
-        self._queries_read = 0.0  # time.monotonic() of the last read from the store
-        # Submits not in the store yet (taken but not written, or made while it was down),
-        # oldest first, each numbered: what _drop takes out while a write is on its way
-        # leaves the others' numbers as they were.
-        self._unsynced: list[tuple[int, str]] = []
-        self._taken = 0  # submits numbered so far
-        self._forgotten_upto = 0  # submits numbered up to this one were taken before a forget
-        self._refresh: asyncio.Task[bool] | None = None  # a read of the session's queries a keystroke started
         # Frames that write to the stores (with the query of a submit or remove, normalized, and
         # a submit's number), answered in order by _store_loop so that a keystroke read after
         # one never waits for the store's round trip.
@@ -182,13 +161,12 @@ class Connection:
         self._queued_writes = 0  # frames put in _writes and not answered yet
         self._gone = False  # the client left: nothing more is sent
         self.user = UserLink(state.users, functools.partial(state.limits.submits.take, address))
+        self.session = SessionQueries(state.store, state.health, state.config.session_queries, self.user.take_news)
 
     async def serve(self) -> None:
         """Say hello, then read and answer frames until the client disconnects."""
         metrics = self.state.metrics
-        self.session = new_session_id()  # created in the store when first used
-        self._issued = time.time()
-        self._remember([])
+        self.session.renew()
         metrics.connections.inc()
         tasks: set[asyncio.Task[None]] = set()
         dropped = False
@@ -229,7 +207,8 @@ class Connection:
                     await asyncio.wait_for(self._writes.join(), WRITE_GRACE_SECONDS)
             metrics.connections.dec()
             self.user.close()
-            ending: list[asyncio.Task[object]] = [*tasks, *([self._refresh] if self._refresh else [])]
+            refresh = self.session.refresh
+            ending: list[asyncio.Task[object]] = [*tasks, *([refresh] if refresh else [])]
             for running in ending:
                 running.cancel()
             if ending:
@@ -243,8 +222,9 @@ class Connection:
 
     async def _hello(self, restored: bool | None = None) -> None:
         config = self.state.config
-        await self._send(protocol.hello(self.state.sign_session(self.session, self._issued),
-                                        self.state.completer.version, self._queries, max_prefix=config.max_prefix,
+        session = self.session
+        await self._send(protocol.hello(self.state.sign_session(session.id, session.issued),
+                                        self.state.completer.version, session.queries, max_prefix=config.max_prefix,
                                         rate=config.rate, burst=config.burst, restored=restored))
 
     async def _resume(self, msg: Resume) -> None:
@@ -259,34 +239,9 @@ class Connection:
         except TokenError as exc:
             raise ProtocolError(protocol.BAD_SESSION, f"session id refused ({exc.code}); this connection keeps "
                                 "its new session", frame_type="resume") from None
-        # Issued less than a TTL ago, the session cannot have expired: it may just never have
-        # been used (sessions are created in the store on first use), so it is kept.
-        young = time.time() - issued < self.state.store.ttl
-        health = self.state.health
-        opened = False
-        if health.up:
-            try:
-                async with self._store_lock:
-                    session, queries = await self.state.store.open(requested, create=young, owner=self._owner)
-                health.answered()
-                self.session = session
-                self._issued = issued if session == requested else time.time()
-                self._remember(queries)
-                opened = True
-            except SessionError as exc:
-                health.failed(exc)
-        if not opened:
-            self.session, self._issued = (requested, issued) if young else (new_session_id(), time.time())
-            self._remember([])
-        self._unsynced.clear()
-        self._claimed = True
         # Whether the store gave queries back: a client that held some learns they are gone
         # (expired, or lost with a restart of a server on the memory store). Unknown: left out.
-        await self._hello(restored=bool(self._queries) if opened else None)
-
-    def _remember(self, queries: list[str]) -> None:
-        self._queries = list(queries)
-        self._queries_read = time.monotonic()
+        await self._hello(restored=await self.session.resume(requested, issued))
 
     async def _send(self, text: str) -> None:
         if self._gone:
@@ -359,13 +314,16 @@ class Connection:
                     continue
                 # What the session holds changes now, for the next keystroke; the stores, in turn.
                 query = normalize(msg.query) if isinstance(msg, (Submit, Remove)) else ""
+                number = 0
                 if isinstance(msg, Submit):
                     self._take_submit(query)
-                    self._add(query)
+                    number = self.session.add(query)
+                    if number:
+                        self.state.metrics.submits.inc()
                 elif isinstance(msg, Remove):
-                    self._drop(query)
+                    self.session.drop(query)
                 self._queued_writes += 1
-                await self._writes.put((msg, query, self._taken if isinstance(msg, Submit) and query else 0))
+                await self._writes.put((msg, query, number))
             except ProtocolError as exc:
                 await self._refuse(exc)
                 if exc.code == protocol.RATE_LIMITED:
@@ -407,7 +365,7 @@ class Connection:
                         await self._submit(query, number)
                     else:
                         if isinstance(msg, Remove):
-                            await self._discard(query)
+                            await self.session.discard(query)
                         await self._send(await self._user_frame(msg))
                 except ProtocolError as exc:
                     await self._refuse(exc)
@@ -419,40 +377,21 @@ class Connection:
 
     async def _user_frame(self, msg: UserHello | Forget | Remove) -> str:
         """The answer to a ``user``, ``forget`` or ``remove`` frame; the session follows the user."""
-        async with self._store_lock:  # no write of this session's queries is on its way meanwhile
+        async with self.session.lock:  # no write of the session queries is on its way meanwhile
             answer = await self.user.handle(msg)
             session = None if isinstance(msg, Remove) else self._follow_user(isinstance(msg, Forget))
-        # After a remove, the session's queries as they are now: a page redraws what it shows.
-        return protocol.user(*answer, session=session, queries=self._queries if isinstance(msg, Remove) else None)
+        # After a remove, the session queries as they are now: a page redraws what it shows.
+        queries = self.session.queries if isinstance(msg, Remove) else None
+        return protocol.user(*answer, session=session, queries=queries)
 
     def _follow_user(self, forgot: bool) -> str | None:
-        """After a ``user`` or ``forget`` frame: a new session unless this one is the user's (or
-        unused, and becomes theirs); the new session's signed id, if one began."""
+        """After a ``user`` or ``forget`` frame: the new session's signed id, if one began."""
         user = self.user.user
-        key = user.key if user is not None else None
-        if not forgot and (key is None or key == self._owner):
-            return None
-        if not forgot and not self._claimed:
-            self._owner = key
-            return None
-        self._owner = key
         if forgot:
             self.user.news = None  # this forget's own announcement, if it came already
-        self.session, self._issued, self._claimed = new_session_id(), time.time(), False
-        self._remember([])
-        self._unsynced.clear()
-        return self.state.sign_session(self.session, self._issued)
-
-    def _hear(self) -> None:
-        """If the user was forgotten on another connection or replica, the copy of the session's
-        queries goes; if they may have been, it is read again before long."""
-        news, self.user.news = self.user.news, None
-        if news:
-            self._queries = []
-            self._unsynced.clear()
-            self._forgotten_upto = self._taken
-        if news is not None:
-            self._queries_read = -math.inf
+        if not self.session.follow(user.key if user is not None else None, forgot):
+            return None
+        return self.state.sign_session(self.session.id, self.session.issued)
 
     async def _keystrokes_first(self) -> None:
         """Wait until the keystrokes received so far are answered, at most
@@ -476,94 +415,15 @@ class Connection:
         self._answered.clear()
         self._wake.set()
 
-    def _add(self, query: str) -> None:
-        """A submitted (normalized) query joins this connection's copy of the session's queries."""
-        self._hear()
-        if query:
-            self._claimed = True
-            limit = self.state.config.session_queries
-            self._queries = (self._queries + [query])[-limit:]
-            # Held back until the store takes it: never more than the session keeps.
-            self._taken += 1
-            self._unsynced.append((self._taken, query))
-            del self._unsynced[:-limit]
-            self.state.metrics.submits.inc()
-
-    def _drop(self, query: str) -> None:
-        """A removed query leaves this session's queries too, so nothing suggests it again here."""
-        if query in self._queries:
-            self._queries = [q for q in self._queries if q != query]
-            self._unsynced = [(n, q) for n, q in self._unsynced if q != query]
-
     async def _submit(self, query: str, number: int) -> None:
-        """Write a submit :meth:`_add` took to the stores, then acknowledge it (a forget heard
-        since it was taken keeps it out of both)."""
-        stored = await self._sync()
-        self._hear()
-        if query and number > self._forgotten_upto:
+        """Write a submit the session took (``number``) to the stores, then acknowledge it (a
+        forget heard since it was taken keeps it out of both)."""
+        session = self.session
+        stored = await session.sync()
+        session.hear()
+        if query and not session.forgotten(number):
             await self.user.record(query)
-        await self._send(protocol.ack(self._queries, bool(query), stored))
-
-    async def _discard(self, query: str) -> None:
-        """A query :meth:`_drop` took out goes from the session store too."""
-        if query and self.state.health.up:
-            async with self._store_lock:
-                try:
-                    await self.state.store.discard(self.session, query, self._owner)
-                except SessionError as exc:
-                    self.state.health.failed(exc)
-
-    async def _sync(self) -> bool:
-        """Write held-back submits to the store and read the session's queries back if it is due; whether
-        the store has everything. Never raises for the store."""
-        health = self.state.health
-        if not health.up:
-            return False
-        store = self.state.store
-        async with self._store_lock:
-            # Checked once the lock is ours: the sync that held it (the store writer's, or one a
-            # keystroke started) may have done it all. A keystroke right after a submit started
-            # a second sync, which read all the session's queries back: a Redis round trip per submit.
-            self._hear()
-            if self._synced():
-                return True
-            try:
-                length = -1
-                if self._unsynced:  # one round trip, however many were held back
-                    last = self._unsynced[-1][0]
-                    batch = [q for _, q in self._unsynced]
-                    length = await store.extend(self.session, batch, self._owner)
-                    self._unsynced = [(n, q) for n, q in self._unsynced if n > last]
-                    self._hear()
-                    if self._forgotten_upto >= last:  # forgotten while on their way: they may have landed after
-                        for forgotten in set(batch):
-                            length = await store.discard(self.session, forgotten, self._owner)
-                if length != len(self._queries):  # nothing written, or another tab wrote meanwhile
-                    # What the store has, and the submits taken since that wait their turn.
-                    stored = await store.queries(self.session, self._owner)
-                    later = [q for _, q in self._unsynced]
-                    self._remember((stored + later)[-self.state.config.session_queries:])
-                else:
-                    self._queries_read = time.monotonic()
-            except SessionError as exc:
-                health.failed(exc)
-                return False
-        health.answered()
-        return True
-
-    def _sync_soon(self) -> None:
-        """Start :meth:`_sync` in the background if it is due and not running: a keystroke ranks
-        with the session's queries this connection has (a store round trip under load was a few ms of
-        its p99, BENCHMARKS.md#store-writer) and the next one gets what the read found. Not while the store
-        writer has frames to answer: it syncs after this keystroke is answered."""
-        if (self._refresh is None or self._refresh.done()) and self.state.health.up and not self._queued_writes \
-                and not self._synced():
-            self._refresh = asyncio.create_task(self._sync())
-
-    def _synced(self) -> bool:
-        """Whether the store has every submit and the session's queries were read less than
-        :data:`HISTORY_REFRESH_SECONDS` ago: nothing for a sync to do."""
-        return not self._unsynced and time.monotonic() - self._queries_read < HISTORY_REFRESH_SECONDS
+        await self._send(protocol.ack(session.queries, bool(query), stored))
 
     async def _rank_loop(self) -> None:
         while True:
@@ -582,11 +442,13 @@ class Connection:
     async def _answer(self, query: Query, received: float) -> None:
         """Rank one keystroke and send its suggestions (or an ``internal`` error)."""
         metrics = self.state.metrics
-        self._hear()
-        self._sync_soon()
+        self.session.hear()
+        if not self._queued_writes:  # else the store writer syncs once this keystroke is answered
+            self.session.sync_soon()
         personal = await self.user.personal()
         try:
-            ranked = await self.state.completer.complete(query.prefix, self._queries, personal, context=query.context)
+            ranked = await self.state.completer.complete(query.prefix, self.session.queries, personal,
+                                                         context=query.context)
         except Exception:
             log.exception("ranking %r failed", query.prefix)
             metrics.errors.labels(protocol.INTERNAL).inc()

@@ -13,11 +13,11 @@ Client to server::
 
 Server to client::
 
-    {"type": "hello", "session": "<id>", "index": "<model version>", "history": <int>,
-     "queries": [<normalized>, ...], "limits": {"max_prefix": <int>, "rate": <float>, "burst": <int>}}
+    {"type": "hello", "session": "<id>", "index": "<model version>", "queries": [<normalized>, ...],
+     "limits": {"max_prefix": <int>, "rate": <float>, "burst": <int>}}   (+ "history": len(queries), deprecated)
     {"type": "suggestions", "id": <int>, "prefix": "<normalized>", "items": [...], "took_ms": <int>}
      (+ "context": <bool> when the query asked)
-    {"type": "ack", "history": <int>, "queries": [...], "added": <bool>}   (+ "stored": false)
+    {"type": "ack", "queries": [...], "added": <bool>}   (+ "stored": false; + "history": len(queries), deprecated)
     {"type": "user", "token": "<user token>", "history": <int or null>}   (+ "removed" after a remove;
                                                      + "session", "queries": [] when a new session began)
     {"type": "error", "id": <int or null>, "code": "<code>", "message": "<text>"}   (+ "for": "<type>")
@@ -221,9 +221,10 @@ def items(completions: Sequence[Completion]) -> list[dict[str, Any]]:
 
 def hello(session: str, index: str, queries: Sequence[str], *, max_prefix: int, rate: float, burst: int,
           restored: bool | None = None) -> str:
-    """``queries`` is the session's history, oldest first; the limits are the connection's;
+    """``queries``: the session queries, oldest first; the limits are the connection's;
     ``restored``, in the hello answering a resume whose store answered: whether the store gave
-    queries back (left out otherwise)."""
+    queries back (left out otherwise). ``history``, their number, is a deprecated alias kept for
+    a release (on ``user`` frames, ``history`` is the size of the user's personal history)."""
     frame: dict[str, Any] = {"type": "hello", "session": session, "index": index, "history": len(queries),
                              "queries": list(queries),
                              "limits": {"max_prefix": max_prefix, "rate": float(rate), "burst": burst}}
@@ -254,9 +255,9 @@ def suggestions(qid: int, prefix: str, completions: Sequence[Completion], took_m
 
 
 def ack(queries: Sequence[str], added: bool, stored: bool = True) -> str:
-    """``queries`` is the session's history after the submit; ``added`` is false when the query
-    normalized to nothing; ``stored`` is false while the session store is down (the query is
-    kept by this connection)."""
+    """``queries``: the session queries after the submit (``history``: deprecated, as in
+    :func:`hello`); ``added`` is false when the query normalized to nothing; ``stored`` is false
+    while the session store is down (the query is kept by this connection)."""
     frame: dict[str, Any] = {"type": "ack", "history": len(queries), "queries": list(queries), "added": added}
     if not stored:
         frame["stored"] = False

@@ -101,6 +101,11 @@ class UserLink:
                 self.close()
         self.news = certain or bool(self.news)
 
+    def take_news(self) -> bool | None:
+        """:attr:`news`, once: what was heard since the last call."""
+        news, self.news = self.news, None
+        return news
+
     async def record(self, query: str) -> None:
         """A submitted (normalized, non-empty) query goes into the user's history, unless the
         user is over their submit rate."""

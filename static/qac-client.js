@@ -54,12 +54,14 @@
  *                     history changed the list
  *       "status"      {state: "connecting" | "online" | "offline" | "idle", retryInMs, retryAt}
  *                     retryAt: Date.now() of the next attempt while offline
- *       "hello"       {session, index, history, queries, limits, resumed, lost}   index is the
- *                     model version; queries: the session's queries, oldest first; lost: the
+ *       "hello"       {session, index, queries, limits, resumed, lost}   index is the
+ *                     model version; queries: the session queries, oldest first; lost: the
  *                     session held queries here and the server no longer has them (it
  *                     restarted on the memory store, or the session expired)
- *       "ack"         {history, queries, added, stored, query}  after a submit: the session's
- *                     queries as the server now holds them; added false: nothing was recorded
+ *       "ack"         {queries, added, stored, query}  after a submit: the session queries as
+ *                     the server now holds them; added false: nothing was recorded
+ *                     ("hello" and "ack" also carry history, deprecated: queries.length, until
+ *                     the next release; "user"'s history is the personal history's size)
  *       "refused"     {for, code, message, query}   a submit ("for": "submit") or keystroke
  *                     ("query") that was not taken; code "empty", "too_long", "rate_limited", ...
  *       "user"        {history, removed, signedIn, session, queries}   history: entries in the
@@ -530,7 +532,7 @@
       } else if (m.type === "ack") {
         const query = this._submits.shift();
         if (Array.isArray(m.queries)) this.queries = m.queries;
-        this._emit("ack", { history: m.history, queries: this.queries, added: m.added !== false,
+        this._emit("ack", { history: this.queries.length, queries: this.queries, added: m.added !== false,
                             stored: m.stored !== false, query });
         if (m.added === false) {
           this._emit("refused", { for: "submit", code: "empty", query,
@@ -600,7 +602,7 @@
       if (store) store.setItem(this.storageKey, m.session);
       this._attempt = 0;
       this._setState("online", null);
-      this._emit("hello", { session: m.session, index: m.index, history: m.history, queries: this.queries,
+      this._emit("hello", { session: m.session, index: m.index, history: this.queries.length, queries: this.queries,
                             limits: this.limits, resumed, lost });
       if (this._userEarly) {
         this._userEarly = false; // named before the resume

@@ -122,6 +122,37 @@ def items_of(model: Model, prefix: str, history: Sequence[str] = ()) -> list[dic
     return items(model.complete(prefix, history))
 
 
+def queries_of(model: Model, prefix: str, history: Sequence[str] = ()) -> list[str]:
+    """The queries of :func:`items_of`, in order."""
+    return [item["query"] for item in items_of(model, prefix, history)]
+
+
+def query_frame(qid: int, prefix: str, context: bool = False) -> str:
+    """A ``query`` frame (``context`` only when asked)."""
+    frame: dict[str, Any] = {"type": "query", "id": qid, "prefix": prefix}
+    if context:
+        frame["context"] = True
+    return json.dumps(frame)
+
+
+def submit_frame(text: str) -> str:
+    """A ``submit`` frame."""
+    return json.dumps({"type": "submit", "query": text})
+
+
+async def ask(ws: ClientConnection, qid: int, prefix: str, context: bool = False) -> dict[str, Any]:
+    """Send a keystroke; the next frame, parsed."""
+    await ws.send(query_frame(qid, prefix, context))
+    return await recv_json(ws)
+
+
+def session_frame(frame: dict[str, Any]) -> dict[str, Any]:
+    """A ``hello`` or ``ack`` as our clients read it: without ``history``, the deprecated alias of
+    the length of ``queries`` (checked here while it is sent)."""
+    assert frame["history"] == len(frame["queries"])
+    return {key: value for key, value in frame.items() if key != "history"}
+
+
 SYLLABLES = ["ka", "lo", "mi", "ne", "su", "ta", "ri", "po"]
 
 

@@ -10,13 +10,13 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
 
-# suggest(prefix, history) -> suggestions; ["<error>"] answers an "internal" error instead.
+# suggest(prefix, session queries) -> suggestions; ["<error>"] answers an "internal" error instead.
 Suggest = Callable[[str, list[str]], list[str]]
 
 VOCAB = [f"new {i}" for i in range(12)] + ["new york times", "new york weather"]
 
 
-def starts_with(prefix: str, history: list[str]) -> list[str]:
+def starts_with(prefix: str, queries: list[str]) -> list[str]:
     """The VOCAB queries starting with ``prefix``, in VOCAB order."""
     return [q for q in VOCAB if q.startswith(prefix)]
 
@@ -48,19 +48,19 @@ async def fake_server(
 
     async def serve_one(ws: ServerConnection, overloaded: bool) -> None:
         nonlocal seen
-        await ws.send(json.dumps({"type": "hello", "session": "s" * 22, "index": "fake", "history": 0}))
-        history: list[str] = []
+        await ws.send(json.dumps({"type": "hello", "session": "s" * 22, "index": "fake", "queries": []}))
+        queries: list[str] = []  # the session queries
         answered = 0
         async for text in ws:
             msg = json.loads(text)
             received.append(msg)
             if msg["type"] == "resume":
                 await ws.send(json.dumps({"type": "hello", "session": msg["session"], "index": "fake",
-                                          "history": 0}))
+                                          "queries": []}))
                 continue
             if msg["type"] == "submit":
-                history.append(msg["query"])
-                await ws.send(json.dumps({"type": "ack", "history": len(history)}))
+                queries.append(msg["query"])
+                await ws.send(json.dumps({"type": "ack", "queries": queries[-20:], "added": True}))
                 continue
             if answers_per_connection is not None and answered >= answers_per_connection:
                 if abort:
@@ -78,7 +78,7 @@ async def fake_server(
             if silent is not None and silent(msg["prefix"]):
                 continue
             answered += 1
-            items = suggest(msg["prefix"], history)
+            items = suggest(msg["prefix"], queries)
             if items == ["<error>"]:
                 frame = {"type": "error", "id": msg["id"], "code": "internal", "message": "ranking failed"}
             else:

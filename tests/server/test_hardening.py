@@ -32,7 +32,7 @@ from server.app import create_app
 from server.config import ServerConfig
 from server.protocol import CLIENT_TYPES
 from server.sessions import new_session_id
-from tests.support import TOKEN, free_port, items_of, recv_json, resume, running, start_redis
+from tests.support import TOKEN, free_port, items_of, recv_json, resume, running, session_frame, start_redis
 
 pytestmark = pytest.mark.anyio
 
@@ -280,7 +280,7 @@ async def test_one_session_never_sees_another_ones_queries(
     async with connect(f"ws://{server}/ws") as a, connect(f"ws://{server}/ws") as b:
         hello_a, hello_b = await recv_json(a), await recv_json(b)
         await a.send(json.dumps({"type": "submit", "query": prev}))
-        assert (await recv_json(a))["history"] == 1
+        assert (await recv_json(a))["queries"] == [prev]
         await b.send(query(1, prefix))
         answer_b = await recv_json(b)
     assert hello_a["session"] != hello_b["session"]
@@ -361,14 +361,14 @@ async def test_the_server_keeps_answering_while_redis_is_down_and_catches_up_aft
                     connect(f"ws://{server}/ws") as ws:
                 session = (await recv_json(ws))["session"]
                 await ws.send(json.dumps({"type": "submit", "query": "before the outage"}))
-                assert await recv_json(ws) == {"type": "ack", "history": 1, "queries": ["before the outage"],
-                                               "added": True}
+                assert session_frame(await recv_json(ws)) == {"type": "ack", "queries": ["before the outage"],
+                                                              "added": True}
 
                 redis_proc.terminate()
                 redis_proc.wait(10)
                 await ws.send(json.dumps({"type": "submit", "query": prev}))
-                assert await recv_json(ws) == {"type": "ack", "history": 2, "queries": ["before the outage", prev],
-                                               "added": True, "stored": False}
+                assert session_frame(await recv_json(ws)) == {"type": "ack", "queries": ["before the outage", prev],
+                                                              "added": True, "stored": False}
                 await ws.send(query(1, prefix))
                 answer = await recv_json(ws)
                 assert answer["items"] == items_of(small_model, prefix, ["before the outage", prev])
@@ -387,7 +387,7 @@ async def test_the_server_keeps_answering_while_redis_is_down_and_catches_up_aft
                 assert metric((await http.get("/metrics")).text, "qac_session_store_up") == 1
             async with connect(f"ws://{server}/ws") as again:
                 resumed = await resume(again, session)
-            assert (resumed["history"], resumed["queries"]) == (2, ["before the outage", prev])
+            assert resumed["queries"] == ["before the outage", prev]
     finally:
         redis_proc.terminate()
         redis_proc.wait(10)

@@ -34,7 +34,7 @@ from server.metrics import Metrics
 from server.sessions import MemorySessionStore, SessionError, new_session_id, open_store
 from server.store_health import StoreHealth
 from server.users import Signer
-from tests.support import TOKEN, free_port, recv_json, resume, running, start_redis
+from tests.support import TOKEN, free_port, recv_json, resume, running, session_frame, start_redis
 
 pytestmark = pytest.mark.anyio
 
@@ -166,7 +166,7 @@ async def test_the_session_in_the_url_is_ignored(server: str) -> None:
         await recv_json(ws)
     async with connect(f"ws://{server}/ws?session={session}") as ws:
         hello = await recv_json(ws)
-    assert hello["session"] != session and hello["history"] == 0
+    assert hello["session"] != session and hello["queries"] == []
 
 
 async def test_a_resume_frame_resumes_and_is_answered_with_hello(server: str) -> None:
@@ -178,7 +178,8 @@ async def test_a_resume_frame_resumes_and_is_answered_with_hello(server: str) ->
         hello = await resume(ws, session)
         await ws.send(submit("news"))
         ack = await recv_json(ws)
-    assert (hello["type"], hello["session"], hello["history"], ack["history"]) == ("hello", session, 1, 2)
+    assert (hello["type"], hello["session"], hello["queries"], ack["queries"]) == ("hello", session, ["weather"],
+                                                                                  ["weather", "news"])
 
 
 async def test_resume_comes_before_any_query_or_submit(server: str) -> None:
@@ -211,8 +212,8 @@ async def test_a_session_id_the_server_never_issued_is_refused_even_while_the_st
             async with httpx.AsyncClient() as http:  # a health check finds the store back
                 assert (await http.get(f"http://{server}/healthz")).json()["status"] == "ok"
             await ws.send(submit("another"))
-            assert (await recv_json(ws)) == {"type": "ack", "history": 2, "queries": ["my secret query", "another"],
-                                             "added": True}
+            assert session_frame(await recv_json(ws)) == {"type": "ack", "queries": ["my secret query", "another"],
+                                                          "added": True}
     assert [(r["type"], r["code"]) for r in refused] == [("error", "bad_session")] * 3
     assert await store.queries(chosen) == []  # the id the attacker chose never became a session
 
@@ -461,8 +462,8 @@ async def test_held_back_submits_are_capped_and_written_back_in_one_round_trip(
             async with httpx.AsyncClient() as http:
                 assert (await http.get(f"http://{server}/healthz")).json()["status"] == "ok"
             await ws.send(submit("back"))
-            assert await recv_json(ws) == {"type": "ack", "history": 5, "added": True,
-                                           "queries": ["query 8", "query 9", "query 10", "query 11", "back"]}
+            assert session_frame(await recv_json(ws)) == {
+                "type": "ack", "added": True, "queries": ["query 8", "query 9", "query 10", "query 11", "back"]}
     assert store.writes == [["query 8", "query 9", "query 10", "query 11", "back"]]
 
 

@@ -30,13 +30,13 @@ async def test_a_redis_session_survives_a_server_restart(
         async with connect(f"ws://{server}/ws") as ws:
             session = (await recv_json(ws))["session"]
             await ws.send(json.dumps({"type": "submit", "query": prev}))
-            assert (await recv_json(ws))["history"] == 1
+            assert (await recv_json(ws))["queries"] == [prev]
     with running(create_app(config), config) as server:
         async with connect(f"ws://{server}/ws") as ws:
             hello = await resume(ws, session)
             await ws.send(json.dumps({"type": "query", "id": 1, "prefix": prefix}))
             answer = await recv_json(ws)
-    assert (hello["session"], hello["history"]) == (session, 1)
+    assert (hello["session"], hello["queries"]) == (session, [prev])
     assert answer["items"] == items_of(small_model, prefix, [prev])
 
 
@@ -54,6 +54,6 @@ async def test_a_client_keeps_its_history_on_another_replica(small_model_dir: Pa
         async with httpx.AsyncClient() as http:
             health = (await http.get(f"http://{two}/healthz")).json()
             metrics = (await http.get(f"http://{one}/metrics")).text
-    assert (hello["session"], hello["history"], ack["history"]) == (session, 1, 2)
+    assert (hello["session"], hello["queries"], ack["queries"]) == (session, ["weather"], ["weather", "news"])
     assert health["sessions"] == "redis"
     assert "qac_live_sessions 1.0" in metrics.splitlines()
