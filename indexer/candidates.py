@@ -97,6 +97,8 @@ class CandidateConfig:
     # longer than typo_max_word, so a crafted prefix cannot multiply the look-ups.
     typo_last_words: int = 1
     typo_max_word: int = 32
+    typo_lookups: int = 4  # and at most this many one-edit look-ups in the vocabulary (word, pair, span, partial)
+    typo_rows: int = 40  # the corrected prefixes offer this many candidates at most, their sources' first
     session_k: int = 40  # session candidates at most (the newest queries' first)
     session_words: int = 40  # the session's newest distinct words that may correct a typed one
 
@@ -365,12 +367,13 @@ class CandidateGenerator:
         fixes = self._fixes(prefix, session, on, toks, weak, weak_partial) if "typo_words" in on else []
         out: list[str] = []
         tables: list[np.ndarray] = []
+        rows_left = cfg.typo_rows
         for fix in fixes:
             # A corrected prefix is a query of its own only if it ends with a whole word.
             whole = fix.endswith(" ") or words.count(fix[fix.rfind(" ") + 1 :]) > 0
             sources = on - ({"tree"} if whole else {"tree", "prefix"})
             texts, base = self._gather(fix, prev, session, personal, sources, self._fix_config).table()
-            keep = [j for j, t in enumerate(texts) if not (t in have or t.startswith(prefix))]
+            keep = [j for j, t in enumerate(texts) if not (t in have or t.startswith(prefix))][:rows_left]
             if len(keep) < len(texts):
                 texts, base = [texts[j] for j in keep], base[keep]
             if not texts:
@@ -381,6 +384,7 @@ class CandidateGenerator:
             out += texts
             tables.append(base)
             have = have | set(texts)
+            rows_left -= len(texts)
         # The tree reaches beyond the words' corrections: a label near the typed text, when no
         # corrected prefix was found (or the word sources are off), nothing exact is trusted
         # and some typed word is unknown.
@@ -398,14 +402,21 @@ class CandidateGenerator:
         weak_partial: bool,
     ) -> list[str]:
         """Up to ``typo_fixes`` corrected prefixes, most trusted kinds first (docs/METHOD.md,
-        "Typo tolerance"); the look-ups stop once there are enough."""
+        "Typo tolerance"); the look-ups stop once there are enough, or after ``typo_lookups``
+        one-edit look-ups in the vocabulary, found or not."""
         cfg = self.config
         corrector = self.corrector
         head, _, partial = split_prefix(prefix)
         fixes: dict[str, None] = {}
+        lookups = cfg.typo_lookups
 
         def full() -> bool:
             return len(fixes) >= cfg.typo_fixes
+
+        def may_look() -> bool:  # one more one-edit look-up, if the budget has one
+            nonlocal lookups
+            lookups -= 1
+            return lookups >= 0 and not full()
 
         def add(fix: str) -> None:
             if not full() and not fix.startswith(prefix):  # extending the prefix corrects nothing
@@ -421,29 +432,30 @@ class CandidateGenerator:
             # With a neighbour, as a word pair people typed: a space dropped, added or
             # moved is one edit too ("headi sland" is "head island").
             for a in (j - 1, j):
-                if a >= 0 and a + 1 < len(toks) and not full():
-                    for v in corrector.pairs(toks[a] + " " + toks[a + 1], a == 0):
+                if a >= 0 and a + 1 < len(toks) and may_look():
+                    for v in corrector.pairs(toks[a] + " " + toks[a + 1], a == 0, j - a):
                         add(" ".join(toks[:a] + [v] + toks[a + 2 :]) + " " + partial)
             if full():
                 return list(fixes)
             for v in corrector.splits(toks[j], whole=True)[:1]:
                 add(" ".join(toks[:j] + [v] + toks[j + 1 :]) + " " + partial)
-            word = corrector.correct(toks[j], first)
+            word = corrector.correct(toks[j], first) if may_look() else None
             if word is not None:
                 add(" ".join(toks[:j] + [word] + toks[j + 1 :]) + " " + partial)
         if weak_partial:
             for v in session_fixes(partial, mine, False, not head)[:1]:
                 add(head + v)
         # The last two words as a bigram: also a space dropped, added or moved.
-        if not full() and (weak_partial or (weak and weak[-1] == len(toks) - 1)):
+        if (weak_partial or (weak and weak[-1] == len(toks) - 1)) and may_look():
             trimmed = prefix.rstrip(" ")
             span = " ".join(trimmed.split(" ")[-2:])
             cut = len(trimmed) - len(span)
             for v in corrector.spans(span):
                 add(prefix[:cut] + v + prefix[len(trimmed) :])
         if weak_partial and not full():
-            for v in corrector.partials(partial, cfg.typo_fixes, not head):
-                add(head + v)
+            if may_look():
+                for v in corrector.partials(partial, cfg.typo_fixes, not head):
+                    add(head + v)
             if not full():
                 for v in corrector.splits(partial):
                     add(head + v)

@@ -143,9 +143,11 @@ def prefix_distances(typed: str, texts: Sequence[str], limit: int = 2) -> np.nda
 _MAX_CHAR = "\U0010ffff"
 
 
-def one_edit_variants(index: PrefixTopK, text: str, whole: bool = False, keep_first: bool = True) -> list[str]:
+def one_edit_variants(index: PrefixTopK, text: str, whole: bool = False, keep_first: bool = True,
+                      at: tuple[int, int] | None = None) -> list[str]:
     """The one-edit variants of ``text`` (its first character kept, unless not
-    ``keep_first``) that start some key of ``index`` or, with ``whole``, are one of its keys.
+    ``keep_first``) that start some key of ``index`` or, with ``whole``, are one of its keys;
+    with ``at = (first, last)``, only those edited at an offset from ``first`` to ``last``.
 
     It walks the sorted keys as a trie: an edit at offset i needs a key starting with
     ``text[:i]``, and only characters that follow ``text[:i]`` in some key are tried, so a
@@ -153,8 +155,11 @@ def one_edit_variants(index: PrefixTopK, text: str, whole: bool = False, keep_fi
     When the index keeps its keys as a set too (:meth:`PrefixTopK.keep_members`), a ``whole``
     lookup makes a set test per variant instead.
     """
+    offsets = range(0 if not keep_first else 1, len(text) + 1)
+    if at is not None:
+        offsets = range(max(offsets.start, at[0]), min(offsets.stop, at[1] + 1))
     if whole and index.members is not None:
-        return _whole_variants(index, text, keep_first, index.members)
+        return _whole_variants(index, text, offsets, index.members)
     keys = index.keys
     out: dict[str, None] = {}
 
@@ -163,7 +168,7 @@ def one_edit_variants(index: PrefixTopK, text: str, whole: bool = False, keep_fi
         if j < hi and (keys[j] == v if whole else keys[j].startswith(v)):
             out[v] = None
 
-    for i in range(0 if not keep_first else 1, len(text) + 1):
+    for i in offsets:
         left, right = text[:i], text[i:]
         lo, hi, nexts, starts = index.children(left)
         if lo >= hi:
@@ -185,12 +190,12 @@ def one_edit_variants(index: PrefixTopK, text: str, whole: bool = False, keep_fi
     return list(out)
 
 
-def _whole_variants(index: PrefixTopK, text: str, keep_first: bool, members: AbstractSet[str]) -> list[str]:
+def _whole_variants(index: PrefixTopK, text: str, offsets: range, members: AbstractSet[str]) -> list[str]:
     """:func:`one_edit_variants` of a ``whole`` lookup, in the same order, each variant
     tested against ``members``: a crafted word costs a few set tests per character, not a
     binary search each (docs/METHOD.md, "Typo tolerance")."""
     out: dict[str, None] = {}
-    for i in range(0 if not keep_first else 1, len(text) + 1):
+    for i in offsets:
         left, right = text[:i], text[i:]
         lo, hi, nexts, _ = index.children(left)
         if lo >= hi:
@@ -241,14 +246,20 @@ class WordCorrector:
         found.sort(key=lambda tv: (-tv[0], tv[1]))
         return [v for _, v in found[:k]]
 
-    def _pairs(self, pair: str, keep_first: bool = True) -> list[str]:
+    def _pairs(self, pair: str, keep_first: bool = True, unknown: int | None = None) -> list[str]:
         """Word bigrams within one edit of the two whole words ``pair`` (a space moved,
-        dropped or added included) that ``ratio`` times more people typed, heaviest first."""
+        dropped or added included) that ``ratio`` times more people typed, heaviest first.
+
+        ``unknown``: which word (0 or 1) the vocabulary lacks. Every word of a bigram is in the
+        vocabulary (whoever typed the pair typed its words), so the edit must touch that word
+        or the space next to it: only those offsets are looked up."""
         bigrams = self.bigrams
         if bigrams is None or len(pair) < 5:
             return []
+        space = pair.find(" ")
+        at = None if unknown is None else (space - 1, len(pair)) if unknown == 1 else (0, space)
         floor = max(1.0, bigrams.count(pair) * self.ratio)
-        found = [(c, v) for v in one_edit_variants(bigrams, pair, whole=True, keep_first=keep_first)
+        found = [(c, v) for v in one_edit_variants(bigrams, pair, whole=True, keep_first=keep_first, at=at)
                  if (c := bigrams.count(v)) >= floor]
         found.sort(key=lambda cv: (-cv[0], cv[1]))
         return [v for _, v in found[:1]]

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 
 from indexer.candidates import CandidateConfig, CandidateGenerator
@@ -184,3 +186,36 @@ def test_no_candidate_is_longer_than_a_query_can_be(small_model):
         assert max(map(len, cands.texts), default=0) <= MAX_QUERY_CHARS, length
     cands = small_model.generator.generate("new ", history)
     assert (cands.features[:, FEATURES.index("src_session")] > 0).any()
+
+
+def test_corrections_make_a_bounded_number_of_look_ups_and_candidates(small_model, monkeypatch):
+    """Issue 27: however a prefix is crafted (an unknown word between two known ones and an
+    unknown partial word, each a look-up of its own kind), its corrections make at most
+    typo_lookups one-edit look-ups and offer at most typo_rows candidates."""
+    import indexer.typos as typos
+
+    cfg = small_model.generator.config
+    calls = {"n": 0}
+    looked_up = typos.one_edit_variants
+
+    def counted(*args, **kwargs):
+        calls["n"] += 1
+        return looked_up(*args, **kwargs)
+
+    monkeypatch.setattr(typos, "one_edit_variants", counted)
+    for seed in range(5):
+        junk = _typo_words(small_model, 2, seed)
+        prefix = f"new {junk[0]}qz york {junk[1]}xq"
+        calls["n"] = 0
+        cands = small_model.generator.generate(prefix, [])
+        assert 0 < calls["n"] <= cfg.typo_lookups == 4, (prefix, calls)
+        assert cands.corrected is None or int(cands.corrected.sum()) <= cfg.typo_rows
+    assert cfg.typo_rows == 40
+    free = small_model.generator.generate("nwe yo")
+    assert free.corrected is not None and int(free.corrected.sum()) > 5
+    bounded = CandidateGenerator(small_model.labels, small_model.words, small_model.generator.tree,
+                                 dataclasses.replace(cfg, typo_rows=5))
+    capped = bounded.generate("nwe yo")
+    assert capped.corrected is not None and int(capped.corrected.sum()) == 5
+    first = [t for t, c in zip(free.texts, free.corrected) if c][:5]
+    assert [t for t, c in zip(capped.texts, capped.corrected) if c] == first  # the sources' first

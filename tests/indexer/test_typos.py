@@ -243,3 +243,24 @@ def test_clean_prefixes_keep_their_top3_with_the_typo_sources_on(small_model):
     assert set(TYPO_SOURCES) <= set(small_model.params.sources) and small_model.params.typo_share > 0
     got = [top3(small_model, c) for c in recorded()]
     assert [g[: len(c["top3"])] for g, c in zip(got, recorded())] == [c["top3"] for c in recorded()]
+
+
+def test_a_pair_is_looked_up_only_where_its_unknown_word_can_change(small_model):
+    """A bigram's words are all in the vocabulary, so the pairs found by editing only the
+    unknown word or the space beside it are all the pairs there are (and fewer offsets are
+    tried)."""
+    rng = np.random.default_rng(3)
+    words, bigrams = small_model.words.words, small_model.words.bigrams
+    corrector = WordCorrector(words, bigrams, cache=0)
+    checked = 0
+    for k in rng.choice(len(bigrams.keys), 300, replace=False).tolist():
+        first, second = bigrams.keys[k].split(" ", 1)
+        for unknown in (0, 1):
+            pair = [first, second]
+            pair[unknown] = add_typo(pair[unknown], rng)
+            if words.count(pair[unknown]) or " " in pair[unknown] or len(pair[unknown]) < 2:
+                continue
+            text = " ".join(pair)
+            assert corrector.pairs(text, True, unknown) == corrector.pairs(text, True), text
+            checked += 1
+    assert checked > 200
