@@ -9,7 +9,7 @@ from pathlib import Path
 
 from replay.replay import ReplayOptions
 
-from .args import CommandError, positive
+from .args import CommandError, add_columns_flag, positive
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,10 +25,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--url", required=True, metavar="ws://HOST:PORT/ws", help="the server's WebSocket")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--log", action="append", type=Path, metavar="LOG.tsv[.gz]",
-                        help="a query log, cut into sessions as `qac build` does; repeatable")
+    source.add_argument("--log", action="append", type=Path, metavar="LOG",
+                        help="a query log, read and cut into sessions as `qac build` does (TSV, CSV or JSON "
+                        "lines, plain or gzipped, columns found by the header or --columns); repeatable")
     source.add_argument("--pairs", type=Path, metavar="PAIRS.jsonl",
                         help="evaluation pairs: submit prev_query, then type next_query")
+    add_columns_flag(p)
     p.add_argument("--as-users", action="store_true",
                    help="replay each session as its user (the log's user id, or the pair's 'user'): present a "
                    "token signed for that id as the embedding site signs a signed-in user, with the server's "
@@ -64,9 +66,11 @@ def run(args: argparse.Namespace) -> int:
                                "server's QAC_SECRET, or the content of its --secret-file)")
         sign = site_signer(secret)
     if args.pairs is not None:
+        if args.columns is not None:
+            raise CommandError("--columns says where the fields of a --log are; --pairs files have named fields")
         sessions = user_scripts_from_pairs(args.pairs, args.sessions)
     else:
-        sessions = user_scripts_from_log(args.log, args.sessions)
+        sessions = user_scripts_from_log(args.log, args.sessions, columns=args.columns)
     users = [user for user, _ in sessions]
     scripts = [script for _, script in sessions]
     report = run_replay(args.url, scripts, options, quiet=args.quiet, users=users, sign=sign)

@@ -11,6 +11,7 @@ import pytest
 from qac.main import main
 
 DEV_LOG = Path(__file__).parent / "data" / "dev-5-users.tsv"
+NOBODY = "ws://127.0.0.1:1/ws"  # a closed port: a replay that connects fails there
 FAST = ["--workers", "1", "--max-leaf", "50", "--default-scorer", "--quiet"]
 
 
@@ -74,6 +75,7 @@ def test_complete_refuses_k_below_one(tmp_path, capsys, k):
 
 @pytest.mark.parametrize("argv", [
     ["serve", "--bogus"], ["build", "--out", "x", "--bogus"], ["pairs", "x", "--out", "y", "z"],
+    ["replay", "--url", "ws://h/ws", "--log", "x", "--bogus"],
 ])
 def test_a_bad_flag_shows_the_usage_of_its_subcommand(capsys, argv):
     with pytest.raises(SystemExit) as exited:
@@ -84,10 +86,48 @@ def test_a_bad_flag_shows_the_usage_of_its_subcommand(capsys, argv):
     assert err.strip().splitlines()[-1].startswith(f"qac {argv[0]}: error: unrecognized arguments: ")
 
 
+@pytest.mark.parametrize("command", ["build", "replay"])
 @pytest.mark.parametrize("columns", ["user=2", "query=0", "query=1,user=1"])
-def test_bad_columns_are_refused_by_the_subcommand(tmp_path, capsys, columns):
+def test_bad_columns_are_refused_by_the_subcommand(tmp_path, capsys, columns, command):
+    argv = {"build": ["build", "--out", str(tmp_path / "m")], "replay": ["replay", "--url", NOBODY]}[command]
     with pytest.raises(SystemExit) as exited:
-        main(["build", "--log", str(DEV_LOG), "--out", str(tmp_path / "m"), "--columns", columns])
+        main([*argv, "--log", str(DEV_LOG), "--columns", columns])
     assert exited.value.code == 2
-    assert "qac build: error: argument --columns" in capsys.readouterr().err
+    assert f"qac {command}: error: argument --columns" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def _id_log(tmp_path: Path) -> Path:
+    path = tmp_path / "ids.tsv"
+    path.write_text("".join(f"{q}\t{u}\t{t}\n" for u, q, t, *_ in
+                            (line.split("\t") for line in DEV_LOG.read_text().splitlines()[1:])))
+    return path
+
+
+@pytest.mark.parametrize("case", ["ids as queries", "binary", "directory", "names without a header",
+                                  "columns with pairs"])
+def test_replay_refuses_a_log_it_cannot_read_before_connecting(tmp_path, capsys, case):
+    """Refused as `qac build` refuses the same log, in one line, without a connection: nobody
+    listens at NOBODY, so a replay that got as far as connecting would say so instead."""
+    binary = tmp_path / "photo.jpg"
+    binary.write_bytes(bytes(range(256)) * 64)
+    flags, said = {
+        "ids as queries": (["--log", str(_id_log(tmp_path))], "look like ids or times"),
+        "binary": (["--log", str(binary)], "is a binary file, not a text log"),
+        "directory": (["--log", str(tmp_path)], f"{tmp_path} is a directory, not a log file"),
+        "names without a header": (["--log", str(_id_log(tmp_path)), "--columns", "query=q"],
+                                   "has no header line to find q in"),
+        "columns with pairs": (["--pairs", str(DEV_LOG.with_suffix(".pairs.jsonl")), "--columns", "query=2"],
+                               "--columns says where the fields of a --log are"),
+    }[case]
+    err = refused(capsys, ["replay", "--url", NOBODY, *flags, "--quiet"])
+    assert err.startswith("qac replay: error: ") and said in err
+
+
+def test_replay_reads_a_headerless_log_by_columns(tmp_path):
+    """The log refused above for its id column, told where its fields are, makes the sessions of DEV_LOG."""
+    from replay.scripts import user_scripts_from_log
+
+    expected = user_scripts_from_log([DEV_LOG])
+    assert len(expected) == 25
+    assert user_scripts_from_log([_id_log(tmp_path)], columns={"query": 0, "user": 1, "time": 2}) == expected
