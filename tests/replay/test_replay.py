@@ -233,6 +233,15 @@ async def test_error_frames_are_counted_by_code_and_rate_limits_retried() -> Non
 
 
 @pytest.mark.anyio
+async def test_a_rate_limited_user_frame_is_retried_not_counted_as_an_error() -> None:
+    script = (Typed("weather"), Typed("new york times", keystrokes_of("new york times")))
+    async with fake_server(starts_with, refuse_users=2) as (url, received):
+        report = await replay(url, [script], users=["u1"], sign=lambda user: f"token of {user}")
+    assert (report["errors"], report["rate_limited_retries"], report["sessions_completed"]) == (0, 2, 1)
+    assert [m["type"] for m in received][:4] == ["user", "user", "user", "submit"]
+
+
+@pytest.mark.anyio
 async def test_replay_stops_at_the_duration_limit() -> None:
     scripts = [(Typed("new york times", keystrokes_of("new york times")),)] * 50
     async with fake_server(starts_with) as (url, _):
