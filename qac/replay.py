@@ -35,8 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="replay each session as its user (the log's user id, or the pair's 'user'): present a "
                    "token signed for that id as the embedding site signs a signed-in user, with the server's "
                    "secret from QAC_SECRET, and replay one user's sessions in order, so that their submits build "
-                   "the personal history their later sessions see (the server's per-user and per-address submit "
-                   "limits are for people: raise QAC_SUBMIT_RATE and QAC_ADDRESS_SUBMIT_RATE for a replay)")
+                   "the personal history their later sessions see (the server's rate, submit and CPU limits are for "
+                   "people: lift them for a replay, as README's \"Seed histories and replay as users\" does)")
     p.add_argument("--sessions", type=positive(int), metavar="N", help="replay only the first N sessions")
     p.add_argument("--concurrency", type=positive(int), default=d.concurrency, metavar="C",
                    help="sessions replayed at once (default: %(default)s)")
