@@ -4,6 +4,7 @@ usage of the subcommand it was given to."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,15 @@ def test_replay_refuses_a_log_it_cannot_read_before_connecting(tmp_path, capsys,
     }[case]
     err = refused(capsys, ["replay", "--url", NOBODY, *flags, "--quiet"])
     assert err.startswith("qac replay: error: ") and said in err
+
+
+def test_bench_without_matplotlib_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    err = refused(capsys, ["bench", "--log", str(DEV_LOG), "--pairs", str(DEV_LOG.with_suffix(".pairs.jsonl")),
+                           "--out", str(tmp_path / "bench"), "--quiet"])
+    assert err == ("qac bench: error: qac bench draws its charts with matplotlib, which is not installed: "
+                   "pip install -e '.[bench]'")
+    assert not (tmp_path / "bench").exists()
 
 
 def test_replay_reads_a_headerless_log_by_columns(tmp_path):
