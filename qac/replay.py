@@ -53,7 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``qac replay``: replay the sessions and print the report."""
-    from replay.replay import format_report, run_replay, site_signer
+    from replay.replay import format_report, run_replay, signable, site_signer
     from replay.scripts import user_scripts_from_log, user_scripts_from_pairs
 
     options = ReplayOptions(concurrency=args.concurrency, rate=args.rate, timeout=args.timeout,
@@ -73,6 +73,13 @@ def run(args: argparse.Namespace) -> int:
         sessions = user_scripts_from_log(args.log, args.sessions, columns=args.columns)
     users = [user for user, _ in sessions]
     scripts = [script for _, script in sessions]
+    source = args.pairs or ", ".join(map(str, args.log))
+    if not scripts:  # said before connecting
+        raise CommandError(f"nothing to replay: {source} has no session of two or more queries (a log's sessions "
+                           "are cut per user, in time order: a log without users or times has none)")
+    if sign is not None and not any(map(signable, users)):
+        raise CommandError(f"--as-users: no session of {source} has a user to replay it as (a log without a "
+                           "user column, or pairs without 'user')")
     report = run_replay(args.url, scripts, options, quiet=args.quiet, users=users, sign=sign)
     print(format_report(report))
     if args.json:

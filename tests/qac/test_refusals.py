@@ -125,6 +125,25 @@ def test_replay_refuses_a_log_it_cannot_read_before_connecting(tmp_path, capsys,
     assert err.startswith("qac replay: error: ") and said in err
 
 
+def test_replay_as_users_of_pairs_without_users_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("QAC_SECRET", "a test secret of enough characters")
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"prev_query": "weather", "prefix": "ny", "next_query": "ny times"}\n')
+    err = refused(capsys, ["replay", "--url", NOBODY, "--pairs", str(path), "--as-users", "--quiet"])
+    assert err.startswith(f"qac replay: error: --as-users: no session of {path} has a user to replay it as")
+
+
+@pytest.mark.parametrize("text", [
+    "Query\tQueryTime\nweather\t2006-03-01 10:00:00\nny times\t2006-03-01 10:01:00\n",  # no users
+    "AnonID\tQuery\n7\tweather\n7\tny times\n",  # no times: each query a session of its own
+], ids=["no users", "no times"])
+def test_replaying_a_log_without_sessions_is_refused_before_connecting(tmp_path, capsys, text):
+    path = tmp_path / "log.tsv"
+    path.write_text(text)
+    err = refused(capsys, ["replay", "--url", NOBODY, "--log", str(path), "--quiet"])
+    assert err.startswith(f"qac replay: error: nothing to replay: {path} has no session of two or more queries")
+
+
 def test_bench_without_matplotlib_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
     err = refused(capsys, ["bench", "--log", str(DEV_LOG), "--pairs", str(DEV_LOG.with_suffix(".pairs.jsonl")),
