@@ -8,7 +8,7 @@ from typing import Any
 
 from replay.bench import BenchConfig
 
-from .args import csv, list_of, positive
+from .args import CommandError, csv, list_of, positive
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -71,9 +71,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``qac bench``: run the benchmark and print its Markdown summary."""
+    import importlib.util
     import shlex
 
     from replay.bench import run_bench
+
+    if importlib.util.find_spec("matplotlib") is None:  # said now, not after the minutes of work before the charts
+        raise CommandError("qac bench draws its charts with matplotlib, which is not installed: "
+                           "pip install -e '.[bench]'")
 
     config = BenchConfig(
         logs=tuple(args.logs), pairs=args.pairs, out=args.out, pairs_limit=args.pairs_limit,

@@ -7,6 +7,7 @@ Each subcommand's module parses its flags and calls the libraries; any
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -15,6 +16,7 @@ from indexer.errors import QacError
 from . import bench, build, complete, eval, pairs, replay, serve
 
 EXIT_ERROR = 2
+EXIT_BROKEN_PIPE = 128 + 13  # as a process killed by SIGPIPE
 COMMANDS = (build, pairs, eval, complete, serve, replay, bench)
 
 
@@ -37,12 +39,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         subcommands.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a reader gone away is found here, not in the interpreter's exit
+        return code
     except QacError as exc:
         print(f"qac {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (qac eval ... | head): stop quietly, as a Unix tool does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit's flush is quiet too
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

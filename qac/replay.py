@@ -9,7 +9,7 @@ from pathlib import Path
 
 from replay.replay import ReplayOptions
 
-from .args import CommandError, positive
+from .args import CommandError, add_columns_flag, positive
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,16 +25,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--url", required=True, metavar="ws://HOST:PORT/ws", help="the server's WebSocket")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--log", action="append", type=Path, metavar="LOG.tsv[.gz]",
-                        help="a query log, cut into sessions as `qac build` does; repeatable")
+    source.add_argument("--log", action="append", type=Path, metavar="LOG",
+                        help="a query log, read and cut into sessions as `qac build` does (TSV, CSV or JSON "
+                        "lines, plain or gzipped, columns found by the header or --columns); repeatable")
     source.add_argument("--pairs", type=Path, metavar="PAIRS.jsonl",
                         help="evaluation pairs: submit prev_query, then type next_query")
+    add_columns_flag(p)
     p.add_argument("--as-users", action="store_true",
                    help="replay each session as its user (the log's user id, or the pair's 'user'): present a "
                    "token signed for that id as the embedding site signs a signed-in user, with the server's "
                    "secret from QAC_SECRET, and replay one user's sessions in order, so that their submits build "
-                   "the personal history their later sessions see (the server's per-user and per-address submit "
-                   "limits are for people: raise QAC_SUBMIT_RATE and QAC_ADDRESS_SUBMIT_RATE for a replay)")
+                   "the personal history their later sessions see (the server's rate, submit and CPU limits are for "
+                   "people: lift them for a replay, as README's \"Seed histories and replay as users\" does)")
     p.add_argument("--sessions", type=positive(int), metavar="N", help="replay only the first N sessions")
     p.add_argument("--concurrency", type=positive(int), default=d.concurrency, metavar="C",
                    help="sessions replayed at once (default: %(default)s)")
@@ -51,7 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``qac replay``: replay the sessions and print the report."""
-    from replay.replay import format_report, run_replay, site_signer
+    from replay.replay import format_report, run_replay, signable, site_signer
     from replay.scripts import user_scripts_from_log, user_scripts_from_pairs
 
     options = ReplayOptions(concurrency=args.concurrency, rate=args.rate, timeout=args.timeout,
@@ -64,11 +66,20 @@ def run(args: argparse.Namespace) -> int:
                                "server's QAC_SECRET, or the content of its --secret-file)")
         sign = site_signer(secret)
     if args.pairs is not None:
+        if args.columns is not None:
+            raise CommandError("--columns says where the fields of a --log are; --pairs files have named fields")
         sessions = user_scripts_from_pairs(args.pairs, args.sessions)
     else:
-        sessions = user_scripts_from_log(args.log, args.sessions)
+        sessions = user_scripts_from_log(args.log, args.sessions, columns=args.columns)
     users = [user for user, _ in sessions]
     scripts = [script for _, script in sessions]
+    source = args.pairs or ", ".join(map(str, args.log))
+    if not scripts:  # said before connecting
+        raise CommandError(f"nothing to replay: {source} has no session of two or more queries (a log's sessions "
+                           "are cut per user, in time order: a log without users or times has none)")
+    if sign is not None and not any(map(signable, users)):
+        raise CommandError(f"--as-users: no session of {source} has a user to replay it as (a log without a "
+                           "user column, or pairs without 'user')")
     report = run_replay(args.url, scripts, options, quiet=args.quiet, users=users, sign=sign)
     print(format_report(report))
     if args.json:

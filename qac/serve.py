@@ -21,14 +21,8 @@ if TYPE_CHECKING:
     from server.seed import Seed
 
 _DEFAULTS = ServerConfig()
-_METAVARS = {"index": "DIR", "host": "HOST", "port": "PORT", "workers": "N", "sessions": "STORE",
-             "session_ttl": "SECONDS", "allowed_origins": "ORIGIN", "secret_file": "FILE", "sessions_file": "FILE",
-             "history_max": "N", "history_days": "DAYS", "blocklist": "FILE", "sensitive": "FILE",
-             "forwarded_allow_ips": "IPS",
-             "models_root": "DIR", "internal_port": "PORT", "anonymous_days": "DAYS", "history_anonymous_max": "N",
-             "seed_history": "LOG", "worker_healthcheck": "SECONDS"}
-# tuple fields: nargs (None: one per flag)
-_REPEATABLE = {"allowed_origins": "+", "blocklist": None, "sensitive": None, "seed_history": None}
+# Tuple fields: a repeatable flag (server/config.py's _opt).
+_REPEATABLE = tuple(f.name for f in dataclasses.fields(ServerConfig) if isinstance(getattr(_DEFAULTS, f.name), tuple))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -47,12 +41,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default = getattr(_DEFAULTS, f.name)
         shown = "" if default in (None, ()) else f" (default: {default})"
         help = f"{f.metadata['help']}{shown}; env {env_name(f)}".replace("%", "%%")
+        metavar, nargs = f.metadata["metavar"], f.metadata["nargs"]
         if f.name in _REPEATABLE:
-            p.add_argument(flag, dest=f.name, action="append" if _REPEATABLE[f.name] is None else "extend",
-                           nargs=_REPEATABLE[f.name], metavar=_METAVARS[f.name], help=help)
+            p.add_argument(flag, dest=f.name, action="append" if nargs is None else "extend", nargs=nargs,
+                           metavar=metavar, help=help)
         else:
-            p.add_argument(flag, dest=f.name, type=f.metadata["parse"], metavar=_METAVARS[f.name],
-                           help=help)
+            p.add_argument(flag, dest=f.name, type=f.metadata["parse"], metavar=metavar, help=help)
     p.set_defaults(func=run)
 
 

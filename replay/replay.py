@@ -317,7 +317,11 @@ async def _identify(client: Client, token: str | None, stats: ReplayStats) -> bo
     """Present ``token`` (if any) on the connection; whether the server took it."""
     if token is None:
         return True
-    answer = await client.user(token)
+
+    async def present(text: str) -> Answer:
+        return await client.user(text), 0.0
+
+    answer, _ = await _with_retries(present, token, stats)  # a burst of sessions can meet the address's limit
     if answer.get("type") == "error":
         stats.errors[f"user {answer.get('code')}"] += 1
         return False

@@ -3,7 +3,7 @@ only submitted, from a query log or from evaluation pairs."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,11 +35,14 @@ def keystrokes_of(query: str) -> tuple[str, ...]:
 UserScript = tuple[str | None, Script]
 
 
-def user_scripts_from_log(paths: Sequence[str | Path], limit: int | None = None) -> list[UserScript]:
+def user_scripts_from_log(paths: Sequence[str | Path], limit: int | None = None, *,
+                          columns: Mapping[str, int | str] | None = None) -> list[UserScript]:
     """Sessions of a log cut as the indexer cuts them, each with the log's user id; sessions
-    of one query type nothing and are left out. The sampled prefix of each typed query is
-    drawn as the published protocol draws it (:func:`indexer.train.examples.protocol_pairs`)."""
-    rows, _ = read_logs([Path(p) for p in paths])
+    of one query type nothing and are left out. The log is read as ``qac build`` reads it
+    (:func:`indexer.train.logs.read_logs`, with ``columns`` from ``--columns``). The sampled prefix
+    of each typed query is drawn as the published protocol draws it
+    (:func:`indexer.train.examples.protocol_pairs`)."""
+    rows, _ = read_logs([Path(p) for p in paths], columns=columns)
     sessions = sessions_of(rows)
     draws = iter(protocol_pairs(sessions))
     scripts: list[UserScript] = []

@@ -38,12 +38,13 @@ def _paths(text: str) -> tuple[str, ...]:
 
 def _opt(
     default: Any, parse: Callable[[str], Any], help: str, flag: str | None = None, env: str | None = None,
-    old_env: str | None = None, **kw: Any,
+    old_env: str | None = None, metavar: str | None = None, nargs: str | None = None, **kw: Any,
 ) -> Any:
-    """A field with how to parse it from text, its help and (for CLI options) its flag name;
-    ``old_env``: the variable's former name, still read when the new one is unset."""
+    """A field with how to parse it from text, its help and (for CLI options) its flag name and
+    the metavar its --help shows; ``old_env``: the variable's former name, still read when the new
+    one is unset. A tuple field's flag is repeatable, each time one value (``nargs``: "+", several)."""
     return field(default=default, metadata={"parse": parse, "help": help, "flag": flag, "env": env,
-                                            "old_env": old_env}, **kw)
+                                            "old_env": old_env, "metavar": metavar, "nargs": nargs}, **kw)
 
 
 @dataclass(frozen=True)
@@ -51,25 +52,27 @@ class ServerConfig:
     """Everything that decides how the server runs; immutable, validated on construction."""
 
     index: str | None = _opt(None, str, "model directory (default: a model of the shipped sample log, "
-                             "built once into the cache)", flag="--index")
-    host: str = _opt("127.0.0.1", str, "interface to listen on", flag="--host")
-    port: int = _opt(8000, int, "TCP port", flag="--port")
+                             "built once into the cache)", flag="--index", metavar="DIR")
+    host: str = _opt("127.0.0.1", str, "interface to listen on", flag="--host", metavar="HOST")
+    port: int = _opt(8000, int, "TCP port", flag="--port", metavar="PORT")
     workers: int = _opt(1, int, "server processes sharing the port (more than one needs --sessions redis://)",
-                        flag="--workers")
+                        flag="--workers", metavar="N")
     worker_healthcheck: int = _opt(60, int, "seconds a worker may leave the supervisor's health check "
                                    "unanswered before it is killed and replaced; a worker starting on a busy "
                                    "machine imports and loads the model for longer than uvicorn's 5",
-                                   flag="--worker-healthcheck")
+                                   flag="--worker-healthcheck", metavar="SECONDS")
     sessions: str = _opt("memory", str, "session store: memory, or redis://HOST:PORT/DB shared by "
                          "every process and replica (a URL with a password: give it in QAC_SESSIONS or "
-                         "--sessions-file, which no process list shows)", flag="--sessions",
+                         "--sessions-file, which no process list shows)", flag="--sessions", metavar="STORE",
                          repr=False)  # may hold a password
     sessions_file: str | None = _opt(None, str, "file holding the --sessions URL (a Docker or Kubernetes secret, "
-                                     "say); read at startup", flag="--sessions-file")
-    session_ttl: float = _opt(1800.0, float, "seconds a session lives without activity", flag="--session-ttl")
+                                     "say); read at startup", flag="--sessions-file", metavar="FILE")
+    session_ttl: float = _opt(1800.0, float, "seconds a session lives without activity", flag="--session-ttl",
+                              metavar="SECONDS")
     allowed_origins: tuple[str, ...] = _opt(
         (), _origins, "browser origins allowed to open the WebSocket besides the page's own "
         "(clients that send no Origin, such as scripts, are always allowed)", flag="--allowed-origin",
+        metavar="ORIGIN", nargs="+",
         env="QAC_ALLOWED_ORIGIN")
     max_sessions: int = _opt(100_000, int, "sessions kept by the memory store; least recently used go first")
     session_queries: int = _opt(20, int, "queries kept per session, newest last", old_env="QAC_MAX_HISTORY")
@@ -105,23 +108,24 @@ class ServerConfig:
     secret: str | None = _opt(None, str, "the secret that signs user tokens (at least 16 characters), shared by "
                               "every replica; unset: read from --secret-file", repr=False)
     secret_file: str | None = _opt(None, str, "file holding the secret when QAC_SECRET is unset; generated "
-                                   "on first start (default: $XDG_STATE_HOME/qac/secret)", flag="--secret-file")
+                                   "on first start (default: $XDG_STATE_HOME/qac/secret)", flag="--secret-file",
+                                   metavar="FILE")
     history_max: int = _opt(1000, int, "distinct queries kept in each user's personal history",
-                            flag="--history-max")
+                            flag="--history-max", metavar="N")
     history_days: float = _opt(90.0, float, "days a personal history entry lives after its last use",
-                               flag="--history-days")
+                               flag="--history-days", metavar="DAYS")
     anonymous_days: float = _opt(30.0, float, "days an anonymous user token lives; every 'user' frame that "
-                                 "presents one renews it for as long", flag="--anonymous-days")
+                                 "presents one renews it for as long", flag="--anonymous-days", metavar="DAYS")
     seed_history: tuple[str, ...] = _opt(
         (), _paths, "query log (read as qac build reads it) whose users' queries, with their counts and last "
         "use, become at start the personal histories of the signed-in users of those ids, unless the store has "
         "one for them already (or, in Redis, ever seeded them); the log's times are moved forward so that its "
         "latest row (of all the logs given) is the moment of start, and recency and expiry count from there; "
-        "repeatable", flag="--seed-history")
+        "repeatable", flag="--seed-history", metavar="LOG")
     history_anonymous_max: int = _opt(
         500_000, int, "distinct queries kept over all anonymous users' personal histories in the store; beyond "
         "it the least recently active anonymous users' histories go first (signed-in users' never do)",
-        flag="--history-anonymous-max")
+        flag="--history-anonymous-max", metavar="N")
     submit_rate: float = _opt(6.0, float, "submits per minute per user, sustained (a submit writes history); "
                               "one over it is refused with rate_limited")
     submit_burst: int = _opt(10, int, "submits per user allowed at once above its rate")
@@ -130,11 +134,11 @@ class ServerConfig:
     address_submit_burst: int = _opt(30, int, "submits per client address allowed at once above its rate")
     blocklist: tuple[str, ...] = _opt(
         (), _paths, "blocklist file applied at serve time on top of the model's own list (a term or phrase "
-        "a line; repeatable; re-read when it changes)", flag="--blocklist")
+        "a line; repeatable; re-read when it changes)", flag="--blocklist", metavar="FILE")
     sensitive: tuple[str, ...] = _opt(
         (), _paths, "sensitive-terms file applied at serve time on top of the model's own: a suggestion holding "
         "one is shown only when the typed prefix holds the whole term (a term or phrase a line; repeatable; "
-        "re-read when it changes)", flag="--sensitive")
+        "re-read when it changes)", flag="--sensitive", metavar="FILE")
     blocklist_interval: float = _opt(2.0, float, "seconds between checks of the --blocklist and --sensitive "
                                      "files for changes")
     max_connections_per_address: int = _opt(
@@ -159,11 +163,11 @@ class ServerConfig:
     forwarded_allow_ips: str = _opt(
         "127.0.0.1", str, "addresses or networks (a.b.c.d/n) of proxies trusted to set X-Forwarded-For, "
         "comma-separated: when the peer is one of them, the client is the header's rightmost entry that is "
-        "not ('*': any peer, and the client is the last entry)", flag="--forwarded-allow-ips")
+        "not ('*': any peer, and the client is the last entry)", flag="--forwarded-allow-ips", metavar="IPS")
     models_root: str | None = _opt(None, str, "POST /admin/reload loads only directories under this one "
-                                   "(default: the directory holding --index)", flag="--models-root")
+                                   "(default: the directory holding --index)", flag="--models-root", metavar="DIR")
     internal_port: int | None = _opt(None, int, "serve /metrics and /admin/* only on this port (same --host), "
-                                     "never on --port", flag="--internal-port")
+                                     "never on --port", flag="--internal-port", metavar="PORT")
     store_failures: int = _opt(3, int, "consecutive failed session store calls before the store is marked "
                                "down (then probed every second until it answers)")
     redis_pool: int = _opt(64, int, "Redis connections per process and store at most; a call waits up to 2 s "

@@ -7,10 +7,10 @@ import copy
 import os
 import socket
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
@@ -152,29 +152,36 @@ def _check_secret(config: ServerConfig, say: Callable[[str], None]) -> None:
 
 def _seed_shared(config: ServerConfig, seed: Seed) -> None:
     """Seed the store the workers share, before they start."""
-    async def run() -> None:
-        history = open_history(config.sessions, max_entries=config.history_max, ttl=config.history_days * 86400,
-                               anonymous_max=config.history_anonymous_max, pool=config.redis_pool)
-        try:
-            await seed_store(history, seed)
-        finally:
-            await history.close()
-
-    try:
-        asyncio.run(run())
-    except HistoryError as exc:
-        raise ServeError(str(exc)) from exc
+    _one_shot(lambda: open_history(config.sessions, max_entries=config.history_max,
+                                   ttl=config.history_days * 86400, anonymous_max=config.history_anonymous_max,
+                                   pool=config.redis_pool),
+              lambda history: seed_store(history, seed), HistoryError)
 
 
 def _check_sessions(config: ServerConfig) -> None:
-    async def ping() -> None:
-        store = open_store(config.sessions, config.session_ttl, config.session_queries, config.max_sessions, 2)
+    """Reach the session store once, so that a wrong --sessions stops the start."""
+    _one_shot(lambda: open_store(config.sessions, config.session_ttl, config.session_queries, config.max_sessions, 2),
+              lambda store: store.ping(), SessionError)
+
+
+class _Store(Protocol):
+    async def close(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Store)
+
+
+def _one_shot(open_: Callable[[], S], use: Callable[[S], Awaitable[object]], errors: type[QacError]) -> None:
+    """Open a store in an event loop of its own, ``use`` it once and close it; the store's
+    ``errors`` (unreachable, refused) become :class:`ServeError`."""
+    async def run() -> None:
+        store = open_()
         try:
-            await store.ping()
+            await use(store)
         finally:
             await store.close()
 
     try:
-        asyncio.run(ping())
-    except SessionError as exc:
+        asyncio.run(run())
+    except errors as exc:
         raise ServeError(str(exc)) from exc

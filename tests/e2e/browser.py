@@ -1,5 +1,6 @@
 """What the browser tests share: Debian's headless Chromium driven by playwright, a real
-server on the small model, and the frames of the page's WebSockets.
+server on the small model (:func:`serving`), the demo page open in a tab of its own
+(:func:`demo_tab`), and the frames of the page's WebSockets.
 
 The fixtures (browser, page, frames, server) live in conftest.py; importing this module
 skips the test module that does when /usr/bin/chromium or playwright is absent.
@@ -19,6 +20,9 @@ from typing import Any
 import pytest
 
 from indexer.model import Model
+from server.app import create_app
+from server.config import ServerConfig
+from tests.support import running
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
@@ -57,11 +61,30 @@ def tab(browser: Any, *, allow: str | None = None, **options: Any) -> Iterator[P
     assert not errors, errors
 
 
+@contextlib.contextmanager
+def serving(model_dir: Path, port: int = 0, **settings: Any) -> Iterator[str]:
+    """A real server of the model at ``model_dir`` on ``port`` (0: a free one), with ``settings``
+    over ServerConfig's defaults; yields ``host:port``."""
+    config = ServerConfig(index=str(model_dir), **settings)
+    with running(create_app(config), config, port=port) as address:
+        yield address
+
+
 def open_demo(page: Page, server: str) -> Any:
     """Load the page, wait until its socket is live; the search box."""
     page.goto(f"http://{server}/")
     expect(page.locator("#status")).to_have_attribute("data-state", "online")
     return page.get_by_role("combobox")
+
+
+@contextlib.contextmanager
+def demo_tab(browser: Any, server: str, *, allow: str | None = None, **options: Any
+             ) -> Iterator[tuple[Page, Frames, Any]]:
+    """The demo page of ``server`` open in a fresh :func:`tab` (``allow`` and ``options`` as
+    there), its frames watched from the start: (page, frames, search box)."""
+    with tab(browser, allow=allow, **options) as page:
+        frames = watch_frames(page)
+        yield page, frames, open_demo(page, server)
 
 
 def options_of(page: Page, box: Any) -> Any:

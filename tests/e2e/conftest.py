@@ -8,9 +8,7 @@ from typing import Any
 
 import pytest
 
-from server.app import create_app
-from server.config import ServerConfig
-from tests.support import private_state, running
+from tests.support import private_state
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -23,8 +21,9 @@ def _private_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def server(small_model_dir: Path) -> Iterator[str]:
     """A server on the small model, for the browser tests of one module: ``host:port``."""
-    config = ServerConfig(index=str(small_model_dir))
-    with running(create_app(config), config) as address:
+    from tests.e2e.browser import serving
+
+    with serving(small_model_dir) as address:
         yield address
 
 

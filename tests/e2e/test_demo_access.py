@@ -14,6 +14,7 @@ from indexer.model import Model
 from tests.e2e.browser import (
     Frames,
     Page,
+    demo_tab,
     expect,
     open_demo,
     options_of,
@@ -168,9 +169,7 @@ def test_the_context_line_shows_only_when_the_session_changed_the_ranking(
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_axe_finds_nothing_with_the_list_open(browser: Any, server: str, scheme: str) -> None:
-    with tab(browser, color_scheme=scheme) as page:
-        frames = watch_frames(page)
-        box = open_demo(page, server)
+    with demo_tab(browser, server, color_scheme=scheme) as (page, frames, box):
         for query in ("weather", "garden ponds"):
             box.fill(query)
             box.press("Enter")
@@ -270,9 +269,8 @@ def test_on_a_phone_the_box_and_every_option_stay_above_the_keyboard(
     browser: Any, server: str, small_model: Model
 ) -> None:
     # 390x844 with the on-screen keyboard up leaves about 390x420 of page.
-    with tab(browser, viewport={"width": 390, "height": 420}, is_mobile=True, has_touch=True) as page:
-        frames = watch_frames(page)
-        box = open_demo(page, server)
+    with demo_tab(browser, server, viewport={"width": 390, "height": 420}, is_mobile=True, has_touch=True
+                  ) as (page, frames, box):
         expect(box).to_have_attribute("enterkeyhint", "search")
         for query in ("weather", "garden ponds", "recipes for dinner"):
             box.fill(query)

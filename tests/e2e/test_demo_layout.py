@@ -14,6 +14,7 @@ import pytest
 from indexer.model import Model
 from tests.e2e.browser import (
     Page,
+    demo_tab,
     expect,
     open_demo,
     options_of,
@@ -134,9 +135,7 @@ def test_a_scripted_session_shifts_nothing(browser: Any, server: str, size: str)
 
 @pytest.mark.parametrize("size", ["desktop", "phone"])
 def test_the_list_meets_the_box_without_a_seam(browser: Any, server: str, size: str) -> None:
-    with tab(browser, viewport=VIEWPORTS[size]) as page:
-        frames = watch_frames(page)
-        box = open_demo(page, server)
+    with demo_tab(browser, server, viewport=VIEWPORTS[size]) as (page, frames, box):
         type_into(page, box, frames, "rec")
         field, popup = rect(page.locator("#box")), rect(page.locator("#popup"))
         assert (popup["x"], popup["width"]) == (field["x"], field["width"])  # flush on both sides
@@ -148,9 +147,7 @@ def test_a_first_visit_explains_itself_in_the_first_screenful(
     browser: Any, server: str, small_model: Model, size: str
 ) -> None:
     viewport = VIEWPORTS[size]
-    with tab(browser, viewport=viewport) as page:
-        frames = watch_frames(page)
-        box = open_demo(page, server)
+    with demo_tab(browser, server, viewport=viewport) as (page, frames, box):
         expect(box).to_be_focused()  # ready to type, and yet:
         title = page.get_by_role("heading", level=1)
         about = page.locator("#about")

@@ -17,8 +17,6 @@ from typing import Any
 
 from indexer.model import Model
 from indexer.normalize import normalize
-from server.app import create_app
-from server.config import ServerConfig
 from tests.e2e.browser import (
     ARTIFACTS,
     Frames,
@@ -28,10 +26,10 @@ from tests.e2e.browser import (
     options_of,
     queries,
     rewrite_frames,
+    serving,
     type_into,
     wait_until,
 )
-from tests.support import running
 
 
 def test_typing_shows_the_models_suggestions_with_the_completion_in_bold(
@@ -334,8 +332,7 @@ def test_another_site_embeds_the_client_with_a_few_lines(
     submits, the session."""
     prev, prefix = history_pair
     with another_origin() as (site, serve):
-        config = ServerConfig(index=str(small_model_dir), allowed_origins=(site,))
-        with running(create_app(config), config) as server:
+        with serving(small_model_dir, allowed_origins=(site,)) as server:
             serve(EMBEDDING_PAGE.format(server=server))
             page.goto(site)
             box = page.locator("#search")
@@ -393,8 +390,7 @@ def test_screenshot_with_the_suggestions_open(page: Page, server: str, frames: F
 def test_an_idle_connection_closed_by_the_server_comes_back_on_the_next_keystroke(
     page: Page, small_model_dir: Path, small_model: Model
 ) -> None:
-    config = ServerConfig(index=str(small_model_dir), idle_timeout=0.5)
-    with running(create_app(config), config) as server:
+    with serving(small_model_dir, idle_timeout=0.5) as server:
         box = open_demo(page, server)
         expect(page.locator("#status-text")).to_have_text("idle", timeout=5000)
         page.wait_for_timeout(1000)  # no reconnect loop while nobody types

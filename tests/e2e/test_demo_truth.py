@@ -5,16 +5,12 @@ server's limits. Debian's headless Chromium against a real server on the small m
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from indexer.model import Model
 from indexer.normalize import normalize
-from server.app import create_app
-from server.config import ServerConfig
 from tests.e2e.browser import (
     Frames,
     Page,
@@ -23,12 +19,13 @@ from tests.e2e.browser import (
     options_of,
     queries,
     rewrite_frames,
+    serving,
     tab,
     type_into,
     wait_until,
     watch_frames,
 )
-from tests.support import free_port, running
+from tests.support import free_port
 
 # What Chromium logs for a socket to a server that is down.
 REFUSED = r"WebSocket connection to .* failed"
@@ -119,13 +116,6 @@ def test_typing_fast_stays_under_the_rate_limit_and_ends_on_the_last_prefix(
     sent = [f["prefix"] for f in frames.sent if f["type"] == "query"]
     assert sent[-1] == text and len(sent) < 150  # the newest unsent keystroke went, the others did not
     expect(options_of(page, box)).to_have_text(queries(small_model, text))
-
-
-@contextlib.contextmanager
-def serving(model_dir: Path, port: int) -> Iterator[str]:
-    config = ServerConfig(index=str(model_dir))
-    with running(create_app(config), config, port=port) as address:
-        yield address
 
 
 def retry_seconds(page: Page) -> int | None:

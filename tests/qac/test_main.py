@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 from datetime import datetime
 
 import pytest
@@ -157,3 +158,13 @@ def test_the_old_name_of_default_scorer_still_works() -> None:
     for flag in ("--default-scorer", "--no-reranker"):
         assert parser.parse_args(["build", "--log", "x", "--out", "y", flag]).default_scorer
     assert not parser.parse_args(["build", "--log", "x", "--out", "y"]).default_scorer
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(small_model_dir, monkeypatch, capsys):
+    """``qac complete ... | head -0``: exit 141 as a Unix tool killed by SIGPIPE, no traceback."""
+    read, write = os.pipe()
+    os.close(read)
+    with os.fdopen(write, "w") as stdout:
+        monkeypatch.setattr(sys, "stdout", stdout)
+        assert main(["complete", "--index", str(small_model_dir), "ny"]) == 141
+    assert capsys.readouterr().err == ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import pytest
 
@@ -98,3 +99,15 @@ def test_seed_history_is_repeatable_and_read_from_the_environment(capsys: pytest
         parse("--help")
     text = " ".join(capsys.readouterr().out.split())
     assert "--seed-history LOG" in text and "latest row (of all the logs given) is the moment of start" in text
+
+
+def test_each_flag_shows_the_metavar_its_field_declares(capsys: pytest.CaptureFixture[str]) -> None:
+    """The flag's metavar comes from its ServerConfig field, as its type does: no table beside it."""
+    with pytest.raises(SystemExit):
+        parse("--help")
+    text = " ".join(capsys.readouterr().out.split())
+    fields = [f for f in dataclasses.fields(ServerConfig) if f.metadata["flag"]]
+    flags = [(f.metadata["flag"], f.metadata["metavar"]) for f in fields]
+    assert len(flags) >= 20 and all(metavar for _, metavar in flags)
+    for flag, metavar in flags:
+        assert f"{flag} {metavar}" in text

@@ -24,7 +24,7 @@ def starts_with(prefix: str, queries: list[str]) -> list[str]:
 @contextlib.asynccontextmanager
 async def fake_server(
     suggest: Suggest, *, answers_per_connection: int | None = None, abort: bool = False, refuse_every: int = 0,
-    silent: Callable[[str], bool] | None = None, max_connections: int | None = None,
+    silent: Callable[[str], bool] | None = None, max_connections: int | None = None, refuse_users: int = 0,
 ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
     """Serve on a free port; yields the URL and every message received, in order.
 
@@ -32,11 +32,13 @@ async def fake_server(
     connection); with ``refuse_every`` = n, every n-th keystroke is answered ``rate_limited``;
     keystrokes ``silent`` accepts are not answered at all (as if superseded); with
     ``max_connections`` = n, every keystroke of a connection opened while n others were open
-    is answered ``overloaded`` (a server past its capacity).
+    is answered ``overloaded`` (a server past its capacity); the first ``refuse_users`` user
+    frames are answered ``rate_limited``, the others taken (any token).
     """
     received: list[dict[str, Any]] = []
     seen = 0
     open_now = 0
+    users_refused = 0
 
     async def handle(ws: ServerConnection) -> None:
         nonlocal open_now
@@ -47,7 +49,7 @@ async def fake_server(
             open_now -= 1
 
     async def serve_one(ws: ServerConnection, overloaded: bool) -> None:
-        nonlocal seen
+        nonlocal seen, users_refused
         await ws.send(json.dumps({"type": "hello", "session": "s" * 22, "index": "fake", "queries": []}))
         queries: list[str] = []  # the session queries
         answered = 0
@@ -57,6 +59,13 @@ async def fake_server(
             if msg["type"] == "resume":
                 await ws.send(json.dumps({"type": "hello", "session": msg["session"], "index": "fake",
                                           "queries": []}))
+                continue
+            if msg["type"] == "user":
+                if users_refused < refuse_users:
+                    users_refused += 1
+                    await ws.send(json.dumps({"type": "error", "id": None, "code": "rate_limited", "message": "x"}))
+                else:
+                    await ws.send(json.dumps({"type": "user", "history": 0}))
                 continue
             if msg["type"] == "submit":
                 queries.append(msg["query"])

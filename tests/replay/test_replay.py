@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,53 @@ def test_replay_cli_ends_with_one_json_report(
     assert report["sessions"] == 5 and report["errors"] == 0
 
 
+DEV_LOG = Path(__file__).parents[1] / "qac" / "data" / "dev-5-users.tsv"  # AnonID, Query, QueryTime, ClickURLs
+
+
+def _epoch(local: str) -> str:
+    return str(int(datetime.fromisoformat(local).timestamp()))
+
+
+# The same rows of DEV_LOG in other layouts, and the flags that say where their fields are.
+LAYOUTS: dict[str, tuple[str, Callable[[list[list[str]]], str], list[str]]] = {
+    "reordered header": ("log.tsv", lambda rows: "QueryTime\tq\tClickURL\tuser_id\n" + "".join(
+        f"{t}\t{q}\t{c}\t{u}\n" for u, q, t, c in rows), []),
+    "csv by --columns, epoch times": ("log.csv", lambda rows: "".join(
+        f"{_epoch(t)},{u},\"{q}\"\n" for u, q, t, _ in rows), ["--columns", "time=1,user=2,query=3"]),
+    "json lines by --columns names, iso times": ("log.jsonl", lambda rows: "".join(json.dumps(
+        {"who": u, "text": q, "when": datetime.fromisoformat(t).astimezone(UTC).isoformat()}) + "\n"
+        for u, q, t, _ in rows), ["--columns", "user=who,query=text,time=when"]),
+}
+
+
+@pytest.fixture(scope="module")
+def unlimited_url(small_model_dir: Path) -> Iterator[str]:
+    """A server whose rate limits a full-speed replay from one address never reaches."""
+    many = 10**9
+    config = ServerConfig(index=str(small_model_dir), rate=many, burst=many, address_rate=many, address_burst=many,
+                          submit_rate=many, submit_burst=many, address_submit_rate=many, address_submit_burst=many,
+                          address_cpu_rate=many, address_cpu_burst=many)
+    with running(create_app(config), config) as address:
+        yield f"ws://{address}/ws"
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_replay_cli_reads_a_log_as_qac_build_does(
+    unlimited_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], layout: str
+) -> None:
+    def replayed(log: Path, flags: list[str]) -> dict[str, object]:
+        assert main(["replay", "--url", unlimited_url, "--log", str(log), *flags, "--json", "--quiet"]) == 0
+        report: dict[str, object] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        return {k: report[k] for k in ("sessions", "keystrokes", "chars_saved", "mrr", "sampled", "errors")}
+
+    name, write, flags = LAYOUTS[layout]
+    log = tmp_path / name
+    log.write_text(write([line.split("\t") for line in DEV_LOG.read_text().splitlines()[1:]]))
+    expected = replayed(DEV_LOG, [])
+    assert (expected["sessions"], expected["errors"]) == (25, 0)
+    assert replayed(log, flags) == expected
+
+
 @pytest.mark.parametrize("url", ["http://127.0.0.1:1/ws", "ws://127.0.0.1:1/ws"], ids=["not ws", "nobody there"])
 def test_replay_cli_reports_an_unusable_url_and_exits_2(
     url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -182,6 +230,15 @@ async def test_error_frames_are_counted_by_code_and_rate_limits_retried() -> Non
     assert report["errors_by_kind"] == {"internal": 2} and report["errors"] == 2
     assert report["rate_limited_retries"] > 0
     assert report["keystrokes"] == 2 * (14 - 1) and report["sessions_completed"] == 2
+
+
+@pytest.mark.anyio
+async def test_a_rate_limited_user_frame_is_retried_not_counted_as_an_error() -> None:
+    script = (Typed("weather"), Typed("new york times", keystrokes_of("new york times")))
+    async with fake_server(starts_with, refuse_users=2) as (url, received):
+        report = await replay(url, [script], users=["u1"], sign=lambda user: f"token of {user}")
+    assert (report["errors"], report["rate_limited_retries"], report["sessions_completed"]) == (0, 2, 1)
+    assert [m["type"] for m in received][:4] == ["user", "user", "user", "submit"]
 
 
 @pytest.mark.anyio
