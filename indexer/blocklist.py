@@ -136,6 +136,11 @@ class Blocklist:
     def __delattr__(self, name: str) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable")
 
+    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
+        # Unpickling (a build's tasks on Dask or process workers) sets the slots past __setattr__.
+        for name, value in state[1].items():
+            object.__setattr__(self, name, value)
+
     # -- construction ------------------------------------------------------------------
 
     @classmethod

@@ -100,7 +100,7 @@ class CandidateConfig:
     typo_lookups: int = 4  # and at most this many one-edit look-ups in the vocabulary (word, pair, span, partial)
     typo_rows: int = 40  # the corrected prefixes offer this many candidates at most, their sources' first
     session_k: int = 40  # session candidates at most (the newest queries' first)
-    session_words: int = 40  # the session's newest distinct words that may correct a typed one
+    session_words: int = 20  # the session's newest distinct words that may correct a typed one
 
 
 @dataclass

@@ -287,3 +287,15 @@ def test_mask_finds_the_one_blocked_query_among_many_labels() -> None:
     queries[123] = "free porn"
     m = bl.mask(queries)
     assert m.sum() == 1 and m[123]
+
+
+def test_a_blocklist_survives_pickling_and_stays_immutable():
+    """A build's tasks on Dask or process workers receive the blocklist pickled."""
+    import pickle
+
+    blocklist = Blocklist(["porn"], ["herpes"])
+    copy = pickle.loads(pickle.dumps(blocklist))
+    assert copy.blocks("free porn videos") and not copy.blocks("weather")
+    assert copy.digest() == blocklist.digest() and copy.sensitive_digest() == blocklist.sensitive_digest()
+    with pytest.raises(AttributeError):
+        copy._blocked = None

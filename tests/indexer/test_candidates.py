@@ -152,7 +152,7 @@ def test_a_crafted_session_offers_a_bounded_number_of_candidates(small_model, mo
     assert 0 < int(session.sum()) <= 40  # the default session_k
     calls = _count_look_ups(monkeypatch)
     small_model.complete(" ".join(_typo_words(small_model, 4, 7)), history, 10)
-    assert calls["n"] <= 4 * 40 + 600, calls  # 40: the default session_words
+    assert calls["n"] <= 4 * 20 + 600, calls  # 20: the default session_words
 
 
 def test_a_keystroke_reads_only_the_newest_session_queries_that_fit_the_budget(small_model):
