@@ -47,9 +47,15 @@ def remember(memo: dict[K, V], key: K, value: V, size: int = MEMO_SIZE) -> V:
     return value
 
 
-def _looked_up(memo: dict[str, V], keys: Sequence[str], look: Callable[[str], V], missing: V) -> list[V]:
-    """``look`` of each of ``keys``, through ``memo`` (``missing``: not in it)."""
-    found = [memo.get(k, missing) for k in keys]
+def _looked_up(memo: dict[str, V], keys: Sequence[str], look: Callable[[str], V], missing: V,
+               members: frozenset[str] | None, absent: V) -> list[V]:
+    """``look`` of each of ``keys``, through ``memo`` (``missing``: not in it); with
+    ``members``, a key not in it is ``absent`` at once, and not remembered (a typo or a
+    crafted word costs one set test, and does not push a real word out of the memo)."""
+    if members is None:
+        found = [memo.get(k, missing) for k in keys]
+    else:
+        found = [memo.get(k, missing) if k in members else absent for k in keys]
     if missing in found:
         for j, v in enumerate(found):
             if v == missing:
@@ -97,7 +103,7 @@ class PrefixTopK:
         """:meth:`index` of each of ``keys``, as an int64 array. A keystroke looks up many keys
         that the keystrokes before it did: the last :data:`MEMO_SIZE` answers are remembered
         (a cache, so the index stays safe to share across threads)."""
-        return np.array(_looked_up(self._memo, keys, self.index, _UNKNOWN), dtype=np.int64)
+        return np.array(_looked_up(self._memo, keys, self.index, _UNKNOWN, self.members, -1), dtype=np.int64)
 
     def children(self, prefix: str) -> tuple[int, int, str, tuple[int, ...]]:
         """The keys under ``prefix`` as a trie node: their range ``lo, hi``, the characters
@@ -130,14 +136,14 @@ class PrefixTopK:
         """:meth:`counts` as a list. ``within``: a prefix most of ``keys`` start with; a key
         not remembered that starts with it is searched for among the keys under it only."""
         if within is None:
-            return _looked_up(self._count_memo, keys, self.count, -1.0)
+            return _looked_up(self._count_memo, keys, self.count, -1.0, self.members, 0.0)
         lo, hi = self.range(within)
 
         def look(key: str) -> float:
             i = self.index(key, lo, hi) if key.startswith(within) else self.index(key)
             return float(self.weights[i]) if i >= 0 else 0.0
 
-        return _looked_up(self._count_memo, keys, look, -1.0)
+        return _looked_up(self._count_memo, keys, look, -1.0, self.members, 0.0)
 
     def count(self, key: str) -> float:
         """The weight of ``key``, 0 when it is absent."""

@@ -45,6 +45,9 @@ def test_indices_and_counts_are_those_of_each_key(counts, asked):
     kept.keep_members()
     assert [kept.index(key) for key in asked] == [keys.index(key) if key in counts else -1 for key in asked]
     assert kept.count_list(asked, "a") == index.count_list(asked, "a")
+    assert kept.indices(asked).tolist() == index.indices(asked).tolist()
+    absent = [key for key in asked if key not in counts]
+    assert not set(absent) & (set(kept._count_memo) | set(kept._memo))  # told by the set, not remembered
 
 
 @given(
