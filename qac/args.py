@@ -45,8 +45,8 @@ def list_of(kind: Callable[[str], T]) -> Callable[[str], tuple[T, ...]]:
     return parse
 
 
-def add_columns_flag(parser: argparse.ArgumentParser) -> None:
-    """Add ``--columns``: where the fields of a log without a header are."""
+def add_columns_flag(parser: argparse.ArgumentParser, logs: str = "a log") -> None:
+    """Add ``--columns``: where the fields of ``logs`` (in --help's words) are when they have no header."""
     from indexer.train.logs import parse_columns
 
     def parse(text: str) -> dict[str, int | str]:
@@ -58,7 +58,7 @@ def add_columns_flag(parser: argparse.ArgumentParser) -> None:
     parse.__name__ = "columns"
     parser.add_argument(
         "--columns", type=parse, metavar="user=N,query=N,time=N",
-        help="where a log without a header line has its fields, counted from 1 as cut -f does (or, "
+        help=f"where {logs} without a header line has its fields, counted from 1 as cut -f does (or, "
         "for a header or JSON lines with other names, the names: query=search_terms); user and time "
         "are optional. Default: the header's AnonID/user/user_id/uid, Query/query/q and "
         "QueryTime/time/timestamp/ts, or without a header user=1,query=2,time=3")

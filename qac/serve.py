@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from server.config import ServerConfig, env_name
 
-from .args import CommandError
+from .args import CommandError, add_columns_flag
 
 if TYPE_CHECKING:
     from server.seed import Seed
@@ -47,6 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                            metavar=metavar, help=help)
         else:
             p.add_argument(flag, dest=f.name, type=f.metadata["parse"], metavar=metavar, help=help)
+    add_columns_flag(p, "a --seed-history log")
     p.set_defaults(func=run)
 
 
@@ -59,16 +60,17 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Se
     return ServerConfig.from_env(environ, **given)
 
 
-def read_seed(paths: Sequence[str | Path], now: float, max_entries: int, ttl: float) -> Seed:
+def read_seed(paths: Sequence[str | Path], now: float, max_entries: int, ttl: float,
+              columns: dict[str, int | str] | None = None) -> Seed:
     """The histories ``--seed-history`` gives: the logs at ``paths``, read as ``qac build``
-    reads them, their times shifted so that the latest row of all is at ``now``
-    (:func:`server.seed.seed_from_rows`). Raises :class:`CommandError`."""
+    reads them (``columns``: as ``--columns`` says), their times shifted so that the latest row
+    of all is at ``now`` (:func:`server.seed.seed_from_rows`). Raises :class:`CommandError`."""
     from indexer.errors import QacError
     from indexer.train.logs import read_logs
     from server.seed import seed_from_rows
 
     try:
-        rows, _ = read_logs([Path(p) for p in paths])
+        rows, _ = read_logs([Path(p) for p in paths], columns=columns)
         return seed_from_rows(((r.user, r.time, r.query) for r in rows), now, max_entries, ttl)
     except QacError as exc:
         raise CommandError(f"--seed-history: {exc} ({', '.join(map(str, paths))})") from exc
@@ -85,7 +87,10 @@ def run(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, index=str(ensure_sample_model(SAMPLE_LOG)))
     seed = None
     if config.seed_history:
-        seed = read_seed(config.seed_history, time.time(), config.history_max, config.history_days * 86400)
+        seed = read_seed(config.seed_history, time.time(), config.history_max, config.history_days * 86400,
+                         args.columns)
+    elif args.columns is not None:
+        raise CommandError("--columns says where the fields of a --seed-history log are; no log was given")
         print(f"qac serve: {len(seed.histories):,} users' histories read from {seed.rows:,} rows of "
               f"{', '.join(config.seed_history)}, their times moved {seed.shift / 86400:,.1f} days forward")
     serve(config, seed=seed)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect
 
+from indexer.train.logs import parse_columns
 from qac.args import CommandError
 from qac.main import main as qac_main
 from qac.serve import read_seed
@@ -64,6 +65,17 @@ def test_the_bound_and_the_expiry_apply_to_the_shifted_times(log: Path) -> None:
     # u1's plugh was last used 8 days before the latest row: expired; xyzzy (7 days) stays
     assert seed.histories["s:u1"] == [HistoryEntry("zqxj xyzzy", 1, NOW - 7 * DAY)]
     assert read_seed([log], NOW, 1, 3 * DAY).histories == {"s:u2": [HistoryEntry("zqxj other", 1, NOW)]}
+
+
+def test_a_log_without_a_header_seeds_by_its_columns(tmp_path: Path, small_model_dir: Path, capsys) -> None:
+    """``qac serve --columns`` says where a headerless --seed-history log has its fields."""
+    headerless = tmp_path / "headerless.tsv"
+    rows = ("2006-05-01 10:00:00\tzqxj plugh\tu1", "2006-05-02 10:00:00\tzqxj xyzzy\tu1")
+    headerless.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    seed = read_seed([headerless], NOW, 1000, 90 * DAY, parse_columns("time=1,query=2,user=3"))
+    assert seed.histories == {"s:u1": [HistoryEntry("zqxj plugh", 1, NOW - DAY), HistoryEntry("zqxj xyzzy", 1, NOW)]}
+    assert qac_main(["serve", "--index", str(small_model_dir), "--port", "0", "--columns", "query=1"]) == 2
+    assert "--columns says where the fields of a --seed-history log are" in capsys.readouterr().err
 
 
 def test_a_log_without_users_and_times_cannot_seed(tmp_path: Path) -> None:
