@@ -36,8 +36,8 @@
   const removes = $("removes");
   const footer = $("stats");
   const notice = $("notice");
-  const historyList = $("history");
-  const historyEmpty = $("history-empty");
+  const sessionList = $("session-queries");
+  const sessionEmpty = $("session-queries-empty");
   const newSessionButton = $("new-session");
   const banner = $("offline");
   const bannerText = $("offline-text");
@@ -322,7 +322,7 @@
   function showHistory(list) {
     queries = list;
     const shown = queries.slice(-HISTORY_SHOWN);
-    historyList.replaceChildren(...shown.map((query) => {
+    sessionList.replaceChildren(...shown.map((query) => {
       const li = document.createElement("li");
       const chip = document.createElement("button");
       chip.type = "button";
@@ -332,9 +332,9 @@
       li.append(chip);
       return li;
     }));
-    historyList.classList.toggle("more", queries.length > shown.length);
-    historyList.scrollLeft = historyList.scrollWidth; // the newest in view
-    historyEmpty.hidden = queries.length > 0;
+    sessionList.classList.toggle("more", queries.length > shown.length);
+    sessionList.scrollLeft = sessionList.scrollWidth; // the newest in view
+    sessionEmpty.hidden = queries.length > 0;
     newSessionButton.hidden = queries.length === 0;
     if (!context.hidden) showContext(true); // "after ..." names the session's last query
     showForget();
@@ -546,7 +546,7 @@
   // Hovering highlights (CSS) until the keys take over again.
   listbox.addEventListener("pointermove", () => listbox.classList.remove("keys"));
 
-  historyList.addEventListener("click", (event) => {
+  sessionList.addEventListener("click", (event) => {
     const chip = event.target.closest(".chip");
     if (chip) submit(chip.textContent); // search it again
   });

@@ -154,7 +154,7 @@ def test_the_context_line_shows_only_when_the_session_changed_the_ranking(
             page.get_by_role("button", name="Start a new session").click()
         box.fill(prev)
         box.press("Enter")
-        expect(page.locator("#history li")).to_have_text([prev])
+        expect(page.locator("#session-queries li")).to_have_text([prev])
         type_into(page, box, frames, prefix)
         answer = frames.answer()
         assert answer and answer["type"] == "suggestions" and answer["context"] is changed
@@ -215,7 +215,7 @@ def test_axe_finds_nothing_in_any_state(browser: Any, server: str, scheme: str, 
         for query in MINE:
             box.fill(query)
             box.press("Enter")
-        expect(page.locator("#history li")).to_have_count(3)
+        expect(page.locator("#session-queries li")).to_have_count(3)
         type_into(page, box, frames, "zqxj")
         expect(page.locator("[role=option].mine")).to_have_count(2)
         expect(page.locator("[role=option].corrected")).to_have_count(1)
@@ -243,7 +243,7 @@ def test_remove_is_a_button_beside_its_option_never_inside_one(page: Page, serve
     for query in MINE:
         box.fill(query)
         box.press("Enter")
-    expect(page.locator("#history li")).to_have_count(3)
+    expect(page.locator("#session-queries li")).to_have_count(3)
     type_into(page, box, frames, "zqxj")
     options = options_of(page, box)
     expect(options.locator(".mark")).to_have_count(2)

@@ -84,11 +84,11 @@ def test_a_scripted_session_shifts_nothing(browser: Any, server: str, size: str)
             assert where == at_load and before == 0
         box.press("ArrowDown")
         box.press("Enter")  # pick
-        expect(page.locator("#history li")).to_have_count(1)
+        expect(page.locator("#session-queries li")).to_have_count(1)
         for query in ("tv", "mp3", "zqxj plugh"):  # short chips, that used to wrap
             box.fill(query)
             box.press("Enter")
-        expect(page.locator("#history li")).to_have_count(4)
+        expect(page.locator("#session-queries li")).to_have_count(4)
         assert rect(field) == where
 
         type_into(page, box, frames, "how t")  # ten items and the context line
@@ -110,7 +110,7 @@ def test_a_scripted_session_shifts_nothing(browser: Any, server: str, size: str)
         box.fill("")
         type_into(page, box, frames, "zqxj")
         page.get_by_role("button", name="Remove \u201czqxj plugh\u201d from your history").click()
-        expect(page.locator("#history li")).to_have_count(3)
+        expect(page.locator("#session-queries li")).to_have_count(3)
         assert rect(field) == where
 
         box.press("Escape")
@@ -121,7 +121,7 @@ def test_a_scripted_session_shifts_nothing(browser: Any, server: str, size: str)
         page.get_by_role("button", name="Forget my history").click()
         page.get_by_role("button", name="Forget everything").click()
         expect(page.locator("#forgotten")).to_be_visible()
-        expect(page.locator("#history li")).to_have_count(0)
+        expect(page.locator("#session-queries li")).to_have_count(0)
         assert rect(field) == at_rest == at_load
 
         found = shifts(page)

@@ -144,11 +144,11 @@ def test_enter_submits_and_the_next_suggestions_follow_the_session(
     options = options_of(page, box)
     type_into(page, box, frames, prefix)
     expect(options).to_have_text(alone)
-    expect(page.locator("#history li")).to_have_count(0)
+    expect(page.locator("#session-queries li")).to_have_count(0)
 
     box.fill(prev)
     box.press("Enter")  # no active option: the typed text
-    expect(page.locator("#history li")).to_have_text([normalize(prev)])
+    expect(page.locator("#session-queries li")).to_have_text([normalize(prev)])
     expect(box).to_have_value("")
     expect(box).to_have_attribute("aria-expanded", "false")
     assert {"type": "submit", "query": prev} in frames.sent
@@ -160,7 +160,7 @@ def test_enter_submits_and_the_next_suggestions_follow_the_session(
     box.press("ArrowDown")
     box.press("ArrowDown")
     box.press("Enter")  # the active option
-    expect(page.locator("#history li")).to_have_text([normalize(prev), after[1]])
+    expect(page.locator("#session-queries li")).to_have_text([normalize(prev), after[1]])
     assert {"type": "submit", "query": after[1]} in frames.sent
 
 
@@ -177,7 +177,7 @@ def test_the_mouse_highlights_on_hover_and_submits_on_click(
     options.nth(2).hover()
     assert options.nth(2).evaluate(background) != plain
     options.nth(2).click()
-    expect(page.locator("#history li")).to_have_text([want[2]])
+    expect(page.locator("#session-queries li")).to_have_text([want[2]])
     expect(box).to_have_value("")
     expect(box).to_be_focused()
 
@@ -229,7 +229,7 @@ def test_suggestions_are_inserted_as_text_never_as_html(page: Page, server: str)
     assert first.locator("b").all_text_contents() == [evil[len("weat"):]]
     expect(page.locator("img")).to_have_count(0)
     first.click()
-    expect(page.locator("#history li")).to_have_text([normalize(evil)])
+    expect(page.locator("#session-queries li")).to_have_text([normalize(evil)])
     assert page.evaluate("window.pwned") is None
     # The client's helpers, as a page-level unit: they agree with the server's normalization.
     for text in ["St. Louis  Cardinals!", "Café  Déjà-vu", "a_b c.d", "new y ", "<img src=x>", "!!",
@@ -260,7 +260,7 @@ def test_a_dropped_socket_reconnects_to_the_same_session(
     assert session and "session=" not in urls[0]
     box.fill(prev)
     box.press("Enter")
-    expect(page.locator("#history li")).to_have_text([normalize(prev)])
+    expect(page.locator("#session-queries li")).to_have_text([normalize(prev)])
 
     refuse[0] = True
     sockets[-1].close(code=1012, reason="restarting")
@@ -280,7 +280,7 @@ def test_a_dropped_socket_reconnects_to_the_same_session(
     expect(status).to_have_attribute("data-state", "online")
     assert not any("session" in url for url in urls)
     wait_until(page, lambda: page.evaluate("QacClient && window.sessionStorage.getItem('qac.session')") == session)
-    expect(page.locator("#history li")).to_have_text([normalize(prev)])
+    expect(page.locator("#session-queries li")).to_have_text([normalize(prev)])
 
 
 EMBEDDING_PAGE = """<!doctype html>
@@ -372,7 +372,7 @@ def test_screenshot_with_the_suggestions_open(page: Page, server: str, frames: F
     for query in ("weather", "garden ponds"):
         box.fill(query)
         box.press("Enter")
-    expect(page.locator("#history li")).to_have_count(2)
+    expect(page.locator("#session-queries li")).to_have_count(2)
     type_into(page, box, frames, "how t", delay=40)
     options = page.locator("[role=option]")
     expect(options).to_have_count(10)
@@ -410,7 +410,7 @@ def test_suggestions_from_your_history_are_marked_and_can_be_removed_or_forgotte
     for query in mine:
         box.fill(query)
         box.press("Enter")
-    expect(page.locator("#history li")).to_have_count(3)
+    expect(page.locator("#session-queries li")).to_have_count(3)
     type_into(page, box, frames, "zqxj")
     options = options_of(page, box)
     marked = page.get_by_role("option", name=re.compile(r"^zqxj \w+ from your history$"))
@@ -451,7 +451,7 @@ def test_suggestions_from_your_history_are_marked_and_can_be_removed_or_forgotte
     page.get_by_role("button", name="Forget my history").click()
     page.get_by_role("dialog").get_by_role("button", name="Forget everything").click()
     wait_until(page, lambda: {"type": "forget"} in frames.sent)
-    expect(page.locator("#history li")).to_have_count(0)
+    expect(page.locator("#session-queries li")).to_have_count(0)
     wait_until(page, lambda: page.evaluate("localStorage.getItem('qac.user')") != forgotten)
     assert page.evaluate("sessionStorage.getItem('qac.session')") != session
     box.fill("")

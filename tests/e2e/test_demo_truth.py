@@ -32,7 +32,7 @@ REFUSED = r"WebSocket connection to .* failed"
 
 
 def strip(page: Page) -> Any:
-    return page.locator("#history li")
+    return page.locator("#session-queries li")
 
 
 def widen_max_prefix(page: Page, max_prefix: int) -> None:

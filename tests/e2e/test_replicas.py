@@ -251,7 +251,7 @@ async def test_a_client_alternating_between_replicas_keeps_its_history(
             here, there = replicas[visit % 2], replicas[(visit + 1) % 2]
             async with connect(f"ws://{here.address}/ws") as ws:
                 hello = await (resume(ws, session) if session else recv_json(ws))
-                assert hello["history"] == visit and (session is None or hello["session"] == session)
+                assert len(hello["queries"]) == visit and (session is None or hello["session"] == session)
                 session = hello["session"]
                 # Ranked with what was submitted on the other replica: as /complete with that history.
                 await ws.send(json.dumps({"type": "query", "id": 1, "prefix": prefix}))
@@ -259,7 +259,7 @@ async def test_a_client_alternating_between_replicas_keeps_its_history(
                 assert answer["items"] == await expected_items(http, there, prefix, submits[:visit])
                 await ws.send(json.dumps({"type": "submit", "query": submit}))
                 ack = await recv_json(ws)
-                assert (ack["type"], ack["history"]) == ("ack", visit + 1)
+                assert (ack["type"], len(ack["queries"])) == ("ack", visit + 1)
             if visit == 1:  # the first submit changed this ranking: the history really was used
                 assert answer["items"] != await expected_items(http, here, prefix, [])
         for replica in replicas:
@@ -293,7 +293,7 @@ async def test_a_reload_rolls_across_the_replicas_while_a_client_types(
     seen = {(address, hello["index"]) for address, hello in typist.hellos}
     assert seen == {(r.address, v) for r in replicas for v in (old, new)}
     cap = ServerConfig().session_queries
-    assert [hello["history"] for _, hello in typist.hellos] == [min(i, cap) for i in range(len(typist.hellos))]
+    assert [len(hello["queries"]) for _, hello in typist.hellos] == [min(i, cap) for i in range(len(typist.hellos))]
 
 
 async def test_clients_of_a_killed_replica_resume_on_the_other_and_lose_no_acknowledged_query(
@@ -321,7 +321,7 @@ async def test_clients_of_a_killed_replica_resume_on_the_other_and_lose_no_ackno
                 # Resumed on the survivor with every acknowledged submit (perhaps one more: a submit
                 # the killed server recorded but could not acknowledge, typed again).
                 (resumed,) = [hello for address, hello in typist.hellos if address == survivor.address]
-                assert on_doomed <= resumed["history"] <= on_doomed + 1
+                assert on_doomed <= len(resumed["queries"]) <= on_doomed + 1
                 # A last visit sees the whole history, and ranks with it.
                 async with connect(f"ws://{survivor.address}/ws") as ws:
                     hello = await resume(ws, typist.session)
@@ -332,7 +332,7 @@ async def test_clients_of_a_killed_replica_resume_on_the_other_and_lose_no_ackno
                 history = await store.queries(raw_session(typist.session))
                 assert is_subsequence(typist.acked, history), (typist.acked, history)
                 assert len(history) <= len(typist.acked) + typist.drops
-                assert hello["history"] == len(history)
+                assert len(hello["queries"]) == len(history)
                 assert answer["items"] == await expected_items(http, survivor, prefix, history)
     finally:
         await store.close()
