@@ -120,13 +120,17 @@ class Keystroke:
 
     candidates: Candidates
     prefix: str
-    prev: str
     session: list[str]
     personal: PersonalHistory | None
     on: set[str]
     trusted: int = 0  # exact candidates that are trusted (see TRUSTED)
     weak: list[int] = field(default_factory=list)  # the whole words that may hold a typo
     weak_partial: bool = False  # and whether the partial last word may
+
+    @property
+    def prev(self) -> str:
+        """The session's newest query, or ``""``."""
+        return self.session[-1] if self.session else ""
 
     @property
     def may_hold_typo(self) -> bool:
@@ -239,7 +243,7 @@ class CandidateGenerator:
         prev = session[-1] if session else ""
         texts, base = self._gather(prefix, prev, session, personal, on).table()
         self._table(texts, base, prefix, prev, session, personal)
-        keystroke = Keystroke(Candidates(texts, base, bucket_of(len(prefix))), prefix, prev, session, personal, on)
+        keystroke = Keystroke(Candidates(texts, base, bucket_of(len(prefix))), prefix, session, personal, on)
         if len(prefix) < CORRECTED_MIN_CHARS or not (on & {"typo_words", "typo_tree"}):
             return keystroke
         # Corrections only where the exact prefix finds few candidates that people logged or
