@@ -338,7 +338,7 @@ async def complete(request: Request) -> Response:
     if longest > config.max_prefix:
         return _error(400, protocol.TOO_LONG, f"a parameter of {longest} characters; the limit is "
                       f"{config.max_prefix}")
-    history = [h for h in map(normalize, prev) if h][-config.session_queries:]
+    session = [h for h in map(normalize, prev) if h][-config.session_queries:]
     address = client_address(request)
     if not state.limits.cpu_ready(address):  # it owes ranking CPU time
         state.metrics.errors.labels(protocol.RATE_LIMITED).inc()
@@ -366,7 +366,7 @@ async def complete(request: Request) -> Response:
             return personal
         started = time.perf_counter()
         state.metrics.keystrokes.labels("http").inc()
-        ranked = await state.completer.complete(prefix, history, personal, context=want_context)
+        ranked = await state.completer.complete(prefix, session, personal, context=want_context)
     finally:
         state.complete_pending -= 1
     state.limits.charge(address, ranked.cpu)

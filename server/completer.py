@@ -10,13 +10,13 @@ A request takes a reference to the current model when it starts and finishes on 
 reload loads the new directory in a thread and then replaces the reference in one
 assignment, so in-flight requests never see a half-loaded model.
 
-What a fresh session (no history, no user) gets is ranked ahead, per model and blocklist, for the
+What a fresh session (no session queries, no user) gets is ranked ahead, per model and blocklist, for the
 most typed prefixes (those whose logged queries most people typed, :data:`FRESH_ANSWERS` of
-them): a keystroke without a history on one of them is answered from it at once, without
+them): a keystroke without either on one of them is answered from it at once, without
 ranking (the first keystrokes of new sessions, ``GET /complete``). The set is fixed when the
 model or the blocklist is set, never filled by traffic, so how fast a prefix is answered tells
-nothing about what anyone else typed (docs/METHOD.md, "Privacy"). A keystroke with a history,
-when asked, is compared with the fresh answer to tell whether the history changed the list.
+nothing about what anyone else typed (docs/METHOD.md, "Privacy"). A keystroke with session queries
+or a personal history, when asked, is compared with the fresh answer to tell whether they changed the list.
 
 With several worker processes, the one that receives a reload announces it in a small file
 (``reload_file``: a nonce and the directory); the others poll it and follow.
@@ -61,7 +61,7 @@ CPU_CLOCK: Callable[[], float] = time.thread_time
 @dataclass(frozen=True)
 class Ranked:
     """The answer to one keystroke: normalized prefix, suggestions, the model that ranked them,
-    and whether the history (session or personal) changed the list a fresh session gets."""
+    and whether the session queries or the personal history changed the list a fresh session gets."""
 
     prefix: str
     items: list[Completion]
@@ -72,7 +72,7 @@ class Ranked:
 
 
 class FreshAnswers:
-    """The suggestions a fresh session (no history, no user) gets, by normalized prefix; read-only."""
+    """The suggestions a fresh session (no session queries, no user) gets, by normalized prefix; read-only."""
 
     def __init__(self, answers: dict[str, tuple[Completion, ...]] | None = None):
         self._answers = answers or {}
@@ -184,14 +184,14 @@ class Completer:
 
         self._filling = loop.create_task(fill())
 
-    async def complete(self, prefix: str, history: Sequence[str], personal: PersonalHistory | None = None,
+    async def complete(self, prefix: str, session: Sequence[str], personal: PersonalHistory | None = None,
                        *, context: bool = False) -> Ranked:
-        """Rank ``prefix`` after ``history`` (and the user's ``personal`` history) with the
+        """Rank ``prefix`` after the ``session`` queries (and the user's ``personal`` history) with the
         model current at the call and every blocklist. With ``context``, tell whether the
-        history changed what a fresh session gets; without, ``Ranked.context`` is None."""
+        session or personal history changed what a fresh session gets; without, ``Ranked.context`` is None."""
         model, blocklist, fresh = self._model, self._blocklist, self._fresh
         started = time.perf_counter()
-        if not history and not personal:
+        if not session and not personal:
             # A cached answer is a dictionary lookup, given at once (and, with ranking threads,
             # without the trip to one and back).
             normalized = normalize_prefix(prefix)
@@ -202,7 +202,7 @@ class Completer:
                 alone = now
             return Ranked(normalized, list(alone), model.version, time.perf_counter() - started,
                           False if context else None, cpu)
-        call = functools.partial(rank_keystroke, model, prefix, tuple(history), personal, self.k, blocklist, fresh,
+        call = functools.partial(rank_keystroke, model, prefix, tuple(session), personal, self.k, blocklist, fresh,
                                  context)
         (normalized, items, changed), cpu = await self._run(call)
         return Ranked(normalized, items, model.version, time.perf_counter() - started, changed, cpu)
@@ -280,13 +280,13 @@ def _timed(call: Callable[[], _T]) -> tuple[_T, float]:
     return out, CPU_CLOCK() - start
 
 
-def rank_keystroke(model: Model, prefix: str, history: tuple[str, ...], personal: PersonalHistory | None, k: int,
+def rank_keystroke(model: Model, prefix: str, session: tuple[str, ...], personal: PersonalHistory | None, k: int,
           blocklist: Blocklist | None, fresh: FreshAnswers, context: bool) -> tuple[str, list[Completion], bool | None]:
-    """The ranking of a keystroke with a history (session or personal):
-    (normalized prefix, suggestions, whether the history changed them: None unless
+    """The ranking of a keystroke with session queries or a personal history:
+    (normalized prefix, suggestions, whether they changed them: None unless
     ``context``). ``fresh``: what a fresh session gets, ranked ahead."""
     normalized = normalize_prefix(prefix)
-    items = model.complete(normalized, history, k, personal=personal, blocklist=blocklist)
+    items = model.complete(normalized, session, k, personal=personal, blocklist=blocklist)
     if not context:
         return normalized, items, None
     alone = _fresh(model, normalized, k, blocklist, fresh)

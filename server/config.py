@@ -97,7 +97,7 @@ class ServerConfig:
     keep_alive_timeout: float = _opt(5.0, float, "seconds an HTTP keep-alive connection may stay idle between "
                                      "requests before it is closed")
     k: int = _opt(10, int, "suggestions per keystroke")
-    fresh_answers: int = _opt(1024, int, "most typed prefixes whose answer without history is ranked when a model "
+    fresh_answers: int = _opt(1024, int, "most typed prefixes whose answer for a fresh session is ranked when a model "
                               "or blocklist is set, and given at once (never filled by traffic)")
     rank_threads: int = _opt(0, int, "threads per process ranking keystrokes off the event loop; 0: rank on "
                              "the event loop, which is faster (ranking holds the GIL either way)")

@@ -57,7 +57,7 @@ class Metrics:
         self.store_up.set(1)
         self.sessions = Gauge("qac_live_sessions", "Sessions alive in the session store", registry=r,
                               **mode("livemax" if shared_sessions else "livesum"))
-        self.submits = Counter("qac_submits", "Queries appended to a session history", registry=r)
+        self.submits = Counter("qac_submits", "Queries appended to a session's queries (submits)", registry=r)
         self.submits_refused = Counter(
             "qac_submits_refused", "Submits over their rate: refused when read (address or user: rate_limited), "
             "or left out of the personal history when recorded (user)", ["at"], registry=r)

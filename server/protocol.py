@@ -74,7 +74,7 @@ class ProtocolError(Exception):
 @dataclass(frozen=True)
 class Query:
     """A keystroke: rank completions of ``prefix``; ``id`` is echoed in the answer. ``context``:
-    the client wants to know whether the history changed the list (it costs a second ranking
+    the client wants to know whether the session queries or personal history changed the list (it costs a second ranking
     when the answer is not cached)."""
 
     id: int
@@ -84,7 +84,7 @@ class Query:
 
 @dataclass(frozen=True)
 class Submit:
-    """A finished query, appended to the session's history."""
+    """A finished query, appended to the session's queries."""
 
     query: str
 
