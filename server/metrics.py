@@ -43,6 +43,9 @@ class Metrics:
             "qac_completion_seconds", "Time from receiving a keystroke to its answer",
             ["transport"], buckets=LATENCY_BUCKETS, registry=r,
         )
+        # The WebSocket's series, looked up once: labels() takes a lock and a lookup per keystroke.
+        self.ws_keystrokes = self.keystrokes.labels("ws")
+        self.ws_latency = self.latency.labels("ws")
         self.errors = Counter("qac_protocol_errors", "Error frames sent, by code", ["code"], registry=r)
         self.connections = Gauge("qac_open_connections", "Open WebSocket connections", registry=r,
                                  **mode("livesum"))
