@@ -644,4 +644,5 @@ class Connection:
         self.state.limits.charge(self.address, ranked.cpu)
         took = time.perf_counter() - received
         metrics.ws_latency.observe(took)
+        metrics.ws_ranking_cpu.inc(ranked.cpu)
         await self._send(protocol.suggestions(query.id, ranked.prefix, ranked.items, took * 1000, ranked.context))
