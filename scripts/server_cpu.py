@@ -6,8 +6,11 @@
 Each round serves the model from each tree in turn (``qac serve`` run in that tree, which
 ``python -m`` puts first on the path, and on ``PYTHONPATH``; rate limits lifted), drives it
 with ``--users`` human-paced typists (``replay.loadgen``, as ``scripts/typists.py``) and
-reads the server processes' user + system CPU time (``/proc/PID/stat``) around the run.
-Prints one JSON line per run, then the spread of each tree. CPU time is steadier than
+reads the server processes' user + system CPU time (``/proc/PID/stat``) around the run, and
+the ranking CPU time the server counted (``qac_ranking_cpu_seconds_total``, where the tree has
+it): their ratio is what the server spends per unit of its own ranking, which moves less with
+the machine's load than CPU per answer does. Prints one JSON line per run, then the spread of
+each tree. CPU time is steadier than
 wall-clock latency on a shared machine; alternating the trees spreads what else runs over
 both.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+import urllib.request
 from pathlib import Path
 
 from replay.bench import UNLIMITED, RedisProcess, ServerProcess
@@ -50,16 +54,31 @@ def main() -> int:
                 with ServerProcess(index, Path(tmp) / f"{name}.log", workers=args.workers, env=env,
                                    cwd=Path(tree).resolve(), sessions=redis.url if shared else "memory") as server:
                     assert server.proc is not None
-                    before = cpu_seconds(server.proc.pid)
+                    before, ranked_before = cpu_seconds(server.proc.pid), ranking_cpu(server.port)
                     report = run_load(server.url, scripts, users=args.users, duration=args.duration)
                     used = cpu_seconds(server.proc.pid) - before
+                    ranked_after = ranking_cpu(server.port)
                 per_answer = used * 1000 / max(1, report["answered"])
                 runs[name].append(per_answer)
+                ranked = None if ranked_before is None or ranked_after is None else ranked_after - ranked_before
+                over_ranking = round(used / ranked, 3) if ranked else None
                 print(json.dumps({"tree": name, "cpu_ms_per_answer": round(per_answer, 3), "cpu_s": round(used, 2),
+                                  "ranking_cpu_s": None if ranked is None else round(ranked, 2),
+                                  "cpu_over_ranking": over_ranking,
                                   **{k: report[k] for k in ("answered", "sent", "p50_ms", "p99_ms", "errors")}}),
                       flush=True)
     print(json.dumps({name: [round(min(v), 3), round(max(v), 3)] for name, v in runs.items()}))
     return 0
+
+
+def ranking_cpu(port: int) -> float | None:
+    """The ranking CPU seconds a server on ``port`` counted, over its transports (None if it
+    does not count them)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
+        lines = response.read().decode().splitlines()
+    found = [float(line.rpartition(" ")[2]) for line in lines if line.startswith("qac_ranking_cpu_seconds_total{")]
+    return sum(found) if found else None
 
 
 class _Nothing:

@@ -372,6 +372,7 @@ async def complete(request: Request) -> Response:
     state.limits.charge(address, ranked.cpu)
     took = time.perf_counter() - started
     state.metrics.latency.labels("http").observe(took)
+    state.metrics.ranking_cpu.labels("http").inc(ranked.cpu)
     body = {"prefix": ranked.prefix, "items": protocol.items(ranked.items), "index": ranked.version,
             "took_ms": protocol.coarse_ms(took * 1000)}
     if ranked.context is not None:

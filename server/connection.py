@@ -35,6 +35,7 @@ import functools
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
@@ -71,18 +72,26 @@ _Closed = (WebSocketDisconnect, WebSocketDisconnected)
 
 # Scope key of a callable that aborts the connection's transport, set by :func:`expose_abort`.
 ABORT_KEY = "qac.abort"
+# Scope key of a callable telling whether the server's transport takes a frame without waiting
+# (uvicorn's ``send`` waits only while its write buffer is over the high-water mark).
+WRITABLE_KEY = "qac.writable"
 
 
 def expose_abort(app: ASGIApp) -> ASGIApp:
     """Outermost ASGI wrapper: puts an abort of the TCP connection under ``scope[ABORT_KEY]``
     when the server is uvicorn (whose ASGI ``send`` is a method of the protocol that owns the
-    transport). ASGI can only close a WebSocket, and a close waits for the client to read."""
+    transport). ASGI can only close a WebSocket, and a close waits for the client to read.
+    Under ``scope[WRITABLE_KEY]``, whether that protocol's ``send`` would write at once."""
 
     async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
-            transport = getattr(getattr(send, "__self__", None), "transport", None)
+            owner = getattr(send, "__self__", None)
+            transport = getattr(owner, "transport", None)
             if transport is not None and hasattr(transport, "abort"):
                 scope[ABORT_KEY] = transport.abort
+            writable = getattr(owner, "writable", None)
+            if isinstance(writable, asyncio.Event):
+                scope[WRITABLE_KEY] = writable.is_set
         await app(scope, receive, send)
 
     return wrapped
@@ -160,6 +169,10 @@ class Connection:
             MAX_QUEUED_WRITES)
         self._queued_writes = 0  # frames put in _writes and not answered yet
         self._gone = False  # the client left: nothing more is sent
+        self._writable = websocket.scope.get(WRITABLE_KEY)
+        self._waiting_since: float | None = None  # loop time since which the reader waits for a frame
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle = False  # the idle timer cancelled the reader
         self.user = UserLink(state.users, functools.partial(state.limits.submits.take, address))
         self.session = SessionQueries(state.store, state.health, state.config.session_queries, self.user.take_news)
 
@@ -206,6 +219,8 @@ class Connection:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._writes.join(), WRITE_GRACE_SECONDS)
             metrics.connections.dec()
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
             self.user.close()
             refresh = self.session.refresh
             ending: list[asyncio.Task[object]] = [*tasks, *([refresh] if refresh else [])]
@@ -246,6 +261,11 @@ class Connection:
     async def _send(self, text: str) -> None:
         if self._gone:
             return
+        if self._writable is not None and self._writable() and not self._send_lock.locked():
+            # The transport takes the frame at once: no await in the send can wait, so it
+            # needs neither the lock nor a timeout (a timer set and cancelled per frame).
+            await self.ws.send_text(text)
+            return
         # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps the call in a task of
         # its own, an extra task and loop turn per frame.
         async with self._send_lock:
@@ -256,12 +276,41 @@ class Connection:
                 raise _Drop(1008, "client does not read its messages", "slow_client") from None
 
     async def _receive(self) -> Message:
-        config = self.state.config
+        """The next ASGI message; :class:`_Drop` once the client sent nothing for ``idle_timeout``
+        seconds. One timer per connection, moved on only when it fires (:meth:`_idle_check`), not
+        a timeout set and cancelled per frame."""
+        loop = asyncio.get_running_loop()
+        self._waiting_since = loop.time()
+        if self._idle_timer is None:
+            reader = asyncio.current_task()
+            assert reader is not None
+            self._idle_timer = loop.call_at(self._waiting_since + self.state.config.idle_timeout, self._idle_check,
+                                            reader)
         try:
-            async with asyncio.timeout(config.idle_timeout):
-                return await self.ws.receive()
-        except TimeoutError:
-            raise _Drop(protocol.CLOSE_IDLE, f"idle for {config.idle_timeout:g} s", "idle") from None
+            return await self.ws.receive()
+        except asyncio.CancelledError:
+            if not self._idle:
+                raise
+            idle = self.state.config.idle_timeout
+            raise _Drop(protocol.CLOSE_IDLE, f"idle for {idle:g} s", "idle") from None
+        finally:
+            self._waiting_since = None
+
+    def _idle_check(self, reader: asyncio.Task[Any]) -> None:
+        """The idle timer: cancel the reader if it has waited ``idle_timeout`` seconds for a frame,
+        else fire again when it would have (counted from now while it is not waiting)."""
+        if reader.done():
+            self._idle_timer = None
+            return
+        loop = asyncio.get_running_loop()
+        idle = self.state.config.idle_timeout
+        since = self._waiting_since
+        if since is not None and loop.time() - since >= idle:
+            self._idle = True
+            self._idle_timer = None
+            reader.cancel()
+            return
+        self._idle_timer = loop.call_at((loop.time() if since is None else since) + idle, self._idle_check, reader)
 
     def _take(self, text: str | None) -> None:
         """Spend a message token of the connection and of its address, or raise ``rate_limited``
@@ -408,7 +457,7 @@ class Connection:
             raise ProtocolError(protocol.STALE_ID, f"query ids must increase: got {query.id} after "
                                 f"{self._last_id}", query.id, "query")
         self._last_id = query.id
-        self.state.metrics.keystrokes.labels("ws").inc()
+        self.state.metrics.ws_keystrokes.inc()
         if self._pending is not None:
             self.state.metrics.superseded.inc()
         self._pending = (query, received)
@@ -456,5 +505,6 @@ class Connection:
             return
         self.state.limits.charge(self.address, ranked.cpu)
         took = time.perf_counter() - received
-        metrics.latency.labels("ws").observe(took)
+        metrics.ws_latency.observe(took)
+        metrics.ws_ranking_cpu.inc(ranked.cpu)
         await self._send(protocol.suggestions(query.id, ranked.prefix, ranked.items, took * 1000, ranked.context))

@@ -43,6 +43,14 @@ class Metrics:
             "qac_completion_seconds", "Time from receiving a keystroke to its answer",
             ["transport"], buckets=LATENCY_BUCKETS, registry=r,
         )
+        self.ranking_cpu = Counter(
+            "qac_ranking_cpu_seconds", "CPU time of the rankings of answered keystrokes (the ranking thread's)",
+            ["transport"], registry=r,
+        )
+        # The WebSocket's series, looked up once: labels() takes a lock and a lookup per keystroke.
+        self.ws_keystrokes = self.keystrokes.labels("ws")
+        self.ws_latency = self.latency.labels("ws")
+        self.ws_ranking_cpu = self.ranking_cpu.labels("ws")
         self.errors = Counter("qac_protocol_errors", "Error frames sent, by code", ["code"], registry=r)
         self.connections = Gauge("qac_open_connections", "Open WebSocket connections", registry=r,
                                  **mode("livesum"))

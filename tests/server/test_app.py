@@ -101,6 +101,23 @@ async def test_health_and_metrics_describe_the_running_server(server: str, small
     info = [line for line in lines if line.startswith("qac_model_info")]
     assert len(info) == 1 and f'version="{small_model.version}"' in info[0]
 
+
+async def test_metrics_count_the_ranking_cpu_of_answered_keystrokes(server: str) -> None:
+    """The CPU time of rankings, beside the process's: what the rest of the server costs per unit of ranking."""
+    async with connect(f"ws://{server}/ws") as ws, httpx.AsyncClient(base_url=f"http://{server}") as http:
+        await recv_json(ws)
+        await ws.send(submit_frame("bank of america"))  # session queries: ranked on the spot, not ahead
+        await recv_json(ws)
+        for i, prefix in enumerate(["b", "ba", "ban"]):
+            await ask(ws, i, prefix)
+        assert (await http.get("/complete", params={"prefix": "ban", "prev": "bank"})).status_code == 200
+        lines = (await http.get("/metrics")).text.splitlines()
+    cpu = {line.partition("}")[0]: float(line.rpartition(" ")[2]) for line in lines
+           if line.startswith("qac_ranking_cpu_seconds_total{")}
+    assert cpu['qac_ranking_cpu_seconds_total{transport="ws"'] > 0
+    assert cpu['qac_ranking_cpu_seconds_total{transport="http"'] > 0
+
+
 async def test_the_demo_page_is_served_at_the_root(server: str) -> None:
     async with httpx.AsyncClient(base_url=f"http://{server}") as http:
         page = await http.get("/")

@@ -10,6 +10,7 @@ import logging
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import weakref
 from collections.abc import Iterator
@@ -209,6 +210,31 @@ async def test_an_idle_connection_is_closed_with_4000(small_model_dir: Path) -> 
                 await ws.send(query(i, "a"))
                 assert (await recv_json(ws))["type"] == "suggestions"
             assert await closed_code(ws) == 4000
+
+
+async def test_a_keystroke_arms_no_timeout_on_the_server(small_model_dir: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The idle timeout is one timer per connection and a send the transport takes at once is
+    not timed: a keystroke costs no timer set and cancelled (two per keystroke before)."""
+    armed: list[str] = []
+    timeout = asyncio.timeout
+
+    def counting(delay: float | None) -> asyncio.Timeout:
+        armed.append(sys._getframe(1).f_code.co_filename)
+        return timeout(delay)
+
+    monkeypatch.setattr(asyncio, "timeout", counting)
+    config = ServerConfig(index=str(small_model_dir), rate=1e6, burst=1_000_000, address_rate=1e6,
+                          address_burst=1_000_000)
+    with running(create_app(config), config) as server:
+        async with connect(f"ws://{server}/ws") as ws:
+            await recv_json(ws)
+            armed.clear()
+            for i in range(20):
+                await ws.send(query(i, "ab"[: 1 + i % 2]))
+                assert (await recv_json(ws))["type"] == "suggestions"
+            by_server = [f for f in armed if f.endswith(str(Path("server", "connection.py")))]
+    assert by_server == []
 
 
 def _raw_websocket(address: str, rcvbuf: int) -> socket.socket:

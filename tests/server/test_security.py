@@ -358,9 +358,11 @@ async def test_complete_requests_ranked_on_the_event_loop_wait_their_turn_in_the
     assert config.rank_threads == 0
     app = create_app(config)
     real = completer_module._fresh
+    sent = threading.Event()
 
-    def slow(*args: Any) -> Any:  # a ranking that holds the event loop for 0.1 s
-        time.sleep(0.1)
+    def slow(*args: Any) -> Any:  # a ranking that holds the event loop (the first, until every request is sent)
+        sent.wait(30)
+        time.sleep(0.05)
         return real(*args)
 
     monkeypatch.setattr(completer_module, "_fresh", slow)
@@ -369,7 +371,10 @@ async def test_complete_requests_ranked_on_the_event_loop_wait_their_turn_in_the
             # Prefixes nobody logged: none is ranked ahead, each is ranked on the spot.
             prefixes = [f"xq{c}" for c in "abcdefghijkl"]
             assert not any(app.state.qac.completer.fresh.get(p) for p in prefixes)
-            answers = await asyncio.gather(*(http.get("/complete", params={"prefix": p}) for p in prefixes))
+            asked = [asyncio.create_task(http.get("/complete", params={"prefix": p})) for p in prefixes]
+            await asyncio.sleep(1.0)  # the requests wait in the sockets while the first ranking holds the loop
+            sent.set()
+            answers = await asyncio.gather(*asked)
     codes = [r.status_code for r in answers]
     # Requests read while one is ranked queue up to the bound; the others are refused at once.
     assert set(codes) == {200, 503} and codes.count(200) >= 2
