@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.exceptions import NotFittedError
 
 from .topk import remember
 
@@ -94,6 +93,11 @@ def _normalized_block(acc: dict[int, float]) -> Block:
     vals = [v / norm for v in vals]
     sq = sum(v * v for v in vals)
     return np.array(keys, dtype=np.int32), np.array(vals, dtype=np.float64), sq
+
+
+class NotFittedError(ValueError, AttributeError):
+    """A featurizer used before ``fit()`` or ``from_arrays()``, as scikit-learn's exception of that
+    name (not imported from it: a serving process would load scikit-learn for one class)."""
 
 
 class PrefixFeaturizer:

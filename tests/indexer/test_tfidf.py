@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.exceptions import NotFittedError
 
-from indexer.tfidf import PrefixFeaturizer, position_weights
+from indexer.tfidf import NotFittedError, PrefixFeaturizer, position_weights
 
 LABELS = sorted(
     {"nike", "nike shoes", "nikon camera", "new york times", "new york", "news", "kids games", "ikea"}
