@@ -196,7 +196,7 @@ def test_the_status_corner_is_not_a_live_region(page: Page, server: str) -> None
     open_demo(page, server)
     live = page.locator("[aria-live], [role=status], [role=alert], [role=log]")
     assert [el.get_attribute("id") for el in live.all()] == ["announce"]
-    expect(page.locator("#history")).not_to_have_attribute("aria-live", re.compile(".*"))
+    expect(page.locator("#session-queries")).not_to_have_attribute("aria-live", re.compile(".*"))
 
 
 def test_a_chip_has_its_whole_query_as_a_title_and_searches_it_again(
@@ -249,7 +249,7 @@ def test_after_remove_and_forget_the_strip_and_the_context_line_say_what_the_ser
     page.get_by_role("button", name="Forget my history").click()
     page.get_by_role("button", name="Forget everything").click()
     expect(strip(page)).to_have_count(0)
-    expect(page.locator("#history-empty")).to_be_visible()
+    expect(page.locator("#session-queries-empty")).to_be_visible()
     box.fill("")
     type_into(page, box, frames, "zqxj")
     expect(context).to_be_hidden()
