@@ -21,15 +21,6 @@ from tests.support import TOKEN, ask, items_of, queries_of, query_frame, recv_js
 
 pytestmark = pytest.mark.anyio
 
-@pytest.fixture
-def config(small_model_dir: Path) -> ServerConfig:
-    return ServerConfig(index=str(small_model_dir), admin_token=TOKEN)
-
-@pytest.fixture
-def server(config: ServerConfig) -> Iterator[str]:
-    with running(create_app(config), config) as address:
-        yield address
-
 async def test_the_stateless_endpoint_matches_the_websocket(
     server: str, small_model: Model, history_pair: tuple[str, str]
 ) -> None:

@@ -27,7 +27,6 @@ from server.app import create_app
 from server.config import ServerConfig
 from server.sessions import MemorySessionStore
 from tests.support import (
-    TOKEN,
     ask,
     items_of,
     queries_of,
@@ -40,15 +39,6 @@ from tests.support import (
 )
 
 pytestmark = pytest.mark.anyio
-
-@pytest.fixture
-def config(small_model_dir: Path) -> ServerConfig:
-    return ServerConfig(index=str(small_model_dir), admin_token=TOKEN)
-
-@pytest.fixture
-def server(config: ServerConfig) -> Iterator[str]:
-    with running(create_app(config), config) as address:
-        yield address
 
 async def test_hello_names_a_new_session_and_the_model_version(server: str, small_model: Model) -> None:
     async with connect(f"ws://{server}/ws") as ws:
