@@ -16,7 +16,7 @@ NORMALIZATION = 2
 _SPLIT = re.compile(r"[\s.]+")
 _NON_WORD = re.compile(r"\W+")
 # An ASCII text that normalize() leaves as it is (with one trailing space: normalize_prefix());
-# the server's session histories and most typed prefixes already are.
+# the server's session queries and most typed prefixes already are.
 _NORMAL = re.compile(r"[0-9a-z_]+(?: [0-9a-z_]+)*")
 _NORMAL_PREFIX = re.compile(r"[0-9a-z_]+(?: [0-9a-z_]+)* ?")
 

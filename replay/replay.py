@@ -3,7 +3,7 @@
 Each session gets its own WebSocket. A query the user only asked (the first of a logged
 session, the previous query of a pair) is submitted; every other query is typed one
 keystroke at a time, each answer awaited before the next keystroke (so none is superseded),
-and then submitted, so the server's session history is what the user's was. A connection
+and then submitted, so the server's session queries are what the user's were. A connection
 that drops is opened again once and the session resumed with a ``resume`` frame (session ids
 never go in the URL), so the history survives the reconnect as it does in a browser.
 

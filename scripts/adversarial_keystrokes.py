@@ -7,7 +7,7 @@ Clean keystrokes are those ``scripts/keystroke_cost.py`` ranks (the dev pairs ch
 sessions, typed character by character); their median is taken on a second pass, with the
 model's memories as a running server has them. Crafted keystrokes follow a recipe: a prefix
 length, the kinds of words it cycles through (random letters, typos of frequent words, frequent
-words, glued words, long runs, digits), whether it ends inside a word, and the session history
+words, glued words, long runs, digits), whether it ends inside a word, and the session queries
 sent before it (none, or five long queries of crafted words, or of near misses of the prefix's
 words). Each instance draws fresh words, so the model's memories do not help the attacker.
 
