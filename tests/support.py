@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import uvicorn
 from starlette.applications import Starlette
 from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from indexer.model import Model
 from indexer.params import BuildParams
@@ -138,6 +140,15 @@ def query_frame(qid: int, prefix: str, context: bool = False) -> str:
 def submit_frame(text: str) -> str:
     """A ``submit`` frame."""
     return json.dumps({"type": "submit", "query": text})
+
+
+async def closed_code(ws: ClientConnection, timeout: float = 5.0) -> int:
+    """Read until the server closes the connection: its close code."""
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            await asyncio.wait_for(ws.recv(), timeout)
+    assert closed.value.rcvd is not None, "the server did not send a close frame"
+    return int(closed.value.rcvd.code)
 
 
 async def ask(ws: ClientConnection, qid: int, prefix: str, context: bool = False) -> dict[str, Any]:

@@ -33,22 +33,20 @@ from server.app import create_app
 from server.config import ServerConfig
 from server.protocol import CLIENT_TYPES
 from server.sessions import new_session_id
-from tests.support import TOKEN, free_port, items_of, recv_json, resume, running, session_frame, start_redis
+from tests.support import (
+    TOKEN,
+    closed_code,
+    free_port,
+    items_of,
+    query_frame,
+    recv_json,
+    resume,
+    running,
+    session_frame,
+    start_redis,
+)
 
 pytestmark = pytest.mark.anyio
-
-
-def query(qid: int, prefix: str) -> str:
-    return json.dumps({"type": "query", "id": qid, "prefix": prefix})
-
-
-async def closed_code(ws: Any, timeout: float = 5.0) -> int:
-    """Read until the server closes the connection: its close code."""
-    with pytest.raises(ConnectionClosed) as closed:
-        while True:
-            await asyncio.wait_for(ws.recv(), timeout)
-    assert closed.value.rcvd is not None, "the server did not send a close frame"
-    return int(closed.value.rcvd.code)
 
 
 def metric(text: str, name: str) -> float:
@@ -73,7 +71,7 @@ def server(small_model_dir: Path) -> Iterator[str]:
 async def test_a_frame_over_the_size_limit_closes_the_connection_with_1009(server: str) -> None:
     async with connect(f"ws://{server}/ws") as ws:
         await recv_json(ws)
-        await ws.send(query(1, "a" * 10_000))
+        await ws.send(query_frame(1, "a" * 10_000))
         assert await closed_code(ws) == 1009
 
 
@@ -82,7 +80,7 @@ def test_the_app_itself_closes_with_1009_when_the_server_does_not(small_model_di
     config = ServerConfig(index=str(small_model_dir), max_message=1000)
     with TestClient(create_app(config, model=small_model)) as client, client.websocket_connect("/ws") as ws:
         ws.receive_json()
-        ws.send_text(query(1, "é" * 600))  # 600 characters, 1,200 bytes
+        ws.send_text(query_frame(1, "é" * 600))  # 600 characters, 1,200 bytes
         with pytest.raises(WebSocketDisconnect) as closed:
             ws.receive_json()
     assert closed.value.code == 1009
@@ -136,7 +134,7 @@ def test_any_message_gets_one_answer_and_the_connection_still_works(server: str,
             assert answer["code"] in {"bad_json", "bad_message", "unknown_type", "too_long", "binary_frame"}
             assert answer["id"] is None or (isinstance(answer["id"], int) and answer["id"] >= 0)
             assert answer.get("for", "query") in CLIENT_TYPES
-        ws.send(query(2**53 - 1, "a"))
+        ws.send(query_frame(2**53 - 1, "a"))
         good = json.loads(ws.recv(5))
         assert (good["type"], good["id"]) == ("suggestions", 2**53 - 1)
 
@@ -164,7 +162,7 @@ async def test_a_rate_limited_frame_is_refused_with_its_type_and_id(small_model_
             for text in ["one", "two"]:
                 await ws.send(json.dumps({"type": "submit", "query": text}))
                 assert (await recv_json(ws))["type"] == "ack"
-            await ws.send(query(7, "a"))
+            await ws.send(query_frame(7, "a"))
             refused_query = await recv_json(ws)
             await ws.send(json.dumps({"type": "submit", "query": "three"}))
             refused_submit = await recv_json(ws)
@@ -207,7 +205,7 @@ async def test_an_idle_connection_is_closed_with_4000(small_model_dir: Path) -> 
             await recv_json(ws)
             for i in range(6):  # activity keeps it open: 1.2 s in all, beyond any 2 s without
                 await asyncio.sleep(0.2)
-                await ws.send(query(i, "a"))
+                await ws.send(query_frame(i, "a"))
                 assert (await recv_json(ws))["type"] == "suggestions"
             assert await closed_code(ws) == 4000
 
@@ -231,7 +229,7 @@ async def test_a_keystroke_arms_no_timeout_on_the_server(small_model_dir: Path,
             await recv_json(ws)
             armed.clear()
             for i in range(20):
-                await ws.send(query(i, "ab"[: 1 + i % 2]))
+                await ws.send(query_frame(i, "ab"[: 1 + i % 2]))
                 assert (await recv_json(ws))["type"] == "suggestions"
             by_server = [f for f in armed if f.endswith(str(Path("server", "connection.py")))]
     assert by_server == []
@@ -307,7 +305,7 @@ async def test_one_session_never_sees_another_ones_queries(
         hello_a, hello_b = await recv_json(a), await recv_json(b)
         await a.send(json.dumps({"type": "submit", "query": prev}))
         assert (await recv_json(a))["queries"] == [prev]
-        await b.send(query(1, prefix))
+        await b.send(query_frame(1, prefix))
         answer_b = await recv_json(b)
     assert hello_a["session"] != hello_b["session"]
     assert answer_b["items"] == items_of(small_model, prefix)
@@ -338,11 +336,11 @@ async def test_connections_leave_no_garbage_for_the_cycle_collector(server: str)
             for _ in range(3):
                 async with connect(f"ws://{server}/ws") as ws:  # closed by its client
                     await recv_json(ws)
-                    await ws.send(query(1, "a"))
+                    await ws.send(query_frame(1, "a"))
                     await recv_json(ws)
                 async with connect(f"ws://{server}/ws") as ws:  # dropped by the server
                     await recv_json(ws)
-                    await ws.send(query(1, "a" * 10_000))
+                    await ws.send(query_frame(1, "a" * 10_000))
                     assert await closed_code(ws) == 1009
             deadline = time.monotonic() + 10
             while metric((await http.get("/metrics")).text, "qac_open_connections") > 0:
@@ -395,7 +393,7 @@ async def test_the_server_keeps_answering_while_redis_is_down_and_catches_up_aft
                 await ws.send(json.dumps({"type": "submit", "query": prev}))
                 assert session_frame(await recv_json(ws)) == {"type": "ack", "queries": ["before the outage", prev],
                                                               "added": True, "stored": False}
-                await ws.send(query(1, prefix))
+                await ws.send(query_frame(1, prefix))
                 answer = await recv_json(ws)
                 assert answer["items"] == items_of(small_model, prefix, ["before the outage", prev])
                 health = await _wait_for_health(http, "down")
@@ -403,12 +401,12 @@ async def test_the_server_keeps_answering_while_redis_is_down_and_catches_up_aft
                 assert metric((await http.get("/metrics")).text, "qac_session_store_up") == 0
                 async with connect(f"ws://{server}/ws") as other:  # new connections are served too
                     assert (await recv_json(other))["type"] == "hello"
-                    await other.send(query(1, prefix))
+                    await other.send(query_frame(1, prefix))
                     assert (await recv_json(other))["items"] == items_of(small_model, prefix)
 
                 redis_proc = _start_redis(port, tmp_path)  # back, with what it had saved
                 assert (await _wait_for_health(http, "up"))["status"] == "ok"
-                await ws.send(query(2, prefix))  # the next keystroke writes back the held submit
+                await ws.send(query_frame(2, prefix))  # the next keystroke writes back the held submit
                 assert (await recv_json(ws))["type"] == "suggestions"
                 assert metric((await http.get("/metrics")).text, "qac_session_store_up") == 1
             async with connect(f"ws://{server}/ws") as again:
@@ -451,7 +449,7 @@ async def test_a_damaged_model_is_refused_and_the_old_one_keeps_serving(
             await recv_json(ws)
             refused = await http.post("/admin/reload", json={"index": str(damaged)},
                                       headers={"Authorization": f"Bearer {TOKEN}"})
-            await ws.send(query(1, "a"))
+            await ws.send(query_frame(1, "a"))
             answer = await recv_json(ws)
             health = (await http.get("/healthz")).json()
     assert refused.status_code == 400

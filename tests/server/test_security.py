@@ -34,27 +34,22 @@ from server.metrics import Metrics
 from server.sessions import MemorySessionStore, SessionError, new_session_id, open_store
 from server.store_health import StoreHealth
 from server.users import Signer
-from tests.support import TOKEN, free_port, recv_json, resume, running, session_frame, start_redis
+from tests.support import (
+    TOKEN,
+    closed_code,
+    free_port,
+    query_frame,
+    recv_json,
+    resume,
+    running,
+    session_frame,
+    start_redis,
+    submit_frame,
+)
 
 pytestmark = pytest.mark.anyio
 
 PASSWORD = "hunter2-very-secret"
-
-
-def query(qid: int, prefix: str) -> str:
-    return json.dumps({"type": "query", "id": qid, "prefix": prefix})
-
-
-def submit(text: str) -> str:
-    return json.dumps({"type": "submit", "query": text})
-
-
-async def closed_code(ws: Any, timeout: float = 10.0) -> int:
-    with pytest.raises(ConnectionClosed) as closed:
-        while True:
-            await asyncio.wait_for(ws.recv(), timeout)
-    assert closed.value.rcvd is not None
-    return int(closed.value.rcvd.code)
 
 
 class FlakyStore(MemorySessionStore):
@@ -162,7 +157,7 @@ def server(small_model_dir: Path) -> Iterator[str]:
 async def test_the_session_in_the_url_is_ignored(server: str) -> None:
     async with connect(f"ws://{server}/ws") as ws:
         session = (await recv_json(ws))["session"]
-        await ws.send(submit("weather"))
+        await ws.send(submit_frame("weather"))
         await recv_json(ws)
     async with connect(f"ws://{server}/ws?session={session}") as ws:
         hello = await recv_json(ws)
@@ -172,11 +167,11 @@ async def test_the_session_in_the_url_is_ignored(server: str) -> None:
 async def test_a_resume_frame_resumes_and_is_answered_with_hello(server: str) -> None:
     async with connect(f"ws://{server}/ws") as ws:
         session = (await recv_json(ws))["session"]
-        await ws.send(submit("weather"))
+        await ws.send(submit_frame("weather"))
         await recv_json(ws)
     async with connect(f"ws://{server}/ws") as ws:
         hello = await resume(ws, session)
-        await ws.send(submit("news"))
+        await ws.send(submit_frame("news"))
         ack = await recv_json(ws)
     assert (hello["type"], hello["session"], hello["queries"], ack["queries"]) == ("hello", session, ["weather"],
                                                                                   ["weather", "news"])
@@ -185,7 +180,7 @@ async def test_a_resume_frame_resumes_and_is_answered_with_hello(server: str) ->
 async def test_resume_comes_before_any_query_or_submit(server: str) -> None:
     async with connect(f"ws://{server}/ws") as ws:
         session = (await recv_json(ws))["session"]
-        await ws.send(submit("weather"))
+        await ws.send(submit_frame("weather"))
         await recv_json(ws)
         await ws.send(json.dumps({"type": "resume", "session": session}))
         refused = await recv_json(ws)
@@ -206,12 +201,12 @@ async def test_a_session_id_the_server_never_issued_is_refused_even_while_the_st
             for bad in (forged, "v1.p.x.y"):
                 await ws.send(json.dumps({"type": "resume", "session": bad}))
                 refused.append(await recv_json(ws))
-            await ws.send(submit("my secret query"))
+            await ws.send(submit_frame("my secret query"))
             assert (await recv_json(ws))["stored"] is False
             store.down = False
             async with httpx.AsyncClient() as http:  # a health check finds the store back
                 assert (await http.get(f"http://{server}/healthz")).json()["status"] == "ok"
-            await ws.send(submit("another"))
+            await ws.send(submit_frame("another"))
             assert session_frame(await recv_json(ws)) == {"type": "ack", "queries": ["my secret query", "another"],
                                                           "added": True}
     assert [(r["type"], r["code"]) for r in refused] == [("error", "bad_session")] * 3
@@ -241,7 +236,7 @@ async def test_connections_per_address_are_limited(small_model_dir: Path) -> Non
                 connect(url, additional_headers=_from("203.0.113.7")) as b:
             assert (await recv_json(a))["type"] == (await recv_json(b))["type"] == "hello"
             async with connect(url, additional_headers=_from("203.0.113.7")) as c:
-                assert await closed_code(c) == 1013
+                assert await closed_code(c, 10.0) == 1013
             async with connect(url, additional_headers=_from("198.51.100.1")) as d:  # another address
                 assert (await recv_json(d))["type"] == "hello"
             await b.close()
@@ -281,7 +276,7 @@ async def test_messages_per_address_are_limited_across_its_connections(small_mod
             await recv_json(b)
             answers = []
             for ws, qid in ((a, 1), (b, 1), (a, 2), (b, 2)):
-                await ws.send(submit(f"q{qid}"))
+                await ws.send(submit_frame(f"q{qid}"))
                 answers.append(await recv_json(ws))
     assert [x["type"] for x in answers] == ["ack", "ack", "ack", "error"]
     assert answers[-1]["code"] == "rate_limited"
@@ -316,11 +311,11 @@ async def test_an_address_is_charged_the_cpu_time_of_its_rankings(
             await recv_json(ws)
             answers = []
             for qid, prefix in enumerate(prefixes[:4], 1):
-                await ws.send(query(qid, prefix))
+                await ws.send(query_frame(qid, prefix))
                 answers.append(await recv_json(ws))
         async with connect(f"ws://{server}/ws", additional_headers=_from("198.51.100.3")) as other:
             await recv_json(other)
-            await other.send(query(1, prefixes[4]))
+            await other.send(query_frame(1, prefixes[4]))
             served = await recv_json(other)
         async with httpx.AsyncClient(base_url=f"http://{server}") as http:
             refused = await http.get("/complete", params={"prefix": prefixes[5]})
@@ -414,7 +409,7 @@ async def test_a_connection_over_its_rate_limit_for_too_long_is_closed_with_1008
             await recv_json(ws)
             with pytest.raises(ConnectionClosed) as closed:
                 for qid in range(1, 400):
-                    await ws.send(query(qid, "a"))
+                    await ws.send(query_frame(qid, "a"))
                     await asyncio.sleep(0.02)
                     with contextlib.suppress(TimeoutError):
                         while True:
@@ -439,12 +434,12 @@ async def test_binary_frames_count_against_the_size_and_the_rate(small_model_dir
             for _ in range(2):
                 await ws.send(b"\x00\x01")
                 answers.append(await recv_json(ws))
-            await ws.send(query(1, "a"))  # the binary frames spent the tokens
+            await ws.send(query_frame(1, "a"))  # the binary frames spent the tokens
             answers.append(await recv_json(ws))
         async with connect(f"ws://{server}/ws") as ws:
             await recv_json(ws)
             await ws.send(b"x" * 5000)
-            assert await closed_code(ws) == 1009
+            assert await closed_code(ws, 10.0) == 1009
     assert [a["code"] for a in answers] == ["binary_frame", "binary_frame", "rate_limited"]
 
 
@@ -461,12 +456,12 @@ async def test_held_back_submits_are_capped_and_written_back_in_one_round_trip(
             await recv_json(ws)
             store.down = True
             for i in range(12):
-                await ws.send(submit(f"query {i}"))
+                await ws.send(submit_frame(f"query {i}"))
                 assert (await recv_json(ws))["stored"] is False
             store.down = False
             async with httpx.AsyncClient() as http:
                 assert (await http.get(f"http://{server}/healthz")).json()["status"] == "ok"
-            await ws.send(submit("back"))
+            await ws.send(submit_frame("back"))
             assert session_frame(await recv_json(ws)) == {
                 "type": "ack", "added": True, "queries": ["query 8", "query 9", "query 10", "query 11", "back"]}
     assert store.writes == [["query 8", "query 9", "query 10", "query 11", "back"]]
