@@ -96,9 +96,10 @@ class CandidateConfig:
     # this many unknown whole words may be corrected (earlier ones are taken as typed), and no word
     # longer than typo_max_word, so a crafted prefix cannot multiply the look-ups.
     typo_last_words: int = 1
-    typo_max_word: int = 32
+    typo_max_word: int = 20
     typo_lookups: int = 4  # and at most this many one-edit look-ups in the vocabulary (word, pair, span, partial)
     typo_rows: int = 40  # the corrected prefixes offer this many candidates at most, their sources' first
+    max_rows: int = 80  # and no more than the exact ones left of this many: a keystroke's candidates at most
     session_k: int = 40  # session candidates at most (the newest queries' first)
     session_words: int = 20  # the session's newest distinct words that may correct a typed one
 
@@ -113,6 +114,28 @@ class Candidates:
     corrected: np.ndarray | None = None  # (len(texts),) bool: does not start with the prefix
 
 
+class Context:
+    """What a keystroke's candidates and features read of its session and its user, worked
+    out once: its corrected prefixes are featurized under the same."""
+
+    __slots__ = ("session", "personal", "prev", "prev_words", "session_words")
+
+    def __init__(self, session: list[str], personal: PersonalHistory | None):
+        """``session``: the queries ranking reads (:func:`_newest`), newest last."""
+        self.session = session
+        self.personal = personal
+        self.prev = session[-1] if session else ""
+        self.prev_words = set(self.prev.split())
+        self.session_words = {w for h in session for w in h.split()}
+
+    def vocabulary(self) -> Vocabulary:
+        """Every word the user asked before (none without personal history)."""
+        return self.personal.vocabulary() if self.personal else _NO_WORDS
+
+
+_NO_WORDS = Vocabulary()
+
+
 @dataclass
 class Keystroke:
     """A keystroke's exact candidates and what its corrections start from
@@ -120,17 +143,11 @@ class Keystroke:
 
     candidates: Candidates
     prefix: str
-    session: list[str]
-    personal: PersonalHistory | None
+    context: Context
     on: set[str]
     trusted: int = 0  # exact candidates that are trusted (see TRUSTED)
     weak: list[int] = field(default_factory=list)  # the whole words that may hold a typo
     weak_partial: bool = False  # and whether the partial last word may
-
-    @property
-    def prev(self) -> str:
-        """The session's newest query, or ``""``."""
-        return self.session[-1] if self.session else ""
 
     @property
     def may_hold_typo(self) -> bool:
@@ -239,11 +256,10 @@ class CandidateGenerator:
         on = set(cfg.sources)
         if "personal" not in on:
             personal = None
-        session = _newest(session, cfg.session_max, cfg.session_chars)
-        prev = session[-1] if session else ""
-        texts, base = self._gather(prefix, prev, session, personal, on).table()
-        self._table(texts, base, prefix, prev, session, personal)
-        keystroke = Keystroke(Candidates(texts, base, bucket_of(len(prefix))), prefix, session, personal, on)
+        context = Context(_newest(session, cfg.session_max, cfg.session_chars), personal)
+        texts, base = self._gather(prefix, context, on).table()
+        self._table(texts, base, prefix, context)
+        keystroke = Keystroke(Candidates(texts, base, bucket_of(len(prefix))), prefix, context, on)
         if len(prefix) < CORRECTED_MIN_CHARS or not (on & {"typo_words", "typo_tree"}):
             return keystroke
         # Corrections only where the exact prefix finds few candidates that people logged or
@@ -276,13 +292,11 @@ class CandidateGenerator:
         corrected[len(exact.texts) :] = True
         return Candidates(exact.texts + extra_texts, np.vstack((exact.features, extra)), exact.bucket, corrected)
 
-    def _gather(
-        self, prefix: str, prev: str, session: Sequence[str], personal: PersonalHistory | None, on: set[str],
-        cfg: CandidateConfig | None = None,
-    ) -> _Rows:
+    def _gather(self, prefix: str, context: Context, on: set[str], cfg: CandidateConfig | None = None) -> _Rows:
         """The candidates of every source in ``on`` that start with ``prefix`` (as many as
         ``cfg`` says, default the generator's), with the feature cells their sources set."""
         cfg = cfg or self.config
+        prev, session, personal = context.prev, context.session, context.personal
         head, prev_word, partial = split_prefix(prefix)
         rows = _Rows()
         add = rows.set
@@ -322,9 +336,7 @@ class CandidateGenerator:
         texts: list[str],
         base: np.ndarray,
         prefix: str,
-        prev: str,
-        session: Sequence[str],
-        personal: PersonalHistory | None,
+        context: Context,
         under_prefix: bool = True,
     ) -> None:
         """Fill in the feature rows ``base`` of ``texts`` (their sources' features set),
@@ -334,7 +346,7 @@ class CandidateGenerator:
         lo, hi = self.labels.range(prefix)
         # None when no label starts with the prefix (nor so any of the texts).
         found = None if hi == lo and under_prefix else self.labels.indices(texts)
-        self._generic_features(base, texts, found, prefix, head, prev_word, partial, prev, session, under_prefix)
+        self._generic_features(base, texts, found, prefix, head, prev_word, partial, context, under_prefix)
         # Words of the prefix the vocabulary lacks (and a partial word it has no word for):
         # what tells a typed prefix with a typo from its correction. The vocabulary holds what
         # at least K people typed: a word fewer typed is unknown like one nobody typed, unless
@@ -344,14 +356,14 @@ class CandidateGenerator:
         unknown = [w for w, n in zip(head_words, words.count_list(head_words)) if not n]
         weak_partial = bool(partial) and not words.total(partial)
         if unknown or weak_partial:  # else both columns stay 0
-            said = {w for h in session for w in h.split()}
-            vocabulary = personal.vocabulary() if personal else Vocabulary()
+            said = context.session_words
+            vocabulary = context.vocabulary()
             own = sum(w in said or w in vocabulary for w in unknown)
             own += weak_partial and (vocabulary.starts(partial) or any(w.startswith(partial) for w in said))
             base[:, _F["prefix_unknown"]] = len(unknown) + weak_partial - own
             base[:, _F["prefix_own"]] = own
-        if personal and texts:
-            base[:, _F["own_log_count"] : _F["own_recency"] + 1] = personal.features_of(texts)
+        if context.personal and texts:
+            base[:, _F["own_log_count"] : _F["own_recency"] + 1] = context.personal.features_of(texts)
 
     def _corrections(self, keystroke: Keystroke) -> tuple[list[str], np.ndarray]:
         """Candidates of what the misspelled prefix of ``keystroke`` probably meant, none of
@@ -360,29 +372,32 @@ class CandidateGenerator:
         (``typo_tree``), each within :func:`max_edits` of the prefix (docs/METHOD.md, "Typo
         tolerance")."""
         cfg = self.config
-        prefix, prev, session, personal, on = (keystroke.prefix, keystroke.prev, keystroke.session,
-                                               keystroke.personal, keystroke.on)
+        prefix, context, on = keystroke.prefix, keystroke.context, keystroke.on
         weak, weak_partial, trusted = keystroke.weak, keystroke.weak_partial, keystroke.trusted
         have = set(keystroke.candidates.texts)
         limit = max_edits(len(prefix))
         head, _, partial = split_prefix(prefix)
         words = self.words.words
         toks = head.split()
-        fixes = self._fixes(prefix, session, on, toks, weak, weak_partial) if "typo_words" in on else []
+        rows_left = min(cfg.typo_rows, cfg.max_rows - len(have))
+        if rows_left <= 0:  # the exact candidates took the keystroke's rows
+            return [], np.zeros((0, N_BASE))
+        fixes = self._fixes(prefix, context.session, on, toks, weak, weak_partial) if "typo_words" in on else []
         out: list[str] = []
         tables: list[np.ndarray] = []
-        rows_left = cfg.typo_rows
         for fix in fixes:
+            if rows_left <= 0:
+                break
             # A corrected prefix is a query of its own only if it ends with a whole word.
             whole = fix.endswith(" ") or words.count(fix[fix.rfind(" ") + 1 :]) > 0
             sources = on - ({"tree"} if whole else {"tree", "prefix"})
-            texts, base = self._gather(fix, prev, session, personal, sources, self._fix_config).table()
+            texts, base = self._gather(fix, context, sources, self._fix_config).table()
             keep = [j for j, t in enumerate(texts) if not (t in have or t.startswith(prefix))][:rows_left]
             if len(keep) < len(texts):
                 texts, base = [texts[j] for j in keep], base[keep]
             if not texts:
                 continue
-            self._table(texts, base, fix, prev, session, personal)
+            self._table(texts, base, fix, context)
             base[:, _F["src_fix"]] = 1.0
             base[:, _F["edit_dist"]] = 1.0
             out += texts
@@ -395,7 +410,7 @@ class CandidateGenerator:
         if ("typo_tree" in on and self.tree is not None and not out and not trusted
                 and (cfg.typo_tree_max_chars is None or len(prefix) <= cfg.typo_tree_max_chars)
                 and (weak or (partial and not words.total(partial)))):
-            out, base = self._fuzzy_tree(prefix, prev, session, personal, have, limit)
+            out, base = self._fuzzy_tree(prefix, context, have, limit, rows_left)
             tables.append(base)
         if not out:
             return [], np.zeros((0, N_BASE))
@@ -469,21 +484,15 @@ class CandidateGenerator:
         return list(fixes)
 
     def _fuzzy_tree(
-        self,
-        prefix: str,
-        prev: str,
-        session: Sequence[str],
-        personal: PersonalHistory | None,
-        have: set[str],
-        limit: int,
+        self, prefix: str, context: Context, have: set[str], limit: int, most: int
     ) -> tuple[list[str], np.ndarray]:
         """Labels within ``limit`` edits of the prefix under its first characters (and their
         one-edit variants, when few labels start with those), ranked by the tree's beam on the
-        typed text, none of ``have``; with their feature rows."""
+        typed text, none of ``have``, at most ``most``; with their feature rows."""
         cfg = self.config
         labels = self.labels
         assert self.tree is not None
-        ids, scores = self.tree(prefix, prev, self._start_ranges(prefix[: cfg.typo_tree_chars]))
+        ids, scores = self.tree(prefix, context.prev, self._start_ranges(prefix[: cfg.typo_tree_chars]))
         ids, scores = ids[: cfg.typo_tree_k], scores[: cfg.typo_tree_k]
         rows = _Rows()
         rank = 0
@@ -492,6 +501,8 @@ class CandidateGenerator:
             d = prefix_distance(prefix, text, limit)
             if d == 0 or d > limit or text in have:
                 continue
+            if rank == most:
+                break
             rank += 1
             rows.set(text, _F["edit_dist"], d)
             rows.set(text, _F["tree_score"], s)
@@ -499,7 +510,7 @@ class CandidateGenerator:
             rows.set(text, _F["src_typo_tree"], 1.0)
         texts, base = rows.table()
         if texts:
-            self._table(texts, base, prefix, prev, session, personal, under_prefix=False)
+            self._table(texts, base, prefix, context, under_prefix=False)
         return texts, base
 
     def _generic_features(
@@ -511,16 +522,13 @@ class CandidateGenerator:
         head: str,
         prev_word: str,
         partial: str,
-        prev: str,
-        session: Sequence[str],
+        context: Context,
         under_prefix: bool,
     ) -> None:
         if not texts:
             return
         words = self.words
-        prev_words = set(prev.split())
-        session_words = {w for h in session for w in h.split()}
-        session_set = set(session)
+        prev, prev_words, session_words = context.prev, context.prev_words, context.session_words
         cut = len(head)
         base[:, _F["bias"]] = 1.0
         if label_ids is not None:  # else no text is a label: their columns stay 0
@@ -543,7 +551,7 @@ class CandidateGenerator:
         if prev:  # transition_counts answers zeros at once when nothing followed prev
             base[:, _F["trans_log"]] = np.log1p(words.transition_counts(prev, texts))
         n_toks = np.array([len(t) for t in toks], dtype=np.float64) + len(head_toks)
-        for h in session_set:  # a few queries, each found among the texts (unique) by one scan
+        for h in set(context.session):  # a few queries, each found among the texts (unique) by one scan
             if h in texts:
                 base[texts.index(h), _F["in_session"]] = 1.0
         base[:, _F["extra_words"]] = n_toks - (head.count(" ") + 1)

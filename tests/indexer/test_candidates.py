@@ -219,3 +219,36 @@ def test_corrections_make_a_bounded_number_of_look_ups_and_candidates(small_mode
     assert capped.corrected is not None and int(capped.corrected.sum()) == 5
     first = [t for t, c in zip(free.texts, free.corrected) if c][:5]
     assert [t for t, c in zip(capped.texts, capped.corrected) if c] == first  # the sources' first
+
+
+def test_a_keystroke_featurizes_at_most_max_rows_candidates(small_model, monkeypatch):
+    """Issue 27: the corrections get what the exact candidates left of max_rows (their sources'
+    first), and no look-up at all when the exact ones took every row."""
+    import indexer.typos as typos
+
+    cfg = small_model.generator.config
+    free = small_model.generator.generate("nwe yo")
+    assert free.corrected is not None
+    n_exact, n_fixed = int((~free.corrected).sum()), int(free.corrected.sum())
+    assert n_fixed > 3
+
+    def generator(max_rows: int) -> CandidateGenerator:
+        return CandidateGenerator(small_model.labels, small_model.words, small_model.generator.tree,
+                                  dataclasses.replace(cfg, max_rows=max_rows))
+
+    capped = generator(n_exact + 3).generate("nwe yo")
+    assert capped.corrected is not None and len(capped.texts) == n_exact + 3
+    assert [t for t, c in zip(capped.texts, capped.corrected) if c] == \
+        [t for t, c in zip(free.texts, free.corrected) if c][:3]
+    calls = {"n": 0}
+    looked_up = typos.one_edit_variants
+
+    def counted(*args, **kwargs):
+        calls["n"] += 1
+        return looked_up(*args, **kwargs)
+
+    monkeypatch.setattr(typos, "one_edit_variants", counted)
+    none = generator(n_exact).generate("nwe yo")  # a new generator remembers no correction
+    assert none.corrected is None and none.texts == free.texts[:n_exact] and calls["n"] == 0
+    generator(n_exact + 3).generate("nwe yo")
+    assert calls["n"] > 0
