@@ -17,7 +17,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .normalize import MAX_QUERY_CHARS
+from .normalize import MAX_QUERY_CHARS, normalize
 from .params import SOURCES
 from .personal import PersonalHistory, QueryWords, Vocabulary, query_words
 from .topk import PrefixTopK
@@ -242,9 +242,10 @@ class CandidateGenerator:
     def generate(
         self, prefix: str, session: Sequence[str] = (), personal: PersonalHistory | None = None
     ) -> Candidates:
-        """All candidates for normalized ``prefix`` after ``session`` (newest last), with the
-        user's own past queries from ``personal``; when the prefix looks misspelled, also the
-        candidates of what it probably meant (``corrected``)."""
+        """All candidates for normalized ``prefix`` after ``session`` (newest last, normalized
+        here as far as ranking reads it), with the user's own past queries from ``personal``;
+        when the prefix looks misspelled, also the candidates of what it probably meant
+        (``corrected``)."""
         return self.corrected(self.exact(prefix, session, personal))
 
     def exact(
@@ -565,11 +566,12 @@ class CandidateGenerator:
 
 
 def _newest(session: Sequence[str], most: int, chars: int) -> list[str]:
-    """The newest of the non-empty ``session`` (oldest first), at most ``most`` of them and
-    as many as fit in ``chars`` characters (the newest always): what a crafted session of
-    long queries costs a keystroke stays that of an ordinary one."""
+    """The newest of ``session`` (oldest first), normalized and non-empty, at most ``most`` of
+    them and as many as fit in ``chars`` characters (the newest always): what a crafted session
+    of long queries costs a keystroke stays that of an ordinary one (the older ones are not
+    even normalized)."""
     out: list[str] = []
-    for h in reversed(session):
+    for h in map(normalize, reversed(session)):
         if h:
             chars -= len(h)
             if out and (chars < 0 or len(out) == most):

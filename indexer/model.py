@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from . import storage
 from .blocklist import Blocklist
 from .candidates import FEATURES, N_BASE, N_BUCKETS, CandidateConfig, CandidateGenerator, Candidates
-from .normalize import normalize, normalize_prefix
+from .normalize import normalize_prefix
 from .params import BuildParams
 from .personal import PersonalHistory
 from .scorer import Completion, Scorer
@@ -111,7 +111,6 @@ class Model:
         candidates are topped up with the most popular logged queries that start with the prefix.
         """
         prefix = normalize_prefix(prefix)
-        session = [h for h in (normalize(q) for q in session) if h]
         blocked = (self.blocklist if blocklist is None else blocklist).hider(prefix)
         mine = personal if personal is not None and "personal" in self.params.sources else ()
         keystroke = self.generator.exact(prefix, session, personal)

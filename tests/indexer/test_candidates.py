@@ -252,3 +252,24 @@ def test_a_keystroke_featurizes_at_most_max_rows_candidates(small_model, monkeyp
     assert none.corrected is None and none.texts == free.texts[:n_exact] and calls["n"] == 0
     generator(n_exact + 3).generate("nwe yo")
     assert calls["n"] > 0
+
+
+def test_the_session_is_normalized_only_as_far_as_ranking_reads_it(small_model, monkeypatch):
+    """Issue 27: the session's queries are normalized newest first, and only those that fit the
+    session_chars budget: five crafted 200-character queries cost one normalization, not five."""
+    import indexer.candidates as candidates
+    from indexer.normalize import normalize
+
+    raw = small_model.generator.generate("new ", ["Weather!", "New   York."])
+    normal = small_model.generator.generate("new ", ["weather", "new york"])
+    assert raw.texts == normal.texts and np.array_equal(raw.features, normal.features)
+    seen = []
+
+    def counted(query):
+        seen.append(query)
+        return normalize(query)
+
+    monkeypatch.setattr(candidates, "normalize", counted)
+    long = [" ".join(_typo_words(small_model, 40, seed))[:200].upper() for seed in range(5)]
+    small_model.complete("new ", long, 10)
+    assert seen == [long[-1], long[-2]]  # the newest, and the one that did not fit
