@@ -16,8 +16,9 @@ per owner of the objects on them (the object that holds most bytes on a page own
 - ``model.<attribute path>``: what the model reaches through that attribute (its strings,
   tuples, dicts, lists and sets, and the buffers of its lists, dicts, sets and arrays);
 - ``fresh answers``: what :func:`server.completer.rank_ahead` ranked;
-- ``other: <type>``: the other objects the collector tracks, by type (modules, functions,
-  classes and what they reach), and ``no object known``: free memory, or the interpreter's own.
+- ``other: <type>``: every other object the collector tracks or reaches (modules, functions,
+  code, classes, their dictionaries and constants), by its type;
+- ``no object known, <mapping>``: free memory, or the interpreter's own.
 
 ``--limit 0`` ranks nothing: the copies the fork itself and the measuring cause (the noise).
 Reading another process's physical frames needs root (``CAP_SYS_ADMIN``); without it every
@@ -110,6 +111,8 @@ def owners(roots: dict[str, object], depth: int = 4) -> tuple[np.ndarray, np.nda
             if id(obj) in seen or isinstance(obj, (types.ModuleType, type)) and obj is not root:
                 continue
             seen.add(id(obj))
+            if not named:  # by the object's own type
+                path = f"other: {type(obj).__name__}"
             add(*_extent(obj), path)
             for extent in _buffers(obj):
                 add(*extent, path)
@@ -127,10 +130,7 @@ def owners(roots: dict[str, object], depth: int = 4) -> tuple[np.ndarray, np.nda
     seen.add(id(tracked))
     for obj in tracked:
         if id(obj) not in seen:
-            kind = type(obj)
-            group = "modules, functions, classes" if isinstance(
-                obj, (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType)) else kind.__name__
-            walk(obj, f"other: {group}", False)
+            walk(obj, "", False)
     return np.array(starts, dtype=np.int64), np.array(sizes, dtype=np.int64), np.array(who, dtype=np.int32), names
 
 

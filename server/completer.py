@@ -109,6 +109,7 @@ class FreshAnswers:
         return len(self._rows)
 
     def get(self, prefix: str) -> tuple[Completion, ...] | None:
+        """The answer for a normalized prefix, if ranked ahead (new objects at each call)."""
         row = self._rows.get(prefix)
         if row is None:
             return None
@@ -117,6 +118,16 @@ class FreshAnswers:
         text = self._text
         return tuple(Completion(text[a:b], score, bool(flags & 1), bool(flags & 2)) for a, b, score, flags
                      in zip(cuts, cuts[1:], self._scores[lo:hi].tolist(), self._flags[lo:hi].tolist()))
+
+    def queries(self, prefix: str) -> list[str] | None:
+        """The queries of :meth:`get`'s answer alone: what tells whether a context changed it."""
+        row = self._rows.get(prefix)
+        if row is None:
+            return None
+        lo, hi = self._first[row : row + 2].tolist()
+        cuts = self._cuts[lo : hi + 1].tolist()
+        text = self._text
+        return [text[a:b] for a, b in zip(cuts, cuts[1:])]
 
 
 _ranked_ahead: tuple[Model, Blocklist | None, int, int, FreshAnswers] | None = None
@@ -343,8 +354,10 @@ def rank_keystroke(model: Model, prefix: str, session: tuple[str, ...], personal
     items = model.complete(normalized, session, k, personal=personal, blocklist=blocklist)
     if not context:
         return normalized, items, None
-    alone = _fresh(model, normalized, k, blocklist, fresh)
-    return normalized, items, [c.query for c in alone] != [c.query for c in items]
+    alone = fresh.queries(normalized)
+    if alone is None:
+        alone = [c.query for c in model.complete(normalized, (), k, blocklist=blocklist)]
+    return normalized, items, alone != [c.query for c in items]
 
 
 def _fresh(model: Model, normalized: str, k: int, blocklist: Blocklist | None,
