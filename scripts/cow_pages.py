@@ -1,15 +1,15 @@
 """Which of the supervisor's pages a forked worker copies, and whose they are (run as root).
 
-    python -m scripts.cow_pages --index tests/indexer/data/sample_model \\
-        --pairs data/aol-top1000/dev.pairs.jsonl [--limit 300] [--top 25]
+    qac build --log indexer/data/sample.tsv.gz --out models/sample    # the shipped sample, once
+    python -m scripts.cow_pages --index models/sample \\
+        --pairs tests/qac/data/dev-5-users.pairs.jsonl [--limit 300] [--top 25]
 
 Does what ``qac serve --workers N`` does before it forks (imports the server, ``load_warm``,
 ``rank_ahead``, ``gc.freeze``), then forks a worker that ranks the typists' keystrokes
 (``scripts/keystroke_cost.py``'s) through a :class:`server.completer.Completer`, as a worker does,
 and waits. A third process, forked then (what it writes it copies for itself), finds the
-objects and reads
-``/proc/PID/pagemap`` of both: a virtual page present in both whose physical frame differs was
-copied on write. It prints one JSON object: copied MB per mapping (``[heap]``, anonymous
+objects and reads ``/proc/PID/pagemap`` of both: a virtual page present in both whose
+physical frame differs was copied on write. It prints one JSON object: copied MB per mapping (``[heap]``, anonymous
 memory, each ``.so``, each file) and, for the copied pages of anonymous memory and the heap,
 per owner of the objects on them (the object that holds most bytes on a page owns it):
 
