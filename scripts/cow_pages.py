@@ -14,7 +14,7 @@ memory, each ``.so``, each file) and, for the copied pages of anonymous memory a
 per owner of the objects on them (the object that holds most bytes on a page owns it):
 
 - ``model.<attribute path>``: what the model reaches through that attribute (its strings,
-  tuples, dicts, lists and sets, and the buffers of its lists, dicts, sets and arrays);
+  tuples, dicts, lists and sets; ``(storage)``: the tables of its lists, dicts, sets and arrays);
 - ``fresh answers``: what :func:`server.completer.rank_ahead` ranked;
 - ``other: <type>``: every other object the collector tracks or reaches (modules, functions,
   code, classes, their dictionaries and constants), by its type;
@@ -115,7 +115,7 @@ def owners(roots: dict[str, object], depth: int = 4) -> tuple[np.ndarray, np.nda
                 path = f"other: {type(obj).__name__}"
             add(*_extent(obj), path)
             for extent in _buffers(obj):
-                add(*extent, path)
+                add(*extent, f"{path} (storage)")
             children = _named_children(obj) if named and level < depth else []
             if children:
                 stack += [(v, path + k, level + 1) for k, v in children]
