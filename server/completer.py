@@ -32,6 +32,7 @@ import functools
 import gc
 import logging
 import os
+import pickle
 import secrets
 import sys
 import time
@@ -40,6 +41,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+
+import numpy as np
 
 import indexer
 from indexer.blocklist import Blocklist
@@ -72,10 +75,22 @@ class Ranked:
 
 
 class FreshAnswers:
-    """The suggestions a fresh session (no session queries, no user) gets, by normalized prefix; read-only."""
+    """The suggestions a fresh session (no session queries, no user) gets, by normalized prefix; read-only.
+
+    Kept packed, not as ~10,000 :class:`Completion` objects: the queries in one string, scores and
+    flags in arrays; each :meth:`get` makes its own. A worker forked after they were ranked
+    (:func:`rank_ahead`) then writes to none of the supervisor's: reading a shared Python object
+    writes its reference count, which copies its page into the worker (BENCHMARKS.md, "Memory per worker")."""
 
     def __init__(self, answers: dict[str, tuple[Completion, ...]] | None = None):
-        self._answers = answers or {}
+        answers = answers or {}
+        items = [c for ranked in answers.values() for c in ranked]
+        self._rows = {prefix: row for row, prefix in enumerate(answers)}  # prefix -> row
+        self._first = np.cumsum([0, *(len(ranked) for ranked in answers.values())], dtype=np.int64)  # row -> item
+        self._text = "".join(c.query for c in items)
+        self._cuts = np.cumsum([0, *(len(c.query) for c in items)], dtype=np.int64)  # item -> query in _text
+        self._scores = np.array([c.score for c in items], dtype=np.float64)
+        self._flags = np.array([c.personal | c.corrected << 1 for c in items], dtype=np.uint8)
 
     @classmethod
     def ranked(cls, model: Model, blocklist: Blocklist | None, k: int, size: int = FRESH_ANSWERS) -> FreshAnswers:
@@ -91,10 +106,28 @@ class FreshAnswers:
                     for p in model.labels.heaviest_prefixes(size)})
 
     def __len__(self) -> int:
-        return len(self._answers)
+        return len(self._rows)
 
     def get(self, prefix: str) -> tuple[Completion, ...] | None:
-        return self._answers.get(prefix)
+        """The answer for a normalized prefix, if ranked ahead (new objects at each call)."""
+        row = self._rows.get(prefix)
+        if row is None:
+            return None
+        lo, hi = self._first[row : row + 2].tolist()
+        cuts = self._cuts[lo : hi + 1].tolist()
+        text = self._text
+        return tuple(Completion(text[a:b], score, bool(flags & 1), bool(flags & 2)) for a, b, score, flags
+                     in zip(cuts, cuts[1:], self._scores[lo:hi].tolist(), self._flags[lo:hi].tolist()))
+
+    def queries(self, prefix: str) -> list[str] | None:
+        """The queries of :meth:`get`'s answer alone: what tells whether a context changed it."""
+        row = self._rows.get(prefix)
+        if row is None:
+            return None
+        lo, hi = self._first[row : row + 2].tolist()
+        cuts = self._cuts[lo : hi + 1].tolist()
+        text = self._text
+        return [text[a:b] for a, b in zip(cuts, cuts[1:])]
 
 
 _ranked_ahead: tuple[Model, Blocklist | None, int, int, FreshAnswers] | None = None
@@ -104,10 +137,42 @@ def rank_ahead(model: Model, extra: Blocklist, k: int, size: int) -> None:
     """Rank the fresh answers of ``model`` with ``extra`` (the ``--blocklist`` and ``--sensitive``
     files) now, in the supervisor before it forks the workers: the first :class:`Completer` of the
     same model, lists, ``k`` and ``size`` takes them instead of ranking its own, and the workers
-    share their pages (ranking them in each worker made ~13 MB of it private)."""
+    share their pages (ranking them in each worker made ~13 MB of it private).
+
+    They are ranked in a child process (where fork is available) and only their packed arrays come
+    back: ranking fills the model's memories, and what it leaves in the supervisor's heap, or frees
+    there, would be copied by every worker that uses or reuses it (scripts/cow_pages.py)."""
     global _ranked_ahead
     blocklist = _union(model, extra)
-    _ranked_ahead = (model, blocklist, k, size, FreshAnswers.ranked(model, blocklist, k, size))
+    fresh = _in_child(functools.partial(FreshAnswers.ranked, model, blocklist, k, size))
+    _ranked_ahead = (model, blocklist, k, size, fresh)
+
+
+def _in_child(call: Callable[[], _T]) -> _T:
+    """``call()`` run in a forked child, its result pickled back; in this process where fork is not
+    available, or where the child failed (then its error is raised here)."""
+    if not hasattr(os, "fork"):
+        return call()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: nothing of the parent's may run here (no exit handlers, no buffers flushed)
+        code = 1
+        try:
+            os.close(read)
+            with os.fdopen(write, "wb") as out:
+                pickle.dump(call(), out, protocol=pickle.HIGHEST_PROTOCOL)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "rb") as data:
+        raw = data.read()
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0 or not raw:
+        log.warning("ranking ahead in a child process failed: ranking here")
+        return call()
+    result: _T = pickle.loads(raw)
+    return result
 
 
 class Completer:
@@ -289,8 +354,10 @@ def rank_keystroke(model: Model, prefix: str, session: tuple[str, ...], personal
     items = model.complete(normalized, session, k, personal=personal, blocklist=blocklist)
     if not context:
         return normalized, items, None
-    alone = _fresh(model, normalized, k, blocklist, fresh)
-    return normalized, items, [c.query for c in alone] != [c.query for c in items]
+    alone = fresh.queries(normalized)
+    if alone is None:
+        alone = [c.query for c in model.complete(normalized, (), k, blocklist=blocklist)]
+    return normalized, items, alone != [c.query for c in items]
 
 
 def _fresh(model: Model, normalized: str, k: int, blocklist: Blocklist | None,

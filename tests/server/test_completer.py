@@ -309,3 +309,59 @@ def test_fresh_answers_ranked_ahead_are_taken_once_by_a_ranker_of_the_same_model
         ahead = completer_module._ranked_ahead
         assert ahead is not None
         assert Completer(small_model, "small", threads=0, k=k, fresh_size=size, extra=extra).fresh is not ahead[4]
+
+
+def _reachable(root: object) -> list[object]:
+    """Every object ``root`` holds, directly or not (strings, arrays and all)."""
+    seen, stack, found = {id(root)}, [root], []
+    while stack:
+        obj = stack.pop()
+        found.append(obj)
+        for child in gc.get_referents(obj):
+            if id(child) not in seen and not isinstance(child, type):
+                seen.add(id(child))
+                stack.append(child)
+    return found
+
+
+def test_fresh_answers_hold_no_completion_a_reader_would_write_to(small_model: Model) -> None:
+    """A forked worker that read shared Completions would write their reference counts, and so
+    copy their pages: the answers are kept packed, and each read makes its own."""
+    fresh = FreshAnswers.ranked(small_model, None, 10, 50)
+    assert len(fresh) == 50
+    assert not any(isinstance(obj, Completion) for obj in _reachable(fresh))
+    prefix = small_model.labels.heaviest_prefixes(1)[0]
+    first, again = fresh.get(prefix), fresh.get(prefix)
+    assert first == again == tuple(small_model.complete(prefix)) and first is not None and again is not None
+    assert all(a is not b for a, b in zip(first, again))
+    assert fresh.queries(prefix) == [c.query for c in first] and fresh.queries("qzx") is None
+    flags = FreshAnswers({"x": (Completion("x y", 2.5, True, False), Completion("xz", -1.0, False, True))})
+    assert flags.get("x") == (Completion("x y", 2.5, True, False), Completion("xz", -1.0, False, True))
+    assert FreshAnswers().get("x") is None and len(FreshAnswers()) == 0
+
+
+def _memories(model: Model) -> dict[str, int]:
+    """How many answers each of the model's memories holds."""
+    indexes = {"labels": model.labels, "words": model.words.words, "bigrams": model.words.bigrams,
+               "transitions": model.words.transitions}
+    sizes = {f"{name}.{memo}": len(getattr(index, memo)) for name, index in indexes.items()
+             for memo in ("_memo", "_count_memo", "_children", "_tops", "_ranges")}
+    sizes |= {"completions": len(model.words._completions), "followers": len(model.words._followers)}
+    return sizes
+
+
+def test_ranking_ahead_leaves_the_supervisors_model_as_it_was(small_model_dir: Path) -> None:
+    """Ranked in a child process: the memories ranking fills are not left in the supervisor,
+    whose pages every worker would copy when it reads or grows them."""
+    model = indexer.load(small_model_dir)
+    model.complete("a", ("a",))
+    before = _memories(model)
+    completer_module.rank_ahead(model, Blocklist(), 10, 64)
+    try:
+        assert _memories(model) == before
+        ahead = completer_module._ranked_ahead
+        assert ahead is not None and len(ahead[4]) == 64
+        for prefix in model.labels.heaviest_prefixes(64):
+            assert ahead[4].get(prefix) == tuple(model.complete(prefix))
+    finally:
+        completer_module._ranked_ahead = None
