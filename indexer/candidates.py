@@ -93,10 +93,12 @@ class CandidateConfig:
     typo_tree_max_chars: int | None = 16  # and runs only on prefixes up to this long (BENCHMARKS.md#fuzzy-beam-bound)
     typo_trusted: int = 3  # no correction when the exact prefix has this many trusted candidates
     # The budget of one keystroke's corrections (docs/METHOD.md, "Typo tolerance"): only the last
-    # this many unknown whole words may be corrected (earlier ones are taken as typed), and no word
-    # longer than typo_max_word, so a crafted prefix cannot multiply the look-ups.
+    # this many unknown whole words may be corrected (earlier ones are taken as typed), no word
+    # longer than typo_max_word, and nothing in a prefix longer than typo_max_prefix, so a crafted
+    # prefix cannot multiply the look-ups.
     typo_last_words: int = 1
     typo_max_word: int = 20
+    typo_max_prefix: int = 64
     typo_lookups: int = 4  # and at most this many one-edit look-ups in the vocabulary (word, pair, span, partial)
     typo_rows: int = 40  # the corrected prefixes offer this many candidates at most, their sources' first
     max_rows: int = 80  # and no more than the exact ones left of this many: a keystroke's candidates at most
@@ -261,7 +263,7 @@ class CandidateGenerator:
         texts, base = self._gather(prefix, context, on).table()
         self._table(texts, base, prefix, context)
         keystroke = Keystroke(Candidates(texts, base, bucket_of(len(prefix))), prefix, context, on)
-        if len(prefix) < CORRECTED_MIN_CHARS or not (on & {"typo_words", "typo_tree"}):
+        if not CORRECTED_MIN_CHARS <= len(prefix) <= cfg.typo_max_prefix or not (on & {"typo_words", "typo_tree"}):
             return keystroke
         # Corrections only where the exact prefix finds few candidates that people logged or
         # the user asked before.

@@ -37,7 +37,7 @@ from replay.scripts import scripts_from_pairs
 
 KINDS = ("random5", "random", "typo", "word", "glued", "long", "digits", "typo_long")
 HISTORIES = ("none", "crafted", "near")
-LENGTHS = (20, 50, 100, 150, 200)
+LENGTHS = (20, 32, 50, 64, 100, 150, 200)  # 64: the longest prefix corrected (CandidateConfig.typo_max_prefix)
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 

@@ -273,3 +273,30 @@ def test_the_session_is_normalized_only_as_far_as_ranking_reads_it(small_model, 
     long = [" ".join(_typo_words(small_model, 40, seed))[:200].upper() for seed in range(5)]
     small_model.complete("new ", long, 10)
     assert seen == [long[-1], long[-2]]  # the newest, and the one that did not fit
+
+
+def test_no_prefix_over_typo_max_prefix_is_corrected(small_model, monkeypatch):
+    """Issue 27: the same misspelled last word is corrected in a prefix of typo_max_prefix
+    characters and not in a longer one (no look-up either): a long crafted prefix costs no
+    corrections, whose candidates are the costliest to featurize."""
+    import indexer.typos as typos
+
+    cfg = small_model.generator.config
+    assert cfg.typo_max_prefix == 64
+    calls = {"n": 0}
+    looked_up = typos.one_edit_variants
+
+    def counted(*args, **kwargs):
+        calls["n"] += 1
+        return looked_up(*args, **kwargs)
+
+    monkeypatch.setattr(typos, "one_edit_variants", counted)
+    tail = " nwe yo"
+    for length, corrected in ((cfg.typo_max_prefix, True), (cfg.typo_max_prefix + 1, False)):
+        head = ("new " * 30)[: length - len(tail)]
+        prefix = (head[:-1] + "s" if head.endswith(" ") else head) + tail
+        assert len(prefix) == length
+        calls["n"] = 0  # a new generator remembers no correction
+        generator = CandidateGenerator(small_model.labels, small_model.words, small_model.generator.tree, cfg)
+        cands = generator.generate(prefix)
+        assert (cands.corrected is not None) == corrected and (calls["n"] > 0) == corrected, (length, prefix)
