@@ -110,21 +110,26 @@ class FreshAnswers:
 
     def get(self, prefix: str) -> tuple[Completion, ...] | None:
         """The answer for a normalized prefix, if ranked ahead (new objects at each call)."""
-        row = self._rows.get(prefix)
-        if row is None:
+        span = self._span(prefix)
+        if span is None:
             return None
-        lo, hi = self._first[row : row + 2].tolist()
-        cuts = self._cuts[lo : hi + 1].tolist()
-        text = self._text
-        return tuple(Completion(text[a:b], score, bool(flags & 1), bool(flags & 2)) for a, b, score, flags
-                     in zip(cuts, cuts[1:], self._scores[lo:hi].tolist(), self._flags[lo:hi].tolist()))
+        lo, hi = span
+        return tuple(Completion(query, score, bool(flags & 1), bool(flags & 2)) for query, score, flags
+                     in zip(self._queries(lo, hi), self._scores[lo:hi].tolist(), self._flags[lo:hi].tolist()))
 
     def queries(self, prefix: str) -> list[str] | None:
         """The queries of :meth:`get`'s answer alone: what tells whether a context changed it."""
+        span = self._span(prefix)
+        return None if span is None else self._queries(*span)
+
+    def _span(self, prefix: str) -> tuple[int, int] | None:  # the answer's items, [lo, hi)
         row = self._rows.get(prefix)
         if row is None:
             return None
         lo, hi = self._first[row : row + 2].tolist()
+        return lo, hi
+
+    def _queries(self, lo: int, hi: int) -> list[str]:
         cuts = self._cuts[lo : hi + 1].tolist()
         text = self._text
         return [text[a:b] for a, b in zip(cuts, cuts[1:])]

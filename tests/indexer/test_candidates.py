@@ -128,6 +128,21 @@ def _typo_words(model, n, seed):
     return [add_typo(words[int(rng.integers(len(words)))], rng) for _ in range(n)]
 
 
+def _count_one_edit_look_ups(monkeypatch) -> dict[str, int]:
+    """Count the one-edit look-ups of the corrections (``typos.one_edit_variants``)."""
+    import indexer.typos as typos
+
+    calls = {"n": 0}
+    looked_up = typos.one_edit_variants
+
+    def counted(*args, **kwargs):
+        calls["n"] += 1
+        return looked_up(*args, **kwargs)
+
+    monkeypatch.setattr(typos, "one_edit_variants", counted)
+    return calls
+
+
 def test_a_crafted_prefix_cannot_multiply_the_look_ups_of_its_corrections(small_model, monkeypatch):
     """Issue 27: misspelled words, however many, cost the corrections of a few (the last ones):
     a 40-word prefix of typos makes at most twice the look-ups of a 4-word one."""
@@ -192,17 +207,8 @@ def test_corrections_make_a_bounded_number_of_look_ups_and_candidates(small_mode
     """Issue 27: however a prefix is crafted (an unknown word between two known ones and an
     unknown partial word, each a look-up of its own kind), its corrections make at most
     typo_lookups one-edit look-ups and offer at most typo_rows candidates."""
-    import indexer.typos as typos
-
     cfg = small_model.generator.config
-    calls = {"n": 0}
-    looked_up = typos.one_edit_variants
-
-    def counted(*args, **kwargs):
-        calls["n"] += 1
-        return looked_up(*args, **kwargs)
-
-    monkeypatch.setattr(typos, "one_edit_variants", counted)
+    calls = _count_one_edit_look_ups(monkeypatch)
     for seed in range(5):
         junk = _typo_words(small_model, 2, seed)
         prefix = f"new {junk[0]}qz york {junk[1]}xq"
@@ -224,8 +230,6 @@ def test_corrections_make_a_bounded_number_of_look_ups_and_candidates(small_mode
 def test_a_keystroke_featurizes_at_most_max_rows_candidates(small_model, monkeypatch):
     """Issue 27: the corrections get what the exact candidates left of max_rows (their sources'
     first), and no look-up at all when the exact ones took every row."""
-    import indexer.typos as typos
-
     cfg = small_model.generator.config
     free = small_model.generator.generate("nwe yo")
     assert free.corrected is not None
@@ -240,14 +244,7 @@ def test_a_keystroke_featurizes_at_most_max_rows_candidates(small_model, monkeyp
     assert capped.corrected is not None and len(capped.texts) == n_exact + 3
     assert [t for t, c in zip(capped.texts, capped.corrected) if c] == \
         [t for t, c in zip(free.texts, free.corrected) if c][:3]
-    calls = {"n": 0}
-    looked_up = typos.one_edit_variants
-
-    def counted(*args, **kwargs):
-        calls["n"] += 1
-        return looked_up(*args, **kwargs)
-
-    monkeypatch.setattr(typos, "one_edit_variants", counted)
+    calls = _count_one_edit_look_ups(monkeypatch)
     none = generator(n_exact).generate("nwe yo")  # a new generator remembers no correction
     assert none.corrected is None and none.texts == free.texts[:n_exact] and calls["n"] == 0
     generator(n_exact + 3).generate("nwe yo")
@@ -279,18 +276,9 @@ def test_no_prefix_over_typo_max_prefix_is_corrected(small_model, monkeypatch):
     """Issue 27: the same misspelled last word is corrected in a prefix of typo_max_prefix
     characters and not in a longer one (no look-up either): a long crafted prefix costs no
     corrections, whose candidates are the costliest to featurize."""
-    import indexer.typos as typos
-
     cfg = small_model.generator.config
     assert cfg.typo_max_prefix == 64
-    calls = {"n": 0}
-    looked_up = typos.one_edit_variants
-
-    def counted(*args, **kwargs):
-        calls["n"] += 1
-        return looked_up(*args, **kwargs)
-
-    monkeypatch.setattr(typos, "one_edit_variants", counted)
+    calls = _count_one_edit_look_ups(monkeypatch)
     tail = " nwe yo"
     for length, corrected in ((cfg.typo_max_prefix, True), (cfg.typo_max_prefix + 1, False)):
         head = ("new " * 30)[: length - len(tail)]
