@@ -1,0 +1,332 @@
+"""The ranking of the same keystrokes, inside ``qac serve`` and in process: where they differ (issue 31).
+
+    python -m scripts.ranking_gap --index models/aol --pairs data/aol-top1000/dev.pairs.jsonl \\
+        [--users 100] [--duration 15] [--rounds 2] [--orders served,sessions,served:sleep=1] \\
+        [--young 0,7000] [--pin] [--keep DIR]
+
+Each round serves the model with one worker (rate limits lifted; ``qac serve`` run in this
+process's tree with a hook on :func:`server.completer._timed`) under ``--users`` human-paced
+typists (``replay.loadgen``, as ``scripts/typists.py``). The hook logs every ranking the server
+made: the call (prefix, session queries, whether a personal history, a blocklist union and
+``context`` were given, the connection), the CPU time it was charged (what
+``qac_ranking_cpu_seconds_total`` sums), the garbage collector's CPU time inside it, and the
+thread's time since the ranking before: on the CPU running the rest of the server (``loop_cpu``)
+and off it (``off_cpu``). Once the load is gone the server makes the same calls again, back to
+back (``server, again``) and with a 1 ms sleep between them, and reports its garbage collector's
+work from the first keystroke on. Then fresh processes make exactly those calls (same functions
+and arguments, a model loaded by ``load_warm``, the fresh answers ranked as a one-worker server
+does), timed the same way, twice, in each of ``--orders``:
+
+- ``served``: in the order the server ranked them (the sessions interleaved);
+- ``sessions``: one connection after the other, each in its own order (as
+  ``scripts/keystroke_cost.py`` ranks);
+- ``served:sleep=MS``, ``served:spin=MS``, ``served:touch=KB``: the thread sleeps, spins, or reads
+  other memory between two calls.
+
+Prints one JSON line per run: microseconds of CPU per ranked keystroke (mean; the garbage
+collector's part and its collections by generation; by ``loop_cpu`` and ``off_cpu`` bucket), and
+for the server its CPU (``/proc``) per ranked keystroke. Server vs ``served`` (the same calls in
+the same order): what serving adds to a ranking; ``served`` vs ``sessions``: what interleaving
+the sessions costs the model's memories. ``--young``: serve with these generation-0 thresholds
+(0: the default); ``--pin``: also serve with the server on one core, the typists on the others.
+The servers and the replays alternate, so that what else the machine runs spreads over all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import functools
+import gc
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+TraceRow = dict[str, Any]
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "_serve":
+        return _serve(sys.argv[2], sys.argv[3:])
+    if len(sys.argv) > 1 and sys.argv[1] == "_replay":
+        return _replay(sys.argv[2], sys.argv[3], sys.argv[4])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--index", required=True, help="model directory")
+    ap.add_argument("--pairs", required=True, help="dev pairs (JSON lines)")
+    ap.add_argument("--users", type=int, default=100)
+    ap.add_argument("--duration", type=float, default=15.0)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--limit", type=int, default=2000, help="pairs to draw sessions from")
+    ap.add_argument("--young", default="0", help="the servers' generation-0 thresholds, comma-separated (0: "
+                    "the default); the replays rank the first one's keystrokes")
+    ap.add_argument("--pin", action="store_true", help="also serve with the server on one core and the typists on "
+                    "the others (alternated with unpinned)")
+    ap.add_argument("--keep", help="directory to keep the traces in")
+    ap.add_argument("--orders", default="served,sessions",
+                    help="replays, comma-separated: served, sessions, served:sleep=MS (the thread sleeps MS ms "
+                    "between keystrokes), served:spin=MS (it spins as long), served:touch=KB (it reads KB kB of "
+                    "other memory)")
+    args = ap.parse_args()
+    from replay.loadgen import chain_pairs
+    from replay.scripts import scripts_from_pairs
+
+    scripts = chain_pairs(scripts_from_pairs(args.pairs, args.limit))
+    index = str(Path(args.index).resolve())
+    with tempfile.TemporaryDirectory(prefix="ranking-gap-") as tmp:
+        where = Path(args.keep or tmp)
+        where.mkdir(parents=True, exist_ok=True)
+        for round_ in range(args.rounds):
+            pins = (False, True) if args.pin else (False,)
+            servers = [(young, pin) for young in args.young.split(",") for pin in pins]
+            for young, pin in servers if round_ % 2 == 0 else servers[::-1]:
+                trace = where / f"trace{round_}-{young}{'-pinned' * pin}.jsonl"
+                served = _serve_under_load(index, trace, scripts, args.users, args.duration,
+                                           where / f"server{round_}-{young}.log", young, pin)
+                which = {"young": young, "pinned": pin, "round": round_}
+                print(json.dumps({"run": "server", **which, **served}), flush=True)
+                for name, again in json.loads(Path(f"{trace}.again.json").read_text()).items():
+                    print(json.dumps({"run": f"server, {name}", **which, **again}), flush=True)
+            trace = where / f"trace{round_}-{servers[0][0]}.jsonl"
+            orders = [order for order in args.orders.split(",") if order]
+            for order in orders if round_ % 2 == 0 else orders[::-1]:
+                out = subprocess.run([sys.executable, "-m", "scripts.ranking_gap", "_replay", index, str(trace), order],
+                                     check=True, capture_output=True, text=True)
+                print(json.dumps({"run": order, "round": round_, **json.loads(out.stdout)}), flush=True)
+    return 0
+
+
+def _serve_under_load(index: str, trace: Path, scripts: Any, users: int, duration: float,
+                      log_path: Path, young: str = "0", pin: bool = False) -> dict[str, Any]:
+    """Serve ``index`` traced under ``users`` typists; the trace's summary and the load's report."""
+    from replay.bench import UNLIMITED, free_port
+    from replay.capacity import cpu_seconds
+    from replay.loadgen import run_load
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QAC_")} | UNLIMITED
+    if young != "0":
+        env["RANKING_GAP_YOUNG"] = young
+    if pin:  # the server on the last core, the typists on the others
+        env["RANKING_GAP_CPU"] = str(max(os.sched_getaffinity(0)))
+    cmd = [sys.executable, "-m", "scripts.ranking_gap", "_serve", str(trace), "serve", "--index", index,
+           "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--sessions", "memory"]
+    with log_path.open("w") as sink:
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env)
+    cores = os.sched_getaffinity(0)
+    try:
+        _wait_healthy(port, proc)
+        if pin:
+            os.sched_setaffinity(0, cores - {max(cores)})
+        cpu_before = cpu_seconds(proc.pid)
+        report = run_load(f"ws://127.0.0.1:{port}/ws", scripts, users=users, duration=duration)
+        cpu = cpu_seconds(proc.pid) - cpu_before
+    finally:
+        os.sched_setaffinity(0, cores)
+        proc.terminate()
+        proc.wait(60)
+    rows = [json.loads(line) for line in trace.read_text().splitlines()]
+    return {**_summary(rows), "server_cpu_s": round(cpu, 2),
+            "server_us_per_ranked": round(cpu / max(1, len(rows)) * 1e6, 1),
+            "answered_by_client": report["answered"], "p99_ms": report["p99_ms"],
+            "errors": report["errors"]}
+
+
+def _wait_healthy(port: int, proc: subprocess.Popen[bytes]) -> None:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited with {proc.returncode}")
+        try:
+            with opener.open(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("the server did not start")
+
+
+class _GcClock:
+    """The CPU time the garbage collector takes while :attr:`on`, and its collections by generation."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.cpu = 0.0
+        self.collections = [0, 0, 0]
+        self.total = 0.0  # whether on or not
+        self.total_collections = [0, 0, 0]
+        self.by_generation = [0.0, 0.0, 0.0]
+        self._start = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.thread_time()
+            return
+        took = time.thread_time() - self._start
+        self.total += took
+        self.total_collections[info["generation"]] += 1
+        self.by_generation[info["generation"]] += took
+        if self.on:
+            self.cpu += took
+            self.collections[info["generation"]] += 1
+
+    def timed(self, timed: Callable[[Any], tuple[Any, float]], call: Any) -> tuple[tuple[Any, float], float, list[int]]:
+        """``timed(call)``, the garbage collector's CPU seconds and collections within it."""
+        self.cpu, self.collections, self.on = 0.0, [0, 0, 0], True
+        try:
+            out = timed(call)
+        finally:
+            self.on = False
+        return out, self.cpu, self.collections
+
+
+def _row(call: functools.partial[Any], cpu: float, gc_cpu: float, collections: list[int], conn: int) -> TraceRow:
+    """What a traced ranking call was: enough to make it again."""
+    name = call.func.__name__
+    if name == "rank_keystroke":
+        _, prefix, session, personal, _, blocklist, _, context = call.args
+    else:  # _fresh: a normalized prefix, no session
+        _, prefix, _, blocklist, _ = call.args
+        session, personal, context = (), None, None
+    return {"kind": name, "prefix": prefix, "session": list(session), "personal": personal is not None,
+            "blocklist": blocklist is not None, "context": context, "conn": conn, "cpu": cpu, "gc_cpu": gc_cpu,
+            "gc": collections}
+
+
+def _serve(trace: str, argv: list[str]) -> int:
+    """``qac serve`` (one worker) with every ranking logged to ``trace`` at exit."""
+    import server.completer as completer
+    from qac.main import main as qac_main
+
+    rows: list[TraceRow] = []
+    calls: list[functools.partial[Any]] = []
+    conns: weakref.WeakKeyDictionary[asyncio.Task[Any], int] = weakref.WeakKeyDictionary()
+    clock = _GcClock()
+    untraced = completer._timed
+
+    last = [time.perf_counter(), time.thread_time()]
+
+    def traced(call: functools.partial[Any]) -> tuple[Any, float]:
+        if not rows:  # the garbage collector's work from the first keystroke on
+            clock.total, clock.total_collections, clock.by_generation = 0.0, [0, 0, 0], [0.0, 0.0, 0.0]
+        loop_cpu = time.thread_time() - last[1]
+        off_cpu = (time.perf_counter() - last[0]) - loop_cpu
+        (out, cpu), gc_cpu, collections = clock.timed(untraced, call)
+        task = asyncio.current_task()
+        conn = conns.setdefault(task, len(conns)) if task is not None else -1
+        rows.append(_row(call, cpu, gc_cpu, collections, conn) | {"off_cpu": off_cpu, "loop_cpu": loop_cpu})
+        calls.append(call)
+        last[:] = time.perf_counter(), time.thread_time()
+        return out, cpu
+
+    def dump() -> None:
+        collected = {"gc_s": round(clock.total, 3), "collections": clock.total_collections,
+                     "gc_s_by_generation": [round(t, 3) for t in clock.by_generation],
+                     "threshold": gc.get_threshold()}
+        with open(trace, "w", encoding="utf-8") as out:
+            out.writelines(json.dumps(row) + "\n" for row in rows)
+        # The same calls again in this process, the load gone: back to back, then a sleep between.
+        again = {f"again{':' + between if between else ''}": _summary(_rank_pass(rows, calls, clock, between, untraced))
+                 for between in ("", "sleep=1")} | {"gc, from the first keystroke": collected}
+        Path(trace + ".again.json").write_text(json.dumps(again))
+
+    atexit.register(dump)
+    if os.environ.get("RANKING_GAP_CPU"):  # the server on this core alone
+        os.sched_setaffinity(0, {int(os.environ["RANKING_GAP_CPU"])})
+    if os.environ.get("RANKING_GAP_YOUNG"):  # load_warm keeps it
+        gc.set_threshold(int(os.environ["RANKING_GAP_YOUNG"]), *gc.get_threshold()[1:])
+    # uvicorn raises the SIGTERM it caught again once shut down: the default action would skip atexit.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    completer._timed = traced  # type: ignore[assignment]
+    return qac_main(argv)
+
+
+def _replay(index: str, trace: str, order: str) -> int:
+    """Rank the calls of ``trace`` as the server did (same functions, arguments, timing), in ``order``."""
+    import server.completer as completer
+    from server.completer import FreshAnswers, load_warm
+
+    rows = [json.loads(line) for line in Path(trace).read_text().splitlines()]
+    order, _, between = order.partition(":")
+    if any(row["personal"] or row["blocklist"] for row in rows):
+        raise SystemExit("the trace holds personal histories or blocklists: not replayed")
+    if order == "sessions":
+        rows.sort(key=lambda row: row["conn"])  # stable: each connection in its own order
+    model = load_warm(index)
+    k = 10
+    fresh = FreshAnswers.ranked(model, None, k)  # as a one-worker server's Completer does
+    calls = [functools.partial(completer.rank_keystroke, model, row["prefix"], tuple(row["session"]), None, k, None,
+                               fresh, row["context"]) if row["kind"] == "rank_keystroke"
+             else functools.partial(completer._fresh, model, row["prefix"], k, None, fresh) for row in rows]
+    clock = _GcClock()
+    first = _rank_pass(rows, calls, clock, between)
+    print(json.dumps(_summary(first) | {"second_pass": _summary(_rank_pass(rows, calls, clock, between))}))
+    return 0
+
+
+def _rank_pass(rows: list[TraceRow], calls: list[functools.partial[Any]], clock: _GcClock,
+               between: str = "", timed: Callable[[Any], tuple[Any, float]] | None = None) -> list[TraceRow]:
+    """Make ``calls`` again, timed as the server times them; ``rows`` with their new times.
+    ``between``: what the thread does between two (sleep=MS, spin=MS, touch=KB; nothing)."""
+    import numpy as np
+
+    import server.completer as completer
+
+    what, _, amount = between.partition("=")
+    sleep = float(amount) / 1000 if what == "sleep" else 0.0
+    spin = float(amount) / 1000 if what == "spin" else 0.0
+    other = np.zeros(int(amount) * 128 if what == "touch" else 0)  # float64: 128 per kB
+    out = []
+    for row, call in zip(rows, calls):
+        if sleep:
+            time.sleep(sleep)
+        if spin:
+            until = time.perf_counter() + spin
+            while time.perf_counter() < until:
+                pass
+        if other.size:
+            other.sum()
+        (_, cpu), gc_cpu, collections = clock.timed(timed or completer._timed, call)
+        out.append(row | {"cpu": cpu, "gc_cpu": gc_cpu, "gc": collections})
+    return out
+    print(json.dumps(_summary(out)))
+    return 0
+
+
+BUCKETS = (0.0001, 0.001, 0.005)  # seconds, of the thread's time between two rankings
+
+
+def _summary(rows: list[TraceRow]) -> dict[str, Any]:
+    n = max(1, len(rows))
+    by: dict[str, dict[str, list[float]]] = {"off_cpu": {}, "loop_cpu": {}}
+    for row in rows:
+        for key, buckets in by.items():
+            upper = next((b for b in BUCKETS if row[key] < b), None)
+            buckets.setdefault(f"<{upper * 1000:g}ms" if upper else f">={BUCKETS[-1] * 1000:g}ms", []).append(
+                row["cpu"])
+    return {"ranked": len(rows), "us_per_ranked": round(sum(r["cpu"] for r in rows) / n * 1e6, 1),
+            "gc_us_per_ranked": round(sum(r["gc_cpu"] for r in rows) / n * 1e6, 1),
+            "collections": [sum(r["gc"][g] for r in rows) for g in range(3)],
+            "fresh_path": sum(r["kind"] == "_fresh" for r in rows),
+            "with_context": sum(bool(r["context"]) for r in rows),
+            "with_session": sum(bool(r["session"]) for r in rows),
+            # By how long the server's ranking thread was off the CPU before it, and ran the rest of the
+            # server (the loop_cpu) since the ranking before: keystrokes, us each.
+            **{f"by_{key}": {k: [len(v), round(sum(v) / len(v) * 1e6, 1)] for k, v in sorted(buckets.items())}
+               for key, buckets in by.items()}}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
