@@ -20,8 +20,9 @@ does), timed the same way, twice, in each of ``--orders``:
 - ``served``: in the order the server ranked them (the sessions interleaved);
 - ``sessions``: one connection after the other, each in its own order (as
   ``scripts/keystroke_cost.py`` ranks);
-- ``served:sleep=MS``, ``served:spin=MS``, ``served:touch=KB``: the thread sleeps, spins, or reads
-  other memory between two calls.
+- ``served:sleep=MS``, ``served:spin=MS``, ``served:touch=KB``, ``served:sock=N``: the thread
+  sleeps, spins, reads other memory, or sends and reads a frame over a socket pair N times
+  between two calls.
 
 Prints one JSON line per run: microseconds of CPU per ranked keystroke (mean; the garbage
 collector's part and its collections by generation; by ``loop_cpu`` and ``off_cpu`` bucket), and
@@ -42,6 +43,7 @@ import gc
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -53,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 TraceRow = dict[str, Any]
+FRAME = b"x" * 300  # what served:sock=N sends and receives N times between two rankings: an answer's size
 
 
 def main() -> int:
@@ -71,11 +74,12 @@ def main() -> int:
                     "the default); the replays rank the first one's keystrokes")
     ap.add_argument("--pin", action="store_true", help="also serve with the server on one core and the typists on "
                     "the others (alternated with unpinned)")
+    ap.add_argument("--threads", type=int, default=0, help="the server's ranking threads (default 0: on the loop)")
     ap.add_argument("--keep", help="directory to keep the traces in")
     ap.add_argument("--orders", default="served,sessions",
                     help="replays, comma-separated: served, sessions, served:sleep=MS (the thread sleeps MS ms "
                     "between keystrokes), served:spin=MS (it spins as long), served:touch=KB (it reads KB kB of "
-                    "other memory)")
+                    "other memory), served:sock=N (N trips of a 300-byte frame over a socket pair)")
     args = ap.parse_args()
     from replay.loadgen import chain_pairs
     from replay.scripts import scripts_from_pairs
@@ -91,7 +95,7 @@ def main() -> int:
             for young, pin in servers if round_ % 2 == 0 else servers[::-1]:
                 trace = where / f"trace{round_}-{young}{'-pinned' * pin}.jsonl"
                 served = _serve_under_load(index, trace, scripts, args.users, args.duration,
-                                           where / f"server{round_}-{young}.log", young, pin)
+                                           where / f"server{round_}-{young}.log", young, pin, args.threads)
                 which = {"young": young, "pinned": pin, "round": round_}
                 print(json.dumps({"run": "server", **which, **served}), flush=True)
                 for name, again in json.loads(Path(f"{trace}.again.json").read_text()).items():
@@ -106,7 +110,7 @@ def main() -> int:
 
 
 def _serve_under_load(index: str, trace: Path, scripts: Any, users: int, duration: float,
-                      log_path: Path, young: str = "0", pin: bool = False) -> dict[str, Any]:
+                      log_path: Path, young: str = "0", pin: bool = False, threads: int = 0) -> dict[str, Any]:
     """Serve ``index`` traced under ``users`` typists; the trace's summary and the load's report."""
     from replay.bench import UNLIMITED, free_port
     from replay.capacity import cpu_seconds
@@ -114,6 +118,7 @@ def _serve_under_load(index: str, trace: Path, scripts: Any, users: int, duratio
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("QAC_")} | UNLIMITED
+    env["QAC_RANK_THREADS"] = str(threads)
     if young != "0":
         env["RANKING_GAP_YOUNG"] = young
     if pin:  # the server on the last core, the typists on the others
@@ -224,7 +229,10 @@ def _serve(trace: str, argv: list[str]) -> int:
         loop_cpu = time.thread_time() - last[1]
         off_cpu = (time.perf_counter() - last[0]) - loop_cpu
         (out, cpu), gc_cpu, collections = clock.timed(untraced, call)
-        task = asyncio.current_task()
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # a ranking thread
+            task = None
         conn = conns.setdefault(task, len(conns)) if task is not None else -1
         rows.append(_row(call, cpu, gc_cpu, collections, conn) | {"off_cpu": off_cpu, "loop_cpu": loop_cpu})
         calls.append(call)
@@ -288,6 +296,8 @@ def _rank_pass(rows: list[TraceRow], calls: list[functools.partial[Any]], clock:
     sleep = float(amount) / 1000 if what == "sleep" else 0.0
     spin = float(amount) / 1000 if what == "spin" else 0.0
     other = np.zeros(int(amount) * 128 if what == "touch" else 0)  # float64: 128 per kB
+    trips = int(amount) if what == "sock" else 0
+    ends = socket.socketpair() if trips else None
     out = []
     for row, call in zip(rows, calls):
         if sleep:
@@ -298,8 +308,14 @@ def _rank_pass(rows: list[TraceRow], calls: list[functools.partial[Any]], clock:
                 pass
         if other.size:
             other.sum()
+        for _ in range(trips):
+            ends[0].send(FRAME)
+            ends[1].recv(4096)
         (_, cpu), gc_cpu, collections = clock.timed(timed or completer._timed, call)
         out.append(row | {"cpu": cpu, "gc_cpu": gc_cpu, "gc": collections})
+    if ends:
+        for end in ends:
+            end.close()
     return out
     print(json.dumps(_summary(out)))
     return 0
