@@ -2,20 +2,23 @@
 
     python -m scripts.ranking_gap --index models/aol --pairs data/aol-top1000/dev.pairs.jsonl \\
         [--users 100] [--duration 15] [--rounds 2] [--orders served,sessions,served:sleep=1] \\
-        [--young 0,7000] [--pin] [--keep DIR]
+        [--young 0,7000] [--pin] [--threads N] [--keep DIR]
 
 Each round serves the model with one worker (rate limits lifted; ``qac serve`` run in this
-process's tree with a hook on :func:`server.completer._timed`) under ``--users`` human-paced
-typists (``replay.loadgen``, as ``scripts/typists.py``). The hook logs every ranking the server
-made: the call (prefix, session queries, whether a personal history, a blocklist union and
-``context`` were given, the connection), the CPU time it was charged (what
-``qac_ranking_cpu_seconds_total`` sums), the garbage collector's CPU time inside it, and the
-thread's time since the ranking before: on the CPU running the rest of the server (``loop_cpu``)
-and off it (``off_cpu``). Once the load is gone the server makes the same calls again, back to
-back (``server, again``) and with a 1 ms sleep between them, and reports its garbage collector's
-work from the first keystroke on. Then fresh processes make exactly those calls (same functions
-and arguments, a model loaded by ``load_warm``, the fresh answers ranked as a one-worker server
-does), timed the same way, twice, in each of ``--orders``:
+process's tree with a hook on :func:`server.completer.rank_keystroke`) under ``--users``
+human-paced typists (``replay.loadgen``, as ``scripts/typists.py``). The hook logs every ranking
+of a keystroke with session queries or a personal history (a fresh session's keystroke on a
+prefix not ranked ahead is ranked by another path, not logged; the typists send none: each types
+after a query it submitted): the call (prefix, session queries, whether a personal history, a
+blocklist union and ``context`` were given, the connection), its CPU time by the clock the
+server charges (``CPU_CLOCK``, what ``qac_ranking_cpu_seconds_total`` sums), the garbage
+collector's CPU time inside it, and the thread's time since the ranking before: on the CPU
+running the rest of the server (``loop_cpu``) and off it (``off_cpu``). Once the load is gone,
+the server makes the same calls again, back to back (``server, again``) and with a 1 ms sleep
+between them, and reports its garbage collector's work from the first keystroke on. Then fresh
+processes make exactly those calls (same function and arguments, a model loaded by
+``load_warm``, the fresh answers ranked as a one-worker server does), timed the same way,
+twice, in each of ``--orders``:
 
 - ``served``: in the order the server ranked them (the sessions interleaved);
 - ``sessions``: one connection after the other, each in its own order (as
@@ -29,7 +32,8 @@ collector's part and its collections by generation; by ``loop_cpu`` and ``off_cp
 for the server its CPU (``/proc``) per ranked keystroke. Server vs ``served`` (the same calls in
 the same order): what serving adds to a ranking; ``served`` vs ``sessions``: what interleaving
 the sessions costs the model's memories. ``--young``: serve with these generation-0 thresholds
-(0: the default); ``--pin``: also serve with the server on one core, the typists on the others.
+(0: the default); ``--pin``: also serve with the server on one core, the typists on the others;
+``--threads``: rank on that many threads (``QAC_RANK_THREADS``).
 The servers and the replays alternate, so that what else the machine runs spreads over all.
 """
 
@@ -197,17 +201,21 @@ class _GcClock:
         return out, self.cpu, self.collections
 
 
-def _row(call: functools.partial[Any], cpu: float, gc_cpu: float, collections: list[int], conn: int) -> TraceRow:
-    """What a traced ranking call was: enough to make it again."""
-    name = call.func.__name__
-    if name == "rank_keystroke":
-        _, prefix, session, personal, _, blocklist, _, context = call.args
-    else:  # _fresh: a normalized prefix, no session
-        _, prefix, _, blocklist, _ = call.args
-        session, personal, context = (), None, None
-    return {"kind": name, "prefix": prefix, "session": list(session), "personal": personal is not None,
+def _row(args: tuple[Any, ...], cpu: float, gc_cpu: float, collections: list[int], conn: int) -> TraceRow:
+    """What a traced ``rank_keystroke(*args)`` was: enough to make it again."""
+    _, prefix, session, personal, _, blocklist, _, context = args
+    return {"prefix": prefix, "session": list(session), "personal": personal is not None,
             "blocklist": blocklist is not None, "context": context, "conn": conn, "cpu": cpu, "gc_cpu": gc_cpu,
             "gc": collections}
+
+
+def _timed(call: Callable[[], Any]) -> tuple[Any, float]:
+    """``call()`` and the CPU seconds it took, by the clock the server charges a ranking with."""
+    from server.completer import CPU_CLOCK
+
+    start = CPU_CLOCK()
+    out = call()
+    return out, CPU_CLOCK() - start
 
 
 def _serve(trace: str, argv: list[str]) -> int:
@@ -219,25 +227,25 @@ def _serve(trace: str, argv: list[str]) -> int:
     calls: list[functools.partial[Any]] = []
     conns: weakref.WeakKeyDictionary[asyncio.Task[Any], int] = weakref.WeakKeyDictionary()
     clock = _GcClock()
-    untraced = completer._timed
-
+    untraced = completer.rank_keystroke
     last = [time.perf_counter(), time.thread_time()]
 
-    def traced(call: functools.partial[Any]) -> tuple[Any, float]:
+    def traced(*args: Any) -> Any:
         if not rows:  # the garbage collector's work from the first keystroke on
             clock.total, clock.total_collections, clock.by_generation = 0.0, [0, 0, 0], [0.0, 0.0, 0.0]
         loop_cpu = time.thread_time() - last[1]
         off_cpu = (time.perf_counter() - last[0]) - loop_cpu
-        (out, cpu), gc_cpu, collections = clock.timed(untraced, call)
+        call = functools.partial(untraced, *args)
+        (out, cpu), gc_cpu, collections = clock.timed(_timed, call)
         try:
             task = asyncio.current_task()
         except RuntimeError:  # a ranking thread
             task = None
         conn = conns.setdefault(task, len(conns)) if task is not None else -1
-        rows.append(_row(call, cpu, gc_cpu, collections, conn) | {"off_cpu": off_cpu, "loop_cpu": loop_cpu})
+        rows.append(_row(args, cpu, gc_cpu, collections, conn) | {"off_cpu": off_cpu, "loop_cpu": loop_cpu})
         calls.append(call)
         last[:] = time.perf_counter(), time.thread_time()
-        return out, cpu
+        return out
 
     def dump() -> None:
         collected = {"gc_s": round(clock.total, 3), "collections": clock.total_collections,
@@ -246,7 +254,7 @@ def _serve(trace: str, argv: list[str]) -> int:
         with open(trace, "w", encoding="utf-8") as out:
             out.writelines(json.dumps(row) + "\n" for row in rows)
         # The same calls again in this process, the load gone: back to back, then a sleep between.
-        again = {f"again{':' + between if between else ''}": _summary(_rank_pass(rows, calls, clock, between, untraced))
+        again = {f"again{':' + between if between else ''}": _summary(_rank_pass(rows, calls, clock, between))
                  for between in ("", "sleep=1")} | {"gc, from the first keystroke": collected}
         Path(trace + ".again.json").write_text(json.dumps(again))
 
@@ -257,7 +265,7 @@ def _serve(trace: str, argv: list[str]) -> int:
         gc.set_threshold(int(os.environ["RANKING_GAP_YOUNG"]), *gc.get_threshold()[1:])
     # uvicorn raises the SIGTERM it caught again once shut down: the default action would skip atexit.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    completer._timed = traced  # type: ignore[assignment]
+    completer.rank_keystroke = traced  # type: ignore[assignment]
     return qac_main(argv)
 
 
@@ -276,8 +284,7 @@ def _replay(index: str, trace: str, order: str) -> int:
     k = 10
     fresh = FreshAnswers.ranked(model, None, k)  # as a one-worker server's Completer does
     calls = [functools.partial(completer.rank_keystroke, model, row["prefix"], tuple(row["session"]), None, k, None,
-                               fresh, row["context"]) if row["kind"] == "rank_keystroke"
-             else functools.partial(completer._fresh, model, row["prefix"], k, None, fresh) for row in rows]
+                               fresh, row["context"]) for row in rows]
     clock = _GcClock()
     first = _rank_pass(rows, calls, clock, between)
     print(json.dumps(_summary(first) | {"second_pass": _summary(_rank_pass(rows, calls, clock, between))}))
@@ -285,12 +292,11 @@ def _replay(index: str, trace: str, order: str) -> int:
 
 
 def _rank_pass(rows: list[TraceRow], calls: list[functools.partial[Any]], clock: _GcClock,
-               between: str = "", timed: Callable[[Any], tuple[Any, float]] | None = None) -> list[TraceRow]:
+               between: str = "") -> list[TraceRow]:
     """Make ``calls`` again, timed as the server times them; ``rows`` with their new times.
     ``between``: what the thread does between two (sleep=MS, spin=MS, touch=KB; nothing)."""
     import numpy as np
 
-    import server.completer as completer
 
     what, _, amount = between.partition("=")
     sleep = float(amount) / 1000 if what == "sleep" else 0.0
@@ -311,7 +317,7 @@ def _rank_pass(rows: list[TraceRow], calls: list[functools.partial[Any]], clock:
         for _ in range(trips):
             ends[0].send(FRAME)
             ends[1].recv(4096)
-        (_, cpu), gc_cpu, collections = clock.timed(timed or completer._timed, call)
+        (_, cpu), gc_cpu, collections = clock.timed(_timed, call)
         out.append(row | {"cpu": cpu, "gc_cpu": gc_cpu, "gc": collections})
     if ends:
         for end in ends:
@@ -335,7 +341,6 @@ def _summary(rows: list[TraceRow]) -> dict[str, Any]:
     return {"ranked": len(rows), "us_per_ranked": round(sum(r["cpu"] for r in rows) / n * 1e6, 1),
             "gc_us_per_ranked": round(sum(r["gc_cpu"] for r in rows) / n * 1e6, 1),
             "collections": [sum(r["gc"][g] for r in rows) for g in range(3)],
-            "fresh_path": sum(r["kind"] == "_fresh" for r in rows),
             "with_context": sum(bool(r["context"]) for r in rows),
             "with_session": sum(bool(r["session"]) for r in rows),
             # By how long the server's ranking thread was off the CPU before it, and ran the rest of the
