@@ -28,8 +28,9 @@ twice, in each of ``--orders``:
   between two calls.
 
 Prints one JSON line per run: microseconds of CPU per ranked keystroke (mean; the garbage
-collector's part and its collections by generation; by ``loop_cpu`` and ``off_cpu`` bucket), and
-for the server its CPU (``/proc``) per ranked keystroke. Server vs ``served`` (the same calls in
+collector's part and its collections by generation; by ``loop_cpu`` and ``off_cpu`` bucket), for
+the server its CPU (``/proc``) per ranked keystroke, and per keystroke the misses of the model's
+memories (values ``remember`` stored; the lru caches' misses and hits). Server vs ``served`` (the same calls in
 the same order): what serving adds to a ranking; ``served`` vs ``sessions``: what interleaving
 the sessions costs the model's memories. ``--young``: serve with these generation-0 thresholds
 (0: the default); ``--pin``: also serve with the server on one core, the typists on the others;
@@ -201,6 +202,51 @@ class _GcClock:
         return out, self.cpu, self.collections
 
 
+class _Memos:
+    """Misses of the model's memories: values :func:`indexer.topk.remember` stores (by module),
+    and the misses of the corrector's and candidate generator's lru caches."""
+
+    MODULES = ("indexer.topk", "indexer.tfidf", "indexer.wordmodel")
+
+    def __init__(self) -> None:
+        import importlib
+
+        self.stored = dict.fromkeys(self.MODULES, 0)
+        self._base: dict[str, int] = {}
+        for name in self.MODULES:
+            module = importlib.import_module(name)
+            module.remember = self._counting(name, module.remember)  # type: ignore[attr-defined]
+
+    def _counting(self, name: str, remember: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.stored[name] += 1
+            return remember(*args, **kwargs)
+        return counted
+
+    @staticmethod
+    def _caches(model: Any) -> dict[str, Any]:
+        from indexer import candidates
+
+        generator = model.generator
+        corrector = generator.corrector
+        return {"start_ranges": generator._start_ranges, "query_words": candidates._query_words,
+                "correct": corrector.correct, "partials": corrector.partials, "spans": corrector.spans,
+                "pairs": corrector.pairs}
+
+    def now(self, model: Any) -> dict[str, int]:
+        """Misses so far, by memory."""
+        return {**{f"remember {k.rpartition('.')[2]}": v for k, v in self.stored.items()},
+                **{f"lru {k} misses": c.cache_info().misses for k, c in self._caches(model).items()},
+                **{f"lru {k} hits": c.cache_info().hits for k, c in self._caches(model).items()}}
+
+    def start(self, model: Any) -> None:
+        self._base = self.now(model)
+
+    def since(self, model: Any, keystrokes: int) -> dict[str, float]:
+        """Per keystroke, since :meth:`start`."""
+        return {k: round((v - self._base.get(k, 0)) / max(1, keystrokes), 2) for k, v in self.now(model).items()}
+
+
 def _row(args: tuple[Any, ...], cpu: float, gc_cpu: float, collections: list[int], conn: int) -> TraceRow:
     """What a traced ``rank_keystroke(*args)`` was: enough to make it again."""
     _, prefix, session, personal, _, blocklist, _, context = args
@@ -227,12 +273,14 @@ def _serve(trace: str, argv: list[str]) -> int:
     calls: list[functools.partial[Any]] = []
     conns: weakref.WeakKeyDictionary[asyncio.Task[Any], int] = weakref.WeakKeyDictionary()
     clock = _GcClock()
+    memos = _Memos()
     untraced = completer.rank_keystroke
     last = [time.perf_counter(), time.thread_time()]
 
     def traced(*args: Any) -> Any:
-        if not rows:  # the garbage collector's work from the first keystroke on
+        if not rows:  # the garbage collector's and memories' work from the first keystroke on
             clock.total, clock.total_collections, clock.by_generation = 0.0, [0, 0, 0], [0.0, 0.0, 0.0]
+            memos.start(args[0])
         loop_cpu = time.thread_time() - last[1]
         off_cpu = (time.perf_counter() - last[0]) - loop_cpu
         call = functools.partial(untraced, *args)
@@ -251,11 +299,13 @@ def _serve(trace: str, argv: list[str]) -> int:
         collected = {"gc_s": round(clock.total, 3), "collections": clock.total_collections,
                      "gc_s_by_generation": [round(t, 3) for t in clock.by_generation],
                      "threshold": gc.get_threshold()}
+        missed = memos.since(calls[0].args[0], len(calls)) if calls else {}
         with open(trace, "w", encoding="utf-8") as out:
             out.writelines(json.dumps(row) + "\n" for row in rows)
         # The same calls again in this process, the load gone: back to back, then a sleep between.
         again = {f"again{':' + between if between else ''}": _summary(_rank_pass(rows, calls, clock, between))
-                 for between in ("", "sleep=1")} | {"gc, from the first keystroke": collected}
+                 for between in ("", "sleep=1")} | {"gc, from the first keystroke": collected,
+                                                       "memories' misses per keystroke": missed}
         Path(trace + ".again.json").write_text(json.dumps(again))
 
     atexit.register(dump)
@@ -282,12 +332,16 @@ def _replay(index: str, trace: str, order: str) -> int:
         rows.sort(key=lambda row: row["conn"])  # stable: each connection in its own order
     model = load_warm(index)
     k = 10
+    memos = _Memos()
     fresh = FreshAnswers.ranked(model, None, k)  # as a one-worker server's Completer does
+    memos.start(model)
     calls = [functools.partial(completer.rank_keystroke, model, row["prefix"], tuple(row["session"]), None, k, None,
                                fresh, row["context"]) for row in rows]
     clock = _GcClock()
     first = _rank_pass(rows, calls, clock, between)
-    print(json.dumps(_summary(first) | {"second_pass": _summary(_rank_pass(rows, calls, clock, between))}))
+    missed = memos.since(model, len(calls))
+    second = _rank_pass(rows, calls, clock, between)
+    print(json.dumps(_summary(first) | {"memories' misses per keystroke": missed, "second_pass": _summary(second)}))
     return 0
 
 
