@@ -61,11 +61,17 @@ def tab(browser: Any, *, allow: str | None = None, **options: Any) -> Iterator[P
     assert not errors, errors
 
 
+# Every tab of a test module is one address (127.0.0.1) to the server: the per-address CPU budget
+# would be spent by a module's typing on a loaded machine, whose rankings take more CPU, and then
+# refuse its submits. The budget is tested in tests/server; the message rate limits stay.
+UNBUDGETED = {"address_cpu_rate": 1e9, "address_cpu_burst": 1e9}
+
+
 @contextlib.contextmanager
 def serving(model_dir: Path, port: int = 0, **settings: Any) -> Iterator[str]:
     """A real server of the model at ``model_dir`` on ``port`` (0: a free one), with ``settings``
-    over ServerConfig's defaults; yields ``host:port``."""
-    config = ServerConfig(index=str(model_dir), **settings)
+    over ServerConfig's defaults and :data:`UNBUDGETED`; yields ``host:port``."""
+    config = ServerConfig(index=str(model_dir), **{**UNBUDGETED, **settings})
     with running(create_app(config), config, port=port) as address:
         yield address
 
