@@ -168,12 +168,15 @@ class ServerProcess:
     """``qac serve`` in a subprocess on a free port, for the length of a ``with`` block."""
 
     def __init__(self, index: Path, log_path: Path, *, workers: int = 1, timeout: float = 600.0,
-                 env: dict[str, str] | None = None, sessions: str = "memory", cwd: Path | None = None):
-        """``env``: the ``QAC_*`` settings of the server (default: no rate limit, for benchmarks);
-        ``sessions``: its store (more than one worker needs a ``redis://`` one); ``cwd``: its
-        working directory (``python -m`` puts it first on the path: a code tree to serve)."""
+                 env: dict[str, str] | None = None, sessions: str = "memory", cwd: Path | None = None,
+                 launcher: Sequence[str] = (sys.executable, "-m", "qac"), stop_timeout: float = 20.0):
+        """``env``: the environment of the server over this process's without its ``QAC_*``
+        (default: no rate limit, for benchmarks); ``sessions``: its store (more than one worker
+        needs a ``redis://`` one); ``cwd``: its working directory (``python -m`` puts it first on
+        the path: a code tree to serve); ``launcher``: the command ``serve`` and its flags follow
+        (a script may wrap ``qac``'s); ``stop_timeout``: seconds it may take to exit once told to."""
         self.index, self.log_path, self.workers, self.timeout = index, log_path, workers, timeout
-        self.sessions, self.cwd = sessions, cwd
+        self.sessions, self.cwd, self.launcher, self.stop_timeout = sessions, cwd, list(launcher), stop_timeout
         self.env = UNLIMITED if env is None else env
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -184,8 +187,8 @@ class ServerProcess:
 
     def __enter__(self) -> ServerProcess:
         self.port = free_port()
-        cmd = [sys.executable, "-m", "qac", "serve", "--index", str(self.index), "--host", "127.0.0.1",
-               "--port", str(self.port), "--workers", str(self.workers), "--sessions", self.sessions]
+        cmd = [*self.launcher, "serve", "--index", str(self.index), "--host", "127.0.0.1", "--port", str(self.port),
+               "--workers", str(self.workers), "--sessions", self.sessions]
         env = {k: v for k, v in os.environ.items() if not k.startswith("QAC_")} | self.env
         with self.log_path.open("w") as sink:
             self.proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=self.cwd)
@@ -215,7 +218,7 @@ class ServerProcess:
             return
         self.proc.terminate()
         try:
-            self.proc.wait(20)
+            self.proc.wait(self.stop_timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()

@@ -53,7 +53,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -117,54 +116,33 @@ def main() -> int:
 def _serve_under_load(index: str, trace: Path, scripts: Any, users: int, duration: float,
                       log_path: Path, young: str = "0", pin: bool = False, threads: int = 0) -> dict[str, Any]:
     """Serve ``index`` traced under ``users`` typists; the trace's summary and the load's report."""
-    from replay.bench import UNLIMITED, free_port
+    from replay.bench import UNLIMITED, ServerProcess
     from replay.capacity import cpu_seconds
     from replay.loadgen import run_load
 
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QAC_")} | UNLIMITED
-    env["QAC_RANK_THREADS"] = str(threads)
+    env = UNLIMITED | {"QAC_RANK_THREADS": str(threads)}
     if young != "0":
         env["RANKING_GAP_YOUNG"] = young
     if pin:  # the server on the last core, the typists on the others
         env["RANKING_GAP_CPU"] = str(max(os.sched_getaffinity(0)))
-    cmd = [sys.executable, "-m", "scripts.ranking_gap", "_serve", str(trace), "serve", "--index", index,
-           "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--sessions", "memory"]
-    with log_path.open("w") as sink:
-        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env)
     cores = os.sched_getaffinity(0)
+    launcher = [sys.executable, "-m", "scripts.ranking_gap", "_serve", str(trace)]
     try:
-        _wait_healthy(port, proc)
-        if pin:
-            os.sched_setaffinity(0, cores - {max(cores)})
-        cpu_before = cpu_seconds(proc.pid)
-        report = run_load(f"ws://127.0.0.1:{port}/ws", scripts, users=users, duration=duration)
-        cpu = cpu_seconds(proc.pid) - cpu_before
+        # Told to stop, the server ranks the calls again before it exits (``_serve``).
+        with ServerProcess(Path(index), log_path, env=env, launcher=launcher, stop_timeout=600) as server:
+            assert server.proc is not None
+            if pin:
+                os.sched_setaffinity(0, cores - {max(cores)})
+            cpu_before = cpu_seconds(server.proc.pid)
+            report = run_load(server.url, scripts, users=users, duration=duration)
+            cpu = cpu_seconds(server.proc.pid) - cpu_before
     finally:
         os.sched_setaffinity(0, cores)
-        proc.terminate()
-        proc.wait(60)
     rows = [json.loads(line) for line in trace.read_text().splitlines()]
     return {**_summary(rows), "server_cpu_s": round(cpu, 2),
             "server_us_per_ranked": round(cpu / max(1, len(rows)) * 1e6, 1),
             "answered_by_client": report["answered"], "p99_ms": report["p99_ms"],
             "errors": report["errors"]}
-
-
-def _wait_healthy(port: int, proc: subprocess.Popen[bytes]) -> None:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited with {proc.returncode}")
-        try:
-            with opener.open(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("the server did not start")
 
 
 class _GcClock:
