@@ -74,9 +74,10 @@ class WordModel:
     def bigram_logps(self, previous_word: str, words: Sequence[str], partial: str) -> np.ndarray:
         """log P(word | previous word, word starts with ``partial``) from bigram counts."""
         key = previous_word + " "
-        if not previous_word or not self.bigrams.total(key + partial):  # no bigram to look up
+        within = key + partial
+        if not previous_word or not self.bigrams.total(within):  # no bigram to look up
             return np.full(len(words), LOG_FLOOR)
-        return _logps(self.bigrams, [key + w for w in words], key + partial)
+        return _logps(self.bigrams, [key + w for w in words], within)
 
     def followers(self, word: str, k: int) -> list[str]:
         """The ``k`` words that most often follow ``word``."""
