@@ -96,28 +96,27 @@ def test_unknown_prefix_words_count_apart_when_the_user_typed_them_before():
     assert columns("new pictu", [], mine) == [0, 1]
 
 
+def _count_calls(monkeypatch, calls: dict[str, int], owner, *names: str) -> dict[str, int]:
+    """Count in ``calls["n"]`` the calls to the functions ``names`` of ``owner`` (a module, or
+    a class: its methods)."""
+    for name in names:
+        original = getattr(owner, name)
+
+        def counted(*args, _original=original, **kwargs):
+            calls["n"] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, counted)
+    return calls
+
+
 def _count_look_ups(monkeypatch) -> dict[str, int]:
     """Count the calls to the sorted indices' look-ups and to the typo distance."""
     import indexer.typos as typos
     from indexer.topk import PrefixTopK
 
-    calls = {"n": 0}
-    for name in ("index", "range", "children", "total"):
-        original = getattr(PrefixTopK, name)
-
-        def counted(self, *args, _original=original, **kwargs):
-            calls["n"] += 1
-            return _original(self, *args, **kwargs)
-
-        monkeypatch.setattr(PrefixTopK, name, counted)
-    distance = typos.prefix_distance
-
-    def counted_distance(*args, **kwargs):
-        calls["n"] += 1
-        return distance(*args, **kwargs)
-
-    monkeypatch.setattr(typos, "prefix_distance", counted_distance)
-    return calls
+    calls = _count_calls(monkeypatch, {"n": 0}, PrefixTopK, "index", "range", "children", "total")
+    return _count_calls(monkeypatch, calls, typos, "prefix_distance")
 
 
 def _typo_words(model, n, seed):
@@ -132,15 +131,7 @@ def _count_one_edit_look_ups(monkeypatch) -> dict[str, int]:
     """Count the one-edit look-ups of the corrections (``typos.one_edit_variants``)."""
     import indexer.typos as typos
 
-    calls = {"n": 0}
-    looked_up = typos.one_edit_variants
-
-    def counted(*args, **kwargs):
-        calls["n"] += 1
-        return looked_up(*args, **kwargs)
-
-    monkeypatch.setattr(typos, "one_edit_variants", counted)
-    return calls
+    return _count_calls(monkeypatch, {"n": 0}, typos, "one_edit_variants")
 
 
 def test_a_crafted_prefix_cannot_multiply_the_look_ups_of_its_corrections(small_model, monkeypatch):
