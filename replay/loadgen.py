@@ -23,6 +23,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from . import eventloop
 from .replay import open_ws, percentiles
 from .scripts import Script, Typed
 
@@ -268,7 +269,7 @@ def user_address(i: int) -> str:
 
 def run_load(url: str, scripts: Sequence[Script], **kwargs: Any) -> dict[str, Any]:
     """:func:`load` in a fresh event loop."""
-    return asyncio.run(load(url, scripts, **kwargs))
+    return eventloop.run(load(url, scripts, **kwargs))
 
 
 def chain_pairs(scripts: Sequence[Script]) -> list[Script]:

@@ -34,6 +34,7 @@ from indexer.evaluate import Scores
 from server.protocol import RATE_LIMITED
 from server.users import MAX_USER_ID, MIN_SECRET, SIGNED_IN, Signer
 
+from . import eventloop
 from .scripts import Script, Typed
 
 TOP = 10
@@ -465,7 +466,7 @@ def run_replay(url: str, scripts: Sequence[Script], options: ReplayOptions | Non
                   dynamic_ncols=True) as bar:
             return await replay(url, scripts, options, bar.update, users, sign)
 
-    return asyncio.run(run())
+    return eventloop.run(run())
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -42,6 +42,7 @@ from typing import Any
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from . import eventloop
 from .bench import ServerProcess
 from .loadgen import LoadStats, chain_pairs, measure
 from .replay import open_ws
@@ -248,7 +249,7 @@ def _abuse_process(url: str, cfg: SoakConfig, inbox: Any, out: Any, ready: Any, 
     if http:
         import httpx  # noqa: F401 (imported before saying ready: a new interpreter's imports take seconds)
     ready.set()
-    out.put(asyncio.run(_abuse_windows(url, cfg, inbox.get(), http)))
+    out.put(eventloop.run(_abuse_windows(url, cfg, inbox.get(), http)))
 
 
 # -- the run ------------------------------------------------------------------------------
@@ -359,7 +360,7 @@ def run_soak(cfg: SoakConfig, say: Any = print) -> dict[str, Any]:
             f"{cfg.quiet_seconds / (cfg.rounds + 1):g} s: {cfg.flooders} flooders, {cfg.garbage_senders} garbage "
             f"senders, a reconnect storm of {cfg.storm_rate:g}/s, a connection hoarder, {cfg.complete_flooders} "
             "/complete flooders, a reload half-way")
-        run = asyncio.run(_typists_and_abusers(server.url, base, cfg, scripts))
+        run = eventloop.run(_typists_and_abusers(server.url, base, cfg, scripts))
         memory_end = server.memory()
         metrics = _metrics(base)
         health = _http(f"{base}/healthz")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+from typing import Any
 
 import pytest
 
-from replay.loadgen import LoadStats, chain_pairs, load
+from replay import loadgen
+from replay.loadgen import LoadStats, chain_pairs, load, run_load
 from replay.scripts import Typed, keystrokes_of
 from tests.replay.fake_server import VOCAB, fake_server, starts_with
 
@@ -36,6 +39,19 @@ def test_the_keystrokes_sent_within_windows_are_reported_pooled() -> None:
     assert window["server_p50_ms"] == 90.0  # a keystroke without the server's time counts only in latency
     assert window["errors"] == 0
     assert stats.during([(6.0, 8.0)])["p99_ms"] is None
+
+
+def test_the_load_runs_in_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client shares the cores with the server it measures: the leaner loop leaves it more."""
+    loops: list[str] = []
+
+    async def spy(url: str, scripts: Any, **kwargs: Any) -> dict[str, Any]:
+        loops.append(type(asyncio.get_running_loop()).__module__)
+        return {}
+
+    monkeypatch.setattr(loadgen, "load", spy)
+    run_load("ws://127.0.0.1:9/ws", [])
+    assert loops and loops[0].startswith("uvloop")
 
 
 @pytest.mark.anyio
