@@ -1,7 +1,7 @@
 """Server CPU per answered keystroke of two code trees, alternated in one run.
 
     python -m scripts.server_cpu --index models/aol --pairs data/aol-top1000/dev.pairs.jsonl \\
-        --tree old=/tmp/qac-old --tree new=. [--users 100] [--rounds 3] [--workers 1]
+        --tree old=/tmp/qac-old --tree new=. [--users 100] [--rounds 3] [--workers 1] [--constant]
 
 Each round serves the model from each tree in turn (``qac serve`` run in that tree, which
 ``python -m`` puts first on the path, and on ``PYTHONPATH``; rate limits lifted), drives it
@@ -15,12 +15,18 @@ with the machine's load than CPU per answer does. Prints one JSON line per run, 
 spread of each tree. CPU time is steadier than wall-clock latency on a shared machine;
 alternating the trees spreads what else runs over both. ``scripts/ranking_gap.py`` tells
 what makes a ranking dearer in the server than in process.
+
+``--constant``: the servers answer every keystroke with the same ten suggestions, without
+ranking (:data:`CONSTANT_SERVE`, patched into the tree's ``server.completer``): their CPU per
+answer is then what the server spends on a keystroke besides ranking it (frames, the event loop,
+sessions, submits, connections), without what ranking and the rest do to each other's caches.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -43,18 +49,22 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=2000, help="pairs to draw sessions from")
     ap.add_argument("--redis", action="store_true", help="sessions in a throwaway redis-server even for one worker "
                     "(more than one always has them there)")
+    ap.add_argument("--constant", action="store_true", help="answer every keystroke with the same ten suggestions "
+                    "(no ranking): the server's cost besides ranking")
     args = ap.parse_args()
     trees = dict(t.split("=", 1) for t in args.tree)
     scripts = chain_pairs(scripts_from_pairs(args.pairs, args.limit))
     index = Path(args.index).resolve()
     runs: dict[str, list[float]] = {name: [] for name in trees}
     shared = args.redis or args.workers > 1
+    launcher = [sys.executable, "-c", CONSTANT_SERVE] if args.constant else [sys.executable, "-m", "qac"]
     with tempfile.TemporaryDirectory(prefix="server-cpu-") as tmp, RedisProcess() if shared else _Nothing() as redis:
         for _ in range(args.rounds):
             for name, tree in trees.items():
                 env = UNLIMITED | {"PYTHONPATH": str(Path(tree).resolve())}
                 with ServerProcess(index, Path(tmp) / f"{name}.log", workers=args.workers, env=env,
-                                   cwd=Path(tree).resolve(), sessions=redis.url if shared else "memory") as server:
+                                   cwd=Path(tree).resolve(), sessions=redis.url if shared else "memory",
+                                   launcher=launcher) as server:
                     assert server.proc is not None
                     before, counted_before = cpu_seconds(server.proc.pid), counted(server.port)
                     report = run_load(server.url, scripts, users=args.users, duration=args.duration)
@@ -78,6 +88,22 @@ def main() -> int:
                       flush=True)
     print(json.dumps({name: [round(min(v), 3), round(max(v), 3)] for name, v in runs.items()}))
     return 0
+
+
+# What --constant patches into the tree's server: every keystroke answered with the same ten
+# suggestions (a fresh session's and one with queries alike), at once.
+CONSTANT_ANSWERS = """
+import server.completer as completer
+from indexer.model import Completion
+from indexer.normalize import normalize_prefix
+
+ITEMS = tuple(Completion(f"constant suggestion number {i}", 10.0 - i, False, False) for i in range(10))
+completer.rank_keystroke = lambda model, prefix, *rest: (normalize_prefix(prefix), list(ITEMS), None)
+completer._fresh = lambda *args: ITEMS
+"""
+# ``python -c`` puts the working directory (the tree) first on the path, as ``-m`` does; the
+# arguments after the code are qac's.
+CONSTANT_SERVE = CONSTANT_ANSWERS + "import sys\nfrom qac.main import main\nsys.exit(main())\n"
 
 
 def counted(port: int) -> tuple[float | None, int]:

@@ -8,7 +8,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from scripts.server_cpu import counted
+from indexer.model import Model
+from scripts.server_cpu import CONSTANT_ANSWERS, counted
+from server.completer import Completer
 
 METRICS = """\
 # HELP qac_completion_seconds Time from receiving a keystroke to its answer
@@ -58,3 +60,20 @@ def test_counts_the_answers_and_ranking_cpu_of_every_transport(metrics_port: lis
 def test_a_server_without_ranking_cpu_still_gives_its_answers(metrics_port: list[str]) -> None:
     metrics_port[0] = "\n".join(line for line in METRICS.splitlines() if "ranking" not in line) + "\n"
     assert counted(int(metrics_port[1])) == (None, 107)
+
+
+@pytest.mark.anyio
+async def test_constant_answers_replace_every_ranking_of_the_server(monkeypatch: pytest.MonkeyPatch,
+                                                                   small_model: Model) -> None:
+    import server.completer as completer_module
+
+    # Restored after the test: the patch replaces them in the module.
+    monkeypatch.setattr(completer_module, "rank_keystroke", completer_module.rank_keystroke)
+    monkeypatch.setattr(completer_module, "_fresh", completer_module._fresh)
+    completer = Completer(small_model, "small", threads=0, k=10, fresh_size=0)
+    exec(CONSTANT_ANSWERS, {})
+    fresh = await completer.complete("Ne", ())  # a fresh session's keystroke
+    after = await completer.complete("new y", ("weather",))  # and one with session queries
+    constant = [f"constant suggestion number {i}" for i in range(10)]
+    assert [c.query for c in fresh.items] == [c.query for c in after.items] == constant
+    assert (fresh.prefix, after.prefix) == ("ne", "new y")
