@@ -13,14 +13,11 @@ from typing import Any, TypeVar
 
 _T = TypeVar("_T")
 
-try:
-    import uvloop
-except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
-    uvloop = None
-
 
 def run(main: Coroutine[Any, Any, _T]) -> _T:
     """``main`` to completion in a fresh event loop, as :func:`asyncio.run`."""
-    if uvloop is None:  # pragma: no cover
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - a dependency wherever it builds
         return asyncio.run(main)
     return uvloop.run(main)
