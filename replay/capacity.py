@@ -10,6 +10,7 @@ what one answered keystroke cost the server, whatever else runs on the machine.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .scripts import Script
+from .scripts import Script, typed_keystrokes
 
 P99_BUDGET_MS = 50.0
 
@@ -122,15 +123,7 @@ def ranking_cost(model: Any, scripts: Sequence[Script], limit: int = 3000) -> di
     ``limit`` keystrokes of ``scripts`` (each query typed after the session's earlier ones, as
     the load sends them), CPU time of this thread per keystroke, in one pass (the keystrokes
     of a load run are mostly new to the server: its memories hold few of them)."""
-    keystrokes: list[tuple[str, tuple[str, ...]]] = []
-    for script in scripts:
-        earlier: list[str] = []
-        for typed in script:
-            keystrokes += [(prefix, tuple(earlier)) for prefix in typed.keystrokes]
-            earlier.append(typed.target)
-        if len(keystrokes) >= limit:
-            break
-    keystrokes = keystrokes[:limit]
+    keystrokes = list(itertools.islice(typed_keystrokes(scripts), limit))
     start = time.thread_time()
     for prefix, history in keystrokes:
         model.complete(prefix, history, 10)

@@ -3,7 +3,7 @@ only submitted, from a query log or from evaluation pairs."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,17 @@ Script = tuple[Typed, ...]
 def keystrokes_of(query: str) -> tuple[str, ...]:
     """Every prefix of ``query`` a user types on the way to it, shortest first."""
     return tuple(query[:i] for i in range(1, len(query) + 1))
+
+
+def typed_keystrokes(scripts: Iterable[Script]) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """Each keystroke of ``scripts`` with the queries its session submitted before it
+    (oldest first): what a ranking of it is asked, as the load sends them."""
+    for script in scripts:
+        earlier: list[str] = []
+        for typed in script:
+            for prefix in typed.keystrokes:
+                yield prefix, tuple(earlier)
+            earlier.append(typed.target)
 
 
 # A session's user (None: not known) and its script.

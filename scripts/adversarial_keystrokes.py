@@ -33,7 +33,7 @@ import numpy as np
 import indexer
 from indexer.typos import add_typo
 from replay.loadgen import chain_pairs
-from replay.scripts import scripts_from_pairs
+from replay.scripts import scripts_from_pairs, typed_keystrokes
 
 KINDS = ("random5", "random", "typo", "word", "glued", "long", "digits", "typo_long")
 HISTORIES = ("none", "crafted", "near")
@@ -122,12 +122,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     model = indexer.load(args.index)
-    clean: list[tuple[str, tuple[str, ...]]] = []
-    for script in chain_pairs(scripts_from_pairs(args.pairs, args.limit)):
-        earlier: list[str] = []
-        for typed in script:
-            clean += [(prefix, tuple(earlier)) for prefix in typed.keystrokes]
-            earlier.append(typed.target)
+    clean = list(typed_keystrokes(chain_pairs(scripts_from_pairs(args.pairs, args.limit))))
     gc.freeze()
     for prefix, history in clean:  # the memories a running server has
         model.complete(prefix, history, 10)

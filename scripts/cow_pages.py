@@ -209,17 +209,9 @@ def report(parent: int, child: int, page_owner: dict[int, int], names: list[str]
 
 def _keystrokes(pairs: str, limit: int) -> list[tuple[str, tuple[str, ...]]]:
     from replay.loadgen import chain_pairs
-    from replay.scripts import scripts_from_pairs
+    from replay.scripts import scripts_from_pairs, typed_keystrokes
 
-    out: list[tuple[str, tuple[str, ...]]] = []
-    if limit <= 0:
-        return out
-    for script in chain_pairs(scripts_from_pairs(pairs, limit)):
-        earlier: list[str] = []
-        for typed in script:
-            out += [(prefix, tuple(earlier)) for prefix in typed.keystrokes]
-            earlier.append(typed.target)
-    return out
+    return list(typed_keystrokes(chain_pairs(scripts_from_pairs(pairs, limit)))) if limit > 0 else []
 
 
 def _serve(model: object, index: str, keystrokes: list[tuple[str, tuple[str, ...]]]) -> object:

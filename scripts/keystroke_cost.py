@@ -24,7 +24,7 @@ import time
 import indexer
 from replay.bench import rss_mb
 from replay.loadgen import chain_pairs
-from replay.scripts import scripts_from_pairs
+from replay.scripts import scripts_from_pairs, typed_keystrokes
 
 
 def main() -> int:
@@ -35,12 +35,7 @@ def main() -> int:
     ap.add_argument("--passes", type=int, default=3, help="times the keystrokes are ranked (default 3)")
     args = ap.parse_args()
     model = indexer.load(args.index)
-    keystrokes: list[tuple[str, tuple[str, ...]]] = []
-    for script in chain_pairs(scripts_from_pairs(args.pairs, args.limit)):
-        earlier: list[str] = []
-        for typed in script:
-            keystrokes += [(prefix, tuple(earlier)) for prefix in typed.keystrokes]
-            earlier.append(typed.target)
+    keystrokes = list(typed_keystrokes(chain_pairs(scripts_from_pairs(args.pairs, args.limit))))
     gc.freeze()  # the model and the keystrokes: no full collection walks them while timed
     rss_before = rss_mb(os.getpid())["rss_mb"]
     passes = []

@@ -23,7 +23,7 @@ from replay.replay import (
     replay,
     run_replay,
 )
-from replay.scripts import Typed, keystrokes_of, scripts_from_log, scripts_from_pairs
+from replay.scripts import Typed, keystrokes_of, scripts_from_log, scripts_from_pairs, typed_keystrokes
 from server.app import create_app
 from server.config import ServerConfig
 from tests.replay.fake_server import fake_server, starts_with
@@ -164,6 +164,13 @@ def test_replay_cli_reports_an_unusable_url_and_exits_2(
     path = write_pairs(tmp_path / "pairs.jsonl", [("", "a", "ab")])
     assert main(["replay", "--url", url, "--pairs", str(path), "--quiet"]) == 2
     assert "qac replay: error:" in capsys.readouterr().err
+
+
+def test_each_keystroke_comes_with_what_its_session_submitted_before() -> None:
+    first = (Typed("ab", keystrokes_of("ab")), Typed("seen"), Typed("c", ("c",)))
+    second = (Typed("d", ("d",)),)
+    assert list(typed_keystrokes([first, second])) == [
+        ("a", ()), ("ab", ()), ("c", ("ab", "seen")), ("d", ())]
 
 
 def test_keystrokes_saved_counts_from_the_first_prefix_showing_the_target_in_the_top_ten() -> None:
