@@ -25,6 +25,7 @@ sessions, submits, connections), without what ranking and the rest do to each ot
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -56,14 +57,14 @@ def main() -> int:
     scripts = chain_pairs(scripts_from_pairs(args.pairs, args.limit))
     index = Path(args.index).resolve()
     runs: dict[str, list[float]] = {name: [] for name in trees}
-    shared = args.redis or args.workers > 1
     launcher = [sys.executable, "-c", CONSTANT_SERVE] if args.constant else [sys.executable, "-m", "qac"]
-    with tempfile.TemporaryDirectory(prefix="server-cpu-") as tmp, RedisProcess() if shared else _Nothing() as redis:
+    shared = RedisProcess() if args.redis or args.workers > 1 else contextlib.nullcontext()
+    with tempfile.TemporaryDirectory(prefix="server-cpu-") as tmp, shared as redis:
         for _ in range(args.rounds):
             for name, tree in trees.items():
                 env = UNLIMITED | {"PYTHONPATH": str(Path(tree).resolve())}
                 with ServerProcess(index, Path(tmp) / f"{name}.log", workers=args.workers, env=env,
-                                   cwd=Path(tree).resolve(), sessions=redis.url if shared else "memory",
+                                   cwd=Path(tree).resolve(), sessions=redis.url if redis else "memory",
                                    launcher=launcher) as server:
                     assert server.proc is not None
                     before, counted_before = cpu_seconds(server.proc.pid), counted(server.port)
@@ -118,16 +119,6 @@ def counted(port: int) -> tuple[float | None, int]:
 
     ranking = values("qac_ranking_cpu_seconds_total")
     return (sum(ranking) if ranking else None), int(sum(values("qac_completion_seconds_count")))
-
-
-class _Nothing:
-    url = ""
-
-    def __enter__(self) -> _Nothing:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
 
 
 if __name__ == "__main__":
