@@ -8,9 +8,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+import server.completer as completer_module
 from indexer.model import Model
 from scripts.server_cpu import CONSTANT_ANSWERS, counted
-from server.completer import Completer
 
 METRICS = """\
 # HELP qac_completion_seconds Time from receiving a keystroke to its answer
@@ -65,12 +65,10 @@ def test_a_server_without_ranking_cpu_still_gives_its_answers(metrics_port: list
 @pytest.mark.anyio
 async def test_constant_answers_replace_every_ranking_of_the_server(monkeypatch: pytest.MonkeyPatch,
                                                                    small_model: Model) -> None:
-    import server.completer as completer_module
-
     # Restored after the test: the patch replaces them in the module.
     monkeypatch.setattr(completer_module, "rank_keystroke", completer_module.rank_keystroke)
     monkeypatch.setattr(completer_module, "_fresh", completer_module._fresh)
-    completer = Completer(small_model, "small", threads=0, k=10, fresh_size=0)
+    completer = completer_module.Completer(small_model, "small", threads=0, k=10, fresh_size=0)
     exec(CONSTANT_ANSWERS, {})
     fresh = await completer.complete("Ne", ())  # a fresh session's keystroke
     after = await completer.complete("new y", ("weather",))  # and one with session queries
