@@ -233,6 +233,15 @@ def _row(args: tuple[Any, ...], cpu: float, gc_cpu: float, collections: list[int
             "gc": collections}
 
 
+def _timed(call: Callable[[], Any]) -> tuple[Any, float]:
+    """``call()`` and the CPU seconds it took, by the clock the server charges a ranking with."""
+    from server.completer import CPU_CLOCK
+
+    start = CPU_CLOCK()
+    out = call()
+    return out, CPU_CLOCK() - start
+
+
 def _serve(trace: str, argv: list[str]) -> int:
     """``qac serve`` (one worker) with every ranking logged to ``trace`` at exit."""
     import server.completer as completer
@@ -253,7 +262,7 @@ def _serve(trace: str, argv: list[str]) -> int:
         loop_cpu = time.thread_time() - last[1]
         off_cpu = (time.perf_counter() - last[0]) - loop_cpu
         call = functools.partial(untraced, *args)
-        (out, cpu), gc_cpu, collections = clock.timed(completer._timed, call)
+        (out, cpu), gc_cpu, collections = clock.timed(_timed, call)
         try:
             task = asyncio.current_task()
         except RuntimeError:  # a ranking thread
@@ -320,7 +329,6 @@ def _rank_pass(rows: list[TraceRow], calls: list[functools.partial[Any]], clock:
     ``between``: what the thread does between two (sleep=MS, spin=MS, touch=KB; nothing)."""
     import numpy as np
 
-    from server.completer import _timed  # the server's clock around the server's call
 
     what, _, amount = between.partition("=")
     sleep = float(amount) / 1000 if what == "sleep" else 0.0
