@@ -100,7 +100,7 @@ from indexer.normalize import normalize_prefix
 
 ITEMS = tuple(Completion(f"constant suggestion number {i}", 10.0 - i, False, False) for i in range(10))
 completer.rank_keystroke = lambda model, prefix, *rest: (normalize_prefix(prefix), list(ITEMS), None)
-completer._fresh = lambda *args: ITEMS
+completer.FreshAnswers.get = lambda self, prefix: ITEMS
 """
 # ``python -c`` puts the working directory (the tree) first on the path, as ``-m`` does; the
 # arguments after the code are qac's.

@@ -67,7 +67,7 @@ async def test_constant_answers_replace_every_ranking_of_the_server(monkeypatch:
                                                                    small_model: Model) -> None:
     # Restored after the test: the patch replaces them in the module.
     monkeypatch.setattr(completer_module, "rank_keystroke", completer_module.rank_keystroke)
-    monkeypatch.setattr(completer_module, "_fresh", completer_module._fresh)
+    monkeypatch.setattr(completer_module.FreshAnswers, "get", completer_module.FreshAnswers.get)
     completer = completer_module.Completer(small_model, "small", threads=0, k=10, fresh_size=0)
     exec(CONSTANT_ANSWERS, {})
     fresh = await completer.complete("Ne", ())  # a fresh session's keystroke
